@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"os"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/record"
@@ -28,6 +29,11 @@ type Event struct {
 
 	// PidFD is a pidfd for Pid when the group reports pidfds, else -1.
 	PidFD int
+
+	// File is the file opened read-only by handle on close_write when
+	// Options.OpenForHash is set, so hashing reads the very inode the event
+	// was about even after a rename or unlink. Closed by Release.
+	File *os.File
 
 	fid *fileID // object identity for Stat and Open; nil if unknown
 }
