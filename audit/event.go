@@ -1,9 +1,12 @@
 package audit
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/kernel"
 	"github.com/fanaudit/fanaudit/internal/record"
 )
 
@@ -28,6 +31,8 @@ type Event struct {
 	LostReason string
 
 	// PidFD is a pidfd for Pid when the group reports pidfds, else -1.
+	// When one kernel event splits into several Events, only the first
+	// one emitted carries the pidfd; the others have -1.
 	PidFD int
 
 	// File is the file opened read-only by handle on close_write when
@@ -36,12 +41,86 @@ type Event struct {
 	File *os.File
 
 	fid *fileID // object identity for Stat and Open; nil if unknown
+	st  *kernel.Stat
 }
+
+// fileID names the event's object by file handle on its filesystem's
+// mount fd, so Stat works after the name is gone or reused.
+type fileID struct {
+	mount  *os.File
+	htype  int32
+	handle []byte // a slice of the batch's arena; never modified
+}
+
+// ErrNoIdentity means the event carries neither a file handle nor an open
+// file, e.g. events_lost, or a fd-mode event whose fd is already closed.
+var ErrNoIdentity = errors.New("event has no file identity")
 
 // Release closes the kernel resources the event holds. It is safe to call
 // on an event that holds none, and a second call is a no-op.
 func (e *Event) Release() {
 	e.release()
+}
+
+func (e *Event) release() {
+	if e.File != nil {
+		e.File.Close()
+		e.File = nil
+	}
+	if e.PidFD >= 0 {
+		kernel.CloseFD(int32(e.PidFD))
+		e.PidFD = -1
+	}
+}
+
+// Stat fills f's stat fields (HasStat, Inode, Mode, Size, UID, GID) and
+// Type for the event's object: fstat of File when held, else
+// open_by_handle_at(O_PATH) on the filesystem's mount fd and fstat, else
+// the stat taken when a fd-mode event was read. Directories get Type "dir".
+func (e *Event) Stat(f *record.File) error {
+	var st kernel.Stat
+	var err error
+	switch {
+	case e.File != nil:
+		st, err = kernel.FileStat(e.File)
+	case e.fid != nil:
+		st, err = kernel.StatHandle(e.fid.mount, e.fid.htype, e.fid.handle)
+	case e.st != nil:
+		st = *e.st
+	default:
+		return ErrNoIdentity
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", e.Path, err)
+	}
+	f.HasStat = true
+	f.Inode = st.Ino
+	f.Mode = st.Mode
+	f.Size = st.Size
+	f.UID = st.UID
+	f.GID = st.GID
+	f.Type = fileType(st.Mode)
+	return nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & kernel.ModeType {
+	case kernel.ModeReg:
+		return "file"
+	case kernel.ModeDir:
+		return "dir"
+	case kernel.ModeLnk:
+		return "symlink"
+	case kernel.ModeChr:
+		return "char_device"
+	case kernel.ModeBlk:
+		return "block_device"
+	case kernel.ModeFifo:
+		return "fifo"
+	case kernel.ModeSock:
+		return "socket"
+	}
+	return ""
 }
 
 // Observer sees every event in the reader goroutine, before the event is

@@ -23,7 +23,11 @@ type Item struct {
 // Run takes items with q.Next and must settle every item it takes, exactly
 // once, with q.Delivered or q.Failed, possibly later and from another
 // goroutine (an asynchronous ack). It returns nil once q is closed and
-// everything it took is settled, or ctx.Err() when ctx ends first.
+// everything it took is settled, ctx.Err() when ctx ends first, or the
+// error that made it give up (stdout's EPIPE, say); on every return it has
+// settled what it took, failing what it could not deliver. Items still
+// queued stay there: after an error return nobody takes from q, so the
+// caller must stop pushing to it (a Block queue would block for good).
 type Sink interface {
 	Name() string
 	Run(ctx context.Context, q *Queue) error

@@ -1,0 +1,57 @@
+package audit
+
+import "strings"
+
+// pathCache maps a file handle key (kernel.Handle.Key: fsid and handle
+// bytes) to an escaped absolute path. It is bounded: when full, an
+// arbitrary entry (map iteration order is random) makes room, which costs
+// at most one open_by_handle_at later.
+type pathCache struct {
+	max int
+	m   map[string]string
+}
+
+func newPathCache(max int) *pathCache {
+	return &pathCache{max: max, m: make(map[string]string, min(max, 1024))}
+}
+
+func (c *pathCache) get(key []byte) (string, bool) {
+	p, ok := c.m[string(key)]
+	return p, ok
+}
+
+func (c *pathCache) put(key []byte, path string) {
+	if _, ok := c.m[string(key)]; !ok && len(c.m) >= c.max {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[string(key)] = path
+}
+
+func (c *pathCache) del(key []byte) {
+	delete(c.m, string(key))
+}
+
+// take returns and removes the entry.
+func (c *pathCache) take(key []byte) (string, bool) {
+	p, ok := c.m[string(key)]
+	if ok {
+		delete(c.m, string(key))
+	}
+	return p, ok
+}
+
+// movePrefix rewrites every cached path below oldDir to sit below newDir:
+// a directory rename changes the path of every directory beneath it, and
+// their handles stay the same. Directory renames are rare, so a full scan
+// is fine.
+func (c *pathCache) movePrefix(oldDir, newDir string) {
+	pre := oldDir + "/"
+	for k, v := range c.m {
+		if strings.HasPrefix(v, pre) {
+			c.m[k] = newDir + v[len(oldDir):]
+		}
+	}
+}

@@ -1,0 +1,416 @@
+// Package audit owns capture: it probes fanotify once, sets up the groups,
+// filesystem marks and in-kernel ignore marks, reads and decodes the event
+// queue in batches, names every object by its real path (handle→path cache,
+// names from the records, reversible escaping), filters by scope, excludes
+// the agent's own process, and turns queue overflow into events_lost.
+//
+// Decisions worth knowing:
+//
+//   - One FID group (FAN_REPORT_DFID_NAME|FAN_REPORT_FID, plus
+//     FAN_REPORT_TARGET_FID where available) with FAN_MARK_FILESYSTEM marks
+//     reports everything. Without FID support the capture falls back to one
+//     fd-mode group with mount marks, and warns which actions are lost.
+//   - FAN_OPEN together with FAN_OPEN_EXEC is reported as exec only: every
+//     exec opens the file, so a separate open would double-count one
+//     syscall. A plain open merged by the kernel into the same event is
+//     indistinguishable and is lost with it; open alone is still reported
+//     as open when exec isn't wanted.
+//   - The kernel blames delete_self on whoever drops the last reference to
+//     an unlinked inode. The capture holds no fd on files except briefly
+//     (O_PATH to stat, or the OpenForHash file), so this is rare, but when
+//     the blamed pid is the agent's own, the delete_self is reported with
+//     Pid 0 (unknown) instead of being dropped. All other events from the
+//     agent's pid are dropped.
+//   - An event whose path cannot be resolved is still reported, with an
+//     empty Path, and counted in Stats.ResolveFailures.
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// ReasonDecodeError is events_lost's reason when a read buffer could not be
+// decoded past some point: the events after it are lost.
+const ReasonDecodeError = "decode_error"
+
+// Defaults and bounds.
+const (
+	DefaultReadBuffer = 256 << 10
+	minReadBuffer     = 8 << 10
+	dirCacheSize      = 1 << 16
+)
+
+// Errors New wraps.
+var (
+	ErrOptions = errors.New("invalid capture options")
+	ErrRunning = errors.New("capture already running")
+)
+
+// Options configure a Capture.
+type Options struct {
+	Paths          []string        // watched roots, absolute; recursive
+	Include        []string        // globs on file.path; empty = everything
+	Exclude        []string        // globs; excluded directories also get in-kernel ignore marks
+	IgnorePaths    []string        // the agent's own outputs: ignore marks + user-space filter
+	Actions        []record.Action // wanted actions; empty = all file actions
+	UnlimitedQueue bool
+	ReadBuffer     int           // bytes, default 256 KiB
+	BatchDelay     time.Duration // sleep when the queue is empty (0 = block in poll)
+	PidFD          bool          // FAN_REPORT_PIDFD
+	OpenForHash    bool          // on close_write, open the file by handle (Event.File)
+	Observer       Observer      // called in the reader for every event
+
+	forceFDMode bool // tests: behave as if FID reporting were missing
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	Reads           uint64 // read(2) calls that returned events
+	Bytes           uint64 // bytes read
+	KernelEvents    uint64 // kernel events decoded (a merged mask counts once)
+	Emitted         uint64 // Events sent, events_lost included
+	Filtered        uint64 // actions dropped: unwanted bookkeeping bits, out of scope, ignored
+	Self            uint64 // actions dropped because the agent itself caused them
+	Overflows       uint64 // FAN_Q_OVERFLOW events
+	DecodeErrors    uint64 // malformed events or buffers
+	ResolveFailures uint64 // paths that could not be resolved
+}
+
+type counters struct {
+	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
+}
+
+// mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
+type mountRef struct {
+	fsid uint64
+	f    *os.File
+}
+
+// Capture reads one fanotify group.
+type Capture struct {
+	log    zerolog.Logger
+	opts   Options
+	feat   kernel.Features
+	fdMode bool
+	want   actionSet
+	group  *kernel.Group
+	mounts []mountRef
+	scope  scope
+	self   int32
+
+	// Reader state, touched only by Run.
+	dirs    *pathCache // directory handle → path
+	buf     []byte
+	raw     []kernel.RawEvent
+	scratch []byte
+
+	running   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	stats     counters
+}
+
+// New validates opts, probes the kernel, creates the group and places the
+// marks. The caller must Close the Capture.
+func New(opts Options, log zerolog.Logger) (*Capture, error) {
+	c := &Capture{
+		log:   log.With().Str("component", "capture").Logger(),
+		opts:  opts,
+		self:  int32(os.Getpid()),
+		dirs:  newPathCache(dirCacheSize),
+		raw:   make([]kernel.RawEvent, 0, 1024),
+		scope: scope{include: opts.Include, exclude: opts.Exclude},
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	ft, err := kernel.Probe(c.scope.roots[0])
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	c.feat = ft
+	c.fdMode = !ft.FID || opts.forceFDMode
+	if err := c.setup(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Capture) validate() error {
+	o := &c.opts
+	if len(o.Paths) == 0 {
+		return fmt.Errorf("%w: no paths to watch", ErrOptions)
+	}
+	for _, p := range o.Paths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: path %q is not absolute", ErrOptions, p)
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return fmt.Errorf("%w: path %q: %w", ErrOptions, p, err)
+		}
+		c.scope.roots = append(c.scope.roots, escapeString(filepath.Clean(real)))
+	}
+	for _, p := range o.IgnorePaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: ignore path %q is not absolute", ErrOptions, p)
+		}
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		c.scope.ignore = append(c.scope.ignore, escapeString(filepath.Clean(p)))
+	}
+	if err := checkGlobs("include", o.Include); err != nil {
+		return err
+	}
+	if err := checkGlobs("exclude", o.Exclude); err != nil {
+		return err
+	}
+	if len(o.Actions) == 0 {
+		o.Actions = record.FileActions()
+	}
+	for _, a := range o.Actions {
+		if a <= record.ActionUnknown || a >= record.ActionEventsLost {
+			return fmt.Errorf("%w: action %d is not a file action", ErrOptions, a)
+		}
+	}
+	c.want = setOf(o.Actions)
+	switch {
+	case o.ReadBuffer == 0:
+		o.ReadBuffer = DefaultReadBuffer
+	case o.ReadBuffer < minReadBuffer:
+		return fmt.Errorf("%w: read buffer %d < %d bytes", ErrOptions, o.ReadBuffer, minReadBuffer)
+	}
+	if o.BatchDelay < 0 {
+		return fmt.Errorf("%w: negative batch delay", ErrOptions)
+	}
+	c.buf = make([]byte, o.ReadBuffer)
+	return nil
+}
+
+func (c *Capture) setup() error {
+	o := &c.opts
+	flags := kernel.InitClassNotif
+	if !c.fdMode {
+		flags |= kernel.InitReportDFIDNm | kernel.InitReportFID
+		if c.feat.TargetFID {
+			flags |= kernel.InitReportTarget
+		}
+	}
+	if o.UnlimitedQueue {
+		flags |= kernel.InitUnlimitedQ
+	}
+	if o.PidFD {
+		if c.feat.PidFD {
+			flags |= kernel.InitReportPidFD
+		} else {
+			c.log.Warn().Msg("FAN_REPORT_PIDFD is not supported by this kernel; events carry no pidfd")
+		}
+	}
+	mask := markMask(c.want, c.feat, c.fdMode)
+	if c.fdMode {
+		var lost []string
+		for _, a := range o.Actions {
+			for _, ab := range actionBits {
+				if ab.action == a && ab.bits&fdModeBits == 0 {
+					lost = append(lost, a.String())
+				}
+			}
+		}
+		c.log.Warn().Strs("actions_lost", lost).
+			Msg("fanotify FID reporting unavailable: falling back to fd mode, these actions are not reported")
+		if mask == 0 {
+			return fmt.Errorf("%w: no wanted action can be reported in fd mode", ErrOptions)
+		}
+	}
+	g, err := kernel.Init(flags)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	c.group = g
+	markFlags := kernel.MarkAdd | kernel.MarkFilesystem
+	if c.fdMode {
+		markFlags = kernel.MarkAdd | kernel.MarkMount
+	}
+	for _, root := range c.scope.roots {
+		f, fsid, err := kernel.OpenMount(root)
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		if c.mount(fsid) != nil {
+			f.Close()
+			continue
+		}
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		if err := g.Mark(markFlags, mask, root); err != nil {
+			return fmt.Errorf("capture: mark %s: %w", root, err)
+		}
+	}
+	c.ignoreMarks(mask)
+	c.log.Info().Bool("fd_mode", c.fdMode).Interface("features", c.feat).
+		Uint64("mask", mask).Strs("roots", c.scope.roots).Msg("capture ready")
+	return nil
+}
+
+// ignoreMarks puts in-kernel ignore marks on IgnorePaths and on existing
+// directories that Exclude globs name, so their noise never reaches user
+// space. New objects aren't covered; the scope filter catches those.
+// A failed ignore mark only costs speed, so it is a warning.
+func (c *Capture) ignoreMarks(mask uint64) {
+	var targets []string
+	targets = append(targets, c.opts.IgnorePaths...)
+	for _, g := range c.opts.Exclude {
+		m, _ := filepath.Glob(g)
+		for _, p := range m {
+			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+				targets = append(targets, p)
+			}
+		}
+	}
+	mask &^= kernel.FanOnDir
+	for _, p := range targets {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		m := mask
+		var err2 error
+		if c.feat.MarkIgnore {
+			if fi.IsDir() {
+				m |= kernel.FanOnDir | kernel.FanEventOnChild
+			}
+			err2 = c.group.Mark(kernel.MarkAdd|kernel.MarkIgnoreSurv, m, p)
+		} else {
+			err2 = c.group.Mark(kernel.MarkAdd|kernel.MarkIgnoredMaskSurv, m, p)
+		}
+		if err2 != nil {
+			c.log.Warn().Err(err2).Str("path", p).Msg("ignore mark failed; filtering in user space only")
+		}
+	}
+}
+
+func (c *Capture) mount(fsid uint64) *mountRef {
+	for i := range c.mounts {
+		if c.mounts[i].fsid == fsid {
+			return &c.mounts[i]
+		}
+	}
+	return nil
+}
+
+// FDMode reports whether the capture fell back to an fd-mode group.
+func (c *Capture) FDMode() bool { return c.fdMode }
+
+// Features returns what the kernel probe found.
+func (c *Capture) Features() kernel.Features { return c.feat }
+
+// Close closes the group and the mount fds. A blocked Run returns. It is
+// safe to call more than once and concurrently with Run; events already
+// handed out keep working except Stat, which then fails.
+func (c *Capture) Close() error {
+	c.closeOnce.Do(func() {
+		if c.group != nil {
+			c.closeErr = c.group.Close()
+		}
+		for _, m := range c.mounts {
+			if err := m.f.Close(); err != nil && c.closeErr == nil {
+				c.closeErr = err
+			}
+		}
+	})
+	return c.closeErr
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Capture) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		Reads: s.reads.Load(), Bytes: s.bytes.Load(), KernelEvents: s.kernel.Load(),
+		Emitted: s.emitted.Load(), Filtered: s.filtered.Load(), Self: s.self.Load(),
+		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
+		ResolveFailures: s.resolveFails.Load(),
+	}
+}
+
+// Run reads events until ctx ends or the Capture is closed, sending one
+// []Event per read. It drains the queue fully before waiting (in poll, or
+// by sleeping BatchDelay so events accumulate). When ctx ends it reads
+// what is still queued (non-blocking reads until the queue is empty),
+// sends it and returns nil. Sends block: the receiver must keep receiving
+// until Run returns.
+func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+	stop := context.AfterFunc(ctx, func() { c.group.SetReadDeadline(time.Now()) })
+	defer stop()
+	var timer *time.Timer
+	for {
+		n, err := c.group.TryRead(c.buf)
+		if err != nil {
+			return c.readErr(ctx, err)
+		}
+		if n == 0 {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if d := c.opts.BatchDelay; d > 0 {
+				if timer == nil {
+					timer = time.NewTimer(d)
+				} else {
+					timer.Reset(d)
+				}
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			n, err = c.group.Read(c.buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if err != nil {
+				return c.readErr(ctx, err)
+			}
+		}
+		if evs := c.process(c.buf[:n], time.Now()); len(evs) > 0 {
+			out <- evs
+		}
+	}
+}
+
+func (c *Capture) readErr(ctx context.Context, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("capture closed: %w", err)
+	}
+	return fmt.Errorf("capture: %w", err)
+}
+
+// escapeString escapes an already-string path (from readlink), without
+// copying in the common all-valid case.
+func escapeString(s string) string {
+	if utf8.ValidString(s) && !strings.Contains(s, `\`) {
+		return s
+	}
+	return EscapePath([]byte(s))
+}

@@ -1,0 +1,365 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// TestExactEvents asserts the exact events, in order, with exact paths,
+// for each operation, done by a child process on a fresh tmpfs.
+func TestExactEvents(t *testing.T) {
+	type step struct {
+		op   string
+		args []string // relative to the mount
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, root string)
+		steps []step
+		want  []string
+	}{
+		{
+			name:  "create write close",
+			steps: []step{{"touch", []string{"f"}}},
+			want:  []string{"create ./f", "open ./f", "modify ./f", "close_write ./f"},
+		},
+		{
+			name:  "open read-only and read",
+			setup: files("f"),
+			steps: []step{{"read", []string{"f"}}},
+			want:  []string{"open ./f", "access ./f", "close_nowrite ./f"},
+		},
+		{
+			name:  "rename within a directory",
+			setup: files("a"),
+			steps: []step{{"rename", []string{"a", "b"}}},
+			want:  []string{"rename ./b <- ./a", "move_self ./b"},
+		},
+		{
+			name:  "rename across directories",
+			setup: files("x/", "y/", "x/a"),
+			steps: []step{{"rename", []string{"x/a", "y/a"}}},
+			want:  []string{"rename ./y/a <- ./x/a", "move_self ./y/a"},
+		},
+		{
+			name:  "rename a directory then write below it",
+			setup: files("d/", "d/e/"),
+			steps: []step{{"rename", []string{"d", "d2"}}, {"touch", []string{"d2/e/f"}}},
+			want: []string{"rename ./d2 <- ./d (dir)", "move_self ./d2 (dir)",
+				"create ./d2/e/f", "open ./d2/e/f", "modify ./d2/e/f", "close_write ./d2/e/f"},
+		},
+		{
+			name:  "unlink",
+			setup: files("f"),
+			steps: []step{{"unlink", []string{"f"}}},
+			want:  []string{"attrib ./f", "delete_self ./f", "delete ./f"},
+		},
+		{
+			name:  "mkdir",
+			steps: []step{{"mkdir", []string{"d"}}},
+			want:  []string{"create ./d (dir)"},
+		},
+		{
+			name:  "rmdir",
+			setup: files("d/"),
+			steps: []step{{"rmdir", []string{"d"}}},
+			want:  []string{"delete_self ./d (dir)", "delete ./d (dir)"},
+		},
+		{
+			name:  "mkdir then rmdir",
+			steps: []step{{"mkdir", []string{"d"}}, {"rmdir", []string{"d"}}},
+			want:  []string{"create ./d (dir)", "delete_self ./d (dir)", "delete ./d (dir)"},
+		},
+		{
+			name:  "chmod",
+			setup: files("f"),
+			steps: []step{{"chmod", []string{"f"}}},
+			want:  []string{"attrib ./f"},
+		},
+		{
+			name:  "chown",
+			setup: files("f"),
+			steps: []step{{"chown", []string{"f"}}},
+			want:  []string{"attrib ./f"},
+		},
+		{
+			name:  "exec",
+			setup: copyTrue,
+			steps: []step{{"exec", []string{"true"}}},
+			want:  []string{"exec ./true", "close_nowrite ./true"},
+		},
+		{
+			name:  "non-UTF-8 name",
+			steps: []step{{"mkdir", []string{"a\xff\\b"}}},
+			want:  []string{`create ./a\xff\\b (dir)`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := tmpfs(t)
+			if tt.setup != nil {
+				tt.setup(t, root)
+			}
+			s := startSession(t, Options{Paths: []string{root}})
+			for _, st := range tt.steps {
+				args := make([]string, len(st.args))
+				for i, a := range st.args {
+					args[i] = filepath.Join(root, a)
+				}
+				runHelper(t, st.op, args...)
+			}
+			s.mark(root)
+			var got []string
+			for _, e := range s.take() {
+				if e.Pid <= 0 && e.Action != record.ActionDeleteSelf {
+					t.Errorf("%s: pid %d", line(&e, root), e.Pid)
+				}
+				got = append(got, line(&e, root))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("events:\n got %q\nwant %q", got, tt.want)
+			}
+			if st := s.c.Stats(); st.ResolveFailures != 0 || st.DecodeErrors != 0 {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// files creates files and (with a trailing slash) directories before the
+// capture starts.
+func files(names ...string) func(t *testing.T, root string) {
+	return func(t *testing.T, root string) {
+		for _, n := range names {
+			p := filepath.Join(root, n)
+			var err error
+			if strings.HasSuffix(n, "/") {
+				err = os.Mkdir(p, 0o755)
+			} else {
+				err = os.WriteFile(p, []byte("hello"), 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func copyTrue(t *testing.T, root string) {
+	src, err := os.Open("/bin/true")
+	if err != nil {
+		t.Skip("no /bin/true")
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(filepath.Join(root, "true"), os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSelfExclusion: the agent's own activity is never reported.
+func TestSelfExclusion(t *testing.T) {
+	root := tmpfs(t)
+	s := startSession(t, Options{Paths: []string{root}})
+	for i := range 10 {
+		p := filepath.Join(root, fmt.Sprintf("self%d", i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p, p+".r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runHelper(t, "touch", filepath.Join(root, "other"))
+	s.mark(root)
+	me := int32(os.Getpid())
+	var other bool
+	for _, e := range s.take() {
+		if e.Pid == me || strings.Contains(e.Path, "/self") {
+			t.Errorf("own event reported: %s pid %d", line(&e, root), e.Pid)
+		}
+		other = other || strings.HasSuffix(e.Path, "/other")
+	}
+	if !other {
+		t.Error("the helper's event is missing")
+	}
+	if s.c.Stats().Self == 0 {
+		t.Error("Stats.Self is 0")
+	}
+}
+
+// TestBurst: 100,000 creates in one burst; every create is reported or
+// the loss is reported as events_lost.
+func TestBurst(t *testing.T) {
+	root := tmpfs(t)
+	const n = 100000
+	s := startSession(t, Options{Paths: []string{root}, Actions: []record.Action{record.ActionCreate}})
+	runHelper(t, "burst", root, fmt.Sprint(n))
+	s.mark(root)
+	seen := make(map[string]bool, n)
+	lost := 0
+	for _, e := range s.take() {
+		switch e.Action {
+		case record.ActionCreate:
+			if seen[e.Path] {
+				t.Fatalf("duplicate create %s", e.Path)
+			}
+			seen[e.Path] = true
+		case record.ActionEventsLost:
+			lost++
+			if e.LostReason != record.ReasonKernelOverflow || e.HasLost {
+				t.Errorf("lost event %+v", e)
+			}
+		default:
+			t.Errorf("unexpected %s", line(&e, root))
+		}
+	}
+	st := s.c.Stats()
+	t.Logf("creates %d, events_lost %d, stats %+v", len(seen), lost, st)
+	if lost == 0 && len(seen) != n {
+		t.Fatalf("silent loss: %d of %d creates, no events_lost", len(seen), n)
+	}
+	if uint64(lost) != st.Overflows {
+		t.Errorf("events_lost %d != Stats.Overflows %d", lost, st.Overflows)
+	}
+}
+
+// TestForcedOverflow: with reading paused the default queue overflows and
+// an events_lost record appears.
+func TestForcedOverflow(t *testing.T) {
+	root := tmpfs(t)
+	c, err := New(Options{Paths: []string{root}}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runHelper(t, "burst", root, "20000") // ≥ 2 events per file, queue holds 16384
+	ctx, cancel := contextCancelled()
+	defer cancel()
+	out := make(chan []Event, 1024)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, out); close(out) }()
+	lost := 0
+	for evs := range out {
+		for i := range evs {
+			if evs[i].Action == record.ActionEventsLost && evs[i].LostReason == record.ReasonKernelOverflow {
+				lost++
+			}
+			evs[i].Release()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if lost != 1 || c.Stats().Overflows != 1 {
+		t.Fatalf("events_lost %d, stats %+v", lost, c.Stats())
+	}
+}
+
+// TestDrainOnCancel: events queued when ctx ends are still delivered.
+func TestDrainOnCancel(t *testing.T) {
+	root := tmpfs(t)
+	c, err := New(Options{Paths: []string{root}, UnlimitedQueue: true}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runHelper(t, "burst", root, "1000")
+	ctx, cancel := contextCancelled()
+	defer cancel()
+	out := make(chan []Event, 1024)
+	if err := c.Run(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	close(out)
+	creates := 0
+	for evs := range out {
+		for i := range evs {
+			if evs[i].Action == record.ActionCreate {
+				creates++
+			}
+			evs[i].Release()
+		}
+	}
+	if creates != 1000 {
+		t.Fatalf("creates %d, want 1000; stats %+v", creates, c.Stats())
+	}
+}
+
+// TestCloseUnblocksRun: Close ends a Run blocked in read.
+func TestCloseUnblocksRun(t *testing.T) {
+	root := tmpfs(t)
+	c, err := New(Options{Paths: []string{root}}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := contextBackground()
+	defer cancel()
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		close(started)
+		done <- c.Run(ctx, make(chan []Event))
+	}()
+	<-started
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Run after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+// TestFDLeak counts /proc/self/fd before and after sessions with events,
+// in FID mode (with pidfds and files for hashing) and in fd mode.
+func TestFDLeak(t *testing.T) {
+	for _, fd := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fdmode=%v", fd), func(t *testing.T) {
+			root := tmpfs(t)
+			before := countFDs(t)
+			s := startSession(t, Options{Paths: []string{root}, PidFD: true, OpenForHash: true, forceFDMode: fd})
+			for i := range 20 {
+				p := filepath.Join(root, fmt.Sprint(i))
+				runHelper(t, "touch", p)
+				runHelper(t, "read", p)
+			}
+			last := filepath.Join(root, "last")
+			runHelper(t, "touch", last)
+			s.waitFor("close_write of last", func(e *Event) bool {
+				return e.Action == record.ActionCloseWrite && e.Path == last
+			})
+			if err := s.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if after := countFDs(t); after != before {
+				t.Fatalf("fds before %d, after %d", before, after)
+			}
+		})
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

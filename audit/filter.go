@@ -1,0 +1,80 @@
+package audit
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// scope decides in user space which paths are reported. Marks cover whole
+// filesystems and ignore marks only cover objects that existed at start,
+// so every event passes through here.
+type scope struct {
+	roots   []string // escaped, cleaned, symlinks resolved
+	ignore  []string // IgnorePaths: the path and everything under it
+	include []string
+	exclude []string
+}
+
+// under reports whether p is dir or inside it.
+func under(p, dir string) bool {
+	if dir == "/" {
+		return strings.HasPrefix(p, "/")
+	}
+	return strings.HasPrefix(p, dir) && (len(p) == len(dir) || p[len(dir)] == '/')
+}
+
+func underAny(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if under(p, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchTree reports whether any glob matches p or one of its ancestors, so
+// a glob naming a directory covers everything below it. Globs use
+// path/filepath.Match syntax against absolute paths.
+func matchTree(globs []string, p string) bool {
+	for {
+		for _, g := range globs {
+			if ok, _ := filepath.Match(g, p); ok {
+				return true
+			}
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i <= 0 {
+			return false
+		}
+		p = p[:i]
+	}
+}
+
+// allowed reports whether an event on p is in scope. An empty p (the path
+// could not be resolved) is let through: the event is real and nothing
+// proves it is out of scope.
+func (s *scope) allowed(p string) bool {
+	if p == "" {
+		return true
+	}
+	if !underAny(p, s.roots) || underAny(p, s.ignore) {
+		return false
+	}
+	if len(s.exclude) > 0 && matchTree(s.exclude, p) {
+		return false
+	}
+	if len(s.include) > 0 && !matchTree(s.include, p) {
+		return false
+	}
+	return true
+}
+
+func checkGlobs(key string, globs []string) error {
+	for _, g := range globs {
+		if _, err := filepath.Match(g, "/"); err != nil {
+			return fmt.Errorf("%w: %s glob %q: %w", ErrOptions, key, g, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package audit
+
+import (
+	"github.com/fanaudit/fanaudit/internal/kernel"
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// actionBits maps each file action to the kernel mask bits that report
+// it, in record.Action order, which is also the order split events are
+// emitted in. rename lists FAN_RENAME and, for kernels before 5.17, the
+// moved_from/moved_to pair.
+var actionBits = [...]struct {
+	action record.Action
+	bits   uint64
+}{
+	{record.ActionCreate, kernel.FanCreate},
+	{record.ActionOpen, kernel.FanOpen},
+	{record.ActionExec, kernel.FanOpenExec},
+	{record.ActionAccess, kernel.FanAccess},
+	{record.ActionModify, kernel.FanModify},
+	{record.ActionAttrib, kernel.FanAttrib},
+	{record.ActionCloseWrite, kernel.FanCloseWrite},
+	{record.ActionCloseNowrite, kernel.FanCloseNowrite},
+	{record.ActionRename, kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo},
+	{record.ActionMoveSelf, kernel.FanMoveSelf},
+	{record.ActionDelete, kernel.FanDelete},
+	{record.ActionDeleteSelf, kernel.FanDeleteSelf},
+}
+
+// fdModeBits are the events a group without FID reporting can deliver.
+const fdModeBits = kernel.FanOpen | kernel.FanOpenExec | kernel.FanAccess | kernel.FanModify |
+	kernel.FanCloseWrite | kernel.FanCloseNowrite
+
+// actionSet is a set of record.Action values.
+type actionSet uint32
+
+func (s actionSet) has(a record.Action) bool { return s&(1<<a) != 0 }
+
+func setOf(actions []record.Action) actionSet {
+	var s actionSet
+	for _, a := range actions {
+		s |= 1 << a
+	}
+	return s
+}
+
+// markMask returns the mask a group asks the kernel for: only the bits
+// for wanted actions, plus bookkeeping bits that keep paths right:
+// FAN_RENAME so directory renames update the handle→path cache, and
+// FAN_DELETE so delete_self of a file can be named from the delete record
+// (see Capture.unlinkedName).
+// Events for bookkeeping bits that aren't wanted are counted as filtered.
+func markMask(want actionSet, ft kernel.Features, fdMode bool) uint64 {
+	var m uint64
+	for _, ab := range actionBits {
+		if !want.has(ab.action) {
+			continue
+		}
+		b := ab.bits
+		if ab.action == record.ActionRename {
+			if ft.Rename {
+				b = kernel.FanRename
+			} else {
+				b = kernel.FanMovedFrom | kernel.FanMovedTo
+			}
+		}
+		m |= b
+	}
+	if fdMode {
+		m &= fdModeBits
+	} else if m != 0 {
+		if ft.Rename {
+			m |= kernel.FanRename
+		}
+		if want.has(record.ActionDeleteSelf) {
+			m |= kernel.FanDelete
+		}
+	}
+	if m != 0 {
+		m |= kernel.FanOnDir
+	}
+	return m
+}

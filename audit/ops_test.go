@@ -1,0 +1,52 @@
+package audit
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+)
+
+// helperOp performs op in the helper process. a holds two arguments.
+func helperOp(op string, a []string) error {
+	switch op {
+	case "touch": // create, write, close
+		return os.WriteFile(a[0], []byte("hello"), 0o644)
+	case "read": // open read-only, read, close
+		f, err := os.Open(a[0])
+		if err != nil {
+			return err
+		}
+		_, err = io.ReadAll(f)
+		f.Close()
+		return err
+	case "rename":
+		return os.Rename(a[0], a[1])
+	case "unlink", "rmdir":
+		return os.Remove(a[0])
+	case "exec":
+		return exec.Command(a[0]).Run()
+	case "mkdir":
+		return os.Mkdir(a[0], 0o755)
+	case "chmod":
+		return os.Chmod(a[0], 0o600)
+	case "chown":
+		return os.Chown(a[0], 1, 1)
+	case "burst": // a[0] dir, a[1] count: create empty files
+		n, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			f, err := os.OpenFile(filepath.Join(a[0], fmt.Sprintf("b%d", i)), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown op %q", op)
+}

@@ -1,0 +1,328 @@
+package audit
+
+import (
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// batch is one read's worth of output. Handles and stats the events point
+// to live in per-batch slices, so a batch costs a few allocations rather
+// than a few per event.
+type batch struct {
+	now   time.Time
+	evs   []Event
+	fids  []fileID // capacity fixed at the event count: pointers stay valid
+	stats []kernel.Stat
+	arena []byte // handle bytes; a regrow leaves earlier slices intact
+
+	filtered, self, resolveFails, decodeErrs, overflows uint64
+}
+
+// process turns one read buffer into Events.
+func (c *Capture) process(buf []byte, now time.Time) []Event {
+	raw, derr := kernel.Decode(c.raw[:0], buf)
+	c.raw = raw[:0]
+	b := batch{
+		now: now,
+		evs: make([]Event, 0, len(raw)+len(raw)/2+1),
+	}
+	if c.fdMode {
+		b.stats = make([]kernel.Stat, 0, len(raw))
+	} else {
+		b.fids = make([]fileID, 0, len(raw))
+		b.arena = make([]byte, 0, 16*len(raw))
+	}
+	for i := range raw {
+		c.event(&b, raw, i)
+	}
+	if derr != nil {
+		b.decodeErrs++
+		c.log.Warn().Err(derr).Int("bytes", len(buf)).Msg("undecodable read buffer; the rest of it is lost")
+		b.evs = append(b.evs, c.lostEvent(now, ReasonDecodeError))
+	}
+	if o := c.opts.Observer; o != nil {
+		for i := range b.evs {
+			o.Observe(&b.evs[i])
+		}
+	}
+	s := &c.stats
+	s.reads.Add(1)
+	s.bytes.Add(uint64(len(buf)))
+	s.kernel.Add(uint64(len(raw)))
+	s.emitted.Add(uint64(len(b.evs)))
+	if b.filtered > 0 {
+		s.filtered.Add(b.filtered)
+	}
+	if b.self > 0 {
+		s.self.Add(b.self)
+	}
+	if b.resolveFails > 0 {
+		s.resolveFails.Add(b.resolveFails)
+	}
+	if b.decodeErrs > 0 {
+		s.decodeErrs.Add(b.decodeErrs)
+	}
+	if b.overflows > 0 {
+		s.overflows.Add(b.overflows)
+	}
+	return b.evs
+}
+
+func (c *Capture) lostEvent(now time.Time, reason string) Event {
+	return Event{Time: now, Action: record.ActionEventsLost, LostReason: reason, PidFD: -1}
+}
+
+func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) {
+	r := &raw[i]
+	switch {
+	case r.Err != nil:
+		b.decodeErrs++
+		c.log.Warn().Err(r.Err).Uint64("mask", r.Mask).Msg("malformed fanotify event")
+		closeRes(r.FD, r.PidFD)
+		b.evs = append(b.evs, c.lostEvent(b.now, ReasonDecodeError))
+	case r.Mask&kernel.FanQOverflow != 0:
+		b.overflows++
+		closeRes(r.FD, r.PidFD)
+		b.evs = append(b.evs, c.lostEvent(b.now, record.ReasonKernelOverflow))
+	case c.fdMode:
+		c.fdEvent(b, r)
+	default:
+		c.fidEvent(b, r, raw[i+1:])
+	}
+}
+
+func closeRes(fd, pidfd int32) {
+	if fd >= 0 {
+		kernel.CloseFD(fd)
+	}
+	if pidfd >= 0 {
+		kernel.CloseFD(pidfd)
+	}
+}
+
+// fdEvent names an fd-mode event by readlink of its fd. The fd is closed
+// exactly once: here, or by Release when it became Event.File.
+func (c *Capture) fdEvent(b *batch, r *kernel.RawEvent) {
+	var path string
+	var st *kernel.Stat
+	if r.FD >= 0 {
+		p, s, err := kernel.FDPath(r.FD)
+		if err != nil {
+			b.resolveFails++
+		} else {
+			path = escapeString(p)
+			b.stats = append(b.stats, s)
+			st = &b.stats[len(b.stats)-1]
+		}
+	}
+	c.emit(b, r, path, "", nil, st)
+}
+
+// fidEvent names an FID event from its records and keeps the handle→path
+// caches current.
+func (c *Capture) fidEvent(b *batch, r *kernel.RawEvent, next []kernel.RawEvent) {
+	dir := r.Mask&kernel.FanOnDir != 0
+	var path, oldPath string
+	obj := &r.FID
+	switch {
+	case r.Mask&kernel.FanRename != 0 && r.OldDir.Valid() && r.NewDir.Valid():
+		oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
+		path = c.join(b, c.resolveDir(b, &r.NewDir), r.NewName)
+		if dir && oldPath != "" && path != "" {
+			if obj.Valid() {
+				c.dirs.put(obj.Key, path)
+			}
+			c.dirs.movePrefix(oldPath, path)
+		}
+	case r.Dir.Valid():
+		self := len(r.Name) == 0 || (len(r.Name) == 1 && r.Name[0] == '.')
+		if self && !obj.Valid() {
+			obj = &r.Dir
+		}
+		if self && r.Mask&kernel.FanDeleteSelf != 0 {
+			path = c.goneDir(obj)
+			if path == "" {
+				path = c.unlinkedName(b, obj, next)
+			}
+		}
+		if path == "" {
+			path = c.resolveDir(b, &r.Dir)
+			if !self {
+				path = c.join(b, path, r.Name)
+			}
+		}
+		if obj.Valid() && path != "" && !self {
+			c.dirChange(r, obj, path, dir)
+		}
+	case obj.Valid():
+		if r.Mask&kernel.FanDeleteSelf != 0 {
+			path = c.goneDir(obj)
+		}
+		if path == "" && !dir {
+			path = c.unlinkedName(b, obj, next)
+		}
+		if path == "" {
+			if dir {
+				path = c.resolveDir(b, obj)
+			} else {
+				path = c.resolve(b, obj, false)
+			}
+		}
+	}
+	if r.Mask&(kernel.FanMovedFrom|kernel.FanRename) == kernel.FanMovedFrom {
+		// Before FAN_RENAME the two names come as separate events: report
+		// the old one as OldPath.
+		oldPath, path = path, ""
+	}
+	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil)
+}
+
+// goneDir returns and forgets the cached path of a directory that is
+// being deleted.
+func (c *Capture) goneDir(obj *kernel.Handle) string {
+	if p, ok := c.dirs.take(obj.Key); ok {
+		return p
+	}
+	return ""
+}
+
+// unlinkedName names an object that has only a handle left. The kernel
+// queues attrib (link count) and delete_self of an unlinked inode before
+// the parent's delete, and by the time they are read the handle no longer
+// opens; the delete record that follows names it (FAN_REPORT_TARGET_FID
+// puts the child's handle in it). Usually it is the next event, so the
+// look-ahead is short. When it falls into the next read the path stays
+// unknown and counts as a resolve failure.
+func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEvent) string {
+	for i := range next {
+		n := &next[i]
+		if n.Mask&kernel.FanDelete != 0 && n.FID.Valid() && n.Dir.Valid() && string(n.FID.Key) == string(obj.Key) {
+			return c.join(b, c.resolveDir(b, &n.Dir), n.Name)
+		}
+	}
+	return ""
+}
+
+// dirChange keeps the caches current for directory entry events whose
+// record names the child (FAN_REPORT_TARGET_FID).
+func (c *Capture) dirChange(r *kernel.RawEvent, obj *kernel.Handle, path string, dir bool) {
+	m := r.Mask
+	if dir && m&(kernel.FanCreate|kernel.FanMovedTo) != 0 {
+		c.dirs.put(obj.Key, path)
+	}
+	if dir && m&kernel.FanDelete != 0 {
+		c.dirs.del(obj.Key)
+	}
+	if dir && m&kernel.FanMovedFrom != 0 {
+		// Without FAN_RENAME the new name of the subtree is unknown here.
+		clear(c.dirs.m)
+	}
+}
+
+func (c *Capture) fileID(b *batch, h *kernel.Handle) *fileID {
+	if !h.Valid() {
+		return nil
+	}
+	m := c.mount(h.Fsid)
+	if m == nil {
+		return nil
+	}
+	start := len(b.arena)
+	b.arena = append(b.arena, h.Bytes...)
+	b.fids = append(b.fids, fileID{mount: m.f, htype: h.Type, handle: b.arena[start:len(b.arena):len(b.arena)]})
+	return &b.fids[len(b.fids)-1]
+}
+
+// resolveDir names a directory handle: cache first, else by handle.
+func (c *Capture) resolveDir(b *batch, h *kernel.Handle) string {
+	if p, ok := c.dirs.get(h.Key); ok {
+		return p
+	}
+	return c.resolve(b, h, true)
+}
+
+// resolve names a handle by open_by_handle_at(O_PATH) and readlink.
+// Live directories are cached; the " (deleted)" suffix never appears.
+func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
+	m := c.mount(h.Fsid)
+	if m == nil {
+		b.resolveFails++
+		return ""
+	}
+	p, st, err := kernel.ResolveHandle(m.f, h.Type, h.Bytes)
+	if err != nil {
+		b.resolveFails++
+		return ""
+	}
+	p = escapeString(p)
+	if cache && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
+		c.dirs.put(h.Key, p)
+	}
+	return p
+}
+
+// join builds dir/name with name escaped, in one allocation.
+func (c *Capture) join(b *batch, dir string, name []byte) string {
+	if dir == "" {
+		return ""
+	}
+	s := append(c.scratch[:0], dir...)
+	if len(s) == 0 || s[len(s)-1] != '/' {
+		s = append(s, '/')
+	}
+	s = appendEscaped(s, name)
+	c.scratch = s
+	return string(s)
+}
+
+// emit splits r's mask into one Event per wanted, in-scope action.
+func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *fileID, st *kernel.Stat) {
+	dir := r.Mask&kernel.FanOnDir != 0
+	self := r.Pid == c.self
+	pidfd, fd := r.PidFD, r.FD
+	inScope := c.scope.allowed(path) || (oldPath != "" && c.scope.allowed(oldPath))
+	for _, ab := range actionBits {
+		if r.Mask&ab.bits == 0 {
+			continue
+		}
+		a := ab.action
+		if a == record.ActionOpen && r.Mask&kernel.FanOpenExec != 0 && c.want.has(record.ActionExec) {
+			continue // exec implies the open
+		}
+		if !inScope || !c.want.has(a) {
+			b.filtered++
+			continue
+		}
+		pid := r.Pid
+		if self {
+			if a != record.ActionDeleteSelf {
+				b.self++
+				continue
+			}
+			pid = 0 // the agent only dropped the last reference
+		}
+		ev := Event{Time: b.now, Action: a, Mask: r.Mask, Pid: pid, Path: path, Dir: dir, PidFD: -1, fid: fid, st: st}
+		if a == record.ActionRename {
+			ev.OldPath = oldPath
+		}
+		if pidfd >= 0 && !self {
+			ev.PidFD, pidfd = int(pidfd), -1
+		}
+		if a == record.ActionCloseWrite && c.opts.OpenForHash && !dir {
+			switch {
+			case fd >= 0:
+				ev.File, fd = kernel.NewFile(fd, path), -1
+			case fid != nil:
+				if f, err := kernel.OpenHandle(fid.mount, fid.htype, fid.handle, kernel.OpenReadOnly); err == nil {
+					ev.File = f
+				} else {
+					c.log.Debug().Err(err).Str("path", path).Msg("open for hash failed")
+				}
+			}
+		}
+		b.evs = append(b.evs, ev)
+	}
+	closeRes(fd, pidfd)
+}

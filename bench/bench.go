@@ -1,0 +1,581 @@
+// Package bench is fanaudit's side-by-side benchmark harness (`make bench`).
+//
+// It runs the reference workload (../shared/bench/wl.c) on a private tmpfs
+// with no monitor, under the C limit reader (fanread.c), under fatrace and
+// under fanaudit, interleaving the configurations round by round so that
+// drift on a noisy machine hits them all alike, and writes a markdown table
+// of medians and min–max. A second set of runs pre-fills an unlimited queue
+// and times draining it. Timings are reported, never asserted.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Options configure one harness run.
+type Options struct {
+	Repo     string // repository root: go test -bench runs here
+	Sticks   string // directory holding wl.c and fanread.c
+	WorkDir  string // scratch directory: binaries, mount points
+	N        int    // files per workload run
+	Block    int    // bytes written per file
+	Rounds   int
+	Fanaudit string // fanaudit binary; empty leaves its configurations out
+	// FanauditDrainHook says fanaudit implements FANAUDIT_BENCH_DRAIN=1
+	// (wait for SIGUSR1 after marking, exit once the queue is empty).
+	// Without it the drain is measured by SIGSTOP/SIGCONT.
+	FanauditDrainHook bool
+	KafkaBrokers      string // empty leaves the Kafka configuration out
+	KcatPath          string // consumer used to count what reached Kafka
+	Fatrace           string // fatrace binary; empty leaves it out
+	NoDrain           bool
+	// PacedRate and PacedFor set the paced run (peak RSS at a given
+	// record rate), done once after the rounds; a zero rate skips it.
+	PacedRate     float64
+	PacedFor      time.Duration
+	MemTouchGiB   int      // touched once before timing; 0 skips
+	GoBenchPkgs   []string // packages for go test -bench; empty skips
+	GoBenchTime   string   // -benchtime, e.g. "1s"
+	CPUProfileDir string   // if set, one extra fanaudit live run writes a CPU profile here (FANAUDIT_CPUPROFILE)
+	Log           io.Writer
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "fabench: "+format+"\n", args...)
+	}
+}
+
+// Sample is one configuration's result in one round.
+type Sample struct {
+	Round     int
+	WL        WLResult
+	Counts    Counts
+	CPU       float64 // monitor CPU seconds (wait4 rusage)
+	MaxRSSKiB int64   // monitor peak RSS (wait4 rusage)
+	Tail      float64 // seconds from workload end to monitor exit
+	DrainS    float64 // drain configurations: seconds to empty the queue
+	DrainCPU  float64 // drain configurations: CPU seconds spent draining
+	Err       string
+}
+
+// ConfigResult collects the samples of one configuration.
+type ConfigResult struct {
+	Name    string
+	Command string
+	Ops     []Op // operation types this configuration subscribes to
+	Samples []Sample
+	Note    string
+}
+
+// Report is everything one harness run measured.
+type Report struct {
+	Start, End time.Time
+	Machine    Machine
+	N, Block   int
+	Rounds     int
+	Live       []*ConfigResult
+	Drain      []*ConfigResult
+	Paced      []*ConfigResult
+	PacedRate  float64
+	GoBench    []GoBench
+	GoBenchErr map[string]string
+	Profile    string // path of the fanaudit CPU profile, if taken
+	Notes      []string
+}
+
+// env holds what every run of a round needs.
+type env struct {
+	o       *Options
+	bin     string // built C sticks
+	wlMnt   string // tmpfs the workload runs on (and monitors mark)
+	outMnt  string // tmpfs for monitor outputs, never marked
+	seq     int
+	profile string
+}
+
+// config is one monitor configuration.
+type config struct {
+	name    string
+	command string
+	ops     []Op
+	// live runs the workload under the monitor; drain pre-fills and drains.
+	run func(ctx context.Context, e *env, dir, tag string) (Sample, error)
+}
+
+// Run executes the whole harness and returns the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.N <= 0 || o.Rounds <= 0 {
+		return nil, fmt.Errorf("bench: N and Rounds must be positive (N=%d, Rounds=%d)", o.N, o.Rounds)
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("bench: fanotify needs root")
+	}
+	rep := &Report{Start: time.Now().UTC(), N: o.N, Block: o.Block, Rounds: o.Rounds, GoBenchErr: map[string]string{}}
+	rep.Machine = describeMachine(ctx, o)
+	tot0, steal0 := cpuTimes()
+	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: work dir: %w", err)
+	}
+	e := &env{o: &o, bin: filepath.Join(o.WorkDir, "bin")}
+	if err := buildSticks(ctx, o.Sticks, e.bin); err != nil {
+		return nil, err
+	}
+	if o.MemTouchGiB > 0 {
+		o.logf("touching %d GiB so lazily backed guest memory does not skew the first runs", o.MemTouchGiB)
+		if _, err := run(ctx, "", filepath.Join(e.bin, "memtouch"), strconv.Itoa(o.MemTouchGiB)); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if e.wlMnt, err = mountTmpfs(ctx, o.WorkDir, "wl", "2g"); err != nil {
+		return nil, err
+	}
+	defer func() { _ = unmountTmpfs(e.wlMnt) }()
+	if e.outMnt, err = mountTmpfs(ctx, o.WorkDir, "out", "6g"); err != nil {
+		return nil, err
+	}
+	defer func() { _ = unmountTmpfs(e.outMnt) }()
+
+	live, drain := configs(e)
+	for _, c := range live {
+		rep.Live = append(rep.Live, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+	}
+	for _, c := range drain {
+		rep.Drain = append(rep.Drain, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+	}
+	for r := 1; r <= o.Rounds; r++ {
+		o.logf("round %d/%d", r, o.Rounds)
+		runSet(ctx, e, r, live, rep.Live)
+		if !o.NoDrain {
+			runSet(ctx, e, r, drain, rep.Drain)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	if o.PacedRate > 0 {
+		o.logf("paced run: %.0f records/s for %v", o.PacedRate, o.PacedFor)
+		rep.PacedRate = o.PacedRate
+		pc := pacedConfigs(e)
+		for _, c := range pc {
+			rep.Paced = append(rep.Paced, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+		}
+		runSet(ctx, e, 1, pc, rep.Paced)
+	}
+	if o.CPUProfileDir != "" && o.Fanaudit != "" {
+		rep.Profile = profileRun(ctx, e)
+	}
+	if len(o.GoBenchPkgs) > 0 {
+		rep.GoBench, rep.GoBenchErr = runGoBench(ctx, o)
+	}
+	rep.Machine.LoadEnd = loadavg()
+	if tot1, steal1 := cpuTimes(); tot1 > tot0 {
+		rep.Machine.Steal = fmt.Sprintf("%.1f %%", float64(steal1-steal0)/float64(tot1-tot0)*100)
+	}
+	rep.End = time.Now().UTC()
+	return rep, nil
+}
+
+// runSet runs each configuration once, in order: one interleaved round.
+func runSet(ctx context.Context, e *env, round int, cs []config, res []*ConfigResult) {
+	for i, c := range cs {
+		if ctx.Err() != nil {
+			return
+		}
+		e.seq++
+		tag := fmt.Sprintf("r%d-%02d", round, e.seq)
+		dir := filepath.Join(e.wlMnt, tag)
+		s, err := func() (Sample, error) {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return Sample{}, fmt.Errorf("run dir: %w", err)
+			}
+			defer os.RemoveAll(dir)
+			return c.run(ctx, e, dir, tag)
+		}()
+		s.Round = round
+		if err != nil {
+			s.Err = err.Error()
+			e.o.logf("%s round %d: %v", c.name, round, err)
+		} else {
+			e.o.logf("%-28s wl=%.3fs cpu=%.3fs rss=%dKiB ops=%d lost=%d drain=%.3fs",
+				c.name, s.WL.Elapsed, s.CPU, s.MaxRSSKiB, s.Counts.total(), s.Counts.Lost, s.DrainS)
+		}
+		res[i].Samples = append(res[i].Samples, s)
+		// Outputs are large; keep the out tmpfs from filling up.
+		ents, _ := os.ReadDir(e.outMnt)
+		for _, en := range ents {
+			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
+		}
+	}
+}
+
+func (c Counts) total() uint64 {
+	var t uint64
+	for _, op := range countedOps {
+		t += c.Ops[op]
+	}
+	return t
+}
+
+// Expected is what the workload does, per operation type.
+func Expected(n, block int) map[Op]uint64 {
+	u := uint64(n)
+	m := map[Op]uint64{OpOpen: u, OpCreate: u, OpCloseWrite: u, OpRename: (u + 1) / 2, OpDelete: u}
+	if block > 0 {
+		m[OpModify] = u
+	}
+	return m
+}
+
+// Missing is how many expected operations of the subscribed types the
+// monitor did not report.
+func Missing(c Counts, ops []Op, n, block int) uint64 {
+	exp := Expected(n, block)
+	var miss uint64
+	for _, op := range ops {
+		if got := c.Ops[op]; got < exp[op] {
+			miss += exp[op] - got
+		}
+	}
+	return miss
+}
+
+// workload is what runs while a monitor watches dir.
+type workload func(ctx context.Context, dir string) (WLResult, error)
+
+// recordsPerFile is what wl makes per file, counted as fanaudit records:
+// open, create, modify, close_write, delete, and a rename every second file.
+const recordsPerFile = 5.5
+
+// paced runs wl in batches, each sized to catch up with rate records per
+// second since the start, so the monitor sees that average rate for dur
+// whatever a batch costs to start. It paces the load; it does not wait for
+// any event.
+func (e *env) paced(rate float64, dur time.Duration) workload {
+	return func(ctx context.Context, dir string) (WLResult, error) {
+		const tick = 100 * time.Millisecond
+		filesPerSec := rate / recordsPerFile
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		var agg WLResult
+		start := time.Now()
+		for i := 0; time.Since(start) < dur; i++ {
+			files := int64(filesPerSec*time.Since(start).Seconds()) - agg.N
+			if files > 0 {
+				r, err := e.wlBatch(ctx, filepath.Join(dir, "p"+strconv.Itoa(i)), files)
+				if err != nil {
+					return agg, err
+				}
+				agg.N += r.N
+				agg.Ops += r.Ops
+				agg.UTime += r.UTime
+				agg.STime += r.STime
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return agg, ctx.Err()
+			}
+		}
+		agg.Elapsed = time.Since(start).Seconds()
+		return agg, nil
+	}
+}
+
+// wlBatch runs wl in a new subdirectory, so batches never reuse names.
+func (e *env) wlBatch(ctx context.Context, sub string, files int64) (WLResult, error) {
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		return WLResult{}, fmt.Errorf("paced dir: %w", err)
+	}
+	out, err := run(ctx, "", filepath.Join(e.bin, "wl"), sub, strconv.FormatInt(files, 10), strconv.Itoa(e.o.Block))
+	if err != nil {
+		return WLResult{}, err
+	}
+	if err := os.Remove(sub); err != nil {
+		return WLResult{}, fmt.Errorf("paced dir: %w", err)
+	}
+	return ParseWL(out)
+}
+
+func (e *env) wl(ctx context.Context, dir string) (WLResult, error) {
+	out, err := run(ctx, "", filepath.Join(e.bin, "wl"), dir, strconv.Itoa(e.o.N), strconv.Itoa(e.o.Block))
+	if err != nil {
+		return WLResult{}, err
+	}
+	return ParseWL(out)
+}
+
+const (
+	readyTimeout = 60 * time.Second
+	stopTimeout  = 300 * time.Second
+	settle       = 200 * time.Millisecond
+	sentinelName = "zz-fabench-sentinel"
+)
+
+var (
+	allOps = []Op{OpOpen, OpCreate, OpModify, OpCloseWrite, OpRename, OpDelete}
+	fdOps  = []Op{OpOpen, OpModify, OpCloseWrite}
+)
+
+func configs(e *env) (live, drain []config) {
+	o := e.o
+	live = append(live, config{name: "no monitor", command: "wl DIR N", run: runNone})
+	live = append(live,
+		fanreadLive("fanread fd", []string{"-m", "fd"}, fdOps),
+		fanreadLive("fanread dfid_name -S 1000", []string{"-m", "dfid_name", "-S", "1000"}, allOps),
+	)
+	if o.Fatrace != "" {
+		live = append(live, config{name: "fatrace -c -o FILE", command: "fatrace -c -o FILE (cwd on the tmpfs)", ops: allOps, run: runFatrace})
+	}
+	if o.Fanaudit != "" {
+		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink", ops: allOps, run: fanauditLive(sinkFile)})
+		if o.KafkaBrokers != "" {
+			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker)", ops: allOps, run: fanauditLive(sinkKafka)})
+		}
+	}
+	drain = append(drain,
+		fanreadDrain("fanread dfid_name -D -u", []string{"-m", "dfid_name"}),
+		fanreadDrain("fanread dfid_name -D -u -r -p -C -o", []string{"-m", "dfid_name", "-r", "-p", "-C", "-o", "OUT"}),
+		config{name: "fanread -u -r -p -C -o (stop/cont)", command: "fanread -m dfid_name -u -r -p -C -o FILE; SIGSTOP, workload, SIGINT+SIGCONT", ops: allOps, run: fanreadStopCont},
+	)
+	if o.Fanaudit != "" {
+		cmd := "fanaudit run, unlimited_queue + file sink; SIGSTOP, workload, SIGTERM+SIGCONT"
+		if o.FanauditDrainHook {
+			cmd = "fanaudit run, unlimited_queue + file sink, FANAUDIT_BENCH_DRAIN=1, SIGUSR1"
+		}
+		drain = append(drain, config{name: "fanaudit drain, file sink", command: cmd, ops: allOps, run: fanauditDrain})
+	}
+	return live, drain
+}
+
+// pacedConfigs hold the load at a fixed rate, to read peak RSS at that
+// rate rather than at whatever rate the full-speed workload reaches.
+func pacedConfigs(e *env) []config {
+	w := e.paced(e.o.PacedRate, e.o.PacedFor)
+	args := []string{"-m", "dfid_name", "-S", "1000"}
+	cs := []config{{
+		name:    "fanread dfid_name -S 1000, paced",
+		command: "fanread -m dfid_name -S 1000 DIR",
+		ops:     allOps,
+		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+			return fanreadRun(ctx, e, dir, tag, args, w)
+		},
+	}}
+	if e.o.Fanaudit != "" {
+		cs = append(cs, config{
+			name:    "fanaudit file sink, paced",
+			command: "fanaudit run, default config + file sink",
+			ops:     allOps,
+			run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+				return fanauditLiveRun(ctx, e, dir, tag, sinkFile, nil, w)
+			},
+		})
+	}
+	return cs
+}
+
+func runNone(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	wl, err := e.wl(ctx, dir)
+	return Sample{WL: wl}, err
+}
+
+func fanreadLive(name string, args []string, ops []Op) config {
+	return config{
+		name:    name,
+		command: "fanread " + strings.Join(args, " ") + " DIR",
+		ops:     ops,
+		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+			return fanreadRun(ctx, e, dir, tag, args, e.wl)
+		},
+	}
+}
+
+func fanreadRun(ctx context.Context, e *env, dir, tag string, args []string, wload workload) (Sample, error) {
+	ready := filepath.Join(e.outMnt, tag+".ready")
+	argv := append([]string{filepath.Join(e.bin, "fanread")}, args...)
+	argv = append(argv, "-w", ready, dir)
+	m, err := startMonitor(e.outMnt, tag, "", nil, argv...)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.kill()
+	if err := waitFile(ctx, ready, readyTimeout, m); err != nil {
+		return Sample{}, err
+	}
+	wl, err := wload(ctx, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	end := time.Now()
+	// fanread drains its queue to EAGAIN before it honours SIGINT.
+	if err := m.signal(syscall.SIGINT); err != nil {
+		return Sample{}, err
+	}
+	if err := m.wait(stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	s := Sample{WL: wl, Tail: m.exited.Sub(end).Seconds()}
+	s.CPU, s.MaxRSSKiB = m.usage()
+	out, _ := os.ReadFile(m.stdout)
+	sum, err := ParseFanread(string(out))
+	if err != nil {
+		return s, err
+	}
+	s.Counts = sum.Counts()
+	return s, nil
+}
+
+func runFatrace(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	out := filepath.Join(e.outMnt, tag+".fatrace")
+	m, err := startMonitor(e.outMnt, tag, dir, nil, e.o.Fatrace, "-c", "-o", out)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.kill()
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return Sample{}, err
+	}
+	wl, err := e.wl(ctx, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	end := time.Now()
+	// fatrace stops reading at SIGINT without draining its queue, so wait
+	// for a file written after the workload to show up first: the queue is
+	// FIFO, so everything before it has been read by then.
+	if err := os.WriteFile(filepath.Join(dir, sentinelName), []byte("x"), 0o644); err != nil {
+		return Sample{}, fmt.Errorf("sentinel: %w", err)
+	}
+	if err := waitContains(ctx, out, []byte("/"+sentinelName+"\n"), stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	if err := m.signal(syscall.SIGINT); err != nil {
+		return Sample{}, err
+	}
+	if err := m.wait(stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	s := Sample{WL: wl, Tail: m.exited.Sub(end).Seconds()}
+	s.CPU, s.MaxRSSKiB = m.usage()
+	f, err := os.Open(out)
+	if err != nil {
+		return s, fmt.Errorf("fatrace output: %w", err)
+	}
+	defer f.Close()
+	s.Counts, err = ParseFatrace(f, sentinelName)
+	return s, err
+}
+
+func fanreadDrain(name string, args []string) config {
+	return config{
+		name:    name,
+		command: "fanread " + strings.ReplaceAll(strings.Join(args, " "), "OUT", "FILE") + " -D -u DIR; SIGUSR1 after the workload",
+		ops:     allOps,
+		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+			ready := filepath.Join(e.outMnt, tag+".ready")
+			argv := []string{filepath.Join(e.bin, "fanread")}
+			for _, a := range args {
+				if a == "OUT" {
+					a = filepath.Join(e.outMnt, tag+".jsonl")
+				}
+				argv = append(argv, a)
+			}
+			argv = append(argv, "-D", "-u", "-w", ready, dir)
+			m, err := startMonitor(e.outMnt, tag, "", nil, argv...)
+			if err != nil {
+				return Sample{}, err
+			}
+			defer m.kill()
+			if err := waitFile(ctx, ready, readyTimeout, m); err != nil {
+				return Sample{}, err
+			}
+			wl, err := e.wl(ctx, dir)
+			if err != nil {
+				return Sample{}, err
+			}
+			if err := m.signal(syscall.SIGUSR1); err != nil {
+				return Sample{}, err
+			}
+			if err := m.wait(stopTimeout); err != nil {
+				return Sample{}, err
+			}
+			s := Sample{WL: wl}
+			s.CPU, s.MaxRSSKiB = m.usage()
+			out, _ := os.ReadFile(m.stdout)
+			sum, err := ParseFanread(string(out))
+			if err != nil {
+				return s, err
+			}
+			s.Counts = sum.Counts()
+			s.DrainS = sum.DrainS
+			s.DrainCPU = sum.UTime + sum.STime // whole process; setup is negligible next to the drain
+			return s, nil
+		},
+	}
+}
+
+// stopContDrain measures a drain for a monitor with no drain mode of its
+// own: stop it once it has marked, run the workload into the unlimited
+// queue, then queue the stop signal and let it run. Stopping on that signal
+// includes draining the queue (for fanaudit, by contract), so the time to
+// exit is the drain time plus shutdown.
+func stopContDrain(ctx context.Context, m *monitor, e *env, dir string, stop syscall.Signal) (Sample, error) {
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return Sample{}, err
+	}
+	if err := m.signal(syscall.SIGSTOP); err != nil {
+		return Sample{}, err
+	}
+	wl, err := e.wl(ctx, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	cpu0, err := procCPU(m.pid())
+	if err != nil {
+		return Sample{}, err
+	}
+	if err := m.signal(stop); err != nil {
+		return Sample{}, err
+	}
+	start := time.Now()
+	if err := m.signal(syscall.SIGCONT); err != nil {
+		return Sample{}, err
+	}
+	if err := m.wait(stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	s := Sample{WL: wl, DrainS: m.exited.Sub(start).Seconds()}
+	s.CPU, s.MaxRSSKiB = m.usage()
+	s.DrainCPU = s.CPU - cpu0
+	return s, nil
+}
+
+func fanreadStopCont(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	out := filepath.Join(e.outMnt, tag+".jsonl")
+	m, err := startMonitor(e.outMnt, tag, "", nil, filepath.Join(e.bin, "fanread"),
+		"-m", "dfid_name", "-u", "-r", "-p", "-C", "-o", out, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.kill()
+	s, err := stopContDrain(ctx, m, e, dir, syscall.SIGINT)
+	if err != nil {
+		return s, err
+	}
+	b, _ := os.ReadFile(m.stdout)
+	sum, err := ParseFanread(string(b))
+	if err != nil {
+		return s, err
+	}
+	s.Counts = sum.Counts()
+	return s, nil
+}

@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type sinkKind int
+
+const (
+	sinkFile sinkKind = iota
+	sinkKafka
+)
+
+// fanauditConfig writes a config that keeps every default but the watched
+// path and the sink, so the figures are those of the default config.
+func fanauditConfig(path, dir, out, topic string, kind sinkKind, unlimited bool, brokers string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "paths = [%s]\n", strconv.Quote(dir))
+	if unlimited {
+		b.WriteString("\n[capture]\nunlimited_queue = true\n")
+	}
+	// A JSON log keeps stderr parseable; the level stays at its default.
+	b.WriteString("\n[logging]\nformat = \"json\"\n")
+	switch kind {
+	case sinkFile:
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n[sinks.file]\npath = %s\n", strconv.Quote(out))
+	case sinkKafka:
+		var bs []string
+		for br := range strings.SplitSeq(brokers, ",") {
+			if br = strings.TrimSpace(br); br != "" {
+				bs = append(bs, strconv.Quote(br))
+			}
+		}
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [%s]\ntopic = %s\n",
+			strings.Join(bs, ", "), strconv.Quote(topic))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("fanaudit config: %w", err)
+	}
+	return nil
+}
+
+func fanauditLive(kind sinkKind) func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	return func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+		return fanauditLiveRun(ctx, e, dir, tag, kind, nil, e.wl)
+	}
+}
+
+func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind, extraEnv []string, wload workload) (Sample, error) {
+	cfg := filepath.Join(e.outMnt, tag+".toml")
+	out := filepath.Join(e.outMnt, tag+".jsonl")
+	topic := "fabench-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + tag
+	if err := fanauditConfig(cfg, dir, out, topic, kind, false, e.o.KafkaBrokers); err != nil {
+		return Sample{}, err
+	}
+	m, err := startMonitor(e.outMnt, tag, "", extraEnv, e.o.Fanaudit, "run", "--config", cfg)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.kill()
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return Sample{}, err
+	}
+	wl, err := wload(ctx, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	end := time.Now()
+	// By contract SIGTERM drains the kernel queue and flushes the sinks.
+	if err := m.signal(syscall.SIGTERM); err != nil {
+		return Sample{}, err
+	}
+	if err := m.wait(stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	s := Sample{WL: wl, Tail: m.exited.Sub(end).Seconds()}
+	s.CPU, s.MaxRSSKiB = m.usage()
+	switch kind {
+	case sinkFile:
+		f, err := os.Open(out)
+		if err != nil {
+			return s, fmt.Errorf("fanaudit output: %w", err)
+		}
+		defer f.Close()
+		s.Counts, err = ParseFanaudit(f, "")
+		return s, err
+	default:
+		s.Counts, err = consumeKafka(ctx, e, topic, tag)
+		return s, err
+	}
+}
+
+// consumeKafka reads the run's topic back to the end with kcat and counts
+// it like the file sink's output.
+func consumeKafka(ctx context.Context, e *env, topic, tag string) (Counts, error) {
+	if e.o.KcatPath == "" {
+		return newCounts(), fmt.Errorf("no kcat to read topic %s back", topic)
+	}
+	out := filepath.Join(e.outMnt, tag+".kafka.jsonl")
+	f, err := os.Create(out)
+	if err != nil {
+		return newCounts(), fmt.Errorf("kafka dump: %w", err)
+	}
+	defer f.Close()
+	broker, _, _ := strings.Cut(e.o.KafkaBrokers, ",")
+	cctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, e.o.KcatPath, "-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n")
+	cmd.Stdout = f
+	var se strings.Builder
+	cmd.Stderr = &se
+	if err := cmd.Run(); err != nil {
+		return newCounts(), fmt.Errorf("kcat: %w: %s", err, se.String())
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return newCounts(), fmt.Errorf("kafka dump: %w", err)
+	}
+	return ParseFanaudit(f, "")
+}
+
+func fanauditDrain(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	cfg := filepath.Join(e.outMnt, tag+".toml")
+	out := filepath.Join(e.outMnt, tag+".jsonl")
+	if err := fanauditConfig(cfg, dir, out, "", sinkFile, true, ""); err != nil {
+		return Sample{}, err
+	}
+	var env []string
+	if e.o.FanauditDrainHook {
+		env = append(env, "FANAUDIT_BENCH_DRAIN=1")
+	}
+	m, err := startMonitor(e.outMnt, tag, "", env, e.o.Fanaudit, "run", "--config", cfg)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer m.kill()
+	var s Sample
+	if e.o.FanauditDrainHook {
+		s, err = signalDrain(ctx, m, e, dir)
+	} else {
+		s, err = stopContDrain(ctx, m, e, dir, syscall.SIGTERM)
+	}
+	if err != nil {
+		return s, err
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return s, fmt.Errorf("fanaudit output: %w", err)
+	}
+	defer f.Close()
+	s.Counts, err = ParseFanaudit(f, "")
+	return s, err
+}
+
+// signalDrain drives a monitor with a fanread -D style drain mode: it
+// waits for SIGUSR1 after marking, then exits once the queue is empty.
+func signalDrain(ctx context.Context, m *monitor, e *env, dir string) (Sample, error) {
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return Sample{}, err
+	}
+	wl, err := e.wl(ctx, dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	cpu0, err := procCPU(m.pid())
+	if err != nil {
+		return Sample{}, err
+	}
+	start := time.Now()
+	if err := m.signal(syscall.SIGUSR1); err != nil {
+		return Sample{}, err
+	}
+	if err := m.wait(stopTimeout); err != nil {
+		return Sample{}, err
+	}
+	s := Sample{WL: wl, DrainS: m.exited.Sub(start).Seconds()}
+	s.CPU, s.MaxRSSKiB = m.usage()
+	s.DrainCPU = s.CPU - cpu0
+	return s, nil
+}
+
+// profileRun repeats the live file-sink run once with FANAUDIT_CPUPROFILE
+// set, outside the timed rounds, so profiling overhead never reaches the
+// table.
+func profileRun(ctx context.Context, e *env) string {
+	if err := os.MkdirAll(e.o.CPUProfileDir, 0o755); err != nil {
+		e.o.logf("profile: %v", err)
+		return ""
+	}
+	prof := filepath.Join(e.o.CPUProfileDir, "fanaudit-live.cpu.pprof")
+	os.Remove(prof)
+	e.seq++
+	tag := fmt.Sprintf("prof-%02d", e.seq)
+	dir := filepath.Join(e.wlMnt, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		e.o.logf("profile: %v", err)
+		return ""
+	}
+	defer os.RemoveAll(dir)
+	if _, err := fanauditLiveRun(ctx, e, dir, tag, sinkFile, []string{"FANAUDIT_CPUPROFILE=" + prof}, e.wl); err != nil {
+		e.o.logf("profile run: %v", err)
+		return ""
+	}
+	if _, err := os.Stat(prof); err != nil {
+		e.o.logf("profile: fanaudit wrote no profile (FANAUDIT_CPUPROFILE not implemented?)")
+		return ""
+	}
+	return prof
+}

@@ -1,0 +1,411 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Stat is a median with its range over the rounds.
+type Stat struct {
+	Med, Min, Max float64
+	N             int
+}
+
+// Summarize returns median and min–max of vs.
+func Summarize(vs []float64) Stat {
+	if len(vs) == 0 {
+		return Stat{}
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Stat{Med: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+func (s Stat) fmt(f string) string {
+	if s.N == 0 {
+		return "—"
+	}
+	if s.N == 1 || s.Min == s.Max {
+		return fmt.Sprintf(f, s.Med)
+	}
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Med, s.Min, s.Max)
+}
+
+func (c *ConfigResult) ok() []Sample {
+	var out []Sample
+	for _, s := range c.Samples {
+		if s.Err == "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (c *ConfigResult) stat(f func(Sample) (float64, bool)) Stat {
+	var vs []float64
+	for _, s := range c.ok() {
+		if v, ok := f(s); ok {
+			vs = append(vs, v)
+		}
+	}
+	return Summarize(vs)
+}
+
+func (r *Report) find(set []*ConfigResult, name string) *ConfigResult {
+	for _, c := range set {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// slowdown is the workload time of c in each round over the no-monitor
+// time of the same round: pairing within a round cancels slow drift.
+func (r *Report) slowdown(c *ConfigResult) Stat {
+	base := r.find(r.Live, "no monitor")
+	if base == nil {
+		return Stat{}
+	}
+	byRound := map[int]float64{}
+	for _, s := range base.ok() {
+		byRound[s.Round] = s.WL.Elapsed
+	}
+	return c.stat(func(s Sample) (float64, bool) {
+		b, ok := byRound[s.Round]
+		return s.WL.Elapsed / b, ok && b > 0
+	})
+}
+
+// relSlowdown is c's slowdown over ref's, round by round.
+func (r *Report) relSlowdown(c, ref *ConfigResult) Stat {
+	refBy := map[int]float64{}
+	for _, s := range ref.ok() {
+		refBy[s.Round] = s.WL.Elapsed
+	}
+	base := r.find(r.Live, "no monitor")
+	baseBy := map[int]float64{}
+	if base != nil {
+		for _, s := range base.ok() {
+			baseBy[s.Round] = s.WL.Elapsed
+		}
+	}
+	return c.stat(func(s Sample) (float64, bool) {
+		rf, ok1 := refBy[s.Round]
+		b, ok2 := baseBy[s.Round]
+		if !ok1 || !ok2 || rf <= 0 || b <= 0 {
+			return 0, false
+		}
+		return (s.WL.Elapsed / b) / (rf / b), true
+	})
+}
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
+
+func countCell(c *ConfigResult, op Op) string {
+	if !slices.Contains(c.Ops, op) {
+		return "—"
+	}
+	st := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Ops[op]), true })
+	return st.fmt("%.0f")
+}
+
+func lossCell(c *ConfigResult) string {
+	switch {
+	case strings.HasPrefix(c.Name, "fatrace"):
+		return "not reported"
+	case strings.HasPrefix(c.Name, "no monitor"):
+		return "—"
+	}
+	lost := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Lost), true })
+	rep := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.LossReports), true })
+	if strings.HasPrefix(c.Name, "fanread") {
+		return "? / " + rep.fmt("%.0f")
+	}
+	return lost.fmt("%.0f") + " / " + rep.fmt("%.0f")
+}
+
+// Markdown writes the report.
+func (r *Report) Markdown(w io.Writer) error {
+	var b strings.Builder
+	p := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
+	m := r.Machine
+	p("# fanaudit benchmark results\n\n")
+	p("Written by `make bench` (bench/run.sh → bench/cmd/fabench). Do not edit by hand; rerun and commit with each change that moves a figure.\n\n")
+	p("- date: %s – %s UTC\n", r.Start.Format("2006-01-02 15:04:05"), r.End.Format("15:04:05"))
+	p("- machine: %d CPUs (%s), %s RAM, Linux %s, %s\n", m.CPUs, m.CPU, m.MemTotal, m.Kernel, m.Go)
+	p("- load average at start / end: %s / %s; CPU time stolen by the hypervisor during the run: %s\n", m.LoadStart, m.LoadEnd, orDash(m.Steal))
+	p("- fanaudit %s, fatrace %s\n", orDash(m.Fanaudit), orDash(m.Fatrace))
+	p("- workload: `wl DIR %d %d` on a private tmpfs (%d files: open+create, write %d B, close; rename every second; unlink all); monitor outputs on a second tmpfs\n",
+		r.N, r.Block, r.N, r.Block)
+	p("- %d rounds, configurations interleaved in each round; cells are median (min–max) over rounds\n\n", r.Rounds)
+
+	exp := Expected(r.N, r.Block)
+	p("## Live: workload under each monitor\n\n")
+	p("Operations are counted by type (fanread: mask bits; fatrace: its letters; fanaudit: `event.action` of each record), because the kernel merges queued events. ")
+	p("*missing* is expected minus captured over the types the configuration subscribes to (— = not subscribed). ")
+	p("*lost / reports*: records a monitor says it lost / the loss announcements it made (fanread: overflow events, with no count). ")
+	p("CPU and peak RSS come from wait4 of the monitor process; *tail* is the time from the workload's end to the monitor's exit.\n\n")
+	p("| configuration | workload s | slowdown × | open | create | modify | close_write | rename | delete | missing | lost / reports | monitor CPU s | ops per CPU-s | peak RSS MiB | tail s |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| *expected* | | | %d | %d | %d | %d | %d | %d | | | | | | |\n",
+		exp[OpOpen], exp[OpCreate], exp[OpModify], exp[OpCloseWrite], exp[OpRename], exp[OpDelete])
+	for _, c := range r.Live {
+		wl := c.stat(func(s Sample) (float64, bool) { return s.WL.Elapsed, true })
+		if c.Name == "no monitor" {
+			p("| %s | %s | 1 | | | | | | | | | | | | |\n", c.Name, wl.fmt("%.3f"))
+			continue
+		}
+		miss := c.stat(func(s Sample) (float64, bool) { return float64(Missing(s.Counts, c.Ops, int(s.WL.N), r.Block)), true })
+		cpu := c.stat(func(s Sample) (float64, bool) { return s.CPU, true })
+		eff := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.CPU / 1e3, s.CPU > 0 })
+		rss := c.stat(func(s Sample) (float64, bool) { return mib(s.MaxRSSKiB), true })
+		tail := c.stat(func(s Sample) (float64, bool) { return s.Tail, true })
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s k | %s | %s |\n",
+			c.Name, wl.fmt("%.3f"), r.slowdown(c).fmt("%.2f"),
+			countCell(c, OpOpen), countCell(c, OpCreate), countCell(c, OpModify),
+			countCell(c, OpCloseWrite), countCell(c, OpRename), countCell(c, OpDelete),
+			miss.fmt("%.0f"), lossCell(c), cpu.fmt("%.2f"), eff.fmt("%.0f"), rss.fmt("%.1f"), tail.fmt("%.2f"))
+	}
+	p("\nCommands:\n\n")
+	for _, c := range r.Live {
+		p("- %s: `%s`\n", c.Name, c.Command)
+	}
+	r.errors(&b, r.Live)
+
+	if len(r.Drain) > 0 && len(r.Drain[0].Samples) > 0 {
+		p("\n## Drain: reading a pre-filled unlimited queue\n\n")
+		p("The workload runs first with the monitor not reading; then the monitor drains. *units*: kernel events for fanread (its own count), records for fanaudit (one per action, so comparable with *ops*). ")
+		p("fanread -D times its own read loop; the stop/cont rows time from SIGCONT to process exit (drain plus shutdown), and their CPU is what the process used after SIGCONT.\n\n")
+		p("| configuration | drain s | units | units/s | ops | ops/s | missing | drain CPU s | ops per CPU-s | peak RSS MiB |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, c := range r.Drain {
+			d := c.stat(func(s Sample) (float64, bool) { return s.DrainS, s.DrainS > 0 })
+			units := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events), true })
+			ups := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events) / s.DrainS / 1e6, s.DrainS > 0 })
+			ops := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()), true })
+			opss := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
+			miss := c.stat(func(s Sample) (float64, bool) { return float64(Missing(s.Counts, c.Ops, int(s.WL.N), r.Block)), true })
+			cpu := c.stat(func(s Sample) (float64, bool) { return s.DrainCPU, true })
+			eff := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainCPU / 1e6, s.DrainCPU > 0 })
+			rss := c.stat(func(s Sample) (float64, bool) { return mib(s.MaxRSSKiB), true })
+			p("| %s | %s | %s | %s M | %s | %s M | %s | %s | %s M | %s |\n", c.Name, d.fmt("%.3f"), units.fmt("%.0f"), ups.fmt("%.2f"),
+				ops.fmt("%.0f"), opss.fmt("%.2f"), miss.fmt("%.0f"), cpu.fmt("%.2f"), eff.fmt("%.2f"), rss.fmt("%.1f"))
+		}
+		p("\nCommands:\n\n")
+		for _, c := range r.Drain {
+			p("- %s: `%s`\n", c.Name, c.Command)
+		}
+		r.errors(&b, r.Drain)
+	}
+
+	if len(r.Paced) > 0 {
+		p("\n## Paced: peak RSS at %.0f k records/s\n\n", r.PacedRate/1e3)
+		p("wl runs in batches every 100 ms, each sized to keep the average at %.0f k records/s (%.1f records per file); run once, after the rounds. *ops captured per s* is over the whole run.\n\n",
+			r.PacedRate/1e3, recordsPerFile)
+		p("| configuration | seconds | files | ops captured per s | missing | lost / reports | monitor CPU s | CPU %% | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, c := range r.Paced {
+			for _, s := range c.Samples {
+				if s.Err != "" {
+					p("| %s | failed: %s | | | | | | | |\n", c.Name, oneLine(s.Err))
+					continue
+				}
+				p("| %s | %.1f | %d | %.0f k | %d | %s | %.2f | %.0f | %.1f |\n", c.Name, s.WL.Elapsed, s.WL.N,
+					float64(s.Counts.total())/s.WL.Elapsed/1e3, Missing(s.Counts, c.Ops, int(s.WL.N), r.Block),
+					lossCell(c), s.CPU, s.CPU/s.WL.Elapsed*100, mib(s.MaxRSSKiB))
+			}
+		}
+	}
+
+	r.targets(&b)
+
+	if len(r.GoBench) > 0 || len(r.GoBenchErr) > 0 {
+		p("\n## Go microbenchmarks\n\n`go test -run '^$' -bench . -benchmem` per package, one run each.\n\n")
+		p("| package | benchmark | ns/op | B/op | allocs/op | other |\n|---|---|---|---|---|---|\n")
+		for _, gb := range r.GoBench {
+			cells := map[string]string{}
+			var other []string
+			for _, mt := range gb.Metrics {
+				switch mt.Unit {
+				case "ns/op", "B/op", "allocs/op":
+					cells[mt.Unit] = trimFloat(mt.Value)
+				default:
+					other = append(other, trimFloat(mt.Value)+" "+mt.Unit)
+				}
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", strings.TrimPrefix(gb.Pkg, "github.com/fanaudit/fanaudit/"), gb.Name,
+				orDash(cells["ns/op"]), orDash(cells["B/op"]), orDash(cells["allocs/op"]), strings.Join(other, ", "))
+		}
+		pkgs := make([]string, 0, len(r.GoBenchErr))
+		for k := range r.GoBenchErr {
+			pkgs = append(pkgs, k)
+		}
+		sort.Strings(pkgs)
+		for _, k := range pkgs {
+			p("\n- %s: %s\n", k, oneLine(r.GoBenchErr[k]))
+		}
+	}
+	if r.Profile != "" {
+		p("\nA CPU profile of one extra live fanaudit run (outside the timed rounds) is at `%s`.\n", r.Profile)
+	}
+	for _, n := range r.Notes {
+		p("\n%s\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Report) errors(b *strings.Builder, set []*ConfigResult) {
+	for _, c := range set {
+		for _, s := range c.Samples {
+			if s.Err != "" {
+				fmt.Fprintf(b, "- **failed**: %s, round %d: %s\n", c.Name, s.Round, oneLine(s.Err))
+			}
+		}
+	}
+}
+
+func (r *Report) targets(b *strings.Builder) {
+	p := func(f string, a ...any) { fmt.Fprintf(b, f, a...) }
+	p("\n## Targets (issue #6)\n\n| target | fanaudit | C limit reader (fanread) | fatrace | verdict |\n|---|---|---|---|---|\n")
+	fa := r.find(r.Live, "fanaudit file sink")
+	fr := r.find(r.Live, "fanread dfid_name -S 1000")
+	ft := r.find(r.Live, "fatrace -c -o FILE")
+	fad := r.find(r.Drain, "fanaudit drain, file sink")
+	frd := r.find(r.Drain, "fanread dfid_name -D -u -r -p -C -o")
+
+	// 1. drain rate
+	{
+		fas, frs, fts, verdict := "not measured", "not measured", "—", "N/A"
+		if fad != nil {
+			st := fad.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
+			if st.N > 0 {
+				fas = st.fmt("%.2f") + " M records/s"
+				verdict = passFail(st.Med >= 1.0)
+			}
+		}
+		if frd != nil {
+			ev := frd.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events) / s.DrainS / 1e6, s.DrainS > 0 })
+			ops := frd.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
+			frs = ev.fmt("%.2f") + " M events/s = " + ops.fmt("%.2f") + " M ops/s"
+		}
+		if ft != nil {
+			st := ft.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.CPU / 1e6, s.CPU > 0 })
+			fts = st.fmt("%.2f") + " M ops per CPU-s (live)"
+		}
+		p("| drain ≥ 1.0 M events/s through the full pipeline to a file sink | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
+	}
+	// 2. slowdown relative to fanread dfid_name -S 1000
+	{
+		fas, frs, fts, verdict := "not measured", "—", "—", "N/A"
+		if fr != nil {
+			frs = r.slowdown(fr).fmt("%.2f") + "×"
+		}
+		if ft != nil {
+			fts = r.slowdown(ft).fmt("%.2f") + "×"
+		}
+		if fa != nil && fr != nil {
+			rel := r.relSlowdown(fa, fr)
+			if rel.N > 0 {
+				fas = r.slowdown(fa).fmt("%.2f") + "×, " + rel.fmt("%.3f") + " of fanread's"
+				verdict = passFail(rel.Med <= 1.05)
+			}
+		}
+		p("| workload slowdown ≤ 1.05 × fanread dfid_name -S 1000's | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
+	}
+	// 3. losses
+	{
+		fas, fts, verdict := "not measured", "—", "N/A"
+		frs := "—"
+		if fa != nil && len(fa.ok()) > 0 {
+			var miss, lost, reps float64
+			for _, s := range fa.ok() {
+				miss = max(miss, float64(Missing(s.Counts, fa.Ops, int(s.WL.N), r.Block)))
+				lost = max(lost, float64(s.Counts.Lost))
+				reps = max(reps, float64(s.Counts.LossReports))
+			}
+			fas = fmt.Sprintf("worst round: %.0f ops missing, %.0f lost in %.0f reports", miss, lost, reps)
+			verdict = passFail(miss == 0 && lost == 0 && reps == 0)
+		}
+		if fr != nil {
+			frs = r.closeWriteMiss(fr) + " close_write missing"
+		}
+		if ft != nil {
+			fts = r.closeWriteMiss(ft) + " close_write missing; " +
+				ft.stat(func(s Sample) (float64, bool) { return float64(Missing(s.Counts, ft.Ops, int(s.WL.N), r.Block)), true }).fmt("%.0f") + " ops missing"
+		}
+		p("| 0 events lost with the default config | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
+	}
+	// 4. RSS
+	{
+		fas, frs, fts, verdict := "not measured", "—", "—", "N/A"
+		rate := func(c *ConfigResult) Stat {
+			return c.stat(func(s Sample) (float64, bool) {
+				return float64(s.Counts.total()) / s.WL.Elapsed / 1e3, s.WL.Elapsed > 0
+			})
+		}
+		rss := func(c *ConfigResult) Stat {
+			return c.stat(func(s Sample) (float64, bool) { return mib(s.MaxRSSKiB), true })
+		}
+		if fap := r.find(r.Paced, "fanaudit file sink, paced"); fap != nil && len(fap.ok()) > 0 {
+			st := rss(fap)
+			fas = st.fmt("%.1f") + " MiB paced at " + rate(fap).fmt("%.0f") + " k ops/s"
+			verdict = passFail(st.Max <= 64)
+			if fa != nil && len(fa.ok()) > 0 {
+				fas += "; " + rss(fa).fmt("%.1f") + " MiB at full speed, " + rate(fa).fmt("%.0f") + " k ops/s"
+			}
+		} else if fa != nil && len(fa.ok()) > 0 {
+			st := rss(fa)
+			fas = st.fmt("%.1f") + " MiB at full speed, " + rate(fa).fmt("%.0f") + " k ops/s"
+			verdict = passFail(st.Max <= 64)
+		}
+		if fr != nil {
+			frs = rss(fr).fmt("%.1f") + " MiB"
+		}
+		if ft != nil {
+			fts = rss(ft).fmt("%.1f") + " MiB"
+		}
+		p("| peak RSS ≤ 64 MiB at 200 k events/s | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
+	}
+}
+
+func (r *Report) closeWriteMiss(c *ConfigResult) string {
+	st := c.stat(func(s Sample) (float64, bool) {
+		exp := float64(Expected(int(s.WL.N), r.Block)[OpCloseWrite])
+		got := float64(s.Counts.Ops[OpCloseWrite])
+		return max(0, exp-got) / exp * 100, exp > 0
+	})
+	return st.fmt("%.1f") + " %"
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "**PASS**"
+	}
+	return "**FAIL**"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func trimFloat(v float64) string {
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d", int64(v))
+	}
+	return fmt.Sprintf("%.4g", v)
+}

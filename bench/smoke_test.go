@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// needOrSkip skips when a prerequisite is missing, except under CI=true,
+// where a skip would let the harness rot unnoticed.
+func needOrSkip(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("smoke run needs %s: %v", what, err)
+	}
+	t.Skipf("smoke run needs %s: %v", what, err)
+}
+
+// TestSmoke runs the whole harness with a tiny workload and one round, so
+// `make test` keeps it working. It checks that every configuration ran and
+// was counted, never how fast.
+func TestSmoke(t *testing.T) {
+	testutil.RequireRoot(t)
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sticks := filepath.Join(repo, "..", "shared", "bench")
+	_, err = os.Stat(filepath.Join(sticks, "fanread.c"))
+	needOrSkip(t, "the measuring sticks in "+sticks, err)
+	_, err = exec.LookPath("cc")
+	needOrSkip(t, "a C compiler", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	fat, err := FindFatrace(ctx, false)
+	needOrSkip(t, "fatrace", err)
+
+	work := t.TempDir()
+	o := Options{
+		Repo: repo, Sticks: sticks, WorkDir: work,
+		N: 500, Block: 64, Rounds: 1,
+		Fatrace:   fat,
+		PacedRate: 20000, PacedFor: 300 * time.Millisecond,
+		Log: logWriter{t},
+	}
+	fa := filepath.Join(work, "fanaudit")
+	ok, err := BuildFanaudit(ctx, repo, fa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		o.Fanaudit = fa
+	} else {
+		t.Log("cmd/fanaudit has no Go files yet; its configurations are left out")
+	}
+
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLive := 4
+	if ok {
+		wantLive++
+	}
+	if len(rep.Live) != wantLive || len(rep.Drain) < 3 {
+		t.Fatalf("got %d live and %d drain configurations, want %d and ≥3", len(rep.Live), len(rep.Drain), wantLive)
+	}
+	if len(rep.Paced) != wantLive-3 {
+		t.Fatalf("got %d paced configurations, want %d", len(rep.Paced), wantLive-3)
+	}
+	for _, c := range slices.Concat(rep.Live, rep.Drain, rep.Paced) {
+		if len(c.Samples) != 1 {
+			t.Fatalf("%s: %d samples, want 1", c.Name, len(c.Samples))
+		}
+		s := c.Samples[0]
+		if s.Err != "" {
+			t.Errorf("%s: %s", c.Name, s.Err)
+			continue
+		}
+		if s.WL.Ops == 0 {
+			t.Errorf("%s: workload report not parsed: %+v", c.Name, s.WL)
+		}
+		if c.Name != "no monitor" && s.Counts.total() == 0 {
+			t.Errorf("%s: captured nothing", c.Name)
+		}
+		// The C reader is the reference: if it misses operations, the
+		// harness counts wrongly.
+		if strings.HasPrefix(c.Name, "fanread") {
+			if miss := Missing(s.Counts, c.Ops, o.N, o.Block); miss != 0 {
+				t.Errorf("%s: %d operations missing: %v", c.Name, miss, s.Counts.Ops)
+			}
+		}
+	}
+	var md bytes.Buffer
+	if err := rep.Markdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Live {
+		if !strings.Contains(md.String(), "| "+c.Name+" |") {
+			t.Errorf("results table has no row for %s", c.Name)
+		}
+	}
+	t.Log("\n" + md.String())
+}

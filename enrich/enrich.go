@@ -1,0 +1,448 @@
+package enrich
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/audit"
+	"github.com/fanaudit/fanaudit/enrich/internal/ids"
+	"github.com/fanaudit/fanaudit/enrich/internal/proc"
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// unsetID is the kernel's "not set" login uid and session id.
+const unsetID = 1<<32 - 1
+
+// Missing-field bits, in the order of missingNames.
+const (
+	missProcess = 1 << iota
+	missExe
+	missName
+	missCmdline
+	missStart
+	missPPid
+	missCgroup
+	missUser
+	missGroup
+	missAudit
+	missFileStat
+	numMissBits = iota
+)
+
+var missingNames = [numMissBits]string{
+	"process", "process.executable", "process.name", "process.command_line",
+	"process.start", "process.parent.pid", "process.cgroup.path",
+	"user.id", "group.id", "user.audit", "file.stat",
+}
+
+// maxPendingBatches bounds the batches waiting for hashes before Run stops
+// reading its input.
+const maxPendingBatches = 64
+
+// Stats are the enricher's counters.
+type Stats struct {
+	Events  uint64 // events converted into records
+	Full    uint64 // records with fanaudit.enrichment "full"
+	Partial uint64 // records with fanaudit.enrichment "partial"
+	Lost    uint64 // events_lost records passed through
+
+	CacheHits      uint64
+	CacheMisses    uint64
+	CacheEvictions uint64
+	CacheEntries   int
+	ProcGone       uint64 // process gone before /proc could be read, nothing cached
+	ProcGoneHits   uint64 // process gone, cached identity used
+	Execs          uint64 // exec events that set an executable
+	PidfdRescues   uint64 // creds taken from PIDFD_GET_INFO
+	LateReads      uint64 // /proc read in Run because no Observe saw the pid
+
+	StatErrors uint64
+
+	HashDone          uint64
+	HashSkippedSize   uint64
+	HashSkippedBudget uint64
+	HashUnavailable   uint64
+	HashErrors        uint64
+}
+
+// Enricher turns audit events into records. Observe and Run may run
+// concurrently (reader and enricher goroutines); each must be called from
+// one goroutine only.
+type Enricher struct {
+	opts  Options
+	log   zerolog.Logger
+	cache *proc.Cache
+	ids   *ids.DB
+	host  *record.Host
+
+	observed     atomic.Bool
+	trackAudit   bool
+	missingCache [1 << numMissBits][]string // Run's goroutine only
+
+	tokens     float64 // hash I/O budget, Run's goroutine only
+	tokensAt   time.Time
+	tokenBurst float64
+
+	events, full, partial, lost, statErrs                             atomic.Uint64
+	hashDone, hashSize, hashBudget, hashUnavail, hashErrs, runStarted atomic.Uint64
+}
+
+// New validates opts and reads the host identity and the user and group
+// files. Unreadable host or id files are logged and leave those names
+// unknown; they are not errors, since records stay correct without them.
+func New(opts Options, log zerolog.Logger) (*Enricher, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	log = log.With().Str("component", "enrich").Logger()
+	host, herrs := readHost(opts.ProcRoot, opts.EtcRoot)
+	for _, err := range herrs {
+		log.Warn().Err(err).Msg("host field unknown")
+	}
+	bt, err := bootTime(opts.ProcRoot)
+	if err != nil {
+		log.Warn().Err(err).Msg("process.start unknown for every record")
+	}
+	e := &Enricher{
+		opts: opts,
+		log:  log,
+		host: host,
+		cache: proc.NewCache(proc.Config{
+			Root:       opts.ProcRoot,
+			CmdlineMax: opts.CmdlineMax,
+			Size:       opts.CacheSize,
+			TTL:        opts.CacheTTL,
+			PidFD:      opts.PidFD,
+			IDSeed:     host.ID + "|" + host.BootID,
+			BootTime:   bt,
+			ClockTicks: opts.ClockTicks,
+		}),
+		ids:        ids.New(opts.PasswdPath, opts.GroupPath, opts.IDRefresh),
+		tokens:     float64(max(opts.Hash.BytesPerSecond, opts.Hash.MaxSize)),
+		tokenBurst: float64(max(opts.Hash.BytesPerSecond, opts.Hash.MaxSize)),
+	}
+	// Without audit support in the kernel there is no loginuid file for
+	// any process; its absence is then not a per-record gap.
+	for _, p := range []string{"self/loginuid", "1/loginuid"} {
+		if _, err := os.Stat(filepath.Join(opts.ProcRoot, p)); err == nil {
+			e.trackAudit = true
+			break
+		}
+	}
+	if perr, gerr := e.ids.LoadErrors(); perr != nil || gerr != nil {
+		log.Warn().AnErr("passwd", perr).AnErr("group", gerr).Msg("user or group names unknown")
+	}
+	return e, nil
+}
+
+// Host returns the host fields every record shares.
+func (e *Enricher) Host() *record.Host { return e.host }
+
+// Observe implements audit.Observer. For a pid the cache can vouch for it
+// costs a map lookup; otherwise it reads /proc at once.
+func (e *Enricher) Observe(ev *audit.Event) {
+	if ev.Action == record.ActionEventsLost || ev.Pid <= 0 {
+		return
+	}
+	if !e.observed.Load() {
+		e.observed.Store(true)
+	}
+	t := ev.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	e.cache.Observe(ev.Pid, t, ev.Action == record.ActionExec, ev.Path, ev.PidFD)
+}
+
+// Stats returns the counters.
+func (e *Enricher) Stats() Stats {
+	cs := e.cache.Stats()
+	return Stats{
+		Events: e.events.Load(), Full: e.full.Load(), Partial: e.partial.Load(), Lost: e.lost.Load(),
+		CacheHits: cs.Hits, CacheMisses: cs.Misses, CacheEvictions: cs.Evictions, CacheEntries: cs.Entries,
+		ProcGone: cs.Gone, ProcGoneHits: cs.GoneHits, Execs: cs.Execs, PidfdRescues: cs.PidfdRescues,
+		LateReads: cs.LateReads, StatErrors: e.statErrs.Load(),
+		HashDone: e.hashDone.Load(), HashSkippedSize: e.hashSize.Load(), HashSkippedBudget: e.hashBudget.Load(),
+		HashUnavailable: e.hashUnavail.Load(), HashErrors: e.hashErrs.Load(),
+	}
+}
+
+// pending is one input batch on its way out. n counts the hash jobs still
+// running, plus one while Run is still filling the batch.
+type pending struct {
+	events []audit.Event
+	recs   []*record.Record
+	n      atomic.Int32
+}
+
+type hashJob struct {
+	ev  *audit.Event
+	rec *record.Record
+	p   *pending
+}
+
+// ErrRunning is returned by a second concurrent Run.
+var ErrRunning = errors.New("enrich: Run already running")
+
+// Run converts every batch from in into records on out, in order. It
+// releases every event exactly once, and returns nil once in is closed and
+// everything read from it has been sent. It keeps reading in after ctx
+// ends, because the capture drains the kernel queue into in and then
+// closes it; ctx only stops a send to out that would block, and then Run
+// releases what it holds and returns ctx.Err(). It never closes out.
+func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- []*record.Record) error {
+	if e.runStarted.Add(1) != 1 {
+		e.runStarted.Add(^uint64(0))
+		return ErrRunning
+	}
+	defer e.runStarted.Add(^uint64(0))
+
+	var jobs chan hashJob
+	wake := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	if e.opts.Hash.Enabled {
+		jobs = make(chan hashJob, e.opts.Hash.Workers*64)
+		for range e.opts.Hash.Workers {
+			wg.Go(func() { e.hashWorker(ctx, jobs, wake) })
+		}
+	}
+	var fifo []*pending
+	defer func() {
+		if jobs != nil {
+			close(jobs)
+		}
+		wg.Wait()
+		// Only reached with records unsent when ctx ended; their events
+		// were released when the records were built or hashed.
+	}()
+
+	emit := func() error {
+		for len(fifo) > 0 && fifo[0].n.Load() == 0 {
+			select {
+			case out <- fifo[0].recs:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			fifo[0] = nil
+			fifo = fifo[1:]
+		}
+		return nil
+	}
+	for {
+		if len(fifo) >= maxPendingBatches {
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if err := emit(); err != nil {
+				return err
+			}
+			continue
+		}
+		var batch []audit.Event
+		var ok bool
+		select {
+		case batch, ok = <-in:
+		case <-wake:
+			if err := emit(); err != nil {
+				return err
+			}
+			continue
+		}
+		if !ok {
+			for len(fifo) > 0 {
+				if err := emit(); err != nil {
+					return err
+				}
+				if len(fifo) > 0 {
+					select {
+					case <-wake:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			}
+			return nil
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		p := e.convert(ctx, batch, jobs)
+		fifo = append(fifo, p)
+		if err := emit(); err != nil {
+			return err
+		}
+	}
+}
+
+// convert builds the batch's records. Events without hash work are
+// released here; the others by the hash worker.
+func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<- hashJob) *pending {
+	slab := make([]record.Record, len(batch))
+	p := &pending{events: batch, recs: make([]*record.Record, len(batch))}
+	p.n.Store(1)
+	now := time.Now()
+	e.ids.Refresh(now)
+	late := !e.observed.Load()
+	var hashes []int
+	for i := range batch {
+		ev := &batch[i]
+		r := &slab[i]
+		p.recs[i] = r
+		e.fill(r, ev, late)
+		if jobs != nil && ev.Action == record.ActionCloseWrite && e.hashDecision(r, ev, now) {
+			hashes = append(hashes, i)
+			continue
+		}
+		ev.Release()
+	}
+	p.n.Add(int32(len(hashes)))
+	for _, i := range hashes {
+		j := hashJob{ev: &batch[i], rec: p.recs[i], p: p}
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			// Shutting down with the queue full: give up on this hash.
+			j.rec.File.HashStatus = HashUnavailable
+			e.hashUnavail.Add(1)
+			j.ev.Release()
+			p.n.Add(-1)
+		}
+	}
+	p.n.Add(-1)
+	return p
+}
+
+// fill converts one event. It runs once per event and must stay cheap for
+// a cached pid: no allocation but the shared missing-names slice.
+func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
+	e.events.Add(1)
+	r.Timestamp = ev.Time
+	r.Action = ev.Action
+	r.Host = e.host
+	if ev.Action == record.ActionEventsLost {
+		r.Fanaudit.Lost = record.Lost{Reason: ev.LostReason, HasCount: ev.HasLost, Count: ev.Lost}
+		e.lost.Add(1)
+		return
+	}
+	r.File.Path = ev.Path
+	r.File.OriginalPath = ev.OldPath
+	if ev.Dir {
+		r.File.Type = "dir"
+	}
+	var miss uint32
+	if e.opts.FileStat {
+		if err := ev.Stat(&r.File); err != nil {
+			e.statErrs.Add(1)
+			// A deleted file has no stat to take; that is not a gap in
+			// enrichment.
+			if ev.Action != record.ActionDelete && ev.Action != record.ActionDeleteSelf {
+				miss |= missFileStat
+			}
+		}
+	}
+	r.Process.Pid = ev.Pid
+	t := ev.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	p := e.cache.Resolve(ev.Pid, t, late)
+	if p == nil {
+		miss |= missProcess | missExe | missName | missCmdline | missStart | missPPid | missCgroup | missUser | missGroup
+		if e.trackAudit {
+			miss |= missAudit
+		}
+	} else {
+		miss |= e.fillProcess(r, p)
+	}
+	if miss == 0 {
+		r.Fanaudit.Enrichment = "full"
+		e.full.Add(1)
+		return
+	}
+	r.Fanaudit.Enrichment = "partial"
+	r.Fanaudit.Missing = e.missing(miss)
+	e.partial.Add(1)
+}
+
+func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry) (miss uint32) {
+	pr := &r.Process
+	if p.HasPPid {
+		pr.PPid = p.PPid
+	} else {
+		miss |= missPPid
+	}
+	if p.HasExe {
+		pr.Executable = p.Exe
+	} else {
+		miss |= missExe
+	}
+	if p.HasComm {
+		pr.Name = p.Comm
+	} else {
+		miss |= missName
+	}
+	if p.HasCmdline {
+		pr.CommandLine = p.Cmdline
+	} else {
+		miss |= missCmdline
+	}
+	if p.HasStart && !p.Start.IsZero() {
+		pr.Start = p.Start
+		pr.EntityID = p.EntityID
+	} else {
+		miss |= missStart
+	}
+	if p.HasCgroup {
+		pr.CgroupPath = p.CgroupPath
+		r.Container.ID, r.Container.Runtime = p.ContainerID, p.Runtime
+	} else {
+		miss |= missCgroup
+	}
+	u := &r.User
+	if p.HasCreds {
+		c := p.Creds
+		u.HasID, u.ID, u.Name = true, c.RUID, e.ids.User(c.RUID)
+		if c.EUID != c.RUID {
+			u.HasEID, u.EID = true, c.EUID
+		}
+		u.HasGID, u.GID, u.Group = true, c.RGID, e.ids.Group(c.RGID)
+	} else {
+		miss |= missUser | missGroup
+	}
+	if p.HasLoginUID {
+		if p.LoginUID != unsetID {
+			u.HasAUID, u.AUID, u.AName = true, p.LoginUID, e.ids.User(p.LoginUID)
+		}
+		if p.HasSession && p.Session != unsetID {
+			u.HasSess, u.Session = true, p.Session
+		}
+	} else if e.trackAudit {
+		miss |= missAudit
+	}
+	return miss
+}
+
+// missing returns the shared, read-only names for a set of missing bits.
+func (e *Enricher) missing(bits uint32) []string {
+	if s := e.missingCache[bits]; s != nil {
+		return s
+	}
+	var s []string
+	for i := range numMissBits {
+		if bits&(1<<i) != 0 {
+			s = append(s, missingNames[i])
+		}
+	}
+	s = s[:len(s):len(s)]
+	e.missingCache[bits] = s
+	return s
+}

@@ -1,0 +1,395 @@
+package proc
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+)
+
+// maxVersions bounds how many past identities of one pid stay reachable for
+// events still in flight between Observe and Resolve.
+const maxVersions = 4
+
+// Entry is one identity of a process: what a pid was from Since on. An
+// Entry never changes once published, so a Resolve caller may use it
+// without a lock.
+type Entry struct {
+	Info
+	Start       time.Time // from StartTicks and the boot time; zero if unknown
+	EntityID    string    // "" when the start time is unknown
+	ContainerID string
+	Runtime     string
+	// FromExec: Exe is the path of an exec event. Comm and Cmdline are
+	// unknown then, because at that moment /proc may still show the old
+	// image; the next event from the pid re-reads them.
+	FromExec bool
+
+	since time.Time
+	prev  *Entry
+}
+
+type slot struct {
+	pid         int32
+	cur         *Entry
+	checked     time.Time // when /proc last confirmed cur
+	gone        bool      // /proc said the pid was gone at checked
+	execPending bool      // cur came from an exec event
+	pidIno      uint64    // pidfs inode of the instance cur describes; 0 unknown
+	newer       *slot     // LRU list, head is the most recent
+	older       *slot
+}
+
+// Config configures a Cache.
+type Config struct {
+	Root       string        // proc root, "/proc"
+	CmdlineMax int           // bytes
+	Size       int           // pids kept
+	TTL        time.Duration // how long a cached entry is trusted without re-reading /proc
+	// PidFD: events carry the pidfd the kernel made at read time, so an
+	// event without one comes from a process that was already reaped.
+	PidFD bool
+	// IDSeed makes entity ids unique across hosts and boots: machine id
+	// and boot id.
+	IDSeed     string
+	BootTime   time.Time // /proc/stat btime
+	ClockTicks int       // USER_HZ
+}
+
+// Stats counts cache outcomes. Every Observe ends in exactly one of Hits,
+// Misses or Gone; Execs count exec events on top of that.
+type Stats struct {
+	Hits         uint64 // served from the cache without reading /proc
+	Misses       uint64 // /proc was read (new pid, TTL expired, exec, pid reuse)
+	Gone         uint64 // the process was gone at read time and nothing was cached
+	GoneHits     uint64 // the process was gone at read time; cached identity used (part of Hits)
+	Evictions    uint64
+	Execs        uint64
+	PidfdRescues uint64 // /proc failed, PIDFD_GET_INFO gave the creds
+	LateReads    uint64 // Resolve read /proc because nothing observed the pid
+	Entries      int
+}
+
+// Cache maps pid to its current and recent identities, keyed by (pid,
+// start time): a reused pid gets a new Entry, and so does an exec.
+type Cache struct {
+	cfg  Config
+	obs  *Reader // used only by Observe's goroutine
+	late *Reader // used only by Resolve's goroutine
+
+	mu         sync.Mutex
+	m          map[int32]*slot
+	head, tail *slot
+
+	hits, misses, gone, goneHits, evictions, execs, rescues, lateReads atomic.Uint64
+}
+
+// NewCache returns an empty cache.
+func NewCache(cfg Config) *Cache {
+	if cfg.ClockTicks <= 0 {
+		cfg.ClockTicks = 100
+	}
+	return &Cache{
+		cfg:  cfg,
+		obs:  NewReader(cfg.Root, cfg.CmdlineMax),
+		late: NewReader(cfg.Root, cfg.CmdlineMax),
+		m:    make(map[int32]*slot, cfg.Size),
+	}
+}
+
+// IsLoader reports whether an exec event's path is an ELF program
+// interpreter. The kernel opens it with the exec flag right after the
+// program itself, so its event must not replace the executable.
+func IsLoader(path string) bool {
+	base := path[strings.LastIndexByte(path, '/')+1:]
+	return strings.HasPrefix(base, "ld-linux") || strings.HasPrefix(base, "ld-musl-") ||
+		strings.HasPrefix(base, "ld.so") || strings.HasPrefix(base, "ld64.so")
+}
+
+// Observe records what the kernel event at time t says about pid and, when
+// the cache cannot vouch for pid, reads /proc right away, while a
+// short-lived process may still exist. exec marks an exec event whose path
+// is the new executable. pidfd is the event's pidfd or -1. Observe must be
+// called from one goroutine only.
+func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidfd int) {
+	if pid <= 0 {
+		return
+	}
+	if exec {
+		if IsLoader(execPath) {
+			return
+		}
+		c.execs.Add(1)
+	}
+	var ino uint64
+	if c.cfg.PidFD && pidfd >= 0 {
+		if v, err := kernel.PidfdInode(pidfd); err == nil {
+			ino = v
+		}
+	}
+	c.mu.Lock()
+	s := c.m[pid]
+	if s != nil && !exec && !s.execPending {
+		goneAtRead := c.cfg.PidFD && pidfd < 0
+		fresh := !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno)
+		if goneAtRead || fresh {
+			c.touch(s)
+			c.mu.Unlock()
+			c.hits.Add(1)
+			if goneAtRead {
+				c.goneHits.Add(1)
+			}
+			return
+		}
+	}
+	c.mu.Unlock()
+
+	if c.cfg.PidFD && pidfd < 0 && !exec {
+		// Reaped before the event was read: /proc/PID, if it exists, is
+		// somebody else.
+		c.gone.Add(1)
+		return
+	}
+	c.misses.Add(1)
+	var info Info
+	var err error
+	if c.cfg.PidFD && pidfd < 0 {
+		err = ErrGone // an exec event from a reaped process: only its path is known
+	} else {
+		_, err = c.obs.Read(pid, &info)
+	}
+	if err == nil && pidfd >= 0 {
+		// Still alive after the read: the pid cannot have been reused
+		// during it, so the snapshot is this event's process.
+		if alive, aerr := kernel.PidfdAlive(pidfd); aerr == nil && !alive {
+			err = ErrGone
+		}
+	}
+	haveP := false
+	var pi kernel.PidfdInfo
+	if err != nil && pidfd >= 0 {
+		if v, perr := kernel.PidfdGetInfo(pidfd, kernel.PidfdInfoPid|kernel.PidfdInfoCreds); perr == nil && v.Mask&kernel.PidfdInfoCreds != 0 {
+			pi, haveP = v, true
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s = c.m[pid]
+	switch {
+	case err == nil:
+		e := c.newEntry(&info)
+		if exec {
+			e.markExec(execPath)
+		} else if s != nil && s.cur.FromExec && !e.HasExe && sameStart(s.cur, e) {
+			e.HasExe, e.Exe = true, s.cur.Exe
+		}
+		c.publish(s, pid, e, t, exec, ino)
+	case haveP:
+		c.rescues.Add(1)
+		if s != nil && !exec && s.cur.HasCreds {
+			s.gone, s.checked = true, t
+			c.touch(s)
+			break
+		}
+		e := &Entry{Info: Info{Pid: pid}}
+		if s != nil && !exec {
+			// cur lacks creds only when an exec event made it and /proc
+			// was already gone then: the same instance, most likely.
+			cp := *s.cur
+			e = &cp
+		}
+		e.HasCreds = true
+		e.Creds = Creds{RUID: pi.RUID, EUID: pi.EUID, RGID: pi.RGID, EGID: pi.EGID}
+		if pi.Mask&kernel.PidfdInfoPid != 0 && !e.HasPPid {
+			e.HasPPid, e.PPid = true, int32(pi.PPid)
+		}
+		if exec {
+			e.markExec(execPath)
+		}
+		c.publish(s, pid, e, t, exec, ino)
+		if s := c.m[pid]; s != nil {
+			s.gone = true
+		}
+	case exec:
+		e := &Entry{Info: Info{Pid: pid}}
+		e.markExec(execPath)
+		c.publish(s, pid, e, t, exec, ino)
+		c.m[pid].gone = true
+	case s != nil:
+		s.gone, s.checked = true, t
+		c.touch(s)
+		c.goneHits.Add(1)
+	default:
+		c.gone.Add(1)
+	}
+}
+
+func (e *Entry) markExec(path string) {
+	e.HasExe, e.Exe = true, path
+	e.HasComm, e.Comm = false, ""
+	e.HasCmdline, e.Cmdline = false, ""
+	e.FromExec = true
+}
+
+func sameStart(a, b *Entry) bool {
+	return a.HasStart && b.HasStart && a.StartTicks == b.StartTicks
+}
+
+func (c *Cache) newEntry(info *Info) *Entry {
+	e := &Entry{Info: *info}
+	if info.HasStart {
+		ticks := int64(info.StartTicks)
+		hz := int64(c.cfg.ClockTicks)
+		if !c.cfg.BootTime.IsZero() {
+			e.Start = c.cfg.BootTime.Add(time.Duration(ticks/hz)*time.Second + time.Duration(ticks%hz)*time.Second/time.Duration(hz))
+		}
+		e.EntityID = EntityID(c.cfg.IDSeed, info.Pid, info.StartTicks)
+	}
+	if info.HasCgroup {
+		e.ContainerID, e.Runtime = ContainerFromCgroup(info.CgroupPath)
+	}
+	return e
+}
+
+// EntityID is process.entity_id: the first 16 bytes, in hex, of
+// sha256(seed "/" pid "/" start ticks), where seed is the machine id and
+// boot id. Start ticks count from boot, so the boot id makes the triple
+// unique for a host, and the machine id across hosts.
+func EntityID(seed string, pid int32, startTicks uint64) string {
+	var buf [128]byte
+	b := append(buf[:0], seed...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(pid), 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, startTicks, 10)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// publish makes e the current identity of pid from t on. Callers hold mu.
+func (c *Cache) publish(s *slot, pid int32, e *Entry, t time.Time, exec bool, ino uint64) {
+	if s == nil {
+		s = &slot{pid: pid, cur: e}
+		c.m[pid] = s
+		c.pushFront(s)
+		for len(c.m) > c.cfg.Size && c.tail != nil && c.tail != s {
+			old := c.tail
+			c.unlink(old)
+			delete(c.m, old.pid)
+			c.evictions.Add(1)
+		}
+	} else {
+		c.touch(s)
+		if !exec && !s.execPending && sameIdentity(s.cur, e) {
+			s.checked, s.gone = t, false
+			if ino != 0 {
+				s.pidIno = ino
+			}
+			return
+		}
+		e.since, e.prev = t, s.cur
+		n := 1
+		for p := e; p != nil; p = p.prev {
+			if n == maxVersions {
+				p.prev = nil
+				break
+			}
+			n++
+		}
+		s.cur = e
+	}
+	s.checked, s.gone, s.execPending, s.pidIno = t, false, exec, ino
+}
+
+func sameIdentity(a, b *Entry) bool {
+	return a.Info == b.Info
+}
+
+// Resolve returns the identity pid had at time t: the newest version whose
+// start is not after t. Events that share a timestamp with an exec see the
+// new image. With late set, a pid nobody observed is read from /proc now
+// (the only option when no Observe runs). Resolve must be called from one
+// goroutine only. nil means unknown.
+func (c *Cache) Resolve(pid int32, t time.Time, late bool) *Entry {
+	if pid <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	s := c.m[pid]
+	if s != nil {
+		e := s.cur
+		for e != nil && t.Before(e.since) {
+			e = e.prev
+		}
+		c.mu.Unlock()
+		return e
+	}
+	c.mu.Unlock()
+	if !late {
+		return nil
+	}
+	c.lateReads.Add(1)
+	var info Info
+	if _, err := c.late.Read(pid, &info); err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.m[pid]; s != nil {
+		return s.cur
+	}
+	e := c.newEntry(&info)
+	c.publish(nil, pid, e, t, false, 0)
+	return e
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	n := len(c.m)
+	c.mu.Unlock()
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Gone: c.gone.Load(), GoneHits: c.goneHits.Load(),
+		Evictions: c.evictions.Load(), Execs: c.execs.Load(), PidfdRescues: c.rescues.Load(),
+		LateReads: c.lateReads.Load(), Entries: n,
+	}
+}
+
+func (c *Cache) pushFront(s *slot) {
+	s.older, s.newer = c.head, nil
+	if c.head != nil {
+		c.head.newer = s
+	}
+	c.head = s
+	if c.tail == nil {
+		c.tail = s
+	}
+}
+
+func (c *Cache) unlink(s *slot) {
+	if s.newer != nil {
+		s.newer.older = s.older
+	} else {
+		c.head = s.older
+	}
+	if s.older != nil {
+		s.older.newer = s.newer
+	} else {
+		c.tail = s.newer
+	}
+	s.newer, s.older = nil, nil
+}
+
+func (c *Cache) touch(s *slot) {
+	if c.head == s {
+		return
+	}
+	c.unlink(s)
+	c.pushFront(s)
+}

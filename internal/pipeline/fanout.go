@@ -1,0 +1,120 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/sinks"
+)
+
+// fanOut is the only writer of event.sequence. It numbers each record,
+// encodes it once, and pushes the shared Item to every queue in order, so
+// each sink sees the sequence in increasing order with gaps only where its
+// own queue dropped. Drops are announced as events_lost records, at most
+// one per sink per LossInterval, and all of them once the input is done.
+func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error {
+	f := fanState{
+		p:          p,
+		lastReport: make([]time.Time, len(p.queues)),
+		scratch:    make([]byte, 0, 4096),
+	}
+	tick := time.NewTicker(p.opts.LossInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case batch, ok := <-in:
+			if !ok {
+				return f.reportLosses(ctx, true)
+			}
+			p.received.Add(uint64(len(batch)))
+			for _, r := range batch {
+				if err := f.emit(ctx, r); err != nil {
+					return err
+				}
+			}
+			if err := f.reportLosses(ctx, false); err != nil {
+				return err
+			}
+		case <-tick.C:
+			// Drops only happen while pushing, but a quiet period after a
+			// burst must still get its report.
+			if err := f.reportLosses(ctx, false); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+type fanState struct {
+	p          *Pipeline
+	seq        uint64
+	lastReport []time.Time
+	scratch    []byte
+}
+
+func (f *fanState) emit(ctx context.Context, r *record.Record) error {
+	f.seq++
+	r.Sequence = f.seq
+	f.scratch = r.AppendJSON(f.scratch[:0])
+	f.scratch = append(f.scratch, '\n')
+	// One allocation holds the line for every sink; the scratch buffer
+	// absorbs the encoder's growth.
+	line := make([]byte, len(f.scratch))
+	copy(line, f.scratch)
+	it := &sinks.Item{
+		Seq:    r.Sequence,
+		Action: r.Action,
+		Path:   r.File.Path,
+		Line:   line,
+		Loss:   r.Action == record.ActionEventsLost,
+	}
+	f.p.produced.Store(f.seq)
+	if it.Loss {
+		f.p.lossRecs.Add(1)
+		if r.Fanaudit.Lost.Reason == record.ReasonKernelOverflow {
+			f.p.kernelLost.Add(r.Fanaudit.Lost.Count)
+		}
+	}
+	for _, q := range f.p.queues {
+		if err := q.Push(ctx, it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportLosses emits a queue_full record for every sink with unannounced
+// drops whose last report is at least LossInterval old, or for every sink
+// with drops when final is set. Loss records are never dropped by a queue,
+// so after a final pass nothing is left unannounced.
+func (f *fanState) reportLosses(ctx context.Context, final bool) error {
+	now := f.p.opts.Now()
+	for i, q := range f.p.queues {
+		if !final && now.Sub(f.lastReport[i]) < f.p.opts.LossInterval {
+			continue
+		}
+		n := q.TakeUnreported()
+		if n == 0 {
+			continue
+		}
+		f.lastReport[i] = now
+		r := &record.Record{
+			Timestamp: now,
+			Action:    record.ActionEventsLost,
+			Host:      f.p.opts.Host,
+			Fanaudit: record.Meta{Lost: record.Lost{
+				HasCount: true,
+				Count:    n,
+				Reason:   record.ReasonQueueFull,
+				Sink:     q.Name(),
+			}},
+		}
+		if err := f.emit(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,508 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/sinks"
+)
+
+// fakeSource sends its batches, signals sent, then waits for stop as the
+// capture does.
+type fakeSource struct {
+	batches [][]*record.Record
+	sent    chan struct{}
+	err     error // returned right after sending, if set
+}
+
+func newSource(n, per int) *fakeSource {
+	s := &fakeSource{sent: make(chan struct{})}
+	ts := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += per {
+		var b []*record.Record
+		for j := i; j < min(i+per, n); j++ {
+			b = append(b, &record.Record{Timestamp: ts, Action: record.ActionOpen, File: record.File{Path: "/m/f"}, Process: record.Process{Pid: int32(j + 1)}})
+		}
+		s.batches = append(s.batches, b)
+	}
+	return s
+}
+
+func (s *fakeSource) Run(stop, abort context.Context, out chan<- []*record.Record) error {
+	for _, b := range s.batches {
+		select {
+		case out <- b:
+		case <-abort.Done():
+			return abort.Err()
+		}
+	}
+	close(s.sent)
+	if s.err != nil {
+		return s.err
+	}
+	<-stop.Done()
+	return nil
+}
+
+// fakeSink collects lines. A gate holds it before its first read; fail
+// makes it return an error instead; reached is closed once it has seen
+// want file records.
+type fakeSink struct {
+	gate    chan struct{}
+	fail    error
+	want    int
+	reached chan struct{}
+
+	mu    sync.Mutex
+	items []*sinks.Item
+	files int
+}
+
+func newSink(want int) *fakeSink { return &fakeSink{want: want, reached: make(chan struct{})} }
+
+func (s *fakeSink) Name() string  { return "fake" }
+func (s *fakeSink) Reopen() error { return nil }
+
+func (s *fakeSink) Run(ctx context.Context, q *sinks.Queue) error {
+	if s.fail != nil {
+		return s.fail
+	}
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	buf := make([]*sinks.Item, 0, 64)
+	for {
+		items, err := q.Next(ctx, buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		for _, it := range items {
+			s.items = append(s.items, it)
+			if !it.Loss {
+				s.files++
+				if s.files == s.want {
+					close(s.reached)
+				}
+			}
+		}
+		s.mu.Unlock()
+		q.Delivered(len(items))
+	}
+}
+
+func (s *fakeSink) got() []*sinks.Item {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*sinks.Item(nil), s.items...)
+}
+
+type lossLine struct {
+	Event struct {
+		Action   string `json:"action"`
+		Sequence uint64 `json:"sequence"`
+	} `json:"event"`
+	Fanaudit struct {
+		Lost struct {
+			Count  uint64 `json:"count"`
+			Reason string `json:"reason"`
+			Sink   string `json:"sink"`
+		} `json:"lost"`
+	} `json:"fanaudit"`
+}
+
+func decode(t *testing.T, it *sinks.Item) lossLine {
+	t.Helper()
+	var l lossLine
+	if len(it.Line) == 0 || it.Line[len(it.Line)-1] != '\n' {
+		t.Fatalf("line not newline-terminated: %q", it.Line)
+	}
+	if err := json.Unmarshal(it.Line, &l); err != nil {
+		t.Fatalf("bad line %q: %v", it.Line, err)
+	}
+	if l.Event.Sequence != it.Seq {
+		t.Fatalf("item seq %d, line seq %d", it.Seq, l.Event.Sequence)
+	}
+	return l
+}
+
+func runPipeline(t *testing.T, p *Pipeline) (cancel func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- p.Run(ctx) }()
+	t.Cleanup(cancel)
+	return cancel, ch
+}
+
+func checkInvariant(t *testing.T, st Stats) {
+	t.Helper()
+	for _, q := range st.Sinks {
+		if q.Received != q.Delivered+q.Dropped+q.InFlight {
+			t.Errorf("sink %s: received %d != delivered %d + dropped %d + in flight %d", q.Sink, q.Received, q.Delivered, q.Dropped, q.InFlight)
+		}
+		if q.Received != st.Produced {
+			t.Errorf("sink %s: received %d, produced %d", q.Sink, q.Received, st.Produced)
+		}
+	}
+}
+
+func TestAllSinksGetEverythingInOrder(t *testing.T) {
+	tests := []struct {
+		name       string
+		n, per     int
+		queueSizes []int
+	}{
+		{"one sink", 1000, 7, []int{16}},
+		{"three sinks tiny queues", 3000, 64, []int{1, 2, 1000}},
+		{"empty", 0, 1, []int{4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newSource(tc.n, tc.per)
+			var specs []SinkSpec
+			var fakes []*fakeSink
+			for i, qs := range tc.queueSizes {
+				f := newSink(tc.n)
+				fakes = append(fakes, f)
+				specs = append(specs, SinkSpec{Name: string(rune('a' + i)), Sink: f, QueueSize: qs, Policy: sinks.Block})
+			}
+			p, err := New(Options{Source: src, Sinks: specs}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel, done := runPipeline(t, p)
+			<-src.sent
+			if tc.n > 0 {
+				for _, f := range fakes {
+					<-f.reached
+				}
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			for _, f := range fakes {
+				items := f.got()
+				if len(items) != tc.n {
+					t.Fatalf("got %d items, want %d", len(items), tc.n)
+				}
+				for i, it := range items {
+					if it.Seq != uint64(i+1) || it.Loss {
+						t.Fatalf("item %d: seq %d loss %v", i, it.Seq, it.Loss)
+					}
+					decode(t, it)
+				}
+			}
+			st := p.Stats()
+			if st.Received != uint64(tc.n) || st.Produced != uint64(tc.n) {
+				t.Errorf("stats %+v", st)
+			}
+			checkInvariant(t, st)
+			for _, q := range st.Sinks {
+				if q.Delivered != uint64(tc.n) || q.InFlight != 0 {
+					t.Errorf("sink %+v", q)
+				}
+			}
+		})
+	}
+}
+
+// TestStalledDropNewestSink: a stalled drop_newest sink loses records, the
+// other sink gets everything, and the stalled sink's gaps are exactly the
+// counts of the events_lost records naming it.
+func TestStalledDropNewestSink(t *testing.T) {
+	for _, policy := range []sinks.Policy{sinks.DropNewest, sinks.DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			const n = 5000
+			src := newSource(n, 50)
+			fast := newSink(n)
+			slow := newSink(-1)
+			slow.gate = make(chan struct{})
+			p, err := New(Options{Source: src, Sinks: []SinkSpec{
+				{Name: "fast", Sink: fast, QueueSize: 100, Policy: sinks.Block},
+				{Name: "slow", Sink: slow, QueueSize: 10, Policy: policy},
+			}}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel, done := runPipeline(t, p)
+			<-src.sent
+			<-fast.reached
+			close(slow.gate)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			st := p.Stats()
+			checkInvariant(t, st)
+
+			all := fast.got()
+			if uint64(len(all)) != st.Produced {
+				t.Fatalf("fast sink got %d of %d", len(all), st.Produced)
+			}
+			var reported uint64
+			for i, it := range all {
+				if it.Seq != uint64(i+1) {
+					t.Fatalf("fast sink: item %d has seq %d", i, it.Seq)
+				}
+				if it.Loss {
+					l := decode(t, it)
+					if l.Event.Action != "events_lost" || l.Fanaudit.Lost.Reason != "queue_full" || l.Fanaudit.Lost.Sink != "slow" {
+						t.Fatalf("unexpected loss record %s", it.Line)
+					}
+					reported += l.Fanaudit.Lost.Count
+				}
+			}
+			slowItems := slow.got()
+			var prev uint64
+			for _, it := range slowItems {
+				if it.Seq <= prev {
+					t.Fatalf("slow sink out of order: %d after %d", it.Seq, prev)
+				}
+				prev = it.Seq
+			}
+			gaps := st.Produced - uint64(len(slowItems))
+			if gaps == 0 {
+				t.Fatal("the stalled sink dropped nothing; the test proves nothing")
+			}
+			if gaps != reported {
+				t.Errorf("slow sink missed %d records, loss records report %d", gaps, reported)
+			}
+			if q := st.Sinks[1]; q.Dropped != gaps {
+				t.Errorf("slow queue dropped %d, gaps %d", q.Dropped, gaps)
+			}
+			if st.Sinks[0].Dropped != 0 {
+				t.Errorf("fast sink dropped %d", st.Sinks[0].Dropped)
+			}
+		})
+	}
+}
+
+func TestLossRecordsRateLimited(t *testing.T) {
+	const n = 2000
+	src := newSource(n, 1)
+	fast := newSink(n)
+	slow := newSink(-1)
+	slow.gate = make(chan struct{})
+	p, err := New(Options{Source: src, LossInterval: time.Hour, Sinks: []SinkSpec{
+		{Name: "fast", Sink: fast, QueueSize: 10, Policy: sinks.Block},
+		{Name: "slow", Sink: slow, QueueSize: 1, Policy: sinks.DropNewest},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	<-fast.reached
+	close(slow.gate)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// With an hour between reports: at most the first one (the limiter
+	// starts open) and the final flush.
+	if got := p.Stats().LossRecords; got < 1 || got > 2 {
+		t.Errorf("%d loss records, want 1 or 2", got)
+	}
+}
+
+func TestBlockedSinkShutdownTimeout(t *testing.T) {
+	src := newSource(100, 10)
+	stuck := newSink(-1)
+	stuck.gate = make(chan struct{}) // never opened
+	p, err := New(Options{Source: src, ShutdownTimeout: 50 * time.Millisecond, Sinks: []SinkSpec{
+		{Name: "stuck", Sink: stuck, QueueSize: 5, Policy: sinks.Block},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	cancel()
+	if err := <-done; !errors.Is(err, ErrShutdownTimeout) {
+		t.Fatalf("Run = %v, want ErrShutdownTimeout", err)
+	}
+	checkInvariantLoose(t, p.Stats())
+}
+
+func checkInvariantLoose(t *testing.T, st Stats) {
+	t.Helper()
+	for _, q := range st.Sinks {
+		if q.Received != q.Delivered+q.Dropped+q.InFlight {
+			t.Errorf("sink %s: invariant broken: %+v", q.Sink, q)
+		}
+	}
+}
+
+func TestStageFailures(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name   string
+		srcErr error
+		sinkEr error
+	}{
+		{"source error", boom, nil},
+		{"sink error", nil, boom},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newSource(10, 1)
+			src.err = tc.srcErr
+			s := newSink(-1)
+			s.fail = tc.sinkEr
+			p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: s, QueueSize: 100}}}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, done := runPipeline(t, p)
+			if err := <-done; !errors.Is(err, boom) {
+				t.Fatalf("Run = %v, want boom", err)
+			}
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	s := newSink(0)
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{"no source", Options{Sinks: []SinkSpec{{Name: "a", Sink: s}}}},
+		{"no sinks", Options{Source: newSource(0, 1)}},
+		{"dup", Options{Source: newSource(0, 1), Sinks: []SinkSpec{{Name: "a", Sink: s}, {Name: "a", Sink: s}}}},
+		{"nil sink", Options{Source: newSource(0, 1), Sinks: []SinkSpec{{Name: "a"}}}},
+	}
+	for _, tc := range tests {
+		if _, err := New(tc.opts, zerolog.Nop()); err == nil {
+			t.Errorf("%s: New accepted it", tc.name)
+		}
+	}
+}
+
+func TestHealth(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+
+	src := newSource(20, 1)
+	stuck := newSink(-1)
+	stuck.gate = make(chan struct{})
+	p, err := New(Options{Source: src, Now: clock, SinkFailingAfter: time.Minute, Sinks: []SinkSpec{
+		{Name: "stuck", Sink: stuck, QueueSize: 100, Policy: sinks.Block},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	waitFor(t, func() bool { return p.Stats().Sinks[0].InFlight == 20 })
+	if ok, why := p.Health(); !ok {
+		t.Fatalf("unhealthy at start: %s", why)
+	}
+	advance(2 * time.Minute)
+	if ok, why := p.Health(); ok || why == "" {
+		t.Fatalf("stalled sink with pending records reported healthy")
+	}
+	close(stuck.gate)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor spins until cond holds: for states that no channel announces.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestStages(t *testing.T) {
+	const n = 1000
+	release := make(chan struct{})
+	st := &Stages[int]{
+		Channel: 2,
+		Capture: func(ctx context.Context, out chan<- []int) error {
+			for i := 0; i < n; i += 10 {
+				b := make([]int, 10)
+				for j := range b {
+					b[j] = i + j
+				}
+				out <- b
+			}
+			close(release)
+			<-ctx.Done()
+			// Draining after the stop: these must still come out.
+			out <- []int{n, n + 1}
+			return nil
+		},
+		Enrich: func(ctx context.Context, in <-chan []int, out chan<- []*record.Record) error {
+			for b := range in {
+				rs := make([]*record.Record, len(b))
+				for i, v := range b {
+					rs[i] = &record.Record{Action: record.ActionOpen, Process: record.Process{Pid: int32(v + 1)}}
+				}
+				out <- rs
+			}
+			return nil
+		},
+	}
+	sink := newSink(n + 2)
+	p, err := New(Options{Source: st, Sinks: []SinkSpec{{Name: "s", Sink: sink, QueueSize: 10}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-release
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-sink.reached
+	if st.Captured() != n+2 || p.Stats().Produced != n+2 {
+		t.Errorf("captured %d produced %d", st.Captured(), p.Stats().Produced)
+	}
+}
+
+func BenchmarkFanOut(b *testing.B) {
+	r := &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, File: record.File{Path: "/srv/data/file.txt", HasStat: true, Mode: 0o644, Size: 10},
+		Process: record.Process{Pid: 42, Name: "bench", Executable: "/usr/bin/bench"}}
+	q := sinks.NewQueue("b", 1<<20, sinks.DropNewest)
+	p := &Pipeline{queues: []*sinks.Queue{q}, opts: Options{Now: time.Now, LossInterval: time.Second}}
+	f := fanState{p: p, lastReport: make([]time.Time, 1), scratch: make([]byte, 0, 4096)}
+	buf := make([]*sinks.Item, 0, 1024)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := f.emit(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+		if i%1024 == 1023 {
+			items, _ := q.Next(ctx, buf)
+			q.Delivered(len(items))
+		}
+	}
+}

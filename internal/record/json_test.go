@@ -1,0 +1,363 @@
+package record
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var (
+	ts    = time.Date(2026, 11, 22, 1, 2, 3, 4000, time.UTC)
+	start = time.Date(2026, 11, 21, 23, 0, 0, 500, time.FixedZone("CET", 3600))
+	host  = &Host{Hostname: "vm1", ID: "0123456789abcdef0123456789abcdef", BootID: "b6f0a3a8-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}
+)
+
+func fullRecord() Record {
+	return Record{
+		Timestamp: ts, Action: ActionCloseWrite, Sequence: 42,
+		File: File{
+			Path: "/srv/data/report.txt", Type: "file",
+			HasStat: true, Inode: 1234567, Mode: 0o100644, Size: 4096, UID: 1000, GID: 1000,
+			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		},
+		Process: Process{
+			Pid: 4242, PPid: 1, Executable: "/usr/bin/vim", Name: "vim",
+			CommandLine: "vim report.txt", Start: start, EntityID: "vm1-4242-123456789",
+			CgroupPath: "/user.slice/user-1000.slice/session-3.scope",
+		},
+		User: User{
+			HasID: true, ID: 1000, Name: "alice", HasEID: true, EID: 0,
+			HasGID: true, GID: 1000, Group: "alice",
+			HasAUID: true, AUID: 1000, AName: "alice", HasSess: true, Session: 3,
+		},
+		Container: Container{ID: "3f4e5d6c7b8a", Runtime: "docker"},
+		Host:      host,
+		Fanaudit:  Meta{Enrichment: "full"},
+	}
+}
+
+// goldenCases is the table the golden file pins; its names are the keys.
+func goldenCases() []struct {
+	name string
+	rec  Record
+} {
+	partial := fullRecord()
+	partial.Action = ActionOpen
+	partial.File.SHA256 = ""
+	partial.Process = Process{Pid: 77}
+	partial.User = User{HasID: true, ID: 0, HasEID: true, EID: 0, HasGID: true, GID: 0, HasAUID: true, AUID: unsetID, HasSess: true, Session: unsetID}
+	partial.Container = Container{}
+	partial.Fanaudit = Meta{Enrichment: "partial", Missing: []string{"process", "user"}}
+
+	rename := fullRecord()
+	rename.Action = ActionRename
+	rename.File = File{Path: "/m/new name", OriginalPath: "/m/old\\xffname", Type: "dir", HasStat: true, Mode: 0o40755 | 0o4000}
+
+	del := Record{Timestamp: ts, Action: ActionDelete, Sequence: 9, File: File{Path: "/m/a/b"}, Host: host, Fanaudit: Meta{Enrichment: "partial", Missing: []string{"stat"}}}
+
+	hashSkipped := fullRecord()
+	hashSkipped.File.SHA256 = ""
+	hashSkipped.File.HashStatus = "skipped_size"
+
+	return []struct {
+		name string
+		rec  Record
+	}{
+		{"full_close_write", fullRecord()},
+		{"partial_open_root_unset_audit", partial},
+		{"rename_setuid_dir", rename},
+		{"delete_minimal", del},
+		{"hash_skipped", hashSkipped},
+		{"kernel_overflow", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 1, Host: host,
+			Fanaudit: Meta{Lost: Lost{Reason: ReasonKernelOverflow}}}},
+		{"queue_full", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 100, Host: host,
+			Fanaudit: Meta{Lost: Lost{HasCount: true, Count: 17, Reason: ReasonQueueFull, Sink: "archive"}}}},
+		{"zero_count_lost", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 2,
+			Fanaudit: Meta{Lost: Lost{HasCount: true, Count: 0, Reason: ReasonQueueFull, Sink: "out"}}}},
+		{"escaping", Record{Timestamp: ts, Action: ActionCreate, Sequence: 3,
+			File:    File{Path: "/m/q\"b\\s\x01\x1f\n\r\t\b\f\x7f\u2028\u2029é😀\xff\xc3"},
+			Process: Process{Pid: 1, CommandLine: "sh -c 'echo \"<&>\"'"}}},
+	}
+}
+
+func TestAppendJSONGolden(t *testing.T) {
+	var buf bytes.Buffer
+	for _, tc := range goldenCases() {
+		line := tc.rec.AppendJSON(nil)
+		if !json.Valid(line) {
+			t.Errorf("%s: invalid JSON: %s", tc.name, line)
+		}
+		fmt.Fprintf(&buf, "# %s\n%s\n", tc.name, line)
+	}
+	golden := filepath.Join("testdata", "records.golden")
+	if *update {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Errorf("encoding drifted from %s (go test ./internal/record -update if intended)\ngot:\n%s\nwant:\n%s", golden, buf.Bytes(), want)
+	}
+}
+
+func TestAppendJSONAppends(t *testing.T) {
+	r := fullRecord()
+	prefix := []byte("xyz")
+	got := r.AppendJSON(prefix)
+	if !bytes.HasPrefix(got, prefix) || !json.Valid(got[3:]) {
+		t.Fatalf("AppendJSON must append after dst: %s", got)
+	}
+}
+
+func TestAppendJSONRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+	}{
+		{"ascii", "/tmp/a b"},
+		{"quotes", `a"b\c`},
+		{"controls", "\x00\x01\x1f\x7f"},
+		{"separators", "a\u2028b\u2029c"},
+		{"utf8", "héllo wörld 日本 😀"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Record{Timestamp: ts, Action: ActionOpen, Sequence: 1, File: File{Path: tc.in}}
+			var got struct {
+				File struct{ Path string } `json:"file"`
+			}
+			if err := json.Unmarshal(r.AppendJSON(nil), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.File.Path != tc.in {
+				t.Errorf("round trip: got %q want %q", got.File.Path, tc.in)
+			}
+		})
+	}
+	r := Record{Action: ActionOpen, File: File{Path: "a\xffb\xc3"}}
+	var got map[string]map[string]any
+	if err := json.Unmarshal(r.AppendJSON(nil), &got); err != nil {
+		t.Fatal(err)
+	}
+	if p := got["file"]["path"]; p != "a\ufffdb\ufffd" {
+		t.Errorf("invalid UTF-8: got %q", p)
+	}
+}
+
+func TestAppendJSONTimestampWidth(t *testing.T) {
+	for _, ns := range []int{0, 1, 100, 999999999} {
+		r := Record{Timestamp: time.Date(2026, 1, 2, 3, 4, 5, ns, time.FixedZone("X", -7200)), Action: ActionOpen, Sequence: 1}
+		var got struct {
+			TS string `json:"@timestamp"`
+		}
+		if err := json.Unmarshal(r.AppendJSON(nil), &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.TS) != len("2026-01-02T05:04:05.000000000Z") || got.TS[len(got.TS)-1] != 'Z' {
+			t.Errorf("ns=%d: @timestamp %q is not fixed-width UTC", ns, got.TS)
+		}
+	}
+}
+
+// TestAppendJSONSchema checks every golden record, and every action, against
+// docs/fanaudit.schema.json, so the published schema and the encoder can't
+// drift apart.
+func TestAppendJSONSchema(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "fanaudit.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatalf("schema: %v", err)
+	}
+	recs := goldenCases()
+	for _, a := range FileActions() {
+		r := fullRecord()
+		r.Action = a
+		recs = append(recs, struct {
+			name string
+			rec  Record
+		}{a.String(), r})
+	}
+	seen := map[string]bool{}
+	for _, tc := range recs {
+		line := tc.rec.AppendJSON(nil)
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for _, e := range validate(schema, v, "") {
+			t.Errorf("%s: %s", tc.name, e)
+		}
+		walkPaths(v, "", seen)
+	}
+	// Every schema property must be exercised by the table, so a field
+	// the encoder stopped writing is noticed.
+	var missing []string
+	walkSchema(schema, "", func(p string) {
+		if !seen[p] {
+			missing = append(missing, p)
+		}
+	})
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("schema fields no test record produces: %v", missing)
+	}
+}
+
+func walkPaths(v any, prefix string, seen map[string]bool) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	for k, c := range m {
+		p := k
+		if prefix != "" {
+			p = prefix + "." + k
+		}
+		seen[p] = true
+		walkPaths(c, p, seen)
+	}
+}
+
+func walkSchema(s map[string]any, prefix string, f func(string)) {
+	props, _ := s["properties"].(map[string]any)
+	for k, c := range props {
+		p := k
+		if prefix != "" {
+			p = prefix + "." + k
+		}
+		f(p)
+		if cs, ok := c.(map[string]any); ok {
+			walkSchema(cs, p, f)
+		}
+	}
+}
+
+// validate implements the subset of JSON Schema the record schema uses:
+// type, properties, additionalProperties:false, required, items, enum,
+// pattern and minimum.
+func validate(s map[string]any, v any, at string) []string {
+	var errs []string
+	fail := func(f string, a ...any) { errs = append(errs, fmt.Sprintf("%s: %s", at, fmt.Sprintf(f, a...))) }
+	switch s["type"] {
+	case "object":
+		m, ok := v.(map[string]any)
+		if !ok {
+			fail("want object, got %T", v)
+			return errs
+		}
+		props, _ := s["properties"].(map[string]any)
+		for k, c := range m {
+			ps, ok := props[k].(map[string]any)
+			if !ok {
+				if s["additionalProperties"] == false {
+					fail("unexpected property %q", k)
+				}
+				continue
+			}
+			errs = append(errs, validate(ps, c, at+"/"+k)...)
+		}
+		req, _ := s["required"].([]any)
+		for _, r := range req {
+			if _, ok := m[r.(string)]; !ok {
+				fail("missing required %q", r)
+			}
+		}
+		if len(m) == 0 {
+			fail("empty object should have been omitted")
+		}
+	case "array":
+		a, ok := v.([]any)
+		if !ok {
+			fail("want array, got %T", v)
+			return errs
+		}
+		items, _ := s["items"].(map[string]any)
+		for i, c := range a {
+			errs = append(errs, validate(items, c, fmt.Sprintf("%s/%d", at, i))...)
+		}
+	case "string":
+		str, ok := v.(string)
+		if !ok {
+			fail("want string, got %T", v)
+			return errs
+		}
+		if str == "" {
+			fail("empty string should have been omitted")
+		}
+		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(str) {
+			fail("%q does not match %s", str, p)
+		}
+	case "integer":
+		n, ok := v.(json.Number)
+		if !ok {
+			fail("want integer, got %T", v)
+			return errs
+		}
+		i, err := n.Int64()
+		if err != nil {
+			fail("want integer, got %s", n)
+		}
+		if m, ok := s["minimum"].(float64); ok && float64(i) < m {
+			fail("%d below minimum %v", i, m)
+		}
+	default:
+		fail("schema type %v not supported by this validator", s["type"])
+	}
+	if enum, ok := s["enum"].([]any); ok {
+		found := false
+		for _, e := range enum {
+			if e == v {
+				found = true
+			}
+		}
+		if !found {
+			fail("%v not in enum %v", v, enum)
+		}
+	}
+	return errs
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	r := fullRecord()
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendJSON(buf[:0])
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+func BenchmarkAppendJSONMinimal(b *testing.B) {
+	r := Record{Timestamp: ts, Action: ActionDelete, Sequence: 9, File: File{Path: "/m/a/b"}}
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendJSON(buf[:0])
+	}
+}
+
+func TestAppendJSONNoAlloc(t *testing.T) {
+	r := fullRecord()
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() { buf = r.AppendJSON(buf[:0]) }); n != 0 {
+		t.Errorf("AppendJSON allocates %v times per record", n)
+	}
+}

@@ -1,0 +1,594 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// The file sink has its own small rotator rather than natefinch/lumberjack:
+// lumberjack rotates by size only (its MaxAge prunes, it never triggers a
+// rotation), passes a failed write through with a partial line left in the
+// file, cannot reopen a path that logrotate moved away (its Rotate renames
+// the file itself), and compresses in a goroutine of its own outside any
+// Run(ctx). Every one of those is a requirement here.
+
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 5 * time.Second
+	// tailChunk is how far back one read looks for the last newline when
+	// repairing a file a crash left with a partial final line.
+	tailChunk = 64 << 10
+	// backupLayout sorts lexically in time order and has a fixed width.
+	backupLayout = "20060102T150405.000000000Z"
+)
+
+// FileStats counts what the file sink did since it was created.
+type FileStats struct {
+	Lines       uint64 // lines written (and synced, for fsync = always)
+	Bytes       uint64
+	Rotations   uint64
+	WriteErrors uint64 // failed write, open or rotate attempts
+	SyncErrors  uint64
+	Syncs       uint64 // successful fsyncs
+}
+
+// File is the JSON lines file sink.
+type File struct {
+	opts    FileOptions
+	maxSize int64
+	log     zerolog.Logger
+
+	// Test seams, set before Run.
+	now               func() time.Time
+	retryMin          time.Duration
+	retryMax          time.Duration
+	onStall, onResume func()
+
+	mu         sync.Mutex // guards everything below; Reopen and the syncer run beside Run
+	f          *os.File
+	size       int64 // bytes of whole lines in f; the file never keeps more
+	badTail    bool  // the file may hold bytes past size that must be cut
+	opened     time.Time
+	dirty      bool // written since the last sync
+	closed     bool
+	syncFail   bool // the interval syncer is in an error streak
+	rotateFail bool // rotation is in an error streak
+	jobs       chan string
+	buf        []byte
+
+	lines, bytes, rotations, writeErrs, syncErrs, syncs atomic.Uint64
+}
+
+// NewFile validates opts, creates missing parent directories and opens
+// (or creates) the file, so that a bad path fails at start-up. Run closes
+// the file when it returns; call Close instead when Run never runs.
+func NewFile(opts FileOptions, log zerolog.Logger) (*File, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("file sink: %w", err)
+	}
+	s := &File{
+		opts:     opts,
+		maxSize:  int64(opts.MaxSizeMB) << 20,
+		log:      log.With().Str("component", "sink").Str("sink", "file").Str("path", opts.Path).Logger(),
+		now:      time.Now,
+		retryMin: retryMin,
+		retryMax: retryMax,
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Name implements Sink.
+func (s *File) Name() string { return "file" }
+
+// Stats returns the sink's counters.
+func (s *File) Stats() FileStats {
+	return FileStats{
+		Lines:       s.lines.Load(),
+		Bytes:       s.bytes.Load(),
+		Rotations:   s.rotations.Load(),
+		WriteErrors: s.writeErrs.Load(),
+		SyncErrors:  s.syncErrs.Load(),
+		Syncs:       s.syncs.Load(),
+	}
+}
+
+// Reopen closes the file and opens Path again, creating it when it is
+// missing. It is meant for SIGHUP after logrotate moved the file away
+// (with or without creating a new one) and is safe beside Run. When the
+// open fails the old file stays in use and the error is returned.
+func (s *File) Reopen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	f, size, err := s.openFile()
+	if err != nil {
+		return err
+	}
+	s.closeLocked()
+	s.f, s.size, s.badTail, s.opened = f, size, false, s.now()
+	s.log.Info().Msg("reopened")
+	return nil
+}
+
+// Close syncs (unless fsync = never) and closes the file. Run calls it on
+// return; it is idempotent.
+func (s *File) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return s.closeLocked()
+}
+
+func (s *File) closeLocked() error {
+	if s.f == nil {
+		return nil
+	}
+	var errs []error
+	if s.opts.Fsync != FsyncNever && s.dirty {
+		if err := s.f.Sync(); err != nil {
+			s.syncErrs.Add(1)
+			errs = append(errs, fmt.Errorf("file sink: sync %s: %w", s.f.Name(), err))
+		} else {
+			s.syncs.Add(1)
+		}
+	}
+	if err := s.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("file sink: close %s: %w", s.f.Name(), err))
+	}
+	s.f, s.dirty = nil, false
+	return errors.Join(errs...)
+}
+
+func (s *File) open() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.openLocked()
+}
+
+func (s *File) openLocked() error {
+	f, size, err := s.openFile()
+	if err != nil {
+		return err
+	}
+	s.f, s.size, s.badTail, s.opened, s.dirty = f, size, false, s.now(), false
+	return nil
+}
+
+// openFile opens Path for appending, creating it (and its directories)
+// with the configured modes, and cuts a partial final line left by a
+// crash so that the next line starts on a line of its own.
+func (s *File) openFile() (*os.File, int64, error) {
+	path := s.opts.Path
+	if err := mkdirAll(filepath.Dir(path), os.FileMode(s.opts.DirMode)); err != nil {
+		return nil, 0, fmt.Errorf("file sink: create directory for %s: %w", path, err)
+	}
+	// O_RDWR because the tail repair reads the end of the file.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL, os.FileMode(s.opts.FileMode))
+	switch {
+	case err == nil:
+		// The umask may have narrowed the mode given to open.
+		if err := f.Chmod(os.FileMode(s.opts.FileMode)); err != nil {
+			f.Close()
+			return nil, 0, fmt.Errorf("file sink: chmod %s: %w", path, err)
+		}
+		return f, 0, nil
+	case errors.Is(err, fs.ErrExist):
+		// An existing file keeps its mode: logrotate or the admin chose it.
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+		if err != nil {
+			return nil, 0, fmt.Errorf("file sink: open %s: %w", path, err)
+		}
+	default:
+		return nil, 0, fmt.Errorf("file sink: create %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("file sink: stat %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("file sink: %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	size, err := s.repairTail(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, size, nil
+}
+
+// repairTail truncates f after its last newline. Only a crash mid-write
+// leaves bytes there, and they are an incomplete record that no reader
+// could parse; keeping them would also glue the next record onto it.
+func (s *File) repairTail(f *os.File, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	var last [1]byte
+	if _, err := f.ReadAt(last[:], size-1); err != nil {
+		return 0, fmt.Errorf("file sink: read tail of %s: %w", f.Name(), err)
+	}
+	if last[0] == '\n' {
+		return size, nil
+	}
+	buf := make([]byte, tailChunk)
+	end := size
+	keep := int64(0)
+	for end > 0 {
+		start := max(end-tailChunk, 0)
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("file sink: read tail of %s: %w", f.Name(), err)
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			keep = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if err := f.Truncate(keep); err != nil {
+		return 0, fmt.Errorf("file sink: cut partial last line of %s: %w", f.Name(), err)
+	}
+	s.log.Warn().Int64("bytes", size-keep).Msg("cut a partial last line left by an earlier crash")
+	return keep, nil
+}
+
+// mkdirAll is os.MkdirAll that also chmods each directory it creates, so
+// that the umask cannot narrow dir_mode.
+func mkdirAll(dir string, mode os.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAll(parent, mode); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, mode); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // created by somebody else meanwhile
+		}
+		return err
+	}
+	return os.Chmod(dir, mode)
+}
+
+// Run implements Sink; it runs once and closes the file when it returns.
+//
+// Each batch goes out in one write of whole lines. When a write fails
+// (ENOSPC, EIO) the file is cut back to its last whole line, the lines
+// that did land are settled, and the rest stay in flight while the write
+// is retried with backoff: the queue's policy then applies upstream (Block
+// pushes back, the drop policies drop and count). Rotated files are
+// compressed and pruned by a helper goroutine so that a large gzip does
+// not stall writing; Run waits for it before returning.
+func (s *File) Run(ctx context.Context, q *Queue) error {
+	jobs := make(chan string, 16)
+	s.mu.Lock()
+	if s.closed || s.jobs != nil {
+		s.mu.Unlock()
+		return errors.New("file sink: Run called on a closed or running sink")
+	}
+	s.jobs = jobs
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.janitor(ctx, jobs)
+	}()
+	stopSync := make(chan struct{})
+	if s.opts.Fsync == FsyncInterval {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.syncer(stopSync)
+		}()
+	}
+
+	buf := make([]*Item, 0, batchSize)
+	var runErr error
+	for {
+		items, err := q.Next(ctx, buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				runErr = err
+			}
+			break
+		}
+		if err := s.write(ctx, q, items); err != nil {
+			runErr = err
+			break
+		}
+	}
+
+	close(stopSync)
+	cerr := s.Close()
+	s.mu.Lock()
+	s.jobs = nil
+	s.mu.Unlock()
+	close(jobs)
+	wg.Wait()
+	if cerr != nil {
+		s.log.Error().Err(cerr).Msg("closing")
+	}
+	if runErr != nil {
+		return runErr
+	}
+	return cerr
+}
+
+// write writes items, retrying until all are settled or ctx ends; it only
+// fails with ctx's error, after failing whatever was left.
+func (s *File) write(ctx context.Context, q *Queue, items []*Item) error {
+	valid := items[:0]
+	for _, it := range items {
+		if validLine(it.Line) {
+			valid = append(valid, it)
+			continue
+		}
+		q.Failed(1)
+		s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
+	}
+	items = valid
+
+	backoff := s.retryMin
+	streak := 0
+	unsynced := 0 // written, waiting for fsync = always
+	for len(items) > 0 || unsynced > 0 {
+		var err error
+		if unsynced > 0 {
+			if err = s.sync(); err == nil {
+				q.Delivered(unsynced)
+				s.lines.Add(uint64(unsynced))
+				unsynced = 0
+			}
+		} else {
+			var n int
+			n, err = s.writeSome(items)
+			if n > 0 {
+				items = items[n:]
+				if s.opts.Fsync == FsyncAlways {
+					unsynced = n
+					continue
+				}
+				q.Delivered(n)
+				s.lines.Add(uint64(n))
+			}
+		}
+		if err == nil {
+			if streak > 0 {
+				s.log.Info().Int("retries", streak).Msg("writing again")
+				if s.onResume != nil {
+					s.onResume()
+				}
+			}
+			streak, backoff = 0, s.retryMin
+			continue
+		}
+		if streak == 0 {
+			// Once per streak: a full disk would otherwise log every retry.
+			s.log.Error().Err(err).Int("in_flight", len(items)+unsynced).Msg("write failed; keeping the items and retrying")
+			if s.onStall != nil {
+				s.onStall()
+			}
+		}
+		streak++
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			q.Failed(len(items) + unsynced)
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, s.retryMax)
+	}
+	return nil
+}
+
+// writeSome writes a prefix of items that fits the current file (at least
+// one item) and returns how many whole lines reached it. On a short write
+// the file is cut back so that it ends with a whole line.
+func (s *File) writeSome(items []*Item) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.New("file sink: closed")
+	}
+	if s.f == nil {
+		if err := s.openLocked(); err != nil {
+			s.writeErrs.Add(1)
+			return 0, err
+		}
+	}
+	if s.badTail {
+		if err := s.f.Truncate(s.size); err != nil {
+			s.writeErrs.Add(1)
+			return 0, fmt.Errorf("file sink: cut partial line of %s: %w", s.opts.Path, err)
+		}
+		s.badTail = false
+	}
+	if s.size > 0 && s.dueForRotation(len(items[0].Line)) {
+		if err := s.rotateLocked(); err != nil {
+			s.writeErrs.Add(1)
+			if s.f == nil {
+				return 0, err
+			}
+			// The old file is still open: keep writing to it rather
+			// than stall; the next batch tries to rotate again.
+			if !s.rotateFail {
+				s.log.Warn().Err(err).Msg("rotation failed; writing on")
+			}
+			s.rotateFail = true
+		} else {
+			s.rotateFail = false
+		}
+	}
+
+	buf := s.buf[:0]
+	n := 0
+	for _, it := range items {
+		if n > 0 && s.maxSize > 0 && s.size+int64(len(buf)+len(it.Line)) > s.maxSize {
+			break
+		}
+		buf = append(buf, it.Line...)
+		n++
+	}
+	s.buf = buf
+	w, err := s.f.Write(buf)
+	if err == nil {
+		s.size += int64(w)
+		s.dirty = true
+		s.bytes.Add(uint64(w))
+		return n, nil
+	}
+	s.writeErrs.Add(1)
+	keep := bytes.LastIndexByte(buf[:w], '\n') + 1
+	lines := 0
+	for off := 0; lines < n && off+len(items[lines].Line) <= keep; lines++ {
+		off += len(items[lines].Line)
+	}
+	if keep < w {
+		if terr := s.f.Truncate(s.size + int64(keep)); terr != nil {
+			s.badTail = true
+			err = errors.Join(err, fmt.Errorf("cut partial line: %w", terr))
+		}
+	}
+	s.size += int64(keep)
+	if keep > 0 {
+		s.dirty = true
+		s.bytes.Add(uint64(keep))
+	}
+	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
+}
+
+func (s *File) dueForRotation(next int) bool {
+	if s.maxSize > 0 && s.size+int64(next) > s.maxSize {
+		return true
+	}
+	return s.opts.MaxAge > 0 && s.now().Sub(s.opened) >= s.opts.MaxAge
+}
+
+// rotateLocked renames Path to a backup and opens a new Path. A failed
+// rename leaves the old file open; a failed open leaves none, which the
+// next write retries.
+func (s *File) rotateLocked() error {
+	backup := s.backupName()
+	if err := os.Rename(s.opts.Path, backup); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
+		}
+		// Somebody moved the file away without a Reopen: start a new one
+		// where it belongs and leave theirs alone.
+		if err := s.closeLocked(); err != nil {
+			s.log.Warn().Err(err).Msg("closing the moved file")
+		}
+		return s.openLocked()
+	}
+	if err := s.closeLocked(); err != nil {
+		s.log.Warn().Err(err).Msg("closing the rotated file")
+	}
+	s.rotations.Add(1)
+	if s.jobs != nil {
+		s.jobs <- backup
+	}
+	if err := s.openLocked(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// backupName returns Path.TIMESTAMP for a name no backup uses yet.
+func (s *File) backupName() string {
+	t := s.now().UTC()
+	for {
+		name := s.opts.Path + "." + t.Format(backupLayout)
+		_, err1 := os.Lstat(name)
+		_, err2 := os.Lstat(name + ".gz")
+		if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
+			return name
+		}
+		t = t.Add(time.Nanosecond)
+	}
+}
+
+// sync fsyncs the current file.
+func (s *File) sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil || !s.dirty {
+		return nil
+	}
+	if err := s.f.Sync(); err != nil {
+		s.syncErrs.Add(1)
+		return fmt.Errorf("file sink: sync %s: %w", s.opts.Path, err)
+	}
+	s.syncs.Add(1)
+	s.dirty = false
+	return nil
+}
+
+// syncer runs the fsync = interval syncs until stop closes.
+func (s *File) syncer(stop <-chan struct{}) {
+	t := time.NewTicker(s.opts.FsyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		err := s.sync()
+		s.mu.Lock()
+		was := s.syncFail
+		s.syncFail = err != nil
+		s.mu.Unlock()
+		switch {
+		case err != nil && !was:
+			s.log.Error().Err(err).Msg("periodic fsync failed")
+		case err == nil && was:
+			s.log.Info().Msg("periodic fsync works again")
+		}
+	}
+}
+
+// janitor compresses and prunes rotated files, one at a time, until jobs
+// closes. Once ctx ends it only prunes, so shutdown is not held up by gzip.
+func (s *File) janitor(ctx context.Context, jobs <-chan string) {
+	for backup := range jobs {
+		if s.opts.Compress && ctx.Err() == nil {
+			if err := compressFile(backup, os.FileMode(s.opts.FileMode)); err != nil {
+				s.log.Error().Err(err).Str("backup", backup).Msg("compressing a rotated file; leaving it uncompressed")
+			}
+		}
+		if err := s.prune(); err != nil {
+			s.log.Error().Err(err).Msg("pruning rotated files")
+		}
+	}
+}

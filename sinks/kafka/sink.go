@@ -1,0 +1,666 @@
+// Package kafka owns fanaudit's Kafka sink: at-least-once delivery of
+// encoded records to a topic with per-batch acknowledgements, bounded
+// in-flight bytes, retries without a cliff, an on-disk outage spool that
+// survives restarts, and a dead-letter file for permanent rejections.
+//
+// Accounting: an item is settled with Queue.Delivered when the broker
+// acknowledges it or when it is written to the spool (the spool is the
+// durable hand-off, subject to spool.fsync); with Queue.Failed when it is
+// rejected permanently (dead-lettered) or refused by a full spool under
+// drop_newest. Records replayed from the spool are counted in Stats, not in
+// the queue, because their queue items were settled when spooled.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/rs/zerolog"
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// HeaderEventID carries <host.id>:<boot.id>:<run id>:<event.sequence>, unique
+// per record across hosts, boots and agent runs, so consumers can drop the
+// duplicates that at-least-once delivery produces.
+const HeaderEventID = "fanaudit.event_id"
+
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 30 * time.Second
+)
+
+// Sink is the Kafka sink. Create it with New; Run may be called once.
+type Sink struct {
+	cfg      Config
+	log      zerolog.Logger
+	w        *kafkago.Writer
+	idPrefix string
+	hostKey  []byte
+	spool    *spool
+	dl       *deadLetters
+
+	acked, spooled, replayed, deadLettered atomic.Uint64
+	retries, rejected                      atomic.Uint64
+	lat                                    latency
+
+	// onAck lets tests observe acknowledgements of directly sent items.
+	onAck func(items []*sinks.Item)
+}
+
+// Stats is a snapshot of the sink's counters.
+type Stats struct {
+	Acked         uint64 // items acknowledged by the broker on the direct path
+	Spooled       uint64 // items written to the spool
+	Replayed      uint64 // spooled records acknowledged by the broker
+	DeadLettered  uint64 // records rejected permanently
+	Retries       uint64 // failed send attempts that were retried
+	SpoolRejected uint64 // items refused by a full spool (drop_newest)
+	SpoolDropped  uint64 // spooled records discarded by drop_oldest
+	SpoolCorrupt  uint64 // spooled records skipped for a bad checksum
+	SpoolPending  int64  // spooled records not yet acknowledged
+	SpoolBytes    int64
+	AckP50        time.Duration // take-from-queue to broker ack, direct path
+	AckP99        time.Duration
+}
+
+// New validates cfg and prepares the writer, the spool and the dead-letter
+// file. host and runID make the event id header.
+func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if host == nil || host.ID == "" {
+		return nil, errors.New("kafka sink: host id is unknown, so event ids would not be unique")
+	}
+	if runID == "" {
+		return nil, errors.New("kafka sink: empty run id")
+	}
+	tlsCfg, err := cfg.TLS.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	mech, err := cfg.SASL.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	codec, _ := compressionCodec(cfg.Compression)
+	s := &Sink{
+		cfg:      cfg,
+		log:      log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
+		idPrefix: host.ID + ":" + host.BootID + ":" + runID + ":",
+		hostKey:  []byte(host.ID),
+	}
+	var balancer kafkago.Balancer = &kafkago.Murmur2Balancer{} // same partitions as Java clients
+	if cfg.Key == "none" {
+		balancer = &kafkago.RoundRobin{}
+	}
+	s.w = &kafkago.Writer{
+		Addr:     kafkago.TCP(cfg.Brokers...),
+		Topic:    cfg.Topic,
+		Balancer: balancer,
+		// One attempt: retries happen in this package, under a deadline, so
+		// kafka-go never retries behind our back after the deadline passed.
+		MaxAttempts:  1,
+		BatchSize:    cfg.BatchSize,
+		BatchBytes:   cfg.BatchBytes,
+		BatchTimeout: time.Millisecond, // batches are formed before WriteMessages
+		ReadTimeout:  cfg.WriteTimeout.Duration,
+		WriteTimeout: cfg.WriteTimeout.Duration,
+		RequiredAcks: requiredAcks(cfg.RequiredAcks),
+		Compression:  codec,
+		Transport: &kafkago.Transport{
+			DialTimeout: min(cfg.WriteTimeout.Duration, 5*time.Second),
+			IdleTimeout: 30 * time.Second,
+			MetadataTTL: 2 * time.Second, // find a new leader quickly
+			ClientID:    cfg.ClientID,
+			TLS:         tlsCfg,
+			SASL:        mech,
+		},
+	}
+	if cfg.Spool.Dir != "" {
+		pol, _ := sinks.ParsePolicy(cfg.WhenFull)
+		if s.spool, err = openSpool(cfg.Spool, pol); err != nil {
+			return nil, err
+		}
+		if st := s.spool.stats(); st.Pending > 0 {
+			s.log.Info().Int64("records", st.Pending).Msg("spool holds records from an earlier run; replaying them first")
+		}
+	}
+	if cfg.DeadLetterFile != "" {
+		if s.dl, err = openDeadLetters(cfg.DeadLetterFile, cfg.Topic); err != nil {
+			if s.spool != nil {
+				s.spool.close()
+			}
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Name implements sinks.Sink.
+func (s *Sink) Name() string { return "kafka" }
+
+// Reopen reopens the dead-letter file (SIGHUP, after log rotation).
+func (s *Sink) Reopen() error {
+	if s.dl == nil {
+		return nil
+	}
+	return s.dl.reopen()
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Sink) Stats() Stats {
+	st := Stats{
+		Acked: s.acked.Load(), Spooled: s.spooled.Load(), Replayed: s.replayed.Load(),
+		DeadLettered: s.deadLettered.Load(), Retries: s.retries.Load(), SpoolRejected: s.rejected.Load(),
+	}
+	if s.spool != nil {
+		sp := s.spool.stats()
+		st.SpoolDropped, st.SpoolCorrupt, st.SpoolPending, st.SpoolBytes = sp.Dropped, sp.Corrupt, sp.Pending, sp.Bytes
+	}
+	st.AckP50, st.AckP99 = s.lat.quantiles()
+	return st
+}
+
+// batch is a group of items taken together, with their messages.
+type batch struct {
+	items []*sinks.Item
+	msgs  []kafkago.Message
+	bytes int64
+	taken time.Time
+}
+
+// Run implements sinks.Sink. On ctx end, items not yet acknowledged are
+// written to the spool (when one is configured) and settled; Run then
+// returns ctx.Err(). Without a spool they stay in flight.
+func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
+	defer s.w.Close()
+	win := newWindow(s.cfg.MaxInFlightByte)
+	var senders sync.WaitGroup
+	replayCtx, stopReplay := context.WithCancel(ctx)
+	defer stopReplay()
+	replayErr := make(chan error, 1)
+	if s.spool != nil {
+		go func() { replayErr <- s.replay(replayCtx) }()
+	} else {
+		replayErr <- nil
+	}
+	var err error
+	for {
+		var b *batch
+		b, err = s.gather(ctx, q)
+		if b != nil {
+			s.dispatch(ctx, q, b, win, &senders)
+		}
+		if err != nil {
+			break
+		}
+	}
+	senders.Wait()
+	stopReplay()
+	rerr := <-replayErr
+	var cerr error
+	if s.spool != nil {
+		cerr = s.spool.close()
+	}
+	if s.dl != nil {
+		cerr = errors.Join(cerr, s.dl.close())
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return errors.Join(rerr, cerr)
+	default:
+		return errors.Join(err, rerr, cerr)
+	}
+}
+
+// gather takes up to batch_size items, waiting at most batch_timeout after
+// the first one for more.
+func (s *Sink) gather(ctx context.Context, q *sinks.Queue) (*batch, error) {
+	buf := make([]*sinks.Item, 0, s.cfg.BatchSize)
+	items, err := q.Next(ctx, buf)
+	if len(items) == 0 {
+		return nil, err
+	}
+	b := &batch{taken: time.Now()}
+	size := int64(0)
+	for _, it := range items {
+		size += int64(len(it.Line))
+	}
+	if err == nil && len(items) < cap(buf) && size < s.cfg.BatchBytes {
+		tctx, cancel := context.WithTimeout(ctx, s.cfg.BatchTimeout.Duration)
+		for len(items) < cap(buf) && size < s.cfg.BatchBytes {
+			more, nerr := q.Next(tctx, items[len(items):len(items)])
+			for _, it := range more {
+				size += int64(len(it.Line))
+			}
+			items = items[:len(items)+len(more)]
+			if nerr != nil {
+				if !errors.Is(nerr, context.DeadlineExceeded) || ctx.Err() != nil {
+					err = nerr
+				}
+				break
+			}
+		}
+		cancel()
+	}
+	b.items = items
+	b.msgs = make([]kafkago.Message, len(items))
+	for i, it := range items {
+		b.msgs[i] = s.message(it)
+		b.bytes += int64(len(b.msgs[i].Value) + len(b.msgs[i].Key))
+	}
+	if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("kafka sink: queue: %w", err)
+	}
+	return b, err
+}
+
+func (s *Sink) message(it *sinks.Item) kafkago.Message {
+	v := it.Line
+	if n := len(v); n > 0 && v[n-1] == '\n' {
+		v = v[:n-1]
+	}
+	var key []byte
+	switch s.cfg.Key {
+	case "host_id":
+		key = s.hostKey
+	case "path":
+		key = []byte(it.Path)
+	}
+	id := s.idPrefix + fmt.Sprint(it.Seq)
+	return kafkago.Message{Key: key, Value: v, Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(id)}}}
+}
+
+func msgSize(m *kafkago.Message) int64 {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// dispatch routes a batch: straight to the broker while the spool is empty
+// and the window has room, else to the spool so order is kept and the
+// queue keeps moving.
+func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *window, senders *sync.WaitGroup) {
+	b = s.rejectOversize(q, b)
+	if b == nil {
+		return
+	}
+	if s.spool != nil && (ctx.Err() != nil || !s.spool.empty() || !win.tryAcquire(b.bytes)) {
+		if s.toSpool(ctx, q, b) {
+			return
+		}
+		// The spool cannot take it: fall back to memory, bounded by the window.
+		if err := win.acquire(ctx, b.bytes); err != nil {
+			s.log.Error().Int("records", len(b.items)).Msg("shutting down with records neither acknowledged nor spooled; they stay in flight")
+			return
+		}
+	} else if s.spool == nil {
+		if err := win.acquire(ctx, b.bytes); err != nil {
+			s.log.Error().Int("records", len(b.items)).Msg("shutting down with unacknowledged records and no spool; they stay in flight")
+			return
+		}
+	}
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		defer win.release(b.bytes)
+		s.sendDirect(ctx, q, b)
+	}()
+}
+
+// rejectOversize dead-letters messages over max_message_bytes, which no
+// retry can deliver.
+func (s *Sink) rejectOversize(q *sinks.Queue, b *batch) *batch {
+	keep := 0
+	for i := range b.msgs {
+		if msgSize(&b.msgs[i]) > s.cfg.MaxMessageBytes {
+			s.deadLetter(&b.msgs[i], fmt.Errorf("message of %d bytes exceeds max_message_bytes %d: %w", msgSize(&b.msgs[i]), s.cfg.MaxMessageBytes, kafkago.MessageSizeTooLarge))
+			q.Failed(1)
+			continue
+		}
+		b.msgs[keep], b.items[keep] = b.msgs[i], b.items[i]
+		keep++
+	}
+	if keep == 0 {
+		return nil
+	}
+	b.msgs, b.items = b.msgs[:keep], b.items[:keep]
+	return b
+}
+
+// toSpool writes the batch to the spool and settles it. It returns false
+// when the spool could not take the batch and the caller still owns it.
+func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
+	recs := make([]spoolRec, len(b.msgs))
+	for i := range b.msgs {
+		recs[i] = spoolRec{ID: string(b.msgs[i].Headers[0].Value), Key: b.msgs[i].Key, Value: b.msgs[i].Value}
+	}
+	err := s.spool.append(ctx, recs)
+	switch {
+	case err == nil:
+		s.spooled.Add(uint64(len(recs)))
+		q.Delivered(len(recs))
+		return true
+	case errors.Is(err, errSpoolFull):
+		s.rejected.Add(uint64(len(recs)))
+		s.log.Warn().Int("records", len(recs)).Msg("spool full (when_full = drop_newest): records dropped")
+		q.Failed(len(recs))
+		return true
+	default:
+		s.log.Error().Err(err).Int("records", len(recs)).Msg("cannot spool; keeping records in memory")
+		return false
+	}
+}
+
+// sendDirect sends b until every message is acknowledged, dead-lettered,
+// or (on a transient error, with a spool) spooled. Without a spool it
+// retries forever with jittered backoff.
+func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
+	for attempt := 0; ; attempt++ {
+		res := s.send(ctx, b.msgs)
+		var retry batch
+		retry.taken = b.taken
+		acked := b.items[:0:0]
+		var firstErr error
+		for i, err := range res {
+			switch {
+			case err == nil:
+				acked = append(acked, b.items[i])
+			case permanent(err):
+				s.deadLetter(&b.msgs[i], err)
+				q.Failed(1)
+			default:
+				if firstErr == nil {
+					firstErr = err
+				}
+				retry.items = append(retry.items, b.items[i])
+				retry.msgs = append(retry.msgs, b.msgs[i])
+				retry.bytes += int64(len(b.msgs[i].Value) + len(b.msgs[i].Key))
+			}
+		}
+		if len(acked) > 0 {
+			s.acked.Add(uint64(len(acked)))
+			s.lat.add(time.Since(b.taken))
+			q.Delivered(len(acked))
+			if s.onAck != nil {
+				s.onAck(acked)
+			}
+		}
+		if len(retry.items) == 0 {
+			return
+		}
+		s.retries.Add(uint64(len(retry.items)))
+		if s.spool != nil {
+			s.log.Warn().Err(firstErr).Int("records", len(retry.items)).Msg("send failed; spooling and retrying from the spool")
+			if s.toSpool(ctx, q, &retry) {
+				return
+			}
+		} else {
+			s.log.Warn().Err(firstErr).Int("records", len(retry.items)).Int("attempt", attempt+1).Msg("send failed; retrying")
+		}
+		b = &retry
+		if !sleep(ctx, backoff(attempt)) {
+			return
+		}
+	}
+}
+
+// replay sends spooled records in order, one batch at a time, retrying
+// each forever until it is acknowledged or the sink stops.
+func (s *Sink) replay(ctx context.Context) error {
+	attempt := 0
+	for {
+		recs, pos, err := s.spool.next(s.cfg.BatchSize, s.cfg.BatchBytes)
+		if err != nil {
+			s.log.Error().Err(err).Msg("spool read failed; retrying")
+			s.spool.rewind()
+			if !sleep(ctx, backoff(attempt)) {
+				return nil
+			}
+			attempt++
+			continue
+		}
+		if len(recs) == 0 {
+			if err := s.spool.commit(0, pos); err != nil {
+				s.log.Error().Err(err).Msg("spool cursor update failed")
+			}
+			select {
+			case <-s.spool.notify:
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		msgs := make([]kafkago.Message, len(recs))
+		for i := range recs {
+			msgs[i] = kafkago.Message{Key: recs[i].Key, Value: recs[i].Value, Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(recs[i].ID)}}}
+		}
+		for len(msgs) > 0 {
+			res := s.send(ctx, msgs)
+			var retry []kafkago.Message
+			var firstErr error
+			for i, err := range res {
+				switch {
+				case err == nil:
+				case permanent(err):
+					s.deadLetter(&msgs[i], err)
+				default:
+					if firstErr == nil {
+						firstErr = err
+					}
+					retry = append(retry, msgs[i])
+				}
+			}
+			s.replayed.Add(uint64(len(msgs) - len(retry)))
+			if len(retry) == 0 {
+				attempt = 0
+				break
+			}
+			s.retries.Add(uint64(len(retry)))
+			if ctx.Err() != nil {
+				s.spool.rewind()
+				return nil
+			}
+			d := backoff(attempt)
+			s.log.Warn().Err(firstErr).Int("records", len(retry)).Int("attempt", attempt+1).Dur("backoff", d).Msg("replay from spool failed; retrying")
+			attempt++
+			if !sleep(ctx, d) {
+				s.spool.rewind()
+				return nil
+			}
+			msgs = retry
+		}
+		if err := s.spool.commit(len(recs), pos); err != nil {
+			s.log.Error().Err(err).Msg("spool cursor update failed")
+		}
+	}
+}
+
+// send writes msgs under write_timeout and returns one error per message.
+// A batch the broker finds too large is split so only the offending
+// message is rejected.
+func (s *Sink) send(ctx context.Context, msgs []kafkago.Message) []error {
+	res := make([]error, len(msgs))
+	if err := ctx.Err(); err != nil {
+		for i := range res {
+			res[i] = err
+		}
+		return res
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout.Duration)
+	err := s.w.WriteMessages(wctx, msgs...)
+	cancel()
+	if err == nil {
+		return res
+	}
+	var werrs kafkago.WriteErrors
+	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+		copy(res, werrs)
+	} else {
+		for i := range res {
+			res[i] = err
+		}
+	}
+	if len(msgs) > 1 {
+		for i := range res {
+			if errors.Is(res[i], kafkago.MessageSizeTooLarge) || errors.Is(res[i], kafkago.RecordListTooLarge) {
+				res[i] = s.send(ctx, msgs[i:i+1])[0]
+			}
+		}
+	}
+	for i := range res {
+		if res[i] != nil {
+			res[i] = fmt.Errorf("produce to %s: %w", s.cfg.Topic, res[i])
+		}
+	}
+	return res
+}
+
+// permanent reports errors that no retry can fix. Everything else,
+// including authentication failures and unreachable brokers, is retried:
+// a wrong password is an operator problem to fix, not a reason to drop.
+func permanent(err error) bool {
+	var ke kafkago.Error
+	if errors.As(err, &ke) {
+		switch ke {
+		case kafkago.MessageSizeTooLarge, kafkago.RecordListTooLarge,
+			kafkago.TopicAuthorizationFailed, kafkago.ClusterAuthorizationFailed,
+			kafkago.UnknownTopicOrPartition, kafkago.InvalidTopic,
+			kafkago.InvalidRecord, kafkago.InvalidRequiredAcks,
+			kafkago.UnsupportedCompressionType:
+			return true
+		}
+		return false
+	}
+	var tl kafkago.MessageTooLargeError
+	return errors.As(err, &tl)
+}
+
+func (s *Sink) deadLetter(m *kafkago.Message, cause error) {
+	s.deadLettered.Add(1)
+	id := ""
+	if len(m.Headers) > 0 {
+		id = string(m.Headers[0].Value)
+	}
+	ev := s.log.Error().Err(cause).Str("event_id", id)
+	if s.dl == nil {
+		ev.Msg("record rejected permanently; no dead_letter_file configured")
+		return
+	}
+	if err := s.dl.write(id, m.Key, m.Value, cause); err != nil {
+		ev.AnErr("dead_letter_error", err).Msg("record rejected permanently and the dead-letter write failed")
+		return
+	}
+	ev.Msg("record rejected permanently; written to dead_letter_file")
+}
+
+// backoff is exponential from 100 ms, capped at 30 s, with full jitter in
+// its upper half so a fleet of agents does not reconnect in lockstep.
+func backoff(attempt int) time.Duration {
+	d := backoffMax
+	if attempt < 20 {
+		d = min(backoffMin<<attempt, backoffMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// window bounds the bytes sent but not yet acknowledged.
+type window struct {
+	mu    sync.Mutex
+	used  int64
+	max   int64
+	freed chan struct{}
+}
+
+func newWindow(max int64) *window { return &window{max: max, freed: make(chan struct{})} }
+
+func (w *window) tryAcquire(n int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.used > 0 && w.used+n > w.max {
+		return false
+	}
+	w.used += n
+	return true
+}
+
+func (w *window) acquire(ctx context.Context, n int64) error {
+	for {
+		w.mu.Lock()
+		if w.used == 0 || w.used+n <= w.max {
+			w.used += n
+			w.mu.Unlock()
+			return nil
+		}
+		ch := w.freed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *window) release(n int64) {
+	w.mu.Lock()
+	w.used -= n
+	close(w.freed)
+	w.freed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// latency keeps the most recent ack latencies for quantiles.
+type latency struct {
+	mu  sync.Mutex
+	buf []time.Duration
+	n   int
+}
+
+const latencySamples = 1 << 16
+
+func (l *latency) add(d time.Duration) {
+	l.mu.Lock()
+	if len(l.buf) < latencySamples {
+		l.buf = append(l.buf, d)
+	} else {
+		l.buf[l.n%latencySamples] = d
+	}
+	l.n++
+	l.mu.Unlock()
+}
+
+func (l *latency) quantiles() (p50, p99 time.Duration) {
+	l.mu.Lock()
+	c := slices.Clone(l.buf)
+	l.mu.Unlock()
+	if len(c) == 0 {
+		return 0, 0
+	}
+	slices.Sort(c)
+	return c[len(c)*50/100], c[min(len(c)*99/100, len(c)-1)]
+}

@@ -1,0 +1,606 @@
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fanaudit/fanaudit/sinks"
+)
+
+// On-disk spool layout: dir/seg-<20-digit id>.log segments, append-only,
+// and dir/cursor holding "<segment id> <offset>" of the first record not
+// yet acknowledged by the broker. Each record is
+//
+//	magic u32 | payload length u32 | crc32c(payload) u32 | payload
+//	payload = uvarint len | event id | uvarint len | key | value
+//
+// The magic lets the reader resynchronise after a corrupt record instead
+// of giving up on the rest of the segment.
+const (
+	spoolMagic     uint32 = 0xFA5B001D
+	recordHeader          = 12
+	recordOverhead        = recordHeader + 2*binary.MaxVarintLen64
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errSpoolFull is returned by append under drop_newest when the cap is hit.
+var errSpoolFull = errors.New("spool full")
+
+// spoolRec is one spooled message.
+type spoolRec struct {
+	ID    string
+	Key   []byte
+	Value []byte
+}
+
+func (r *spoolRec) size() int { return len(r.ID) + len(r.Key) + len(r.Value) }
+
+type segment struct {
+	id    uint64
+	size  int64
+	count int64 // valid records in the segment
+}
+
+type spoolPos struct {
+	seg uint64
+	off int64
+}
+
+// spool is safe for one appender and one reader at a time.
+type spool struct {
+	dir      string
+	segBytes int64
+	maxBytes int64
+	fsync    string
+	interval time.Duration
+	policy   sinks.Policy
+
+	mu       sync.Mutex
+	space    chan struct{} // closed and replaced whenever space is freed
+	notify   chan struct{} // signalled after every append, for the replayer
+	segs     []segment     // oldest first; the last one is active when w != nil
+	w        *os.File
+	lastSync time.Time
+	read     spoolPos // next record to read
+	ack      spoolPos // first record not acknowledged
+	total    int64    // bytes in all segments
+	pending  int64    // records not yet acknowledged or dropped
+	corrupt  uint64
+	dropped  uint64 // records discarded by drop_oldest
+	enc      []byte
+	rf       *os.File // reader's handle on segment rfID
+	rfID     uint64
+	nextID   uint64 // ids only grow, so the cursor never points past a new segment
+}
+
+func openSpool(cfg Spool, policy sinks.Policy) (*spool, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool.dir: %w", err)
+	}
+	s := &spool{
+		dir: cfg.Dir, segBytes: cfg.SegmentBytes, maxBytes: cfg.MaxBytes,
+		fsync: cfg.Fsync, interval: cfg.FsyncInterval.Duration, policy: policy,
+		space: make(chan struct{}), notify: make(chan struct{}, 1),
+	}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool.dir: %w", err)
+	}
+	var ids []uint64
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, "seg-") || !strings.HasSuffix(n, ".log") {
+			continue
+		}
+		id, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, "seg-"), ".log"), 10, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	cur, err := s.loadCursor()
+	if err != nil {
+		return nil, err
+	}
+	s.nextID = max(cur.seg, 1)
+	if len(ids) > 0 {
+		s.nextID = max(s.nextID, ids[len(ids)-1]+1)
+	}
+	for _, id := range ids {
+		if id < cur.seg {
+			// Fully acknowledged before the cursor file was updated.
+			_ = os.Remove(s.segPath(id))
+			continue
+		}
+		st, err := os.Stat(s.segPath(id))
+		if err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		seg := segment{id: id, size: st.Size()}
+		from := int64(0)
+		if id == cur.seg {
+			from = cur.off
+		}
+		valid, err := s.countRecords(id, from, st.Size())
+		if err != nil {
+			return nil, err
+		}
+		seg.count = valid
+		s.pending += valid
+		s.total += seg.size
+		s.segs = append(s.segs, seg)
+	}
+	if len(s.segs) > 0 {
+		s.ack = spoolPos{s.segs[0].id, 0}
+		if s.segs[0].id == cur.seg {
+			s.ack.off = min(cur.off, s.segs[0].size)
+		}
+	}
+	s.read = s.ack
+	// Spooled segments from an earlier run are immutable; new records go
+	// to a fresh segment, so a torn tail is never appended to.
+	return s, nil
+}
+
+func (s *spool) segPath(id uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("seg-%020d.log", id))
+}
+
+func (s *spool) loadCursor() (spoolPos, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "cursor"))
+	if errors.Is(err, os.ErrNotExist) {
+		return spoolPos{}, nil
+	}
+	if err != nil {
+		return spoolPos{}, fmt.Errorf("spool cursor: %w", err)
+	}
+	var p spoolPos
+	if _, err := fmt.Sscanf(string(b), "%d %d", &p.seg, &p.off); err != nil {
+		// A torn cursor only costs duplicates: replay from the oldest segment.
+		return spoolPos{}, nil
+	}
+	return p, nil
+}
+
+// countRecords scans a segment for valid records from off to size.
+func (s *spool) countRecords(id uint64, off, size int64) (int64, error) {
+	f, err := os.Open(s.segPath(id))
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	var n int64
+	for off < size {
+		_, next, ok, err := readRecord(f, off, size)
+		if err != nil {
+			return 0, fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+		}
+		if ok {
+			n++
+		}
+		off = next
+	}
+	return n, nil
+}
+
+// readRecord decodes the record at off. ok is false for a corrupt record;
+// next is then where the next plausible record starts.
+func readRecord(f *os.File, off, size int64) (rec spoolRec, next int64, ok bool, err error) {
+	var h [recordHeader]byte
+	if off+recordHeader > size {
+		return rec, size, false, nil
+	}
+	if _, err := f.ReadAt(h[:], off); err != nil {
+		return rec, 0, false, fmt.Errorf("read header: %w", err)
+	}
+	n := int64(binary.LittleEndian.Uint32(h[4:]))
+	if binary.LittleEndian.Uint32(h[:]) != spoolMagic || off+recordHeader+n > size {
+		next, err := resync(f, off+1, size)
+		return rec, next, false, err
+	}
+	payload := make([]byte, n)
+	if _, err := f.ReadAt(payload, off+recordHeader); err != nil {
+		return rec, 0, false, fmt.Errorf("read record: %w", err)
+	}
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(h[8:]) {
+		next, err := resync(f, off+1, size)
+		return rec, next, false, err
+	}
+	rec, ok = decodePayload(payload)
+	if !ok {
+		next, err := resync(f, off+1, size)
+		return rec, next, false, err
+	}
+	return rec, off + recordHeader + n, true, nil
+}
+
+func decodePayload(p []byte) (spoolRec, bool) {
+	var r spoolRec
+	n, k := binary.Uvarint(p)
+	if k <= 0 || uint64(len(p)-k) < n {
+		return r, false
+	}
+	r.ID = string(p[k : k+int(n)])
+	p = p[k+int(n):]
+	n, k = binary.Uvarint(p)
+	if k <= 0 || uint64(len(p)-k) < n {
+		return r, false
+	}
+	r.Key = p[k : k+int(n)]
+	r.Value = p[k+int(n):]
+	return r, true
+}
+
+// resync finds the next magic at or after off.
+func resync(f *os.File, off, size int64) (int64, error) {
+	var m [4]byte
+	binary.LittleEndian.PutUint32(m[:], spoolMagic)
+	buf := make([]byte, 64<<10)
+	for off < size {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("resync: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		if i := bytes.Index(buf[:n], m[:]); i >= 0 {
+			return off + int64(i), nil
+		}
+		if n < 4 {
+			break
+		}
+		off += int64(n - 3)
+	}
+	return size, nil
+}
+
+func (s *spool) encode(r *spoolRec) []byte {
+	b := s.enc[:0]
+	b = append(b, make([]byte, recordHeader)...)
+	b = binary.AppendUvarint(b, uint64(len(r.ID)))
+	b = append(b, r.ID...)
+	b = binary.AppendUvarint(b, uint64(len(r.Key)))
+	b = append(b, r.Key...)
+	b = append(b, r.Value...)
+	p := b[recordHeader:]
+	binary.LittleEndian.PutUint32(b[0:], spoolMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(p)))
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(p, castagnoli))
+	s.enc = b
+	return b
+}
+
+// append writes recs in order. Under block it waits for space until ctx
+// ends; under drop_newest it returns errSpoolFull; under drop_oldest it
+// discards the oldest segments and reports how many records that cost.
+func (s *spool) append(ctx context.Context, recs []spoolRec) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	need := int64(0)
+	for i := range recs {
+		need += int64(recs[i].size()) + recordOverhead
+	}
+	s.mu.Lock()
+	for s.total+need > s.maxBytes {
+		switch s.policy {
+		case sinks.DropNewest:
+			s.mu.Unlock()
+			return errSpoolFull
+		case sinks.DropOldest:
+			if !s.dropOldestLocked() {
+				s.mu.Unlock()
+				return errSpoolFull
+			}
+			continue
+		}
+		wait := s.space
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return fmt.Errorf("spool full, waiting for replay: %w", ctx.Err())
+		}
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	for i := range recs {
+		if s.w == nil || s.segs[len(s.segs)-1].size >= s.segBytes {
+			if err := s.rotateLocked(); err != nil {
+				return err
+			}
+		}
+		b := s.encode(&recs[i])
+		if _, err := s.w.Write(b); err != nil {
+			// A short write leaves a torn record that the reader skips as
+			// corrupt; the caller keeps the batch and retries elsewhere.
+			return fmt.Errorf("spool write: %w", err)
+		}
+		last := &s.segs[len(s.segs)-1]
+		last.size += int64(len(b))
+		last.count++
+		s.total += int64(len(b))
+		s.pending++
+	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	switch {
+	case s.fsync == "always", s.fsync == "interval" && time.Since(s.lastSync) >= s.interval:
+		if err := s.w.Sync(); err != nil {
+			return fmt.Errorf("spool fsync: %w", err)
+		}
+		s.lastSync = time.Now()
+	}
+	return nil
+}
+
+func (s *spool) rotateLocked() error {
+	if s.w != nil {
+		if s.fsync != "never" {
+			if err := s.w.Sync(); err != nil {
+				return fmt.Errorf("spool fsync: %w", err)
+			}
+		}
+		if err := s.w.Close(); err != nil {
+			return fmt.Errorf("spool close segment: %w", err)
+		}
+		s.w = nil
+	}
+	id := s.nextID
+	s.nextID++
+	f, err := os.OpenFile(s.segPath(id), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool new segment: %w", err)
+	}
+	s.w = f
+	s.segs = append(s.segs, segment{id: id})
+	if len(s.segs) == 1 {
+		s.read = spoolPos{id, 0}
+		s.ack = s.read
+	}
+	return nil
+}
+
+// dropOldestLocked discards the oldest segment that is not being written.
+func (s *spool) dropOldestLocked() bool {
+	if len(s.segs) < 2 {
+		return false
+	}
+	old := s.segs[0]
+	lost := old.count
+	if s.ack.seg == old.id && s.ack.off > 0 {
+		// Records before the ack position were already delivered; count
+		// only what remained.
+		f, err := os.Open(s.segPath(old.id))
+		if err == nil {
+			var done int64
+			for off := int64(0); off < s.ack.off; {
+				_, next, ok, err := readRecord(f, off, old.size)
+				if err != nil {
+					break
+				}
+				if ok {
+					done++
+				}
+				off = next
+			}
+			f.Close()
+			lost -= done
+		}
+	}
+	_ = os.Remove(s.segPath(old.id))
+	s.segs = s.segs[1:]
+	s.total -= old.size
+	s.pending -= lost
+	s.dropped += uint64(lost)
+	next := spoolPos{s.segs[0].id, 0}
+	if s.read.seg == old.id {
+		s.read = next
+	}
+	if s.ack.seg == old.id {
+		s.ack = next
+	}
+	if s.rf != nil && s.rfID == old.id {
+		s.rf.Close()
+		s.rf = nil
+	}
+	s.freedLocked()
+	return true
+}
+
+func (s *spool) freedLocked() {
+	close(s.space)
+	s.space = make(chan struct{})
+}
+
+// empty reports whether every spooled record was acknowledged.
+func (s *spool) empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending == 0
+}
+
+// next reads up to maxN records / maxBytes from the read position and
+// returns them with the position after the last one. Corrupt records are
+// skipped and counted.
+func (s *spool) next(maxN int, maxBytes int64) ([]spoolRec, spoolPos, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []spoolRec
+	var bytes int64
+	for len(out) < maxN && bytes < maxBytes {
+		i := s.segIndexLocked(s.read.seg)
+		if i < 0 {
+			break
+		}
+		seg := s.segs[i]
+		if s.read.off >= seg.size {
+			if i == len(s.segs)-1 {
+				break // caught up with the writer
+			}
+			s.read = spoolPos{s.segs[i+1].id, 0}
+			continue
+		}
+		if s.rf == nil || s.rfID != seg.id {
+			if s.rf != nil {
+				s.rf.Close()
+			}
+			f, err := os.Open(s.segPath(seg.id))
+			if err != nil {
+				return out, s.read, fmt.Errorf("spool open segment: %w", err)
+			}
+			s.rf, s.rfID = f, seg.id
+		}
+		rec, nextOff, ok, err := readRecord(s.rf, s.read.off, seg.size)
+		if err != nil {
+			return out, s.read, err
+		}
+		if !ok {
+			s.corrupt++
+		} else {
+			// Copy: the payload buffer is ours, but keep records independent.
+			out = append(out, rec)
+			bytes += int64(rec.size())
+		}
+		s.read.off = nextOff
+	}
+	return out, s.read, nil
+}
+
+func (s *spool) segIndexLocked(id uint64) int {
+	for i := range s.segs {
+		if s.segs[i].id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// rewind moves the read position back to the ack position, so records read
+// but not acknowledged are read again.
+func (s *spool) rewind() {
+	s.mu.Lock()
+	s.read = s.ack
+	s.mu.Unlock()
+}
+
+// commit acknowledges n records ending at pos: it persists the cursor and
+// deletes segments that are fully acknowledged.
+func (s *spool) commit(n int, pos spoolPos) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.segIndexLocked(pos.seg) < 0 {
+		// drop_oldest removed the segment while its batch was in flight;
+		// those records were already counted as dropped.
+		return nil
+	}
+	s.pending -= int64(n)
+	s.ack = pos
+	freed := false
+	for len(s.segs) > 0 && s.segs[0].id < pos.seg {
+		_ = os.Remove(s.segPath(s.segs[0].id))
+		s.total -= s.segs[0].size
+		s.segs = s.segs[1:]
+		freed = true
+	}
+	if s.pending == 0 && len(s.segs) == 1 && s.ack.off >= s.segs[0].size {
+		// Everything is delivered: start over with an empty directory so
+		// the spool does not keep delivered bytes around.
+		if s.w != nil {
+			s.w.Close()
+			s.w = nil
+		}
+		if s.rf != nil {
+			s.rf.Close()
+			s.rf = nil
+		}
+		_ = os.Remove(s.segPath(s.segs[0].id))
+		s.total -= s.segs[0].size
+		s.segs = s.segs[:0]
+		s.ack = spoolPos{s.nextID, 0}
+		s.read = s.ack
+		if err := s.writeCursorLocked(s.ack); err != nil {
+			return err
+		}
+		s.freedLocked()
+		return nil
+	}
+	if freed {
+		s.freedLocked()
+	}
+	return s.writeCursorLocked(pos)
+}
+
+func (s *spool) writeCursorLocked(p spoolPos) error {
+	tmp := filepath.Join(s.dir, "cursor.tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool cursor: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%d %d\n", p.seg, p.off)
+	if err == nil && s.fsync == "always" {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("spool cursor: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, "cursor")); err != nil {
+		return fmt.Errorf("spool cursor: %w", err)
+	}
+	return nil
+}
+
+type spoolStats struct {
+	Pending, Bytes   int64
+	Corrupt, Dropped uint64
+}
+
+func (s *spool) stats() spoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return spoolStats{Pending: s.pending, Bytes: s.total, Corrupt: s.corrupt, Dropped: s.dropped}
+}
+
+// close syncs and closes the files; the spool stays on disk for the next run.
+func (s *spool) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.w != nil {
+		if s.fsync != "never" {
+			err = s.w.Sync()
+		}
+		if cerr := s.w.Close(); err == nil {
+			err = cerr
+		}
+		s.w = nil
+	}
+	if s.rf != nil {
+		s.rf.Close()
+		s.rf = nil
+	}
+	if err != nil {
+		return fmt.Errorf("spool close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,386 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Policy says what Push does when a queue is full.
+type Policy int
+
+const (
+	// Block makes Push wait for room, pushing back on the pipeline.
+	Block Policy = iota
+	// DropNewest drops the item being pushed.
+	DropNewest
+	// DropOldest evicts the oldest queued item that is not a loss record.
+	DropOldest
+)
+
+var policyNames = [...]string{
+	Block:      "block",
+	DropNewest: "drop_newest",
+	DropOldest: "drop_oldest",
+}
+
+func (p Policy) String() string {
+	if p >= 0 && int(p) < len(policyNames) {
+		return policyNames[p]
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// ParsePolicy maps the config's when_full value to a Policy.
+func ParsePolicy(s string) (Policy, error) {
+	for i, n := range policyNames {
+		if n == s {
+			return Policy(i), nil
+		}
+	}
+	return Block, fmt.Errorf("unknown queue policy %q (want block, drop_newest or drop_oldest)", s)
+}
+
+// MarshalText lets the effective config print the policy by name.
+func (p Policy) MarshalText() ([]byte, error) {
+	if p < 0 || int(p) >= len(policyNames) {
+		return nil, fmt.Errorf("invalid queue policy %d", int(p))
+	}
+	return []byte(policyNames[p]), nil
+}
+
+// UnmarshalText lets a TOML decoder fill a Policy from its name.
+func (p *Policy) UnmarshalText(b []byte) error {
+	v, err := ParsePolicy(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// ErrClosed is returned by Push after Close.
+var ErrClosed = errors.New("sink queue closed")
+
+// QueueStats is one consistent snapshot of a queue's accounting.
+// Received == Delivered + Dropped + InFlight always holds; InFlight counts
+// both queued items (Depth) and items a sink has taken but not settled.
+type QueueStats struct {
+	Sink      string
+	Received  uint64
+	Delivered uint64
+	Dropped   uint64
+	InFlight  uint64
+	Depth     int
+	Capacity  int
+	Policy    Policy
+}
+
+// Queue is a bounded FIFO between the pipeline and one sink.
+//
+// A mutex-guarded ring rather than a channel: DropOldest must evict from
+// the head, loss records must be admitted past the capacity, and the exact
+// accounting must change in the same critical section as the ring. Waiters
+// are woken through one-slot channels so that both sides can also wait on a
+// context, which sync.Cond cannot; a wake-up is only sent when somebody is
+// known to wait, so the uncontended path is a lock and a slot copy.
+type Queue struct {
+	sink     string
+	capacity int
+	policy   Policy
+
+	mu         sync.Mutex
+	ring       []*Item // len(ring) >= capacity; grows only for loss records
+	head       int
+	count      int
+	taken      uint64 // handed out by Next, not yet settled
+	received   uint64
+	delivered  uint64
+	dropped    uint64
+	unreported uint64
+	closed     bool
+	dataWait   int // goroutines waiting in Next
+	roomWait   int // goroutines waiting in Push (Block)
+
+	dataCh chan struct{}
+	roomCh chan struct{}
+	doneCh chan struct{}
+}
+
+// NewQueue returns an empty queue for the named sink. A capacity below 1
+// is raised to 1: the config validates the value, and a queue that can
+// never hold an item would block or drop everything.
+func NewQueue(sink string, capacity int, policy Policy) *Queue {
+	if capacity < 1 {
+		capacity = 1
+	}
+	return &Queue{
+		sink:     sink,
+		capacity: capacity,
+		policy:   policy,
+		ring:     make([]*Item, capacity),
+		dataCh:   make(chan struct{}, 1),
+		roomCh:   make(chan struct{}, 1),
+		doneCh:   make(chan struct{}),
+	}
+}
+
+// Push queues it. When the queue is full, Block waits for room (or ctx, or
+// Close), DropNewest drops it and DropOldest evicts the oldest non-loss
+// item; drops are counted and returned by TakeUnreported. Loss records are
+// always queued, past the capacity if need be: they are rate-limited
+// upstream and dropping them would hide the loss they report. Push returns
+// nil when the item was queued or dropped by policy, ctx.Err() when a
+// blocked push gave up (the item was not received), and ErrClosed after
+// Close.
+func (q *Queue) Push(ctx context.Context, it *Item) error {
+	if it == nil {
+		return fmt.Errorf("sink %s: push of a nil item", q.sink)
+	}
+	q.mu.Lock()
+	for {
+		if q.closed {
+			q.mu.Unlock()
+			return fmt.Errorf("sink %s: %w", q.sink, ErrClosed)
+		}
+		if q.count < q.capacity || it.Loss {
+			q.received++
+			q.put(it)
+			q.wakeAfterPush()
+			if q.roomWait > 0 && q.count < q.capacity {
+				// Pass the wake-up on to the next blocked producer.
+				select {
+				case q.roomCh <- struct{}{}:
+				default:
+				}
+			}
+			q.mu.Unlock()
+			return nil
+		}
+		switch q.policy {
+		case DropNewest:
+			q.received++
+			q.drop(1)
+			q.mu.Unlock()
+			return nil
+		case DropOldest:
+			q.received++
+			if q.evictOldest() {
+				q.put(it)
+				q.wakeAfterPush()
+			} else {
+				// Everything queued is a loss record: the new item is the
+				// oldest droppable one.
+				q.drop(1)
+			}
+			q.mu.Unlock()
+			return nil
+		}
+		// Block, and any unknown policy value, which must not lose data.
+		q.roomWait++
+		q.mu.Unlock()
+		select {
+		case <-q.roomCh:
+		case <-q.doneCh:
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.roomWait--
+			q.mu.Unlock()
+			return fmt.Errorf("sink %s: push: %w", q.sink, ctx.Err())
+		}
+		q.mu.Lock()
+		q.roomWait--
+	}
+}
+
+// put appends to the ring, growing it when a loss record exceeds the
+// capacity. Called with mu held.
+func (q *Queue) put(it *Item) {
+	if q.count == len(q.ring) {
+		grown := make([]*Item, 2*len(q.ring))
+		n := copy(grown, q.ring[q.head:])
+		copy(grown[n:], q.ring[:q.head])
+		q.ring = grown
+		q.head = 0
+	}
+	q.ring[(q.head+q.count)%len(q.ring)] = it
+	q.count++
+}
+
+// evictOldest removes the oldest non-loss item and counts it dropped; it
+// reports false when every queued item is a loss record. Called with mu held.
+func (q *Queue) evictOldest() bool {
+	n := len(q.ring)
+	for i := 0; i < q.count; i++ {
+		idx := (q.head + i) % n
+		if q.ring[idx].Loss {
+			continue
+		}
+		// Close the gap by shifting the older loss records one slot
+		// towards the tail; loss records are rare so i is almost always 0.
+		for j := i; j > 0; j-- {
+			q.ring[(q.head+j)%n] = q.ring[(q.head+j-1)%n]
+		}
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % n
+		q.count--
+		q.drop(1)
+		return true
+	}
+	return false
+}
+
+func (q *Queue) drop(n uint64) {
+	q.dropped += n
+	q.unreported += n
+}
+
+// wakeAfterPush signals a waiting consumer. Called with mu held.
+func (q *Queue) wakeAfterPush() {
+	if q.dataWait > 0 {
+		select {
+		case q.dataCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Next blocks until at least one item is queued and returns up to cap(buf)
+// of them (at least one when cap(buf) is 0) in FIFO order, reusing buf's
+// storage. The caller must settle each with Delivered or Failed. Next
+// returns io.EOF once the queue is closed and empty, and ctx.Err() when ctx
+// ends first.
+func (q *Queue) Next(ctx context.Context, buf []*Item) ([]*Item, error) {
+	buf = buf[:0]
+	max := cap(buf)
+	if max == 0 {
+		max = 1
+	}
+	q.mu.Lock()
+	for q.count == 0 {
+		if q.closed {
+			q.mu.Unlock()
+			return buf, io.EOF
+		}
+		q.dataWait++
+		q.mu.Unlock()
+		select {
+		case <-q.dataCh:
+		case <-q.doneCh:
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.dataWait--
+			q.mu.Unlock()
+			return buf, ctx.Err()
+		}
+		q.mu.Lock()
+		q.dataWait--
+	}
+	n := min(q.count, max)
+	size := len(q.ring)
+	for i := 0; i < n; i++ {
+		buf = append(buf, q.ring[q.head])
+		q.ring[q.head] = nil
+		q.head++
+		if q.head == size {
+			q.head = 0
+		}
+	}
+	q.count -= n
+	q.taken += uint64(n)
+	if q.roomWait > 0 {
+		select {
+		case q.roomCh <- struct{}{}:
+		default:
+		}
+	}
+	if q.count > 0 && q.dataWait > 0 {
+		// Another consumer may be waiting for what this batch left behind.
+		select {
+		case q.dataCh <- struct{}{}:
+		default:
+		}
+	}
+	q.mu.Unlock()
+	return buf, nil
+}
+
+// Delivered settles n taken items as delivered.
+func (q *Queue) Delivered(n int) {
+	q.settle(n, false)
+}
+
+// Failed settles n taken items as lost; they count as dropped and are
+// reported by TakeUnreported like policy drops.
+func (q *Queue) Failed(n int) {
+	q.settle(n, true)
+}
+
+// settle clamps n to what is actually outstanding so that a sink's
+// miscount cannot break the Received invariant.
+func (q *Queue) settle(n int, failed bool) {
+	if n <= 0 {
+		return
+	}
+	q.mu.Lock()
+	u := min(uint64(n), q.taken)
+	q.taken -= u
+	if failed {
+		q.drop(u)
+	} else {
+		q.delivered += u
+	}
+	q.mu.Unlock()
+}
+
+// Close stops further pushes and wakes everybody waiting. Next keeps
+// returning what is queued, then io.EOF. Close is idempotent.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.doneCh)
+	}
+	q.mu.Unlock()
+}
+
+// Len returns how many items are queued (not counting taken ones); sinks
+// use it to flush when they have caught up.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	n := q.count
+	q.mu.Unlock()
+	return n
+}
+
+// Stats returns one snapshot taken under the queue lock.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	s := QueueStats{
+		Sink:      q.sink,
+		Received:  q.received,
+		Delivered: q.delivered,
+		Dropped:   q.dropped,
+		InFlight:  uint64(q.count) + q.taken,
+		Depth:     q.count,
+		Capacity:  q.capacity,
+		Policy:    q.policy,
+	}
+	q.mu.Unlock()
+	return s
+}
+
+// TakeUnreported returns the drops not yet announced in an events_lost
+// record and resets the count, so each drop is announced once.
+func (q *Queue) TakeUnreported() uint64 {
+	q.mu.Lock()
+	n := q.unreported
+	q.unreported = 0
+	q.mu.Unlock()
+	return n
+}
+
+// Name returns the sink name the queue was created for.
+func (q *Queue) Name() string { return q.sink }

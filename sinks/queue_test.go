@@ -1,0 +1,386 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+func item(seq uint64) *Item {
+	return &Item{Seq: seq, Line: []byte("{}\n")}
+}
+
+func lossItem(seq uint64) *Item {
+	return &Item{Seq: seq, Line: []byte("{}\n"), Loss: true}
+}
+
+func checkInvariant(t testing.TB, s QueueStats) {
+	t.Helper()
+	if s.Received != s.Delivered+s.Dropped+s.InFlight {
+		t.Fatalf("invariant broken: %+v", s)
+	}
+}
+
+func seqs(items []*Item) []uint64 {
+	out := make([]uint64, len(items))
+	for i, it := range items {
+		out[i] = it.Seq
+	}
+	return out
+}
+
+func equalSeqs(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestParsePolicy(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Policy
+		wantErr bool
+	}{
+		{"block", Block, false},
+		{"drop_newest", DropNewest, false},
+		{"drop_oldest", DropOldest, false},
+		{"Block", Block, true},
+		{"", Block, true},
+		{"drop", Block, true},
+	}
+	for _, tc := range tests {
+		got, err := ParsePolicy(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Fatalf("ParsePolicy(%q) err = %v, wantErr %v", tc.in, err, tc.wantErr)
+		}
+		if err == nil {
+			if got != tc.want || got.String() != tc.in {
+				t.Fatalf("ParsePolicy(%q) = %v", tc.in, got)
+			}
+			var p Policy
+			if err := p.UnmarshalText([]byte(tc.in)); err != nil || p != tc.want {
+				t.Fatalf("UnmarshalText(%q) = %v, %v", tc.in, p, err)
+			}
+		}
+	}
+	if s := Policy(7).String(); s != "Policy(7)" {
+		t.Fatalf("String of invalid policy = %q", s)
+	}
+}
+
+// TestQueuePolicies pushes a sequence into a queue of capacity 3 without a
+// consumer and checks what is queued and what was dropped.
+func TestQueuePolicies(t *testing.T) {
+	tests := []struct {
+		name        string
+		policy      Policy
+		push        []*Item
+		wantQueued  []uint64
+		wantDropped uint64
+	}{
+		{"drop_newest", DropNewest, []*Item{item(1), item(2), item(3), item(4), item(5)}, []uint64{1, 2, 3}, 2},
+		{"drop_oldest", DropOldest, []*Item{item(1), item(2), item(3), item(4), item(5)}, []uint64{3, 4, 5}, 2},
+		{"drop_newest keeps loss", DropNewest, []*Item{item(1), item(2), item(3), lossItem(4), item(5)}, []uint64{1, 2, 3, 4}, 1},
+		{"drop_oldest skips loss at head", DropOldest, []*Item{lossItem(1), item(2), item(3), item(4)}, []uint64{1, 3, 4}, 1},
+		{"drop_oldest all loss drops new", DropOldest, []*Item{lossItem(1), lossItem(2), lossItem(3), item(4), lossItem(5)}, []uint64{1, 2, 3, 5}, 1},
+		{"block accepts loss past capacity", Block, []*Item{item(1), item(2), item(3), lossItem(4), lossItem(5)}, []uint64{1, 2, 3, 4, 5}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewQueue("t", 3, tc.policy)
+			for _, it := range tc.push {
+				if err := q.Push(context.Background(), it); err != nil {
+					t.Fatalf("push %d: %v", it.Seq, err)
+				}
+				checkInvariant(t, q.Stats())
+			}
+			s := q.Stats()
+			if s.Dropped != tc.wantDropped || s.Received != uint64(len(tc.push)) {
+				t.Fatalf("stats %+v, want dropped %d", s, tc.wantDropped)
+			}
+			if got := q.TakeUnreported(); got != tc.wantDropped {
+				t.Fatalf("TakeUnreported = %d, want %d", got, tc.wantDropped)
+			}
+			if got := q.TakeUnreported(); got != 0 {
+				t.Fatalf("second TakeUnreported = %d, want 0", got)
+			}
+			q.Close()
+			got, err := q.Next(context.Background(), make([]*Item, 0, 16))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalSeqs(seqs(got), tc.wantQueued) {
+				t.Fatalf("queued %v, want %v", seqs(got), tc.wantQueued)
+			}
+			q.Delivered(len(got))
+			if _, err := q.Next(context.Background(), got); !errors.Is(err, io.EOF) {
+				t.Fatalf("Next after drain: %v, want EOF", err)
+			}
+			s = q.Stats()
+			checkInvariant(t, s)
+			if s.InFlight != 0 || s.Delivered != uint64(len(tc.wantQueued)) {
+				t.Fatalf("final stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestQueueNextBatchesInOrder(t *testing.T) {
+	q := NewQueue("t", 100, Block)
+	for i := uint64(1); i <= 10; i++ {
+		if err := q.Push(context.Background(), item(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]*Item, 0, 4)
+	var all []uint64
+	for _, want := range []int{4, 4, 2} {
+		got, err := q.Next(context.Background(), buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != want {
+			t.Fatalf("batch of %d, want %d", len(got), want)
+		}
+		all = append(all, seqs(got)...)
+		q.Failed(len(got) / 2)
+		q.Delivered(len(got) - len(got)/2)
+		checkInvariant(t, q.Stats())
+	}
+	if !equalSeqs(all, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+		t.Fatalf("order %v", all)
+	}
+	if s := q.Stats(); s.Dropped != 5 || s.Delivered != 5 || s.InFlight != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// Over-settling is clamped rather than breaking the invariant.
+	q.Delivered(3)
+	checkInvariant(t, q.Stats())
+	// A zero-capacity buffer still gets an item.
+	if err := q.Push(context.Background(), item(11)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := q.Next(context.Background(), nil)
+	if err != nil || len(got) != 1 || got[0].Seq != 11 {
+		t.Fatalf("Next(nil) = %v, %v", seqs(got), err)
+	}
+}
+
+func TestQueueBlockWaitsForRoom(t *testing.T) {
+	q := NewQueue("t", 1, Block)
+	ctx := context.Background()
+	if err := q.Push(ctx, item(1)); err != nil {
+		t.Fatal(err)
+	}
+	pushed := make(chan error)
+	go func() { pushed <- q.Push(ctx, item(2)) }()
+	got, err := q.Next(ctx, make([]*Item, 0, 1))
+	if err != nil || got[0].Seq != 1 {
+		t.Fatalf("Next = %v, %v", seqs(got), err)
+	}
+	if err := <-pushed; err != nil {
+		t.Fatalf("blocked push: %v", err)
+	}
+	q.Delivered(1)
+	got, err = q.Next(ctx, got)
+	if err != nil || got[0].Seq != 2 {
+		t.Fatalf("Next = %v, %v", seqs(got), err)
+	}
+	q.Delivered(1)
+	checkInvariant(t, q.Stats())
+}
+
+func TestQueueCancelAndClose(t *testing.T) {
+	tests := []struct {
+		name string
+		stop func(q *Queue, cancel context.CancelFunc)
+		want error
+	}{
+		{"ctx", func(_ *Queue, cancel context.CancelFunc) { cancel() }, context.Canceled},
+		{"close", func(q *Queue, _ context.CancelFunc) { q.Close() }, ErrClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewQueue("t", 1, Block)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := q.Push(ctx, item(1)); err != nil {
+				t.Fatal(err)
+			}
+			pushed := make(chan error)
+			go func() { pushed <- q.Push(ctx, item(2)) }()
+			tc.stop(q, cancel)
+			if err := <-pushed; !errors.Is(err, tc.want) {
+				t.Fatalf("push = %v, want %v", err, tc.want)
+			}
+			s := q.Stats()
+			checkInvariant(t, s)
+			if s.Received != 1 || s.Dropped != 0 {
+				t.Fatalf("an abandoned push must not count: %+v", s)
+			}
+		})
+	}
+
+	// Next on an empty queue returns on ctx end and on Close.
+	q := NewQueue("t", 1, Block)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { _, err := q.Next(ctx, nil); done <- err }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next after cancel: %v", err)
+	}
+	go func() { _, err := q.Next(context.Background(), nil); done <- err }()
+	q.Close()
+	if err := <-done; !errors.Is(err, io.EOF) {
+		t.Fatalf("Next after close: %v", err)
+	}
+	if err := q.Push(context.Background(), nil); err == nil {
+		t.Fatal("nil push accepted")
+	}
+}
+
+// TestQueueHammer races producers, consumers that settle both ways, and a
+// stats reader that checks the invariant on every snapshot.
+func TestQueueHammer(t *testing.T) {
+	for _, policy := range []Policy{Block, DropNewest, DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			const producers, consumers, perProducer = 4, 3, 20000
+			q := NewQueue("t", 64, policy)
+			ctx := context.Background()
+			var prodWG, consWG sync.WaitGroup
+			var lossPushed uint64 = producers * (perProducer / 1000)
+			seen := make([]map[uint64]bool, consumers)
+			lossSeen := make([]uint64, consumers)
+			for p := 0; p < producers; p++ {
+				prodWG.Add(1)
+				go func() {
+					defer prodWG.Done()
+					for i := 0; i < perProducer; i++ {
+						it := item(uint64(p*perProducer + i + 1))
+						it.Loss = i%1000 == 0
+						if err := q.Push(ctx, it); err != nil {
+							t.Errorf("push: %v", err)
+							return
+						}
+					}
+				}()
+			}
+			for c := 0; c < consumers; c++ {
+				consWG.Add(1)
+				seen[c] = map[uint64]bool{}
+				go func() {
+					defer consWG.Done()
+					buf := make([]*Item, 0, 16)
+					for n := 0; ; n++ {
+						got, err := q.Next(ctx, buf)
+						if errors.Is(err, io.EOF) {
+							return
+						}
+						if err != nil {
+							t.Errorf("next: %v", err)
+							return
+						}
+						for _, it := range got {
+							if seen[c][it.Seq] {
+								t.Errorf("seq %d twice", it.Seq)
+							}
+							seen[c][it.Seq] = true
+							if it.Loss {
+								lossSeen[c]++
+							}
+						}
+						if n%7 == 0 {
+							q.Failed(1)
+							q.Delivered(len(got) - 1)
+						} else {
+							q.Delivered(len(got))
+						}
+					}
+				}()
+			}
+			stop := make(chan struct{})
+			statsDone := make(chan int)
+			go func() {
+				n := 0
+				for {
+					select {
+					case <-stop:
+						statsDone <- n
+						return
+					default:
+					}
+					checkInvariant(t, q.Stats())
+					n++
+				}
+			}()
+			prodWG.Wait()
+			q.Close()
+			consWG.Wait()
+			close(stop)
+			if n := <-statsDone; n == 0 {
+				t.Fatal("no stats snapshot taken")
+			}
+			s := q.Stats()
+			checkInvariant(t, s)
+			if s.Received != producers*perProducer || s.InFlight != 0 || s.Depth != 0 {
+				t.Fatalf("final stats %+v", s)
+			}
+			var loss uint64
+			for _, n := range lossSeen {
+				loss += n
+			}
+			if loss != lossPushed {
+				t.Fatalf("saw %d loss records, pushed %d", loss, lossPushed)
+			}
+			if policy == Block && s.Dropped == 0 {
+				t.Fatal("Failed calls were not counted as dropped")
+			}
+			if got := q.TakeUnreported(); got != s.Dropped {
+				t.Fatalf("unreported %d, dropped %d", got, s.Dropped)
+			}
+		})
+	}
+}
+
+func BenchmarkQueue(b *testing.B) {
+	for _, batch := range []int{1, 64, 512} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			q := NewQueue("b", 4096, Block)
+			ctx := context.Background()
+			it := item(1)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				buf := make([]*Item, 0, batch)
+				for {
+					got, err := q.Next(ctx, buf)
+					if err != nil {
+						return
+					}
+					q.Delivered(len(got))
+				}
+			}()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := q.Push(ctx, it); err != nil {
+					b.Fatal(err)
+				}
+			}
+			q.Close()
+			<-done
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		})
+	}
+}

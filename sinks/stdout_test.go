@@ -1,0 +1,165 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+// chanWriter hands every write to the test through a channel.
+type chanWriter struct {
+	writes chan []byte
+}
+
+func (w *chanWriter) Write(p []byte) (int, error) {
+	w.writes <- bytes.Clone(p)
+	return len(p), nil
+}
+
+// failWriter accepts ok writes, then fails with err.
+type failWriter struct {
+	mu  sync.Mutex
+	ok  int
+	err error
+	out bytes.Buffer
+}
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ok == 0 {
+		return 0, w.err
+	}
+	w.ok--
+	return w.out.Write(p)
+}
+
+func lineItem(seq uint64) *Item {
+	return &Item{Seq: seq, Line: fmt.Appendf(nil, "{\"event\":{\"sequence\":%d}}\n", seq)}
+}
+
+func runSink(ctx context.Context, s Sink, q *Queue) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, q) }()
+	return done
+}
+
+// TestStdoutFlushesWhenIdle checks that a lone item reaches the writer
+// while the queue stays open, as `fanaudit watch` needs.
+func TestStdoutFlushesWhenIdle(t *testing.T) {
+	w := &chanWriter{writes: make(chan []byte, 16)}
+	q := NewQueue("stdout", 16, Block)
+	s := NewStdout(w, zerolog.Nop())
+	done := runSink(context.Background(), s, q)
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := q.Push(context.Background(), lineItem(seq)); err != nil {
+			t.Fatal(err)
+		}
+		got := <-w.writes
+		if want := lineItem(seq).Line; !bytes.Equal(got, want) {
+			t.Fatalf("wrote %q, want %q", got, want)
+		}
+	}
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	st := q.Stats()
+	checkInvariant(t, st)
+	if st.Delivered != 3 || st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestStdoutSink(t *testing.T) {
+	bad := &Item{Seq: 99, Line: []byte("{}\n{}\n")}
+	tests := []struct {
+		name          string
+		ok            int // writes that succeed before the writer fails
+		items         []*Item
+		wantErr       error
+		wantDelivered uint64
+		wantDropped   uint64
+	}{
+		{"all written", 1 << 30, []*Item{lineItem(1), lineItem(2), lineItem(3)}, nil, 3, 0},
+		{"bad line failed, rest written", 1 << 30, []*Item{lineItem(1), bad, lineItem(3)}, nil, 2, 1},
+		{"epipe fails everything", 0, []*Item{lineItem(1), lineItem(2)}, syscall.EPIPE, 0, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &failWriter{ok: tc.ok, err: syscall.EPIPE}
+			q := NewQueue("stdout", 16, Block)
+			for _, it := range tc.items {
+				if err := q.Push(context.Background(), it); err != nil {
+					t.Fatal(err)
+				}
+			}
+			q.Close()
+			err := NewStdout(w, zerolog.Nop()).Run(context.Background(), q)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("Run = %v, want %v", err, tc.wantErr)
+			}
+			st := q.Stats()
+			checkInvariant(t, st)
+			if st.Delivered != tc.wantDelivered || st.Dropped != tc.wantDropped || st.InFlight != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			var want []byte
+			if tc.wantErr == nil {
+				for _, it := range tc.items {
+					if it != bad {
+						want = append(want, it.Line...)
+					}
+				}
+			}
+			if !bytes.Equal(w.out.Bytes(), want) {
+				t.Fatalf("output %q, want %q", w.out.Bytes(), want)
+			}
+		})
+	}
+}
+
+func TestStdoutCancel(t *testing.T) {
+	w := &chanWriter{writes: make(chan []byte, 16)}
+	q := NewQueue("stdout", 16, Block)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runSink(ctx, NewStdout(w, zerolog.Nop()), q)
+	if err := q.Push(ctx, lineItem(1)); err != nil {
+		t.Fatal(err)
+	}
+	<-w.writes
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	checkInvariant(t, q.Stats())
+}
+
+func BenchmarkStdoutSink(b *testing.B) {
+	q := NewQueue("stdout", 8192, Block)
+	s := NewStdout(io.Discard, zerolog.Nop())
+	ctx := context.Background()
+	it := lineItem(1)
+	b.SetBytes(int64(len(it.Line)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := runSink(ctx, s, q)
+	for i := 0; i < b.N; i++ {
+		if err := q.Push(ctx, it); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q.Close()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
