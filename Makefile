@@ -32,10 +32,25 @@ fuzz:
 	$(GO) test ./internal/kernel -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 # ---- kafka (sinks/kafka, scripts/kafka.sh) ----
+.PHONY: kafka-fetch test-kafka bench-kafka
+# Resolve Apache Kafka's broker jars with mvn (cached in ~/.m2 and ~/.cache/fanaudit).
+kafka-fetch:
+	bash scripts/kafka.sh fetch
+# Prints FANAUDIT_KAFKA_BROKERS=… and FANAUDIT_KAFKA_DIR=…; use: eval "$$(make -s kafka-start)"
 kafka-start:
-	bash scripts/kafka.sh start
+	@bash scripts/kafka.sh start
 kafka-stop:
 	bash scripts/kafka.sh stop
+# The Kafka sink's tests against a broker of their own (CI=true: no skips).
+test-kafka:
+	@set -e; eval "$$(bash scripts/kafka.sh start)"; export FANAUDIT_KAFKA_BROKERS FANAUDIT_KAFKA_DIR; \
+	trap 'bash scripts/kafka.sh stop --dir "$$FANAUDIT_KAFKA_DIR"' EXIT; \
+	CI=true $(GO) test -race -count=1 -timeout 10m -v ./sinks/kafka/...
+# Throughput and enqueue-to-ack latency against the real broker (acks=all, zstd).
+bench-kafka:
+	@set -e; eval "$$(bash scripts/kafka.sh start)"; export FANAUDIT_KAFKA_BROKERS FANAUDIT_KAFKA_DIR; \
+	trap 'bash scripts/kafka.sh stop --dir "$$FANAUDIT_KAFKA_DIR"' EXIT; \
+	$(GO) test -run '^$$' -bench BenchmarkSink -benchtime 200000x ./sinks/kafka/
 
 # ---- bench (bench/) ----
 bench:
@@ -44,6 +59,11 @@ bench:
 # ---- deploy (deploy/) ----
 install: build
 	bash deploy/install.sh "$(DESTDIR)" "$(PREFIX)" "$(BIN)"
+
+# Offline schema check of the Kubernetes manifest (its own Go module).
+.PHONY: validate-k8s
+validate-k8s:
+	cd deploy/kubernetes/validate && $(GO) run . ../fanaudit.yaml
 
 clean:
 	rm -rf bin

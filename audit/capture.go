@@ -52,6 +52,7 @@ const (
 	DefaultReadBuffer = 256 << 10
 	minReadBuffer     = 8 << 10
 	dirCacheSize      = 1 << 16
+	goneCacheSize     = 1 << 12
 )
 
 // Errors New wraps.
@@ -114,6 +115,7 @@ type Capture struct {
 
 	// Reader state, touched only by Run.
 	dirs    *pathCache // directory handle → path
+	gone    *pathCache // unlinked files still referenced → path, for delete_self
 	buf     []byte
 	raw     []kernel.RawEvent
 	scratch []byte
@@ -132,6 +134,7 @@ func New(opts Options, log zerolog.Logger) (*Capture, error) {
 		opts:  opts,
 		self:  int32(os.Getpid()),
 		dirs:  newPathCache(dirCacheSize),
+		gone:  newPathCache(goneCacheSize),
 		raw:   make([]kernel.RawEvent, 0, 1024),
 		scope: scope{include: opts.Include, exclude: opts.Exclude},
 	}
@@ -275,6 +278,9 @@ func (c *Capture) ignoreMarks(mask uint64) {
 	var targets []string
 	targets = append(targets, c.opts.IgnorePaths...)
 	for _, g := range c.opts.Exclude {
+		if !strings.Contains(g, "/") {
+			continue // a base-name glob names no one directory
+		}
 		m, _ := filepath.Glob(g)
 		for _, p := range m {
 			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
@@ -289,6 +295,10 @@ func (c *Capture) ignoreMarks(mask uint64) {
 			continue
 		}
 		m := mask
+		if !fi.IsDir() {
+			// Directory entry events on a file mark fail with ENOTDIR.
+			m &^= dirEntryBits
+		}
 		var err2 error
 		if c.feat.MarkIgnore {
 			if fi.IsDir() {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fanaudit/fanaudit/internal/record"
 )
@@ -94,7 +95,7 @@ func TestExactEvents(t *testing.T) {
 			name:  "exec",
 			setup: copyTrue,
 			steps: []step{{"exec", []string{"true"}}},
-			want:  []string{"exec ./true", "close_nowrite ./true"},
+			want:  []string{"exec ./true", "access ./true", "close_nowrite ./true"},
 		},
 		{
 			name:  "non-UTF-8 name",
@@ -362,4 +363,218 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestFDMode forces the fd-mode fallback: events carry an fd, are named by
+// readlink, and every fd is closed exactly once (see TestFDLeak).
+func TestFDMode(t *testing.T) {
+	root := tmpfs(t)
+	files("f", "g")(t, root)
+	s := startSession(t, Options{Paths: []string{root}, forceFDMode: true})
+	if !s.c.FDMode() {
+		t.Fatal("not in fd mode")
+	}
+	f, g := filepath.Join(root, "f"), filepath.Join(root, "g")
+	runHelper(t, "read", f)
+	runHelper(t, "touch", g)
+	s.waitFor("close_write g", func(e *Event) bool { return e.Action == record.ActionCloseWrite && e.Path == g })
+	var got []string
+	for _, e := range s.take() {
+		got = append(got, line(&e, root))
+	}
+	want := []string{"open ./f", "access ./f", "close_nowrite ./f", "open ./g", "modify ./g", "close_write ./g"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestIgnoreAndExclude: IgnorePaths and excluded directories get ignore
+// marks and are filtered in user space, new files below them included.
+func TestIgnoreAndExclude(t *testing.T) {
+	root := tmpfs(t)
+	files("out/", "cache/", "keep/", "out.log")(t, root)
+	s := startSession(t, Options{
+		Paths:       []string{root},
+		IgnorePaths: []string{filepath.Join(root, "out"), filepath.Join(root, "out.log")},
+		Exclude:     []string{filepath.Join(root, "cach?"), "*.tmp"},
+	})
+	for _, p := range []string{"out/a", "cache/b", "keep/c", "keep/d.tmp", "out.log"} {
+		runHelper(t, "touch", filepath.Join(root, p))
+	}
+	s.mark(root)
+	var got []string
+	for _, e := range s.take() {
+		got = append(got, line(&e, root))
+	}
+	want := []string{"create ./keep/c", "open ./keep/c", "modify ./keep/c", "close_write ./keep/c"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+	// out/a and cache/b are ignored in the kernel; keep/d.tmp and the
+	// out.log writes are filtered here (base-name glob; a file ignore
+	// mark doesn't cover the create in its parent).
+	st := s.c.Stats()
+	t.Logf("stats %+v", st)
+	if st.Filtered == 0 {
+		t.Error("nothing counted as filtered")
+	}
+}
+
+// TestWatchedPrefix: the mark covers the filesystem; events outside the
+// watched directory are dropped.
+func TestWatchedPrefix(t *testing.T) {
+	root := tmpfs(t)
+	files("w/", "other/")(t, root)
+	w := filepath.Join(root, "w")
+	s := startSession(t, Options{Paths: []string{w}})
+	runHelper(t, "touch", filepath.Join(root, "other/x"))
+	runHelper(t, "rename", filepath.Join(root, "other/x"), filepath.Join(w, "x"))
+	s.mark(w)
+	var got []string
+	for _, e := range s.take() {
+		got = append(got, line(&e, root))
+	}
+	want := []string{"rename ./w/x <- ./other/x", "move_self ./w/x"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestStatOpenForHashPidFD: Stat by handle, the hashing file on
+// close_write and pidfds, in FID mode.
+func TestStatOpenForHashPidFD(t *testing.T) {
+	root := tmpfs(t)
+	ch := make(chan []Event, 64)
+	c, err := New(Options{Paths: []string{root}, OpenForHash: true, PidFD: true}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := contextBackground()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, ch) }()
+	f, d := filepath.Join(root, "f"), filepath.Join(root, "d")
+	runHelper(t, "mkdir", d)
+	runHelper(t, "touch", f)
+	var sawFile, sawDir, sawHash bool
+	for !(sawFile && sawDir && sawHash) {
+		for _, e := range <-ch {
+			if e.Action != record.ActionEventsLost && e.PidFD < 0 && e.Pid > 0 && e.Action != record.ActionOpen &&
+				e.Action != record.ActionModify && e.Action != record.ActionCloseWrite {
+				t.Errorf("%s without pidfd", line(&e, root))
+			}
+			var rf record.File
+			switch {
+			case e.Action == record.ActionCreate && e.Path == d:
+				if err := e.Stat(&rf); err != nil || rf.Type != "dir" || !e.Dir {
+					t.Errorf("dir stat %+v %v", rf, err)
+				}
+				sawDir = true
+			case e.Action == record.ActionCreate && e.Path == f:
+				if err := e.Stat(&rf); err != nil || rf.Type != "file" || !rf.HasStat || rf.Inode == 0 {
+					t.Errorf("file stat %+v %v", rf, err)
+				}
+				sawFile = true
+			case e.Action == record.ActionCloseWrite && e.Path == f:
+				if e.File == nil {
+					t.Fatal("close_write without File")
+				}
+				b, err := io.ReadAll(e.File)
+				if err != nil || string(b) != "hello" {
+					t.Errorf("hash file read %q %v", b, err)
+				}
+				if err := e.Stat(&rf); err != nil || rf.Size != 5 {
+					t.Errorf("stat via File %+v %v", rf, err)
+				}
+				sawHash = true
+			}
+			e.Release()
+			e.Release() // a second Release is a no-op
+		}
+	}
+	cancel()
+	go func() {
+		for evs := range ch {
+			for i := range evs {
+				evs[i].Release()
+			}
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+}
+
+// TestSelfDeleteSelf: when the agent holds the last reference to an
+// unlinked file (the hashing File), the kernel blames delete_self on the
+// agent. It is reported, named, with Pid 0 rather than dropped.
+func TestSelfDeleteSelf(t *testing.T) {
+	root := tmpfs(t)
+	c, err := New(Options{Paths: []string{root}, OpenForHash: true}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := contextBackground()
+	ch := make(chan []Event, 64)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, ch) }()
+	f := filepath.Join(root, "f")
+	runHelper(t, "touch", f)
+	var held *Event
+	next := func(ok func(*Event) bool) *Event {
+		t.Helper()
+		for {
+			for _, e := range <-ch {
+				if ok(&e) {
+					return &e
+				}
+				e.Release()
+			}
+		}
+	}
+	held = next(func(e *Event) bool { return e.Action == record.ActionCloseWrite && e.File != nil })
+	runHelper(t, "unlink", f)
+	if e := next(func(e *Event) bool { return e.Action == record.ActionDelete }); e.Path != f || e.Pid <= 0 {
+		t.Fatalf("delete %s pid %d", e.Path, e.Pid)
+	}
+	held.Release()
+	e := next(func(e *Event) bool { return e.Action == record.ActionDeleteSelf })
+	if e.Path != f || e.Pid != 0 {
+		t.Fatalf("delete_self %q pid %d, want %q pid 0", e.Path, e.Pid, f)
+	}
+	cancel()
+	go func() {
+		for evs := range ch {
+			for i := range evs {
+				evs[i].Release()
+			}
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+}
+
+type countObserver struct{ n int }
+
+func (o *countObserver) Observe(*Event) { o.n++ }
+
+// TestBatchDelayObserver: with BatchDelay the reader sleeps instead of
+// polling and still delivers; the Observer sees every event sent.
+func TestBatchDelayObserver(t *testing.T) {
+	root := tmpfs(t)
+	obs := &countObserver{}
+	s := startSession(t, Options{Paths: []string{root}, BatchDelay: 2 * time.Millisecond, Observer: obs})
+	runHelper(t, "touch", filepath.Join(root, "f"))
+	s.mark(root)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := s.c.Stats()
+	if uint64(obs.n) != st.Emitted || st.Emitted < 8 {
+		t.Fatalf("observed %d, stats %+v", obs.n, st)
+	}
 }

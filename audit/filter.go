@@ -35,15 +35,21 @@ func underAny(p string, dirs []string) bool {
 
 // matchTree reports whether any glob matches p or one of its ancestors, so
 // a glob naming a directory covers everything below it. Globs use
-// path/filepath.Match syntax against absolute paths.
+// path/filepath.Match syntax. A glob with a slash is matched against the
+// absolute path; a glob without one (like "*.tmp") against the last
+// element, as in .gitignore.
 func matchTree(globs []string, p string) bool {
 	for {
+		i := strings.LastIndexByte(p, '/')
 		for _, g := range globs {
-			if ok, _ := filepath.Match(g, p); ok {
+			subject := p
+			if !strings.Contains(g, "/") {
+				subject = p[i+1:]
+			}
+			if ok, _ := filepath.Match(g, subject); ok {
 				return true
 			}
 		}
-		i := strings.LastIndexByte(p, '/')
 		if i <= 0 {
 			return false
 		}

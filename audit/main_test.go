@@ -28,7 +28,8 @@ func runHelper(t testing.TB, op string, args ...string) {
 		a = append(a, "")
 	}
 	cmd := exec.Command(os.Args[0], a...)
-	cmd.Env = append(os.Environ(), "FANAUDIT_HELPER="+op)
+	// The race runtime sleeps a second at exit unless told not to.
+	cmd.Env = append(os.Environ(), "FANAUDIT_HELPER="+op, "GORACE=atexit_sleep_ms=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper %s %v: %v: %s", op, args, err, out)
 	}

@@ -31,6 +31,9 @@ var actionBits = [...]struct {
 const fdModeBits = kernel.FanOpen | kernel.FanOpenExec | kernel.FanAccess | kernel.FanModify |
 	kernel.FanCloseWrite | kernel.FanCloseNowrite
 
+// dirEntryBits are reported on the parent directory only.
+const dirEntryBits = kernel.FanCreate | kernel.FanDelete | kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo
+
 // actionSet is a set of record.Action values.
 type actionSet uint32
 

@@ -89,7 +89,7 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) {
 	case c.fdMode:
 		c.fdEvent(b, r)
 	default:
-		c.fidEvent(b, r, raw[i+1:])
+		c.fidEvent(b, raw, i)
 	}
 }
 
@@ -122,7 +122,8 @@ func (c *Capture) fdEvent(b *batch, r *kernel.RawEvent) {
 
 // fidEvent names an FID event from its records and keeps the handle→path
 // caches current.
-func (c *Capture) fidEvent(b *batch, r *kernel.RawEvent, next []kernel.RawEvent) {
+func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) {
+	r, next := &raw[i], raw[i+1:]
 	dir := r.Mask&kernel.FanOnDir != 0
 	var path, oldPath string
 	obj := &r.FID
@@ -154,7 +155,7 @@ func (c *Capture) fidEvent(b *batch, r *kernel.RawEvent, next []kernel.RawEvent)
 			}
 		}
 		if obj.Valid() && path != "" && !self {
-			c.dirChange(r, obj, path, dir)
+			c.dirChange(raw[:i], r, obj, path, dir)
 		}
 	case obj.Valid():
 		if r.Mask&kernel.FanDeleteSelf != 0 {
@@ -179,10 +180,13 @@ func (c *Capture) fidEvent(b *batch, r *kernel.RawEvent, next []kernel.RawEvent)
 	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil)
 }
 
-// goneDir returns and forgets the cached path of a directory that is
-// being deleted.
+// goneDir returns and forgets the path of an object being deleted: a
+// cached directory, or a file whose delete came first (see dirChange).
 func (c *Capture) goneDir(obj *kernel.Handle) string {
 	if p, ok := c.dirs.take(obj.Key); ok {
+		return p
+	}
+	if p, ok := c.gone.take(obj.Key); ok {
 		return p
 	}
 	return ""
@@ -207,8 +211,15 @@ func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEv
 
 // dirChange keeps the caches current for directory entry events whose
 // record names the child (FAN_REPORT_TARGET_FID).
-func (c *Capture) dirChange(r *kernel.RawEvent, obj *kernel.Handle, path string, dir bool) {
+func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *kernel.Handle, path string, dir bool) {
 	m := r.Mask
+	if !dir && m&kernel.FanDelete != 0 && c.want.has(record.ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
+		// Usually delete_self came just before. When it didn't, something
+		// still holds the inode (a reader, or the agent's hashing file) and
+		// delete_self comes when that reference drops, when the handle no
+		// longer opens: remember the name.
+		c.gone.put(obj.Key, path)
+	}
 	if dir && m&(kernel.FanCreate|kernel.FanMovedTo) != 0 {
 		c.dirs.put(obj.Key, path)
 	}
@@ -221,17 +232,29 @@ func (c *Capture) dirChange(r *kernel.RawEvent, obj *kernel.Handle, path string,
 	}
 }
 
+// deleteSelfBefore reports whether one of the last two events was obj's
+// delete_self.
+func deleteSelfBefore(prev []kernel.RawEvent, obj *kernel.Handle) bool {
+	for i := len(prev) - 1; i >= 0 && i >= len(prev)-2; i-- {
+		p := &prev[i]
+		if p.Mask&kernel.FanDeleteSelf != 0 && string(p.FID.Key) == string(obj.Key) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Capture) fileID(b *batch, h *kernel.Handle) *fileID {
 	if !h.Valid() {
 		return nil
 	}
-	m := c.mount(h.Fsid)
+	m := c.mount(h.Fsid())
 	if m == nil {
 		return nil
 	}
 	start := len(b.arena)
-	b.arena = append(b.arena, h.Bytes...)
-	b.fids = append(b.fids, fileID{mount: m.f, htype: h.Type, handle: b.arena[start:len(b.arena):len(b.arena)]})
+	b.arena = append(b.arena, h.Bytes()...)
+	b.fids = append(b.fids, fileID{mount: m.f, htype: h.Type(), handle: b.arena[start:len(b.arena):len(b.arena)]})
 	return &b.fids[len(b.fids)-1]
 }
 
@@ -246,12 +269,12 @@ func (c *Capture) resolveDir(b *batch, h *kernel.Handle) string {
 // resolve names a handle by open_by_handle_at(O_PATH) and readlink.
 // Live directories are cached; the " (deleted)" suffix never appears.
 func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
-	m := c.mount(h.Fsid)
+	m := c.mount(h.Fsid())
 	if m == nil {
 		b.resolveFails++
 		return ""
 	}
-	p, st, err := kernel.ResolveHandle(m.f, h.Type, h.Bytes)
+	p, st, err := kernel.ResolveHandle(m.f, h.Type(), h.Bytes())
 	if err != nil {
 		b.resolveFails++
 		return ""

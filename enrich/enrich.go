@@ -33,13 +33,14 @@ const (
 	missGroup
 	missAudit
 	missFileStat
+	missEffective
 	numMissBits = iota
 )
 
 var missingNames = [numMissBits]string{
 	"process", "process.executable", "process.name", "process.command_line",
 	"process.start", "process.parent.pid", "process.cgroup.path",
-	"user.id", "group.id", "user.audit", "file.stat",
+	"user.id", "group.id", "user.audit", "file.stat", "user.effective.id",
 }
 
 // maxPendingBatches bounds the batches waiting for hashes before Run stops
@@ -60,8 +61,9 @@ type Stats struct {
 	ProcGone       uint64 // process gone before /proc could be read, nothing cached
 	ProcGoneHits   uint64 // process gone, cached identity used
 	Execs          uint64 // exec events that set an executable
-	PidfdRescues   uint64 // creds taken from PIDFD_GET_INFO
 	LateReads      uint64 // /proc read in Run because no Observe saw the pid
+	LineageHits    uint64 // creds from the proc connector for a process gone from /proc
+	LineageLost    uint64 // proc connector overflows
 
 	StatErrors uint64
 
@@ -82,6 +84,8 @@ type Enricher struct {
 	ids   *ids.DB
 	host  *record.Host
 
+	lineage      *proc.Lineage // nil when the proc connector is off or unavailable
+	closeOnce    sync.Once
 	observed     atomic.Bool
 	trackAudit   bool
 	missingCache [1 << numMissBits][]string // Run's goroutine only
@@ -110,17 +114,26 @@ func New(opts Options, log zerolog.Logger) (*Enricher, error) {
 	if err != nil {
 		log.Warn().Err(err).Msg("process.start unknown for every record")
 	}
+	var lin *proc.Lineage
+	if !opts.NoProcConnector && filepath.Clean(opts.ProcRoot) == "/proc" {
+		if lin, err = proc.OpenLineage(opts.ProcRoot, opts.CacheSize*4); err != nil {
+			log.Warn().Err(err).Msg("proc connector unavailable: creds of processes gone before their first event stay unknown")
+			lin = nil
+		}
+	}
 	e := &Enricher{
-		opts: opts,
-		log:  log,
-		host: host,
+		lineage: lin,
+		opts:    opts,
+		log:     log,
+		host:    host,
 		cache: proc.NewCache(proc.Config{
 			Root:       opts.ProcRoot,
 			CmdlineMax: opts.CmdlineMax,
 			Size:       opts.CacheSize,
 			TTL:        opts.CacheTTL,
-			PidFD:      opts.PidFD,
+			Pidfds:     !opts.NoPidfdReads && filepath.Clean(opts.ProcRoot) == "/proc",
 			IDSeed:     host.ID + "|" + host.BootID,
+			Lineage:    lin,
 			BootTime:   bt,
 			ClockTicks: opts.ClockTicks,
 		}),
@@ -140,6 +153,25 @@ func New(opts Options, log zerolog.Logger) (*Enricher, error) {
 		log.Warn().AnErr("passwd", perr).AnErr("group", gerr).Msg("user or group names unknown")
 	}
 	return e, nil
+}
+
+// Close ends the proc connector subscription. Run's return does the same;
+// Close is for an Enricher that never runs. It is idempotent.
+func (e *Enricher) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		if e.lineage != nil {
+			err = e.lineage.Close()
+		}
+	})
+	return err
+}
+
+func (e *Enricher) lineageLost() uint64 {
+	if e.lineage == nil {
+		return 0
+	}
+	return e.lineage.Lost()
 }
 
 // Host returns the host fields every record shares.
@@ -167,8 +199,7 @@ func (e *Enricher) Stats() Stats {
 	return Stats{
 		Events: e.events.Load(), Full: e.full.Load(), Partial: e.partial.Load(), Lost: e.lost.Load(),
 		CacheHits: cs.Hits, CacheMisses: cs.Misses, CacheEvictions: cs.Evictions, CacheEntries: cs.Entries,
-		ProcGone: cs.Gone, ProcGoneHits: cs.GoneHits, Execs: cs.Execs, PidfdRescues: cs.PidfdRescues,
-		LateReads: cs.LateReads, StatErrors: e.statErrs.Load(),
+		ProcGone: cs.Gone, ProcGoneHits: cs.GoneHits, Execs: cs.Execs, LateReads: cs.LateReads, StatErrors: e.statErrs.Load(),
 		HashDone: e.hashDone.Load(), HashSkippedSize: e.hashSize.Load(), HashSkippedBudget: e.hashBudget.Load(),
 		HashUnavailable: e.hashUnavail.Load(), HashErrors: e.hashErrs.Load(),
 	}
@@ -207,6 +238,21 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 	var jobs chan hashJob
 	wake := make(chan struct{}, 1)
 	var wg sync.WaitGroup
+	if e.lineage != nil {
+		// The connector must be drained even while no file event asks,
+		// or its buffer overflows.
+		lctx, stop := context.WithCancel(ctx)
+		wg.Go(func() {
+			if err := e.lineage.Run(lctx); err != nil {
+				e.log.Warn().Err(err).Msg("proc connector stopped")
+			}
+		})
+		defer func() {
+			stop()
+			wg.Wait()
+			e.Close()
+		}()
+	}
 	if e.opts.Hash.Enabled {
 		jobs = make(chan hashJob, e.opts.Hash.Workers*64)
 		for range e.opts.Hash.Workers {
@@ -411,7 +457,9 @@ func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry) (miss uint32) {
 	if p.HasCreds {
 		c := p.Creds
 		u.HasID, u.ID, u.Name = true, c.RUID, e.ids.User(c.RUID)
-		if c.EUID != c.RUID {
+		if p.NoEffective {
+			miss |= missEffective
+		} else if c.EUID != c.RUID {
 			u.HasEID, u.EID = true, c.EUID
 		}
 		u.HasGID, u.GID, u.Group = true, c.RGID, e.ids.Group(c.RGID)

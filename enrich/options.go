@@ -12,6 +12,12 @@
 //     FAN_REPORT_PIDFD (Options.PidFD), each /proc snapshot is confirmed
 //     against the event's pidfd, and PIDFD_GET_INFO supplies the creds of
 //     a process whose /proc entry is already unusable.
+//   - The kernel's proc connector (netlink cn_proc) reports every fork,
+//     exec and uid/gid change, queued at the moment they happen. From it
+//     the enricher knows the real uid and gid of a process that has already
+//     exited and been reaped when its first event is read: they are the
+//     ones it inherited at fork or set since. The effective ids are taken
+//     from it only where no set-id exec can have changed them silently.
 //   - The process cache is keyed by (pid, start time): a reused pid or an
 //     exec makes a new identity, while events still in flight keep the one
 //     they happened under (each identity is valid from the event time it
@@ -32,7 +38,8 @@
 //     "partial" with fanaudit.missing naming what is unknown, from:
 //     process, process.executable, process.name, process.command_line,
 //     process.start (with process.entity_id), process.parent.pid,
-//     process.cgroup.path, user.id, group.id, user.audit, file.stat.
+//     process.cgroup.path, user.id, group.id, user.audit, file.stat,
+//     user.effective.id.
 //     Nothing is ever guessed.
 //   - fanaudit.hash.status (record.File.HashStatus) says why a close_write
 //     has no file.hash.sha256: "skipped_size" (above Hash.MaxSize),
@@ -78,9 +85,19 @@ type Options struct {
 	ClockTicks int           // USER_HZ for /proc start times; default 100
 	IDRefresh  time.Duration // re-stat passwd/group at most this often; default 1s
 
-	// PidFD: the capture reports pidfds (audit.Options.PidFD), so an event
-	// without one is known to come from an already reaped process.
+	// PidFD: the capture reports pidfds (audit.Options.PidFD). Enrichment
+	// then reads /proc through the event's own pidfd, which names the exact
+	// process instance, and a cached pid whose pidfd names another instance
+	// is re-read at once.
 	PidFD bool
+	// NoPidfdReads turns off pidfd_open + PIDFD_GET_INFO for /proc reads
+	// (on by default for the real /proc): creds then come from
+	// /proc/PID/status, which is slower and gone with the process.
+	NoPidfdReads bool
+	// NoProcConnector turns off the proc connector (on by default for the
+	// real /proc; needs CAP_NET_ADMIN): without it, a process that exits
+	// before its first event is read has no user.id.
+	NoProcConnector bool
 	// FileStat fills file inode, mode, size and owner via audit.Event.Stat.
 	FileStat bool
 	Hash     HashOptions

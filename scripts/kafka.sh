@@ -14,8 +14,9 @@
 #         FANAUDIT_KAFKA_BROKERS=127.0.0.1:P
 #         FANAUDIT_KAFKA_DIR=D
 #       With --sasl-ssl-port, a SASL_SSL listener is added. T must hold
-#       ca.pem (trusted client CAs) and server.pem (PKCS#8 key + certificate
-#       chain). U gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials and a PLAIN
+#       ca.pem (the CA that client certificates must chain to: client
+#       auth is required) and server.pem (unencrypted PKCS#8 key followed by
+#       the certificate chain). U gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials and a PLAIN
 #       login with the password read from F.
 #   kafka.sh stop [--dir D]
 #       Stop the broker started on D (default: $FANAUDIT_KAFKA_DIR, else the
@@ -159,6 +160,10 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.flush.interval.messages=9223372036854775807
+# A restarted node registers a new incarnation only once the old one's
+# session expired; the 9 s default makes every crash test 9 s slower.
+broker.session.timeout.ms=2000
+broker.heartbeat.interval.ms=500
 EOF
 		if [ -n "$sport" ]; then
 			local pw
@@ -169,6 +174,7 @@ listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$tls/server.pem
 listener.name.sasl_ssl.ssl.truststore.type=PEM
 listener.name.sasl_ssl.ssl.truststore.location=$tls/ca.pem
+listener.name.sasl_ssl.ssl.client.auth=required
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user="$pw";

@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${FANAUDIT_KAFKA_BROKERS:-}" ] && [ -f scripts/kafka.sh ]; then
 	# kafka.sh start prints shell assignments (FANAUDIT_KAFKA_BROKERS=…, FANAUDIT_KAFKA_DIR=…).
-	eval "$(bash scripts/kafka.sh start)"
+	# A separate assignment so that a failed start stops the suite (set -e
+	# does not see a failure inside eval "$(…)").
+	kafka_env="$(bash scripts/kafka.sh start)"
+	eval "$kafka_env"
 	export FANAUDIT_KAFKA_BROKERS FANAUDIT_KAFKA_DIR
-	trap 'bash scripts/kafka.sh stop' EXIT
+	trap 'bash scripts/kafka.sh stop --dir "$FANAUDIT_KAFKA_DIR"' EXIT
 fi
 go test -race -count=1 -timeout 40m ./...

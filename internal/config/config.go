@@ -58,6 +58,17 @@ type Config struct {
 	Health   Health   `toml:"health"`
 	Logging  Logging  `toml:"logging"`
 	Sinks    []Sink   `toml:"sinks"`
+
+	// lines locates keys in the file the config came from, for errors
+	// found after loading (a watched path that does not exist).
+	lines keyLines
+}
+
+// KeyError builds a config error for key (dotted, sinks as "sinks.0.x")
+// with the key's line in the source file, for problems found after
+// Parse, such as a watched path the capture cannot use.
+func (c *Config) KeyError(source, key string, err error) *Error {
+	return &Error{File: source, Line: c.lines.line(key), Key: displayKey(key), Msg: err.Error()}
 }
 
 // Capture tunes the fanotify reader.

@@ -27,13 +27,15 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("config ")
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
+	if e.File != "" {
+		b.WriteString("config ")
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			b.WriteString(":")
+			b.WriteString(strconv.Itoa(e.Line))
+		}
+		b.WriteString(": ")
 	}
-	b.WriteString(": ")
 	if e.Key != "" {
 		b.WriteString("key ")
 		b.WriteString(e.Key)
@@ -141,6 +143,7 @@ func Parse(name string, src []byte) (*Config, error) {
 		}
 		return nil, err
 	}
+	cfg.lines = lines
 	return &cfg, nil
 }
 
@@ -178,6 +181,17 @@ func bad(key, format string, a ...any) error {
 }
 
 var sinkNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Validate checks a Config built in code (the watch command's). Its errors
+// name the key but no file or line.
+func (c *Config) Validate() error {
+	err := c.validate()
+	var ve *Error
+	if errors.As(err, &ve) {
+		ve.Key = displayKey(ve.Key)
+	}
+	return err
+}
 
 // validate checks every value; keys are internal dotted keys ("sinks.0.x")
 // that Parse resolves to lines.

@@ -78,20 +78,29 @@ func (e *DecodeError) Error() string {
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// Handle is a file handle from an FID info record. Its slices alias the
-// read buffer and are valid until the buffer is reused.
+// Handle is a file handle from an FID info record. Key aliases the read
+// buffer and is valid until the buffer is reused.
 type Handle struct {
-	// Key spans fsid, handle_bytes, handle_type and f_handle: unique per
-	// object across filesystems, and usable as a map key without copying
-	// (m[string(h.Key)]).
-	Key   []byte
-	Fsid  uint64 // the 8 fsid bytes, native endian, as Fsid returns them
-	Type  int32
-	Bytes []byte
+	// Key spans fsid, handle_bytes, handle_type and f_handle, exactly as
+	// in the record: unique per object across filesystems, and usable as a
+	// map key without copying (m[string(h.Key)]). Decode has checked its
+	// length, so the accessors below cannot fail.
+	Key []byte
 }
 
 // Valid reports whether the record carried this handle.
 func (h *Handle) Valid() bool { return h.Key != nil }
+
+// Fsid returns the 8 fsid bytes, native endian, as OpenMount returns them.
+func (h *Handle) Fsid() uint64 { return binary.NativeEndian.Uint64(h.Key) }
+
+// Type returns handle_type.
+func (h *Handle) Type() int32 {
+	return int32(binary.NativeEndian.Uint32(h.Key[fidHandleType-fidFsid:]))
+}
+
+// Bytes returns f_handle.
+func (h *Handle) Bytes() []byte { return h.Key[fidHandle-fidFsid:] }
 
 // RawEvent is one decoded kernel event. Slices alias the read buffer.
 type RawEvent struct {
@@ -143,10 +152,12 @@ func Decode(dst []RawEvent, buf []byte) ([]RawEvent, error) {
 			Pid:   int32(binary.NativeEndian.Uint32(rest[metaPid:])),
 			PidFD: -1,
 		})
-		ev := &dst[len(dst)-1]
-		if err := decodeInfo(ev, rest[mdLen:evLen]); err != nil {
-			err.Offset += off + mdLen
-			ev.Err = err
+		if evLen > mdLen {
+			ev := &dst[len(dst)-1]
+			if err := decodeInfo(ev, rest[mdLen:evLen]); err != nil {
+				err.Offset += off + mdLen
+				ev.Err = err
+			}
 		}
 		off += evLen
 	}
@@ -218,11 +229,6 @@ func decodeFID(h *Handle, r []byte, withName bool) ([]byte, error) {
 		}
 		name = tail[:i:i]
 	}
-	*h = Handle{
-		Key:   r[fidFsid:end:end],
-		Fsid:  binary.NativeEndian.Uint64(r[fidFsid:]),
-		Type:  int32(binary.NativeEndian.Uint32(r[fidHandleType:])),
-		Bytes: r[fidHandle:end:end],
-	}
+	h.Key = r[fidFsid:end:end]
 	return name, nil
 }

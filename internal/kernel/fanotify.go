@@ -116,7 +116,7 @@ func (g *Group) TryRead(buf []byte) (int, error) {
 		}
 	})
 	if cerr != nil {
-		return 0, fmt.Errorf("fanotify read: %w", cerr)
+		return 0, connErr(cerr)
 	}
 	if err == unix.EAGAIN {
 		return 0, nil
@@ -138,12 +138,22 @@ func (g *Group) Read(buf []byte) (int, error) {
 		return err != unix.EAGAIN && err != unix.EINTR
 	})
 	if cerr != nil {
-		return 0, fmt.Errorf("fanotify read: %w", cerr)
+		return 0, connErr(cerr)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("fanotify read: %w", err)
 	}
 	return n, nil
+}
+
+// connErr maps the runtime poller's errors onto the ones os documents:
+// an expired deadline stays os.ErrDeadlineExceeded, anything else means
+// the group was closed.
+func connErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("fanotify read: %w", err)
+	}
+	return fmt.Errorf("fanotify read: %w (%v)", os.ErrClosed, err)
 }
 
 // SetReadDeadline bounds a blocked Read; it is how a context ends one.

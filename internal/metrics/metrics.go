@@ -111,8 +111,8 @@ func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
 type collector struct {
 	src Source
 
-	captured, received, produced, lossRecs, kernelLost, readerUp, healthy *prometheus.Desc
-	sinkRecv, sinkDeliv, sinkDrop, sinkInFlight, sinkDepth, sinkCap       *prometheus.Desc
+	captured, received, produced, lossRecs, kernelOverflows, readerUp, healthy *prometheus.Desc
+	sinkRecv, sinkDeliv, sinkDrop, sinkInFlight, sinkDepth, sinkCap            *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -120,25 +120,25 @@ func newCollector(src Source) *collector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &collector{
-		src:          src,
-		captured:     d("fanaudit_captured_events_total", "Events handed on by the capture stage, events_lost included."),
-		received:     d("fanaudit_records_enriched_total", "Records that came out of enrichment into the fan-out."),
-		produced:     d("fanaudit_records_produced_total", "Records given an event.sequence (enriched records plus queue_full loss records); equals the last sequence."),
-		lossRecs:     d("fanaudit_loss_records_total", "events_lost records produced, of any reason."),
-		kernelLost:   d("fanaudit_kernel_lost_events_total", "Events the kernel reported lost to a queue overflow, where it gave a count."),
-		readerUp:     d("fanaudit_reader_running", "1 while the capture stage is reading, 0 once it stopped."),
-		healthy:      d("fanaudit_healthy", "1 when /healthz reports ok."),
-		sinkRecv:     d("fanaudit_sink_received_total", "Records pushed to the sink's queue (delivered + dropped + in flight).", "sink"),
-		sinkDeliv:    d("fanaudit_sink_delivered_total", "Records the sink delivered.", "sink"),
-		sinkDrop:     d("fanaudit_sink_dropped_total", "Records the sink's queue dropped (when_full) or the sink failed to deliver.", "sink"),
-		sinkInFlight: d("fanaudit_sink_in_flight", "Records queued or taken by the sink and not yet settled.", "sink"),
-		sinkDepth:    d("fanaudit_sink_queue_depth", "Records waiting in the sink's queue.", "sink"),
-		sinkCap:      d("fanaudit_sink_queue_capacity", "Capacity of the sink's queue, in records.", "sink"),
+		src:             src,
+		captured:        d("fanaudit_captured_events_total", "Events handed on by the capture stage, events_lost included."),
+		received:        d("fanaudit_records_enriched_total", "Records that came out of enrichment into the fan-out."),
+		produced:        d("fanaudit_records_produced_total", "Records given an event.sequence (enriched records plus queue_full loss records); equals the last sequence."),
+		lossRecs:        d("fanaudit_loss_records_total", "events_lost records produced, of any reason."),
+		kernelOverflows: d("fanaudit_kernel_overflows_total", "Kernel fanotify queue overflows (events_lost records with reason kernel_queue_overflow)."),
+		readerUp:        d("fanaudit_reader_running", "1 while the capture stage is reading, 0 once it stopped."),
+		healthy:         d("fanaudit_healthy", "1 when /healthz reports ok."),
+		sinkRecv:        d("fanaudit_sink_received_total", "Records pushed to the sink's queue (delivered + dropped + in flight).", "sink"),
+		sinkDeliv:       d("fanaudit_sink_delivered_total", "Records the sink delivered.", "sink"),
+		sinkDrop:        d("fanaudit_sink_dropped_total", "Records the sink's queue dropped (when_full) or the sink failed to deliver.", "sink"),
+		sinkInFlight:    d("fanaudit_sink_in_flight", "Records queued or taken by the sink and not yet settled.", "sink"),
+		sinkDepth:       d("fanaudit_sink_queue_depth", "Records waiting in the sink's queue.", "sink"),
+		sinkCap:         d("fanaudit_sink_queue_capacity", "Capacity of the sink's queue, in records.", "sink"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.captured, c.received, c.produced, c.lossRecs, c.kernelLost,
+	for _, d := range []*prometheus.Desc{c.captured, c.received, c.produced, c.lossRecs, c.kernelOverflows,
 		c.readerUp, c.healthy, c.sinkRecv, c.sinkDeliv, c.sinkDrop, c.sinkInFlight, c.sinkDepth, c.sinkCap} {
 		ch <- d
 	}
@@ -158,7 +158,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.received, st.Received)
 	counter(c.produced, st.Produced)
 	counter(c.lossRecs, st.LossRecords)
-	counter(c.kernelLost, st.KernelLost)
+	counter(c.kernelOverflows, st.KernelOverflows)
 	gauge(c.readerUp, boolF(!st.SourceDone))
 	ok, _ := c.src.Health()
 	gauge(c.healthy, boolF(ok))

@@ -23,7 +23,7 @@ import (
 func fakeSource(healthy bool) Source {
 	return Source{
 		Stats: func() pipeline.Stats {
-			return pipeline.Stats{Received: 10, Produced: 12, LossRecords: 2, KernelLost: 5, Sinks: []sinks.QueueStats{
+			return pipeline.Stats{Received: 10, Produced: 12, LossRecords: 2, KernelOverflows: 5, Sinks: []sinks.QueueStats{
 				{Sink: "out", Received: 12, Delivered: 10, Dropped: 1, InFlight: 1, Depth: 1, Capacity: 100},
 				{Sink: "kafka-1", Received: 12, Delivered: 12, Capacity: 50},
 			}}
@@ -59,7 +59,7 @@ func TestMetricsExposition(t *testing.T) {
 		"fanaudit_records_enriched_total 10",
 		"fanaudit_records_produced_total 12",
 		"fanaudit_loss_records_total 2",
-		"fanaudit_kernel_lost_events_total 5",
+		"fanaudit_kernel_overflows_total 5",
 		"fanaudit_reader_running 1",
 		"fanaudit_healthy 1",
 		`fanaudit_sink_received_total{sink="out"} 12`,

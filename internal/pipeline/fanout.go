@@ -75,7 +75,7 @@ func (f *fanState) emit(ctx context.Context, r *record.Record) error {
 	if it.Loss {
 		f.p.lossRecs.Add(1)
 		if r.Fanaudit.Lost.Reason == record.ReasonKernelOverflow {
-			f.p.kernelLost.Add(r.Fanaudit.Lost.Count)
+			f.p.kernelOverflows.Add(1)
 		}
 	}
 	for _, q := range f.p.queues {

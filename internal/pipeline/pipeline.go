@@ -65,12 +65,12 @@ type Pipeline struct {
 	log    zerolog.Logger
 	queues []*sinks.Queue
 
-	received   atomic.Uint64 // records from the source
-	produced   atomic.Uint64 // records given a sequence, loss records included
-	lossRecs   atomic.Uint64 // events_lost records produced
-	kernelLost atomic.Uint64 // counts carried by kernel overflow records
-	sourceDone atomic.Bool   // the source returned
-	stopping   atomic.Bool   // the run context ended
+	received        atomic.Uint64 // records from the source
+	produced        atomic.Uint64 // records given a sequence, loss records included
+	lossRecs        atomic.Uint64 // events_lost records produced
+	kernelOverflows atomic.Uint64 // kernel_queue_overflow records
+	sourceDone      atomic.Bool   // the source returned
+	stopping        atomic.Bool   // the run context ended
 
 	mu       sync.Mutex
 	progress []sinkProgress // guarded by mu

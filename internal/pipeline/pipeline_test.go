@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -506,3 +507,103 @@ func BenchmarkFanOut(b *testing.B) {
 		}
 	}
 }
+
+func TestKernelOverflowPassesThrough(t *testing.T) {
+	src := newSource(3, 3)
+	src.batches[0][1] = &record.Record{Action: record.ActionEventsLost, Fanaudit: record.Meta{Lost: record.Lost{Reason: record.ReasonKernelOverflow}}}
+	sink := newSink(2)
+	p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: sink, QueueSize: 1, Policy: sinks.DropNewest}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	<-sink.reached
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	items := sink.got()
+	if len(items) != 3 || !items[1].Loss || items[1].Seq != 2 {
+		t.Fatalf("items: %+v", items)
+	}
+	if l := decode(t, items[1]); l.Fanaudit.Lost.Reason != record.ReasonKernelOverflow {
+		t.Errorf("loss record %s", items[1].Line)
+	}
+	if st := p.Stats(); st.KernelOverflows != 1 || st.LossRecords != 1 || st.Produced != 3 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// logSink is a concurrency-safe log writer that announces each line.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+	line  chan string
+}
+
+func (l *logSink) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, string(b))
+	l.mu.Unlock()
+	select {
+	case l.line <- string(b):
+	default:
+	}
+	return len(b), nil
+}
+
+func TestStatsLogLine(t *testing.T) {
+	logs := &logSink{line: make(chan string, 1)}
+	src := newSource(10, 5)
+	sink := newSink(10)
+	p, err := New(Options{Source: src, StatsInterval: 5 * time.Millisecond, Sinks: []SinkSpec{{Name: "s", Sink: sink, QueueSize: 100}}}, zerolog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-sink.reached
+	var m map[string]any
+	for m["message"] != "stats" || m["produced"] != float64(10) {
+		if err := json.Unmarshal([]byte(<-logs.line), &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := m["produced_per_sec"]; !ok {
+		t.Errorf("stats line without a rate: %v", m)
+	}
+	s, _ := m["sinks"].([]any)
+	if len(s) != 1 || s[0].(map[string]any)["delivered"] != float64(10) || s[0].(map[string]any)["capacity"] != float64(100) {
+		t.Errorf("stats line sinks: %v", m["sinks"])
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	logs.mu.Lock()
+	last := logs.lines[len(logs.lines)-1]
+	logs.mu.Unlock()
+	if !strings.Contains(last, `"message":"final stats"`) {
+		t.Errorf("last log line is not the final stats: %s", last)
+	}
+}
+
+func TestReaderStoppedIsUnhealthy(t *testing.T) {
+	early := &earlySource{}
+	p, err := New(Options{Source: early, Sinks: []SinkSpec{{Name: "s", Sink: newSink(-1), QueueSize: 10}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, done := runPipeline(t, p)
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "stopped before it was asked to") {
+		t.Fatalf("Run = %v", err)
+	}
+	if ok, why := p.Health(); ok || why != "reader stopped" {
+		t.Errorf("Health = %v %q", ok, why)
+	}
+}
+
+// earlySource returns at once, as a reader that died without an error.
+type earlySource struct{}
+
+func (earlySource) Run(stop, abort context.Context, out chan<- []*record.Record) error { return nil }

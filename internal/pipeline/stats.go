@@ -21,8 +21,9 @@ type Stats struct {
 	Produced uint64
 	// LossRecords counts events_lost records produced, of any reason.
 	LossRecords uint64
-	// KernelLost sums the counts of kernel overflow records.
-	KernelLost uint64
+	// KernelOverflows counts events_lost records with reason
+	// kernel_queue_overflow (the kernel does not say how many events).
+	KernelOverflows uint64
 	// SourceDone is set once the source (the reader) has returned.
 	SourceDone bool
 	// Sinks holds one consistent snapshot per sink queue, in config order.
@@ -32,12 +33,12 @@ type Stats struct {
 // Stats returns the current counters.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{
-		Received:    p.received.Load(),
-		Produced:    p.produced.Load(),
-		LossRecords: p.lossRecs.Load(),
-		KernelLost:  p.kernelLost.Load(),
-		SourceDone:  p.sourceDone.Load(),
-		Sinks:       make([]sinks.QueueStats, len(p.queues)),
+		Received:        p.received.Load(),
+		Produced:        p.produced.Load(),
+		LossRecords:     p.lossRecs.Load(),
+		KernelOverflows: p.kernelOverflows.Load(),
+		SourceDone:      p.sourceDone.Load(),
+		Sinks:           make([]sinks.QueueStats, len(p.queues)),
 	}
 	for i, q := range p.queues {
 		s.Sinks[i] = q.Stats()
@@ -97,7 +98,7 @@ func (p *Pipeline) logStats(msg string, s Stats, prev *Stats, elapsed time.Durat
 		Uint64("received", s.Received).
 		Uint64("produced", s.Produced).
 		Uint64("loss_records", s.LossRecords).
-		Uint64("kernel_lost", s.KernelLost)
+		Uint64("kernel_overflows", s.KernelOverflows)
 	if prev != nil && elapsed > 0 {
 		ev = ev.Float64("produced_per_sec", float64(s.Produced-prev.Produced)/elapsed.Seconds())
 	}

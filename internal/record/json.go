@@ -261,6 +261,10 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plainWord(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -307,6 +311,22 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plainWord reports whether all 8 bytes of w are ASCII that JSON takes as
+// is (no control character, quote or backslash), testing them at once:
+// most paths and command lines are plain, and this is the encoder's
+// hottest loop.
+func plainWord(w string) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+	ctl := (x - lo*0x20) & ^x // high bit set where a byte is < 0x20 (or >= 0x80)
+	q := x ^ (lo * '"')       // zero byte where a byte is '"'
+	bs := x ^ (lo * '\\')     // zero byte where a byte is '\\'
+	q = (q - lo) & ^q         // high bit set where q has a zero byte
+	bs = (bs - lo) & ^bs
+	return (x|ctl|q|bs)&hi == 0
 }
 
 // AppendTimestamp appends t in the @timestamp form: RFC 3339, UTC, with

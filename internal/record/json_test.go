@@ -11,6 +11,7 @@ import (
 	"sort"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -360,4 +361,51 @@ func TestAppendJSONNoAlloc(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { buf = r.AppendJSON(buf[:0]) }); n != 0 {
 		t.Errorf("AppendJSON allocates %v times per record", n)
 	}
+}
+
+// wantString is what a JSON decoder must get back from appendString: s,
+// with each byte of invalid UTF-8 replaced by U+FFFD.
+func wantString(s string) string {
+	var b []rune
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		b = append(b, r)
+		i += n
+	}
+	return string(b)
+}
+
+func checkString(t *testing.T, s string) {
+	t.Helper()
+	enc := appendString(nil, s)
+	var got string
+	if err := json.Unmarshal(enc, &got); err != nil {
+		t.Fatalf("%q encodes to invalid JSON %s: %v", s, enc, err)
+	}
+	if want := wantString(s); got != want {
+		t.Fatalf("%q: decoded %q, want %q (encoded %s)", s, got, want, enc)
+	}
+	if bytes.ContainsAny(enc, "\u2028\u2029") {
+		t.Fatalf("%q: raw line separator in %s", s, enc)
+	}
+}
+
+// TestAppendStringEveryByte puts every byte value at every offset of a
+// 17-byte string, so both the 8-byte fast path and the tail see it.
+func TestAppendStringEveryByte(t *testing.T) {
+	base := []byte("abcdefghijklmnopq")
+	for pos := range base {
+		for c := 0; c < 256; c++ {
+			s := append([]byte(nil), base...)
+			s[pos] = byte(c)
+			checkString(t, string(s))
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "/tmp/a", "a\"b\\c", "\x00\x1f\x7f\x80\xff", "é\u2028😀", "aaaaaaaa\"aaaaaaaa\\"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkString(t, s) })
 }

@@ -403,12 +403,12 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
 		}
 		s.retries.Add(uint64(len(retry.items)))
 		if s.spool != nil {
-			s.log.Warn().Err(firstErr).Int("records", len(retry.items)).Msg("send failed; spooling and retrying from the spool")
+			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; spooling and retrying from the spool")
 			if s.toSpool(ctx, q, &retry) {
 				return
 			}
 		} else {
-			s.log.Warn().Err(firstErr).Int("records", len(retry.items)).Int("attempt", attempt+1).Msg("send failed; retrying")
+			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; retrying")
 		}
 		b = &retry
 		if !sleep(ctx, backoff(attempt)) {
@@ -474,7 +474,7 @@ func (s *Sink) replay(ctx context.Context) error {
 				return nil
 			}
 			d := backoff(attempt)
-			s.log.Warn().Err(firstErr).Int("records", len(retry)).Int("attempt", attempt+1).Dur("backoff", d).Msg("replay from spool failed; retrying")
+			s.logRetry(firstErr, len(retry), attempt+1, "replay from spool failed; retrying in "+d.Round(time.Millisecond).String())
 			attempt++
 			if !sleep(ctx, d) {
 				s.spool.rewind()
@@ -489,9 +489,44 @@ func (s *Sink) replay(ctx context.Context) error {
 }
 
 // send writes msgs under write_timeout and returns one error per message.
-// A batch the broker finds too large is split so only the offending
-// message is rejected.
+// A batch the broker finds too large is bisected, so only the offending
+// messages end up rejected, in O(log n) extra requests.
 func (s *Sink) send(ctx context.Context, msgs []kafkago.Message) []error {
+	res := s.sendOnce(ctx, msgs)
+	if len(msgs) < 2 {
+		return res
+	}
+	var idx []int
+	for i, err := range res {
+		if tooLarge(err) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return res
+	}
+	sub := make([]kafkago.Message, len(idx))
+	for j, i := range idx {
+		sub[j] = msgs[i]
+	}
+	var subRes []error
+	if len(sub) == len(msgs) {
+		h := len(sub) / 2
+		subRes = append(s.send(ctx, sub[:h]), s.send(ctx, sub[h:])...)
+	} else {
+		subRes = s.send(ctx, sub)
+	}
+	for j, i := range idx {
+		res[i] = subRes[j]
+	}
+	return res
+}
+
+func tooLarge(err error) bool {
+	return errors.Is(err, kafkago.MessageSizeTooLarge) || errors.Is(err, kafkago.RecordListTooLarge)
+}
+
+func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message) []error {
 	res := make([]error, len(msgs))
 	if err := ctx.Err(); err != nil {
 		for i := range res {
@@ -507,25 +542,31 @@ func (s *Sink) send(ctx context.Context, msgs []kafkago.Message) []error {
 	}
 	var werrs kafkago.WriteErrors
 	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
-		copy(res, werrs)
-	} else {
-		for i := range res {
-			res[i] = err
-		}
-	}
-	if len(msgs) > 1 {
-		for i := range res {
-			if errors.Is(res[i], kafkago.MessageSizeTooLarge) || errors.Is(res[i], kafkago.RecordListTooLarge) {
-				res[i] = s.send(ctx, msgs[i:i+1])[0]
+		for i, e := range werrs {
+			if e != nil {
+				res[i] = fmt.Errorf("produce to %s: %w", s.cfg.Topic, e)
 			}
 		}
+		return res
 	}
+	err = fmt.Errorf("produce to %s: %w", s.cfg.Topic, err)
 	for i := range res {
-		if res[i] != nil {
-			res[i] = fmt.Errorf("produce to %s: %w", s.cfg.Topic, res[i])
-		}
+		res[i] = err
 	}
 	return res
+}
+
+// logRetry logs a failed attempt. Authentication and authorization
+// failures are errors an operator must fix, so they are logged as such;
+// the records are kept either way.
+func (s *Sink) logRetry(err error, records, attempt int, msg string) {
+	ev := s.log.Warn()
+	if errors.Is(err, kafkago.SASLAuthenticationFailed) || errors.Is(err, kafkago.IllegalSASLState) ||
+		errors.Is(err, kafkago.UnsupportedSASLMechanism) {
+		ev = s.log.Error()
+		msg += " (authentication failed: check the sasl settings and password; records are kept)"
+	}
+	ev.Err(err).Int("records", records).Int("attempt", attempt).Msg(msg)
 }
 
 // permanent reports errors that no retry can fix. Everything else,

@@ -3,6 +3,7 @@ package proc
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,11 +52,14 @@ type Config struct {
 	CmdlineMax int           // bytes
 	Size       int           // pids kept
 	TTL        time.Duration // how long a cached entry is trusted without re-reading /proc
-	// PidFD: events carry the pidfd the kernel made at read time, so an
-	// event without one comes from a process that was already reaped.
-	PidFD bool
+	// Pidfds: pin each /proc read with a pidfd and take creds from
+	// PIDFD_GET_INFO (see NewReader). Only for the real /proc.
+	Pidfds bool
 	// IDSeed makes entity ids unique across hosts and boots: machine id
 	// and boot id.
+	// Lineage, when set, supplies the real (and where certain, effective)
+	// ids of processes gone before /proc could be read.
+	Lineage    *Lineage
 	IDSeed     string
 	BootTime   time.Time // /proc/stat btime
 	ClockTicks int       // USER_HZ
@@ -64,15 +68,15 @@ type Config struct {
 // Stats counts cache outcomes. Every Observe ends in exactly one of Hits,
 // Misses or Gone; Execs count exec events on top of that.
 type Stats struct {
-	Hits         uint64 // served from the cache without reading /proc
-	Misses       uint64 // /proc was read (new pid, TTL expired, exec, pid reuse)
-	Gone         uint64 // the process was gone at read time and nothing was cached
-	GoneHits     uint64 // the process was gone at read time; cached identity used (part of Hits)
-	Evictions    uint64
-	Execs        uint64
-	PidfdRescues uint64 // /proc failed, PIDFD_GET_INFO gave the creds
-	LateReads    uint64 // Resolve read /proc because nothing observed the pid
-	Entries      int
+	Hits        uint64 // served from the cache without reading /proc
+	Misses      uint64 // /proc was read (new pid, TTL expired, exec, pid reuse)
+	Gone        uint64 // the process was gone at read time and nothing was cached
+	GoneHits    uint64 // the process was gone at read time; cached identity used (part of Hits)
+	Evictions   uint64
+	Execs       uint64
+	LateReads   uint64 // Resolve read /proc because nothing observed the pid
+	LineageHits uint64 // creds supplied by the proc connector
+	Entries     int
 }
 
 // Cache maps pid to its current and recent identities, keyed by (pid,
@@ -86,7 +90,7 @@ type Cache struct {
 	m          map[int32]*slot
 	head, tail *slot
 
-	hits, misses, gone, goneHits, evictions, execs, rescues, lateReads atomic.Uint64
+	hits, misses, gone, goneHits, evictions, execs, lateReads, lineageHits atomic.Uint64
 }
 
 // NewCache returns an empty cache.
@@ -96,8 +100,8 @@ func NewCache(cfg Config) *Cache {
 	}
 	return &Cache{
 		cfg:  cfg,
-		obs:  NewReader(cfg.Root, cfg.CmdlineMax),
-		late: NewReader(cfg.Root, cfg.CmdlineMax),
+		obs:  NewReader(cfg.Root, cfg.CmdlineMax, cfg.Pidfds),
+		late: NewReader(cfg.Root, cfg.CmdlineMax, cfg.Pidfds),
 		m:    make(map[int32]*slot, cfg.Size),
 	}
 }
@@ -126,55 +130,54 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		}
 		c.execs.Add(1)
 	}
+	// The pidfs inode names the process instance behind the event's pidfd:
+	// a cached pid whose inode differs was reused, TTL or not.
 	var ino uint64
-	if c.cfg.PidFD && pidfd >= 0 {
+	if pidfd >= 0 {
 		if v, err := kernel.PidfdInode(pidfd); err == nil {
 			ino = v
 		}
 	}
 	c.mu.Lock()
 	s := c.m[pid]
-	if s != nil && !exec && !s.execPending {
-		goneAtRead := c.cfg.PidFD && pidfd < 0
-		fresh := !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno)
-		if goneAtRead || fresh {
-			c.touch(s)
-			c.mu.Unlock()
-			c.hits.Add(1)
-			if goneAtRead {
-				c.goneHits.Add(1)
-			}
-			return
-		}
+	if s != nil && !exec && !s.execPending && !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno) {
+		c.touch(s)
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return
 	}
 	c.mu.Unlock()
 
-	if c.cfg.PidFD && pidfd < 0 && !exec {
-		// Reaped before the event was read: /proc/PID, if it exists, is
-		// somebody else.
-		c.gone.Add(1)
-		return
-	}
 	c.misses.Add(1)
+	// Read what can have changed first and only that: at an exec event
+	// the executable is the event's path and the command line is not yet
+	// the new one, so they wait for the next event; after an exec, login,
+	// session and cgroup are the ones read at the exec.
+	what := ReadAll
+	switch {
+	case exec:
+		what = ReadCreds | ReadStat | ReadLogin | ReadCgroup
+	case s != nil && s.execPending:
+		what = ReadCreds | ReadStat | ReadExe | ReadCmdline
+	}
 	var info Info
-	var err error
-	if c.cfg.PidFD && pidfd < 0 {
-		err = ErrGone // an exec event from a reaped process: only its path is known
-	} else {
-		_, err = c.obs.Read(pid, &info)
-	}
-	if err == nil && pidfd >= 0 {
-		// Still alive after the read: the pid cannot have been reused
-		// during it, so the snapshot is this event's process.
-		if alive, aerr := kernel.PidfdAlive(pidfd); aerr == nil && !alive {
-			err = ErrGone
+	_, err := c.obs.Read(pid, pidfd, what, &info)
+	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds) {
+		path, setID := "", false
+		if exec {
+			path, setID = execPath, isSetID(execPath)
 		}
-	}
-	haveP := false
-	var pi kernel.PidfdInfo
-	if err != nil && pidfd >= 0 {
-		if v, perr := kernel.PidfdGetInfo(pidfd, kernel.PidfdInfoPid|kernel.PidfdInfoCreds); perr == nil && v.Mask&kernel.PidfdInfoCreds != 0 {
-			pi, haveP = v, true
+		if cr, ok, eff := l.Creds(pid, path, setID); ok {
+			c.lineageHits.Add(1)
+			if err != nil {
+				info = Info{Pid: pid}
+				err = nil
+			}
+			info.HasCreds, info.Creds = true, cr
+			if !eff {
+				info.NoEffective = true
+				info.Creds.EUID, info.Creds.EGID = 0, 0
+			}
 		}
 	}
 
@@ -186,36 +189,10 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		e := c.newEntry(&info)
 		if exec {
 			e.markExec(execPath)
-		} else if s != nil && s.cur.FromExec && !e.HasExe && sameStart(s.cur, e) {
-			e.HasExe, e.Exe = true, s.cur.Exe
+		} else if s != nil && sameInstance(s, e, ino) {
+			c.fillFrom(e, s.cur)
 		}
 		c.publish(s, pid, e, t, exec, ino)
-	case haveP:
-		c.rescues.Add(1)
-		if s != nil && !exec && s.cur.HasCreds {
-			s.gone, s.checked = true, t
-			c.touch(s)
-			break
-		}
-		e := &Entry{Info: Info{Pid: pid}}
-		if s != nil && !exec {
-			// cur lacks creds only when an exec event made it and /proc
-			// was already gone then: the same instance, most likely.
-			cp := *s.cur
-			e = &cp
-		}
-		e.HasCreds = true
-		e.Creds = Creds{RUID: pi.RUID, EUID: pi.EUID, RGID: pi.RGID, EGID: pi.EGID}
-		if pi.Mask&kernel.PidfdInfoPid != 0 && !e.HasPPid {
-			e.HasPPid, e.PPid = true, int32(pi.PPid)
-		}
-		if exec {
-			e.markExec(execPath)
-		}
-		c.publish(s, pid, e, t, exec, ino)
-		if s := c.m[pid]; s != nil {
-			s.gone = true
-		}
 	case exec:
 		e := &Entry{Info: Info{Pid: pid}}
 		e.markExec(execPath)
@@ -230,15 +207,52 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	}
 }
 
+// sameInstance: e was read from the process that s describes, proven by
+// the start time or by the pidfs inode.
+func sameInstance(s *slot, e *Entry, ino uint64) bool {
+	if e.HasStart && s.cur.HasStart {
+		return e.StartTicks == s.cur.StartTicks
+	}
+	return ino != 0 && ino == s.pidIno
+}
+
+// fillFrom completes e, a snapshot of a process that vanished mid-read,
+// with what an earlier snapshot of the same instance knew.
+func (c *Cache) fillFrom(e, old *Entry) {
+	if !e.HasExe && old.HasExe {
+		e.HasExe, e.Exe, e.FromExec = true, old.Exe, old.FromExec
+	}
+	if !e.HasComm && old.HasComm {
+		e.HasComm, e.Comm = true, old.Comm
+	}
+	if !e.HasCmdline && old.HasCmdline {
+		e.HasCmdline, e.Cmdline = true, old.Cmdline
+	}
+	if !e.HasPPid && old.HasPPid {
+		e.HasPPid, e.PPid = true, old.PPid
+	}
+	if !e.HasStart && old.HasStart {
+		e.HasStart, e.StartTicks, e.Start, e.EntityID = true, old.StartTicks, old.Start, old.EntityID
+	}
+	if !e.HasCreds && old.HasCreds {
+		e.HasCreds, e.Creds = true, old.Creds
+	}
+	if !e.HasLoginUID && old.HasLoginUID {
+		e.HasLoginUID, e.LoginUID = true, old.LoginUID
+	}
+	if !e.HasSession && old.HasSession {
+		e.HasSession, e.Session = true, old.Session
+	}
+	if !e.HasCgroup && old.HasCgroup {
+		e.HasCgroup, e.CgroupPath, e.ContainerID, e.Runtime = true, old.CgroupPath, old.ContainerID, old.Runtime
+	}
+}
+
 func (e *Entry) markExec(path string) {
 	e.HasExe, e.Exe = true, path
 	e.HasComm, e.Comm = false, ""
 	e.HasCmdline, e.Cmdline = false, ""
 	e.FromExec = true
-}
-
-func sameStart(a, b *Entry) bool {
-	return a.HasStart && b.HasStart && a.StartTicks == b.StartTicks
 }
 
 func (c *Cache) newEntry(info *Info) *Entry {
@@ -336,7 +350,7 @@ func (c *Cache) Resolve(pid int32, t time.Time, late bool) *Entry {
 	}
 	c.lateReads.Add(1)
 	var info Info
-	if _, err := c.late.Read(pid, &info); err != nil {
+	if _, err := c.late.Read(pid, -1, ReadAll, &info); err != nil {
 		return nil
 	}
 	c.mu.Lock()
@@ -356,8 +370,7 @@ func (c *Cache) Stats() Stats {
 	c.mu.Unlock()
 	return Stats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Gone: c.gone.Load(), GoneHits: c.goneHits.Load(),
-		Evictions: c.evictions.Load(), Execs: c.execs.Load(), PidfdRescues: c.rescues.Load(),
-		LateReads: c.lateReads.Load(), Entries: n,
+		Evictions: c.evictions.Load(), Execs: c.execs.Load(), LateReads: c.lateReads.Load(), LineageHits: c.lineageHits.Load(), Entries: n,
 	}
 }
 
@@ -392,4 +405,14 @@ func (c *Cache) touch(s *slot) {
 	}
 	c.unlink(s)
 	c.pushFront(s)
+}
+
+// isSetID reports whether path is a set-user-id or set-group-id file; when
+// it cannot tell, it says yes, the answer that claims nothing.
+func isSetID(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return true
+	}
+	return fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0
 }

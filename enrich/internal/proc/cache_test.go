@@ -119,16 +119,7 @@ func TestCacheGoneUnknown(t *testing.T) {
 	if s := c.Stats(); s.Gone != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	// PidFD mode: an event without a pidfd is from a reaped process, so
-	// /proc is not even read (it could belong to a new process).
-	root := t.TempDir()
-	proctest.Write(t, root, proctest.Fixture{Pid: 5, Exe: "/bin/imposter", Start: 1})
-	cfg := Config{Root: root, CmdlineMax: 64, Size: 4, TTL: time.Second, PidFD: true}
-	c = NewCache(cfg)
-	c.Observe(5, t0, false, "", -1)
-	if e := c.Resolve(5, t0, false); e != nil {
-		t.Fatalf("read /proc of a reaped Pid: %+v", e)
-	}
+
 }
 
 func TestCacheEviction(t *testing.T) {

@@ -32,6 +32,9 @@ type Info struct {
 
 	HasCreds bool
 	Creds    Creds
+	// NoEffective: only the real ids in Creds are known (they came from
+	// the proc connector across an exec that may have been set-id).
+	NoEffective bool
 
 	HasLoginUID bool // the file was read; LoginUID may still be unset
 	LoginUID    uint32
@@ -47,73 +50,100 @@ type Info struct {
 type Reader struct {
 	root       string
 	cmdlineMax int
+	pidfds     bool
 	buf        []byte
 	path       []byte
 }
 
-// NewReader returns a Reader for the proc tree at root (normally "/proc").
-func NewReader(root string, cmdlineMax int) *Reader {
+// NewReader returns a Reader for the proc tree at root. With pidfds, a
+// Read pins the process with a pidfd (the event's, or one it opens),
+// takes the creds from PIDFD_GET_INFO, which is cheaper than parsing
+// status and still answers for a zombie, and keeps the /proc data only if
+// the pidfd's process is still alive after reading it. pidfds make sense
+// only for the real /proc, not a fixture tree.
+func NewReader(root string, cmdlineMax int, pidfds bool) *Reader {
 	n := 4096
 	if cmdlineMax > n {
 		n = cmdlineMax
 	}
-	return &Reader{root: strings.TrimRight(root, "/"), cmdlineMax: cmdlineMax, buf: make([]byte, n)}
+	return &Reader{root: strings.TrimRight(root, "/"), cmdlineMax: cmdlineMax, pidfds: pidfds, buf: make([]byte, n)}
 }
 
-func (r *Reader) file(pid int32, name string) string {
+func (r *Reader) dir(pid int32) string {
 	r.path = append(r.path[:0], r.root...)
 	r.path = append(r.path, '/')
 	r.path = strconv.AppendInt(r.path, int64(pid), 10)
-	r.path = append(r.path, '/')
-	r.path = append(r.path, name...)
 	return string(r.path)
 }
 
-func (r *Reader) read(pid int32, name string, max int) ([]byte, bool, error) {
-	if max > len(r.buf) {
-		max = len(r.buf)
+func gone(pid int32, err error) error {
+	if kernel.IsGone(err) {
+		return fmt.Errorf("pid %d: %w: %w", pid, ErrGone, err)
 	}
-	n, trunc, err := kernel.ReadFileInto(r.file(pid, name), r.buf[:max])
-	if err != nil {
-		if kernel.IsGone(err) {
-			return nil, false, fmt.Errorf("%w: %w", ErrGone, err)
-		}
-		return nil, false, err
-	}
-	return r.buf[:n], trunc, nil
+	return fmt.Errorf("pid %d: %w", pid, err)
 }
 
-// Read takes a snapshot of pid. stat comes first: if it is gone, the whole
-// process is gone and Read returns an error wrapping ErrGone. Later files
-// may fail on their own (a zombie has no exe, a kernel thread no cmdline
-// content); those leave their Has* false and are listed in partial, the
-// first error per failed file, so the caller can log them.
-func (r *Reader) Read(pid int32, info *Info) (partial []error, err error) {
+// Field groups a Read can be limited to.
+const (
+	ReadCreds = 1 << iota
+	ReadStat
+	ReadExe
+	ReadCmdline
+	ReadLogin  // loginuid and sessionid
+	ReadCgroup // and with it the container
+	ReadAll    = ReadCreds | ReadStat | ReadExe | ReadCmdline | ReadLogin | ReadCgroup
+)
+
+// Read takes a snapshot of pid's groups in what (ReadAll); pidfd is the
+// event's pidfd or -1. The
+// fields needed to attribute an event (creds, executable, start) are read
+// first, because a short-lived process may vanish mid-read. When the
+// process is gone before any of that, Read returns an error wrapping
+// ErrGone. Later files may fail on their own (a zombie has no exe); those
+// leave their Has* false and their errors are returned in partial.
+func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []error, err error) {
 	*info = Info{Pid: pid}
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
 	}
-	b, _, err := r.read(pid, "stat", len(r.buf))
-	if err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	if r.pidfds && pidfd < 0 {
+		fd, err := kernel.PidfdOpen(int(pid))
+		switch {
+		case err == nil:
+			defer kernel.ClosePidfd(fd)
+			pidfd = fd
+		case kernel.IsGone(err):
+			return nil, gone(pid, err)
+		}
 	}
-	st, err := ParseStat(b)
-	if err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	if pidfd >= 0 && r.pidfds && what&ReadCreds != 0 {
+		pi, err := kernel.PidfdGetInfo(pidfd, kernel.PidfdInfoPid|kernel.PidfdInfoCreds)
+		if err != nil && kernel.IsGone(err) {
+			return nil, gone(pid, err)
+		}
+		// Any other error: a kernel before 6.13 without the ioctl; status
+		// has the creds then.
+		if err == nil && pi.Mask&kernel.PidfdInfoCreds != 0 {
+			info.HasCreds = true
+			info.Creds = Creds{RUID: pi.RUID, EUID: pi.EUID, RGID: pi.RGID, EGID: pi.EGID}
+		}
+		if err == nil && pi.Mask&kernel.PidfdInfoPid != 0 {
+			info.HasPPid, info.PPid = true, int32(pi.PPid)
+		}
 	}
-	info.HasComm, info.Comm = true, st.Comm
-	info.HasPPid, info.PPid = true, st.PPid
-	info.HasStart, info.StartTicks = true, st.StartTicks
+	creds, ppid := *info, info.HasPPid
 
-	if b, _, err := r.read(pid, "status", len(r.buf)); err != nil {
-		partial = append(partial, err)
-	} else if c, err := ParseStatus(b); err != nil {
-		partial = append(partial, fmt.Errorf("pid %d: %w", pid, err))
-	} else {
-		info.HasCreds, info.Creds = true, c
+	d, err := kernel.OpenProcDir(r.dir(pid))
+	if err != nil {
+		if info.HasCreds {
+			return []error{err}, nil
+		}
+		return nil, gone(pid, err)
 	}
+	defer d.Close()
 
-	if n, err := kernel.ReadlinkInto(r.file(pid, "exe"), r.buf); err != nil {
+	if what&ReadExe == 0 {
+	} else if n, err := d.Readlink("exe", r.buf); err != nil {
 		partial = append(partial, err)
 	} else {
 		// The kernel marks an unlinked executable with this suffix; the
@@ -122,46 +152,74 @@ func (r *Reader) Read(pid int32, info *Info) (partial []error, err error) {
 		info.HasExe, info.Exe = true, strings.TrimSuffix(string(r.buf[:n]), " (deleted)")
 	}
 
-	if b, _, err := r.read(pid, "cmdline", r.cmdlineMax); err != nil {
+	n, _, err := d.ReadFile("stat", r.buf)
+	if err != nil {
+		if !info.HasCreds {
+			return nil, gone(pid, err)
+		}
 		partial = append(partial, err)
+	} else if st, err := ParseStat(r.buf[:n]); err != nil {
+		partial = append(partial, fmt.Errorf("pid %d: %w", pid, err))
 	} else {
-		info.HasCmdline, info.Cmdline = true, Cmdline(b)
+		info.HasComm, info.Comm = true, st.Comm
+		info.HasPPid, info.PPid = true, st.PPid
+		info.HasStart, info.StartTicks = true, st.StartTicks
 	}
 
-	if b, _, err := r.read(pid, "loginuid", 32); err != nil {
+	if !info.HasCreds && what&ReadCreds != 0 {
+		if n, _, err := d.ReadFile("status", r.buf); err != nil {
+			partial = append(partial, err)
+		} else if c, err := ParseStatus(r.buf[:n]); err != nil {
+			partial = append(partial, fmt.Errorf("pid %d: %w", pid, err))
+		} else {
+			info.HasCreds, info.Creds = true, c
+		}
+	}
+
+	if what&ReadCmdline == 0 {
+	} else if n, _, err := d.ReadFile("cmdline", r.buf[:r.cmdlineMax]); err != nil {
 		partial = append(partial, err)
-	} else if v, err := ParseU32(b); err != nil {
+	} else {
+		info.HasCmdline, info.Cmdline = true, Cmdline(r.buf[:n])
+	}
+
+	if what&ReadLogin == 0 {
+	} else if n, _, err := d.ReadFile("loginuid", r.buf[:32]); err != nil {
+		partial = append(partial, err)
+	} else if v, err := ParseU32(r.buf[:n]); err != nil {
 		partial = append(partial, fmt.Errorf("pid %d loginuid: %w", pid, err))
 	} else {
 		info.HasLoginUID, info.LoginUID = true, v
 	}
-	if b, _, err := r.read(pid, "sessionid", 32); err != nil {
+	if what&ReadLogin == 0 {
+	} else if n, _, err := d.ReadFile("sessionid", r.buf[:32]); err != nil {
 		partial = append(partial, err)
-	} else if v, err := ParseU32(b); err != nil {
+	} else if v, err := ParseU32(r.buf[:n]); err != nil {
 		partial = append(partial, fmt.Errorf("pid %d sessionid: %w", pid, err))
 	} else {
 		info.HasSession, info.Session = true, v
 	}
 
-	if b, _, err := r.read(pid, "cgroup", len(r.buf)); err != nil {
+	if what&ReadCgroup == 0 {
+	} else if n, _, err := d.ReadFile("cgroup", r.buf); err != nil {
 		partial = append(partial, err)
-	} else if p, err := ParseCgroup(b); err != nil {
+	} else if p, err := ParseCgroup(r.buf[:n]); err != nil {
 		partial = append(partial, fmt.Errorf("pid %d: %w", pid, err))
 	} else {
 		info.HasCgroup, info.CgroupPath = true, p
 	}
-	return partial, nil
-}
 
-// StartTicks reads only the start time of pid.
-func (r *Reader) StartTicks(pid int32) (uint64, error) {
-	b, _, err := r.read(pid, "stat", len(r.buf))
-	if err != nil {
-		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	if pidfd >= 0 && r.pidfds {
+		// Alive after the reads: /proc/PID was this process all along.
+		// Otherwise only what came through the pidfd is certain.
+		if alive, err := kernel.PidfdAlive(pidfd); err == nil && !alive {
+			*info = creds
+			info.HasPPid = ppid
+			return append(partial, fmt.Errorf("pid %d: reaped during the read", pid)), nil
+		}
 	}
-	st, err := ParseStat(b)
-	if err != nil {
-		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	if !info.HasCreds && !info.HasStart && !info.HasExe {
+		return partial, fmt.Errorf("pid %d: %w", pid, ErrGone)
 	}
-	return st.StartTicks, nil
+	return partial, nil
 }

@@ -1,0 +1,164 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+var (
+	drainN     = flag.Int("drain", 0, "TestDrainRate: run the drain measurement with this many wl files (e.g. 100000)")
+	benchSrc   = flag.String("bench-src", "/work/shared/bench", "directory with wl.c and fanread.c")
+)
+
+// TestDrainRate measures, by hand and as root, how fast the reader drains
+// a pre-filled queue, beside the C reference reader in the same run:
+//
+//	go test ./audit -run TestDrainRate -v -args -drain 100000
+//
+// One wl run fills three unlimited queues on one tmpfs: fanread -m
+// dfid_name -D -u, a bare kernel.Group read+Decode loop, and a full
+// Capture (decode, resolve, split, filter). Nothing is asserted.
+func TestDrainRate(t *testing.T) {
+	if *drainN == 0 {
+		t.Skip("run with -args -drain N")
+	}
+	testutil.RequireRoot(t)
+	bin := t.TempDir()
+	for _, p := range []string{"wl", "fanread"} {
+		out, err := exec.Command("cc", "-O2", "-Wall", "-o", filepath.Join(bin, p), filepath.Join(*benchSrc, p+".c")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cc %s: %v: %s", p, err, out)
+		}
+	}
+	root := testutil.TmpfsMount(t, "2g")
+	wl := func(dir string) string {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(filepath.Join(bin, "wl"), dir, itoa(*drainN)).Output()
+		if err != nil {
+			t.Fatalf("wl: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	wl(filepath.Join(root, "warm")) // touch guest memory before timing
+
+	ready := filepath.Join(bin, "ready")
+	fr := exec.Command(filepath.Join(bin, "fanread"), "-m", "dfid_name", "-D", "-u", "-b", "262144", "-w", ready, root)
+	var frOut strings.Builder
+	fr.Stdout = &frOut
+	if err := fr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Process.Kill()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if i > 5000 {
+			t.Fatal("fanread never became ready")
+		}
+		time.Sleep(time.Millisecond) // polling a readiness file; no event to wait on across processes
+	}
+
+	actions := []record.Action{record.ActionCreate, record.ActionOpen, record.ActionModify,
+		record.ActionCloseWrite, record.ActionCloseNowrite, record.ActionRename, record.ActionDelete}
+	c, err := New(Options{Paths: []string{root}, UnlimitedQueue: true, Actions: actions}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g, err := kernel.Init(kernel.InitClassNotif | kernel.InitReportDFIDNm | kernel.InitReportFID |
+		kernel.InitReportTarget | kernel.InitUnlimitedQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	mask := markMask(setOf(actions), c.Features(), false)
+	if err := g.Mark(kernel.MarkAdd|kernel.MarkFilesystem, mask, root); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Logf("workload: %s", wl(filepath.Join(root, "w")))
+
+	// 1. fanread drains alone.
+	fr.Process.Signal(syscall.SIGUSR1)
+	if err := fr.Wait(); err != nil {
+		t.Fatalf("fanread: %v", err)
+	}
+	var frRes struct {
+		Events    uint64  `json:"events"`
+		DrainS    float64 `json:"drain_s"`
+		DrainRate float64 `json:"drain_rate"`
+		Overflow  uint64  `json:"overflow"`
+	}
+	if err := json.Unmarshal([]byte(frOut.String()), &frRes); err != nil {
+		t.Fatalf("fanread output %q: %v", frOut.String(), err)
+	}
+	t.Logf("fanread -m dfid_name -D -u: %d events in %.3fs = %.0f ev/s", frRes.Events, frRes.DrainS, frRes.DrainRate)
+
+	// 2. Bare read + Decode.
+	buf := make([]byte, DefaultReadBuffer)
+	raw := make([]kernel.RawEvent, 0, 4096)
+	var nraw int
+	start := time.Now()
+	for {
+		n, err := g.TryRead(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		raw, err = kernel.Decode(raw[:0], buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		nraw += len(raw)
+	}
+	d := time.Since(start)
+	t.Logf("kernel.Group TryRead+Decode: %d events in %.3fs = %.0f ev/s", nraw, d.Seconds(), float64(nraw)/d.Seconds())
+
+	// 3. The full Capture, drain mode (ctx already ended).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := make(chan []Event, 1024)
+	var emitted int
+	consumed := make(chan struct{})
+	go func() {
+		for evs := range out {
+			emitted += len(evs)
+			for i := range evs {
+				evs[i].Release()
+			}
+		}
+		close(consumed)
+	}()
+	start = time.Now()
+	if err := c.Run(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	d = time.Since(start)
+	close(out)
+	<-consumed
+	st := c.Stats()
+	t.Logf("audit.Capture drain: %d kernel events (%d Events) in %.3fs = %.0f kernel ev/s, %.0f Events/s; stats %+v",
+		st.KernelEvents, emitted, d.Seconds(), float64(st.KernelEvents)/d.Seconds(), float64(emitted)/d.Seconds(), st)
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

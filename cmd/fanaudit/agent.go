@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/audit"
+	"github.com/fanaudit/fanaudit/enrich"
+	"github.com/fanaudit/fanaudit/internal/config"
+	"github.com/fanaudit/fanaudit/internal/metrics"
+	"github.com/fanaudit/fanaudit/internal/pipeline"
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/fanaudit/fanaudit/sinks/kafka"
+)
+
+// runAgent builds every stage from cfg and runs them until ctx ends (a
+// clean stop: nil) or one of them fails. source names the config in
+// errors about its keys.
+func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string) error {
+	enr, err := enrich.New(enrichOptions(cfg), log)
+	if err != nil {
+		if errors.Is(err, enrich.ErrOptions) {
+			return wrapConfig(cfg.KeyError(source, "enrich", err))
+		}
+		return fmt.Errorf("enrich: %w", err)
+	}
+	capt, err := audit.New(audit.Options{
+		Paths:          cfg.Paths,
+		Include:        cfg.Include,
+		Exclude:        cfg.Exclude,
+		IgnorePaths:    cfg.OutputPaths(),
+		Actions:        cfg.Actions(),
+		UnlimitedQueue: cfg.Capture.UnlimitedQueue,
+		ReadBuffer:     cfg.Capture.ReadBuffer,
+		BatchDelay:     cfg.Capture.BatchDelay,
+		PidFD:          cfg.Enrich.PidFD,
+		OpenForHash:    cfg.Enrich.Hash.Enabled,
+		Observer:       enr,
+	}, log)
+	if err != nil {
+		if errors.Is(err, audit.ErrOptions) {
+			if source == "watch" {
+				return usagef("watch: PATH: %v", err)
+			}
+			return wrapConfig(cfg.KeyError(source, "paths", err))
+		}
+		return fmt.Errorf("capture: %w", err)
+	}
+	defer capt.Close()
+
+	specs, closeSinks, err := buildSinks(cfg, enr.Host(), stdout, log)
+	if err != nil {
+		return err
+	}
+	defer closeSinks()
+
+	stages := &pipeline.Stages[audit.Event]{
+		Capture: capt.Run,
+		Enrich:  enr.Run,
+		Channel: cfg.Pipeline.CaptureChannel,
+	}
+	p, err := pipeline.New(pipeline.Options{
+		Source:           stages,
+		Sinks:            specs,
+		RecordChannel:    cfg.Pipeline.EnrichChannel,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		StatsInterval:    cfg.StatsInterval,
+		SinkFailingAfter: cfg.Health.SinkFailingAfter,
+		Host:             enr.Host(),
+	}, log)
+	if err != nil {
+		return err
+	}
+
+	var m *metrics.Metrics
+	var ln net.Listener
+	if cfg.Metrics.Enabled {
+		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: p.Health, Captured: stages.Captured}, log)
+		if err != nil {
+			return err
+		}
+		if ln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+	}
+
+	log.Info().Str("config", source).Str("version", version).Strs("paths", cfg.Paths).Int("sinks", len(specs)).Bool("fid_mode", !capt.FDMode()).Msg("running")
+
+	// Everything below lives exactly as long as the pipeline.
+	aux, stopAux := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAux()
+	var wg sync.WaitGroup
+	var metricsErr error
+	if m != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			metricsErr = m.Serve(aux, ln)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reopenOnHUP(aux, p, log)
+	}()
+
+	err = p.Run(ctx)
+	stopAux()
+	wg.Wait()
+
+	cs, es := capt.Stats(), enr.Stats()
+	log.Info().Interface("capture", cs).Interface("enrich", es).Msg("stopped")
+	if err != nil {
+		return err
+	}
+	return metricsErr
+}
+
+// reopenOnHUP reopens every sink's output on SIGHUP (logrotate).
+func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := p.Reopen(); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: reopen failed")
+			} else {
+				log.Info().Msg("SIGHUP: outputs reopened")
+			}
+		}
+	}
+}
+
+func enrichOptions(cfg *config.Config) enrich.Options {
+	o := enrich.Defaults()
+	e := cfg.Enrich
+	o.ProcRoot = e.ProcRoot
+	o.CacheSize = e.CacheSize
+	o.CacheTTL = e.CacheTTL
+	o.CmdlineMax = e.CmdlineMax
+	o.PidFD = e.PidFD
+	o.FileStat = e.FileStat
+	o.Hash = enrich.HashOptions{
+		Enabled:        e.Hash.Enabled,
+		MaxSize:        e.Hash.MaxSize,
+		BytesPerSecond: e.Hash.BytesPerSecond,
+		Workers:        e.Hash.Workers,
+	}
+	return o
+}
+
+// buildSinks creates every configured sink. The returned func closes
+// those that hold files, after the pipeline has stopped.
+func buildSinks(cfg *config.Config, host *record.Host, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
+	var specs []pipeline.SinkSpec
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range closers {
+			if err := c.Close(); err != nil {
+				log.Warn().Err(err).Msg("closing sink")
+			}
+		}
+	}
+	runID, err := newRunID()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, s := range cfg.Sinks {
+		slog := log.With().Str("sink", s.Name).Logger()
+		var sink sinks.Sink
+		switch s.Type {
+		case config.SinkStdout:
+			sink = sinks.NewStdout(stdout, slog)
+		case config.SinkFile:
+			f, err := sinks.NewFile(*s.File, slog)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
+			}
+			closers = append(closers, f)
+			sink = f
+		case config.SinkKafka:
+			k, err := kafka.New(*s.Kafka, host, runID, slog)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
+			}
+			if c, ok := any(k).(io.Closer); ok {
+				closers = append(closers, c)
+			}
+			sink = k
+		default:
+			closeAll()
+			return nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
+		}
+		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.WhenFull})
+	}
+	return specs, closeAll, nil
+}
+
+// newRunID makes the per-run part of Kafka event ids.
+func newRunID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("run id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBadInput: every bad config or flag exits 2 with exactly one stderr
+// line naming the flag, or the key and its line. None of these needs root:
+// they fail before anything touches the kernel.
+func TestBadInput(t *testing.T) {
+	cfg := func(body string) []string { return []string{"run", "--config", writeConfig(t, body)} }
+	check := func(body string) []string { return []string{"check-config", "--config", writeConfig(t, body)} }
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"unknown key", cfg("paths = [\"/tmp\"]\nstats_intervall = \"1s\"\n"), []string{"stats_intervall", ":2:"}},
+		{"unknown table key", cfg("[metrics]\nenabled = true\nlisten_addr = \"x\"\n"), []string{"metrics.listen_addr", ":3:"}},
+		{"bad policy", cfg("[[sinks]]\nname = \"s\"\ntype = \"stdout\"\nwhen_full = \"drop_some\"\n"), []string{"sinks[0].when_full", ":4:"}},
+		{"bad sink type", cfg("[[sinks]]\nname = \"s\"\ntype = \"syslog\"\n"), []string{"sinks[0].type", ":3:"}},
+		{"file path relative", cfg("[[sinks]]\nname = \"f\"\ntype = \"file\"\n[sinks.file]\npath = \"out.json\"\n"), []string{"sinks[0].file.path", ":5:"}},
+		{"file fsync", cfg("[[sinks]]\nname = \"f\"\ntype = \"file\"\n[sinks.file]\npath = \"/x\"\nfsync = \"sometimes\"\n"), []string{"sinks[0].file.fsync", ":6:"}},
+		{"kafka no brokers", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\ntopic = \"t\"\n"), []string{"sinks[0].kafka.brokers"}},
+		{"kafka lossy acks", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"b:1\"]\ntopic = \"t\"\nrequired_acks = \"one\"\n"), []string{"sinks[0].kafka.required_acks", ":7:"}},
+		{"bad duration", cfg("shutdown_timeout = \"forever\"\n"), []string{"shutdown_timeout", ":1:"}},
+		{"bad type", cfg("paths = \"/tmp\"\n"), []string{"paths", ":1:"}},
+		{"bad event", cfg("events = [\"open\", \"write\"]\n"), []string{"events", ":1:", `"write"`}},
+		{"syntax", cfg("[capture\n"), []string{"config.toml:"}},
+		{"check-config too", check("[logging]\nlevel = \"chatty\"\n"), []string{"logging.level", ":2:"}},
+		{"watched path missing", cfg("\n\npaths = [\"/nonexistent/fanaudit-e2e\"]\n"), []string{"key paths", ":3:", "/nonexistent/fanaudit-e2e"}},
+		{"missing file", []string{"run", "--config", "/nonexistent/fanaudit.toml"}, []string{"/nonexistent/fanaudit.toml"}},
+		{"unknown flag", []string{"run", "--cfg", "x"}, []string{"--cfg"}},
+		{"unknown command", []string{"start"}, []string{`"start"`}},
+		{"watch bad events", []string{"watch", "--events", "opne", "/tmp"}, []string{"--events", `"opne"`}},
+		{"watch bad duration", []string{"watch", "--duration", "5", "/tmp"}, []string{"--duration"}},
+		{"watch no path", []string{"watch", "--events", "open"}, []string{"PATH"}},
+		{"watch missing path", []string{"watch", "/nonexistent/dir"}, []string{"/nonexistent/dir"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := start(t, false, tc.args...)
+			code := a.wait()
+			errs := a.stderr()
+			if code != 2 {
+				t.Errorf("exit %d, want 2; stderr:\n%s", code, errs)
+			}
+			if strings.Contains(errs, "\n") || errs == "" {
+				t.Errorf("want exactly one stderr line, got:\n%s", errs)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr %q does not contain %q", errs, w)
+				}
+			}
+		})
+	}
+}

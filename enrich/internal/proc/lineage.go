@@ -1,0 +1,196 @@
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+)
+
+// lineEntry is what the proc connector told us about one process's ids.
+type lineEntry struct {
+	pid            int32
+	hasUID, hasGID bool
+	creds          Creds
+	// execd: an exec happened since the effective ids were last known
+	// for sure; a setuid or setgid program changes them without any
+	// event, so they are uncertain until the next uid or gid event.
+	execdU, execdG bool
+	// effBefore: the effective ids were certain just before the last
+	// exec, so they still are if that exec was not of a set-id program.
+	effBefore bool
+}
+
+// Lineage follows process creation and id changes through the kernel's
+// proc connector. A process that has exited before its first event was
+// read leaves nothing in /proc, but its real uid and gid are those it
+// inherited at fork or set since, and the connector queued both before
+// the file event. It is safe for concurrent use.
+type Lineage struct {
+	conn   *kernel.ProcConnector
+	reader *Reader // parents that existed before we listened
+
+	mu    sync.Mutex
+	m     map[int32]*lineEntry
+	ring  []*lineEntry // insertion order, for the bound
+	head  int
+	evs   []kernel.ProcEvent
+	lost  atomic.Uint64
+	reads atomic.Uint64
+}
+
+// OpenLineage subscribes to the proc connector. size bounds the processes
+// remembered (oldest forgotten first).
+func OpenLineage(procRoot string, size int) (*Lineage, error) {
+	conn, err := kernel.OpenProcConnector(8 << 20)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: %w", err)
+	}
+	return &Lineage{
+		conn:   conn,
+		reader: NewReader(procRoot, 64, true),
+		m:      make(map[int32]*lineEntry, size),
+		ring:   make([]*lineEntry, size),
+	}, nil
+}
+
+// Close unsubscribes.
+func (l *Lineage) Close() error { return l.conn.Close() }
+
+// Lost counts connector overflows; after one, lineage may miss processes
+// (they stay unknown, never wrong: a fork we missed leaves no entry).
+func (l *Lineage) Lost() uint64 { return l.lost.Load() }
+
+// Run keeps the connector drained so that its buffer never overflows,
+// until ctx ends.
+func (l *Lineage) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := l.conn.Wait(100 * time.Millisecond); err != nil {
+			return fmt.Errorf("lineage: %w", err)
+		}
+		l.mu.Lock()
+		err := l.drain()
+		l.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drain applies every queued event. Callers hold mu.
+func (l *Lineage) drain() error {
+	for {
+		evs, err := l.conn.Read(l.evs[:0])
+		l.evs = evs
+		for i := range evs {
+			l.apply(&evs[i])
+		}
+		switch {
+		case errors.Is(err, kernel.ErrProcConnectorOverflow):
+			l.lost.Add(1)
+			continue
+		case err != nil:
+			return fmt.Errorf("lineage: %w", err)
+		}
+		return nil
+	}
+}
+
+func (l *Lineage) apply(ev *kernel.ProcEvent) {
+	switch ev.What {
+	case kernel.ProcEventFork:
+		p := l.m[ev.ParentTgid]
+		if p == nil {
+			p = l.readParent(ev.ParentTgid)
+		}
+		if p == nil {
+			delete(l.m, ev.Tgid) // a reused pid must not keep the old ids
+			return
+		}
+		c := *p
+		c.pid = ev.Tgid
+		l.put(&c)
+	case kernel.ProcEventExec:
+		// Re-read the ids right away: the process is usually still there,
+		// and then they are certain again.
+		e := l.m[ev.Tgid]
+		var info Info
+		if _, err := l.reader.Read(ev.Tgid, -1, ReadCreds, &info); err == nil && info.HasCreds {
+			l.reads.Add(1)
+			if e == nil {
+				e = &lineEntry{pid: ev.Tgid}
+				l.put(e)
+			}
+			e.hasUID, e.hasGID, e.creds = true, true, info.Creds
+			e.execdU, e.execdG, e.effBefore = false, false, false
+		} else if e != nil {
+			e.effBefore = !e.execdU && !e.execdG
+			e.execdU, e.execdG = true, true
+		}
+	case kernel.ProcEventUID:
+		e := l.get(ev.Tgid)
+		e.hasUID, e.creds.RUID, e.creds.EUID, e.execdU = true, ev.Real, ev.Effective, false
+	case kernel.ProcEventGID:
+		e := l.get(ev.Tgid)
+		e.hasGID, e.creds.RGID, e.creds.EGID, e.execdG = true, ev.Real, ev.Effective, false
+	}
+}
+
+func (l *Lineage) readParent(pid int32) *lineEntry {
+	l.reads.Add(1)
+	var info Info
+	if _, err := l.reader.Read(pid, -1, ReadCreds, &info); err != nil || !info.HasCreds {
+		return nil
+	}
+	e := &lineEntry{pid: pid, hasUID: true, hasGID: true, creds: info.Creds}
+	l.put(e)
+	return e
+}
+
+func (l *Lineage) get(pid int32) *lineEntry {
+	if e := l.m[pid]; e != nil {
+		return e
+	}
+	e := &lineEntry{pid: pid}
+	l.put(e)
+	return e
+}
+
+func (l *Lineage) put(e *lineEntry) {
+	if old := l.ring[l.head]; old != nil && l.m[old.pid] == old {
+		delete(l.m, old.pid)
+	}
+	l.ring[l.head] = e
+	l.head = (l.head + 1) % len(l.ring)
+	l.m[e.pid] = e
+}
+
+// Creds returns pid's ids as the connector knows them, after applying
+// everything queued so far. effective reports whether the effective ids
+// are certain: no exec since they were last known, or, when the caller
+// knows the executable of the last exec is not set-id (setIDExec false),
+// no exec before that one.
+func (l *Lineage) Creds(pid int32, execPath string, setIDExec bool) (c Creds, ok, effective bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.drain(); err != nil {
+		return Creds{}, false, false
+	}
+	e := l.m[pid]
+	if e == nil || !e.hasUID || !e.hasGID {
+		return Creds{}, false, false
+	}
+	eff := !e.execdU && !e.execdG
+	if execPath != "" {
+		if !eff {
+			eff = e.effBefore
+		}
+		eff = eff && !setIDExec
+	}
+	return e.creds, true, eff
+}

@@ -1,0 +1,192 @@
+package kafka
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// marker appears in the value of exactly one item, so a fault can target
+// the produce requests that carry it.
+var marker = []byte("FAULT-TARGET")
+
+func produceCarries(req kmsg.Request, b []byte) bool {
+	pr, ok := req.(*kmsg.ProduceRequest)
+	if !ok {
+		return false
+	}
+	for _, t := range pr.Topics {
+		for _, p := range t.Partitions {
+			if bytes.Contains(p.Records, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestProtocolFaults injects produce errors with kfake and checks the
+// documented behaviour: retriable errors are retried (through the spool
+// when there is one) and everything arrives; MessageTooLarge rejects only
+// the offending record, which is dead-lettered and counted as failed.
+func TestProtocolFaults(t *testing.T) {
+	const topic = "faults"
+	const n = 500
+	tests := []struct {
+		name      string
+		spool     bool
+		inject    func(c *kfake.Cluster)
+		wantDead  int
+		wantRetry bool
+	}{
+		{"not enough replicas, spool", true, func(c *kfake.Cluster) {
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotEnoughReplicas, Count: 3})
+		}, 0, true},
+		{"not enough replicas, memory retry", false, func(c *kfake.Cluster) {
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotEnoughReplicas, Count: 3})
+		}, 0, true},
+		{"not leader for partition, spool", true, func(c *kfake.Cluster) {
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotLeaderForPartition, Count: 3})
+		}, 0, true},
+		{"not leader for partition, memory retry", false, func(c *kfake.Cluster) {
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotLeaderForPartition, Count: 3})
+		}, 0, true},
+		{"message too large", true, func(c *kfake.Cluster) {
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.MessageTooLarge, Count: -1,
+				When: func(r kmsg.Request) bool { return produceCarries(r, marker) }})
+		}, 1, false},
+		{"dropped connection, spool", true, func(c *kfake.Cluster) {
+			c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+				return nil, errors.New("drop the connection"), true
+			})
+		}, 0, true},
+		{"dropped connection, memory retry", false, func(c *kfake.Cluster) {
+			c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+				return nil, errors.New("drop the connection"), true
+			})
+		}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			tt.inject(c)
+			cfg := testConfig(c.ListenAddrs()[0], topic)
+			cfg.Compression = "none" // so faults can see the marker
+			cfg.WriteTimeout = Duration{2 * time.Second}
+			cfg.DeadLetterFile = filepath.Join(t.TempDir(), "dead.jsonl")
+			if tt.spool {
+				cfg.Spool.Dir = t.TempDir()
+			}
+			r := startSink(t, cfg, "faults")
+			var ids []string
+			for seq := uint64(1); seq <= n; seq++ {
+				it := testItem(seq)
+				if seq == n/2 {
+					it.Line = append(append([]byte(`{"m":"`), marker...), "\"}\n"...)
+				}
+				if err := r.q.Push(t.Context(), it); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, eventID("faults", seq))
+			}
+			waitFor(t, 60*time.Second, "delivery", r.drained)
+			if err := r.closeAndWait(t, 30*time.Second); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			st := r.sink.Stats()
+			qs := settledQueue(t, r.q)
+			t.Logf("sink %+v queue %+v", st, qs)
+			if int(st.DeadLettered) != tt.wantDead {
+				t.Errorf("dead-lettered %d, want %d", st.DeadLettered, tt.wantDead)
+			}
+			if tt.wantRetry && st.Retries == 0 {
+				t.Error("no retry recorded")
+			}
+			if qs.Dropped != uint64(tt.wantDead) {
+				t.Errorf("queue dropped %d, want %d", qs.Dropped, tt.wantDead)
+			}
+			dead := readDeadLetters(t, cfg.DeadLetterFile)
+			if len(dead) != tt.wantDead {
+				t.Fatalf("dead-letter file has %d lines, want %d", len(dead), tt.wantDead)
+			}
+			if tt.wantDead == 1 && dead[0].EventID != eventID("faults", n/2) {
+				t.Errorf("dead letter for %s, want %s", dead[0].EventID, eventID("faults", n/2))
+			}
+			seen := consumeKfake(t, c, topic)
+			want := ids
+			if tt.wantDead == 1 {
+				want = append(append([]string{}, ids[:n/2-1]...), ids[n/2:]...)
+			}
+			if d := check(want, seen); d.missing != 0 {
+				t.Fatalf("%d of %d ids missing", d.missing, d.sent)
+			}
+		})
+	}
+}
+
+func readDeadLetters(t *testing.T, path string) []deadLetter {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []deadLetter
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var d deadLetter
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatalf("dead-letter line %q: %v", sc.Text(), err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// consumeKfake reads the topic back with kcat against kfake.
+func consumeKfake(t *testing.T, c *kfake.Cluster, topic string) map[string]int {
+	t.Helper()
+	return consumeIDs(t, c.ListenAddrs()[0], topic, 1, 10*time.Second)
+}
+
+// TestOversizeRejectedLocally checks that a record over max_message_bytes
+// never reaches the broker and is dead-lettered.
+func TestOversizeRejectedLocally(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := testConfig(c.ListenAddrs()[0], "t")
+	cfg.MaxMessageBytes = 2048
+	cfg.BatchBytes = 4096
+	cfg.MaxInFlightByte = 8192
+	r := startSink(t, cfg, "big")
+	big := &sinks.Item{Seq: 1, Line: append(bytes.Repeat([]byte("x"), 5000), '\n')}
+	if err := r.q.Push(t.Context(), big); err != nil {
+		t.Fatal(err)
+	}
+	r.push(t, 2, 10)
+	waitFor(t, 30*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	qs := settledQueue(t, r.q)
+	if qs.Dropped != 1 || qs.Delivered != 10 || r.sink.Stats().DeadLettered != 1 {
+		t.Fatalf("queue %+v sink %+v; want 1 dropped, 10 delivered", qs, r.sink.Stats())
+	}
+}
