@@ -43,14 +43,13 @@ func (c *pathCache) take(key []byte) (string, bool) {
 	return p, ok
 }
 
-// movePrefix rewrites every cached path below oldDir to sit below newDir:
+// movePrefix rewrites oldDir and every cached path below it to newDir:
 // a directory rename changes the path of every directory beneath it, and
 // their handles stay the same. Directory renames are rare, so a full scan
 // is fine.
 func (c *pathCache) movePrefix(oldDir, newDir string) {
-	pre := oldDir + "/"
 	for k, v := range c.m {
-		if strings.HasPrefix(v, pre) {
+		if strings.HasPrefix(v, oldDir) && (len(v) == len(oldDir) || v[len(oldDir)] == '/') {
 			c.m[k] = newDir + v[len(oldDir):]
 		}
 	}

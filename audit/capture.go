@@ -21,8 +21,33 @@
 //     the blamed pid is the agent's own, the delete_self is reported with
 //     Pid 0 (unknown) instead of being dropped. All other events from the
 //     agent's pid are dropped.
+//   - Names: a directory handle is resolved once (open_by_handle_at O_PATH
+//     on the filesystem's mount fd, readlink) and cached; the cache is
+//     updated on create, rename (a renamed directory's subtree moves with
+//     it) and delete. The file name always comes from the record. attrib
+//     and delete_self of an unlinked file arrive before the parent's delete
+//     and carry only a handle that no longer opens: they are named from the
+//     delete record that follows (FAN_REPORT_TARGET_FID). A path from
+//     readlink never keeps the kernel's " (deleted)" suffix.
 //   - An event whose path cannot be resolved is still reported, with an
 //     empty Path, and counted in Stats.ResolveFailures.
+//   - Groups ask only for the wanted actions' bits, plus FAN_RENAME (so a
+//     directory rename keeps the cache right) and, when delete_self is
+//     wanted, FAN_DELETE; what they add is counted as filtered.
+//   - Globs (Include, Exclude) use path/filepath.Match. A glob with a slash
+//     matches the absolute path or any ancestor, so a directory glob covers
+//     its subtree; a glob without one ("*.tmp") matches a path element.
+//   - A kernel event split into several Events gives its pidfd to the first
+//     one sent; the rest have PidFD -1.
+//   - Without FAN_RENAME (before 5.17) a rename arrives as moved_from and
+//     moved_to; adjacent ones of the same process become one rename. An
+//     unpaired moved_from is a rename with only OldPath, an unpaired
+//     moved_to one with only Path. Without FAN_REPORT_TARGET_FID (before
+//     5.17) directory entry events carry no child handle, so delete_self
+//     of an unlinked file may stay unnamed.
+//   - A malformed event or an undecodable rest of a read buffer becomes an
+//     events_lost Event with reason ReasonDecodeError: nothing is dropped
+//     silently.
 package audit
 
 import (
@@ -167,6 +192,9 @@ func (c *Capture) validate() error {
 		if err != nil {
 			return fmt.Errorf("%w: path %q: %w", ErrOptions, p, err)
 		}
+		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%w: path %q is not a directory", ErrOptions, p)
+		}
 		c.scope.roots = append(c.scope.roots, escapeString(filepath.Clean(real)))
 	}
 	for _, p := range o.IgnorePaths {
@@ -257,9 +285,13 @@ func (c *Capture) setup() error {
 		}
 		if c.mount(fsid) != nil {
 			f.Close()
-			continue
+			if !c.fdMode {
+				continue // one filesystem mark covers every root on it
+			}
+		} else {
+			c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
 		}
-		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		// A mount mark covers one mount only, so fd mode marks every root.
 		if err := g.Mark(markFlags, mask, root); err != nil {
 			return fmt.Errorf("capture: mark %s: %w", root, err)
 		}
@@ -368,6 +400,10 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 		return ErrRunning
 	}
 	defer c.running.Store(false)
+	// A previous Run's ctx may have left a deadline behind.
+	if err := c.group.SetReadDeadline(time.Time{}); err != nil {
+		return c.readErr(ctx, err)
+	}
 	stop := context.AfterFunc(ctx, func() { c.group.SetReadDeadline(time.Now()) })
 	defer stop()
 	var timer *time.Timer

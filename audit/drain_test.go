@@ -18,8 +18,8 @@ import (
 )
 
 var (
-	drainN     = flag.Int("drain", 0, "TestDrainRate: run the drain measurement with this many wl files (e.g. 100000)")
-	benchSrc   = flag.String("bench-src", "/work/shared/bench", "directory with wl.c and fanread.c")
+	drainN   = flag.Int("drain", 0, "TestDrainRate: run the drain measurement with this many wl files (e.g. 100000)")
+	benchSrc = flag.String("bench-src", "/work/shared/bench", "directory with wl.c and fanread.c")
 )
 
 // TestDrainRate measures, by hand and as root, how fast the reader drains
@@ -55,22 +55,33 @@ func TestDrainRate(t *testing.T) {
 	}
 	wl(filepath.Join(root, "warm")) // touch guest memory before timing
 
-	ready := filepath.Join(bin, "ready")
-	fr := exec.Command(filepath.Join(bin, "fanread"), "-m", "dfid_name", "-D", "-u", "-b", "262144", "-w", ready, root)
-	var frOut strings.Builder
-	fr.Stdout = &frOut
-	if err := fr.Start(); err != nil {
-		t.Fatal(err)
+	// fanread in the mode the issue names, and in the mode that reports
+	// the same records as the capture (DFID_NAME + FID), for scale.
+	type reader struct {
+		mode string
+		cmd  *exec.Cmd
+		out  strings.Builder
 	}
-	defer fr.Process.Kill()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(ready); err == nil {
-			break
+	var readers []*reader
+	for _, mode := range []string{"dfid_name", "dfid_name_fid"} {
+		ready := filepath.Join(bin, "ready-"+mode)
+		r := &reader{mode: mode}
+		r.cmd = exec.Command(filepath.Join(bin, "fanread"), "-m", mode, "-D", "-u", "-b", "262144", "-w", ready, root)
+		r.cmd.Stdout = &r.out
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		if i > 5000 {
-			t.Fatal("fanread never became ready")
+		defer r.cmd.Process.Kill()
+		for i := 0; ; i++ {
+			if _, err := os.Stat(ready); err == nil {
+				break
+			}
+			if i > 5000 {
+				t.Fatal("fanread never became ready")
+			}
+			time.Sleep(time.Millisecond) // a readiness file from another process: nothing to wait on
 		}
-		time.Sleep(time.Millisecond) // polling a readiness file; no event to wait on across processes
+		readers = append(readers, r)
 	}
 
 	actions := []record.Action{record.ActionCreate, record.ActionOpen, record.ActionModify,
@@ -93,26 +104,29 @@ func TestDrainRate(t *testing.T) {
 
 	t.Logf("workload: %s", wl(filepath.Join(root, "w")))
 
-	// 1. fanread drains alone.
-	fr.Process.Signal(syscall.SIGUSR1)
-	if err := fr.Wait(); err != nil {
-		t.Fatalf("fanread: %v", err)
+	// 1. Each fanread drains alone.
+	for _, r := range readers {
+		r.cmd.Process.Signal(syscall.SIGUSR1)
+		if err := r.cmd.Wait(); err != nil {
+			t.Fatalf("fanread: %v", err)
+		}
+		var res struct {
+			Events    uint64  `json:"events"`
+			DrainS    float64 `json:"drain_s"`
+			DrainRate float64 `json:"drain_rate"`
+			Bytes     uint64  `json:"bytes"`
+		}
+		if err := json.Unmarshal([]byte(r.out.String()), &res); err != nil {
+			t.Fatalf("fanread output %q: %v", r.out.String(), err)
+		}
+		t.Logf("fanread -m %s -D -u: %d events (%d bytes) in %.3fs = %.0f ev/s",
+			r.mode, res.Events, res.Bytes, res.DrainS, res.DrainRate)
 	}
-	var frRes struct {
-		Events    uint64  `json:"events"`
-		DrainS    float64 `json:"drain_s"`
-		DrainRate float64 `json:"drain_rate"`
-		Overflow  uint64  `json:"overflow"`
-	}
-	if err := json.Unmarshal([]byte(frOut.String()), &frRes); err != nil {
-		t.Fatalf("fanread output %q: %v", frOut.String(), err)
-	}
-	t.Logf("fanread -m dfid_name -D -u: %d events in %.3fs = %.0f ev/s", frRes.Events, frRes.DrainS, frRes.DrainRate)
 
 	// 2. Bare read + Decode.
 	buf := make([]byte, DefaultReadBuffer)
 	raw := make([]kernel.RawEvent, 0, 4096)
-	var nraw int
+	var nraw, nbytes int
 	start := time.Now()
 	for {
 		n, err := g.TryRead(buf)
@@ -127,9 +141,10 @@ func TestDrainRate(t *testing.T) {
 			t.Fatal(err)
 		}
 		nraw += len(raw)
+		nbytes += n
 	}
 	d := time.Since(start)
-	t.Logf("kernel.Group TryRead+Decode: %d events in %.3fs = %.0f ev/s", nraw, d.Seconds(), float64(nraw)/d.Seconds())
+	t.Logf("kernel.Group TryRead+Decode: %d events (%d bytes) in %.3fs = %.0f ev/s", nraw, nbytes, d.Seconds(), float64(nraw)/d.Seconds())
 
 	// 3. The full Capture, drain mode (ctx already ended).
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"unicode/utf8"
@@ -23,7 +24,10 @@ const hexDigits = "0123456789abcdef"
 // A path with neither backslashes nor invalid bytes, the common case, is
 // returned as is (one allocation for the string).
 func EscapePath(b []byte) string {
-	return string(appendEscaped(nil, b))
+	if bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b) {
+		return string(b)
+	}
+	return string(appendEscaped(make([]byte, 0, len(b)+8), b))
 }
 
 // appendEscaped appends the escaped form of b to dst.

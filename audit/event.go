@@ -40,8 +40,13 @@ type Event struct {
 	// was about even after a rename or unlink. Closed by Release.
 	File *os.File
 
-	fid *fileID // object identity for Stat and Open; nil if unknown
-	st  *kernel.Stat
+	fid *fileID      // object identity for Stat and Open; nil if unknown
+	st  *kernel.Stat // fd mode: fstat taken when the event was read
+
+	// ownsPidFD is set when the capture installed PidFD. An Event built
+	// elsewhere (a test literal, whose zero PidFD is stdin) never gets
+	// its PidFD closed by Release.
+	ownsPidFD bool
 }
 
 // fileID names the event's object by file handle on its filesystem's
@@ -67,9 +72,10 @@ func (e *Event) release() {
 		e.File.Close()
 		e.File = nil
 	}
-	if e.PidFD >= 0 {
+	if e.ownsPidFD && e.PidFD >= 0 {
 		kernel.CloseFD(int32(e.PidFD))
 		e.PidFD = -1
+		e.ownsPidFD = false
 	}
 }
 

@@ -31,6 +31,12 @@ var actionBits = [...]struct {
 const fdModeBits = kernel.FanOpen | kernel.FanOpenExec | kernel.FanAccess | kernel.FanModify |
 	kernel.FanCloseWrite | kernel.FanCloseNowrite
 
+// allActionBits are all bits that map to an action.
+const allActionBits = kernel.FanCreate | kernel.FanOpen | kernel.FanOpenExec | kernel.FanAccess |
+	kernel.FanModify | kernel.FanAttrib | kernel.FanCloseWrite | kernel.FanCloseNowrite |
+	kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo | kernel.FanMoveSelf |
+	kernel.FanDelete | kernel.FanDeleteSelf
+
 // dirEntryBits are reported on the parent directory only.
 const dirEntryBits = kernel.FanCreate | kernel.FanDelete | kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo
 

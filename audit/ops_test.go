@@ -26,6 +26,20 @@ func helperOp(op string, a []string) error {
 		return os.Rename(a[0], a[1])
 	case "unlink", "rmdir":
 		return os.Remove(a[0])
+	case "unlink-open-write": // write to a file after unlinking it
+		f, err := os.Create(a[0])
+		if err != nil {
+			return err
+		}
+		if err := os.Remove(a[0]); err != nil {
+			return err
+		}
+		if _, err := f.Write([]byte("x")); err != nil {
+			return err
+		}
+		return f.Close()
+	case "truncate":
+		return os.Truncate(a[0], 1)
 	case "exec":
 		return exec.Command(a[0]).Run()
 	case "mkdir":

@@ -17,6 +17,7 @@ func TestValidateRejectsBadOptions(t *testing.T) {
 		{"no paths but actions", Options{Actions: []record.Action{record.ActionOpen}}},
 		{"relative path", Options{Paths: []string{"tmp"}}},
 		{"missing path", Options{Paths: []string{"/nonexistent/fanaudit"}}},
+		{"file as path", Options{Paths: []string{"/proc/self/status"}}},
 		{"relative ignore", Options{Paths: []string{"/"}, IgnorePaths: []string{"x"}}},
 		{"bad include", Options{Paths: []string{"/"}, Include: []string{"["}}},
 		{"bad exclude", Options{Paths: []string{"/"}, Exclude: []string{"a[\\"}}},

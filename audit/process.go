@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"math/bits"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
@@ -24,9 +25,24 @@ type batch struct {
 func (c *Capture) process(buf []byte, now time.Time) []Event {
 	raw, derr := kernel.Decode(c.raw[:0], buf)
 	c.raw = raw[:0]
+	evs := c.convert(raw, derr, now)
+	s := &c.stats
+	s.reads.Add(1)
+	s.bytes.Add(uint64(len(buf)))
+	return evs
+}
+
+// convert turns decoded events into Events; derr is Decode's error.
+func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Event {
+	// One Event per action bit at most, plus a possible decode loss: one
+	// exact-size allocation instead of regrowing.
+	nev := 1
+	for i := range raw {
+		nev += max(1, bits.OnesCount64(raw[i].Mask&allActionBits))
+	}
 	b := batch{
 		now: now,
-		evs: make([]Event, 0, len(raw)+len(raw)/2+1),
+		evs: make([]Event, 0, nev),
 	}
 	if c.fdMode {
 		b.stats = make([]kernel.Stat, 0, len(raw))
@@ -34,12 +50,14 @@ func (c *Capture) process(buf []byte, now time.Time) []Event {
 		b.fids = make([]fileID, 0, len(raw))
 		b.arena = make([]byte, 0, 16*len(raw))
 	}
-	for i := range raw {
-		c.event(&b, raw, i)
+	for i := 0; i < len(raw); i++ {
+		if c.event(&b, raw, i) {
+			i++ // the next event was paired with this one
+		}
 	}
 	if derr != nil {
 		b.decodeErrs++
-		c.log.Warn().Err(derr).Int("bytes", len(buf)).Msg("undecodable read buffer; the rest of it is lost")
+		c.log.Warn().Err(derr).Msg("undecodable read buffer; the rest of it is lost")
 		b.evs = append(b.evs, c.lostEvent(now, ReasonDecodeError))
 	}
 	if o := c.opts.Observer; o != nil {
@@ -48,8 +66,6 @@ func (c *Capture) process(buf []byte, now time.Time) []Event {
 		}
 	}
 	s := &c.stats
-	s.reads.Add(1)
-	s.bytes.Add(uint64(len(buf)))
 	s.kernel.Add(uint64(len(raw)))
 	s.emitted.Add(uint64(len(b.evs)))
 	if b.filtered > 0 {
@@ -74,7 +90,8 @@ func (c *Capture) lostEvent(now time.Time, reason string) Event {
 	return Event{Time: now, Action: record.ActionEventsLost, LostReason: reason, PidFD: -1}
 }
 
-func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) {
+// event handles raw[i]; it reports whether it also consumed raw[i+1].
+func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 	r := &raw[i]
 	switch {
 	case r.Err != nil:
@@ -89,8 +106,9 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) {
 	case c.fdMode:
 		c.fdEvent(b, r)
 	default:
-		c.fidEvent(b, raw, i)
+		return c.fidEvent(b, raw, i)
 	}
+	return false
 }
 
 func closeRes(fd, pidfd int32) {
@@ -122,7 +140,7 @@ func (c *Capture) fdEvent(b *batch, r *kernel.RawEvent) {
 
 // fidEvent names an FID event from its records and keeps the handle→path
 // caches current.
-func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) {
+func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool) {
 	r, next := &raw[i], raw[i+1:]
 	dir := r.Mask&kernel.FanOnDir != 0
 	var path, oldPath string
@@ -132,7 +150,7 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) {
 		oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
 		path = c.join(b, c.resolveDir(b, &r.NewDir), r.NewName)
 		if dir && oldPath != "" && path != "" {
-			if obj.Valid() {
+			if obj.Valid() && c.feat.TargetFID {
 				c.dirs.put(obj.Key, path)
 			}
 			c.dirs.movePrefix(oldPath, path)
@@ -154,14 +172,16 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) {
 				path = c.join(b, path, r.Name)
 			}
 		}
-		if obj.Valid() && path != "" && !self {
+		// Before FAN_REPORT_TARGET_FID a directory entry event has no
+		// handle of the child, so the caches learn nothing from it.
+		if obj.Valid() && path != "" && !self && c.feat.TargetFID {
 			c.dirChange(raw[:i], r, obj, path, dir)
 		}
 	case obj.Valid():
 		if r.Mask&kernel.FanDeleteSelf != 0 {
 			path = c.goneDir(obj)
 		}
-		if path == "" && !dir {
+		if path == "" {
 			path = c.unlinkedName(b, obj, next)
 		}
 		if path == "" {
@@ -173,11 +193,27 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) {
 		}
 	}
 	if r.Mask&(kernel.FanMovedFrom|kernel.FanRename) == kernel.FanMovedFrom {
-		// Before FAN_RENAME the two names come as separate events: report
-		// the old one as OldPath.
+		// Before FAN_RENAME the two names come as separate events, queued
+		// one after the other: pair them into one rename when the next
+		// event is the moved_to of the same process. Otherwise report the
+		// old name alone, as OldPath.
 		oldPath, path = path, ""
+		if len(next) > 0 {
+			n := &next[0]
+			if n.Mask&kernel.FanMovedTo != 0 && n.Pid == r.Pid && n.Err == nil && n.Dir.Valid() &&
+				(n.Mask&^(kernel.FanMovedTo|kernel.FanOnDir)) == 0 {
+				path = c.join(b, c.resolveDir(b, &n.Dir), n.Name)
+				if dir && oldPath != "" && path != "" {
+					// The subtree's cached names moved too.
+					c.dirs.movePrefix(oldPath, path)
+				}
+				closeRes(n.FD, n.PidFD)
+				paired = true
+			}
+		}
 	}
 	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil)
+	return paired
 }
 
 // goneDir returns and forgets the path of an object being deleted: a
@@ -197,10 +233,12 @@ func (c *Capture) goneDir(obj *kernel.Handle) string {
 // the parent's delete, and by the time they are read the handle no longer
 // opens; the delete record that follows names it (FAN_REPORT_TARGET_FID
 // puts the child's handle in it). Usually it is the next event, so the
-// look-ahead is short. When it falls into the next read the path stays
+// look-ahead is short, and it is capped so that handle-only events of
+// live objects (writes to an unlinked but open file) can't make a batch
+// quadratic. When the delete falls into the next read the path stays
 // unknown and counts as a resolve failure.
 func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEvent) string {
-	for i := range next {
+	for i := range min(len(next), lookAhead) {
 		n := &next[i]
 		if n.Mask&kernel.FanDelete != 0 && n.FID.Valid() && n.Dir.Valid() && string(n.FID.Key) == string(obj.Key) {
 			return c.join(b, c.resolveDir(b, &n.Dir), n.Name)
@@ -226,11 +264,11 @@ func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *ker
 	if dir && m&kernel.FanDelete != 0 {
 		c.dirs.del(obj.Key)
 	}
-	if dir && m&kernel.FanMovedFrom != 0 {
-		// Without FAN_RENAME the new name of the subtree is unknown here.
-		clear(c.dirs.m)
-	}
 }
+
+// lookAhead bounds unlinkedName's search; the delete record normally
+// follows directly.
+const lookAhead = 16
 
 // deleteSelfBefore reports whether one of the last two events was obj's
 // delete_self.
@@ -331,7 +369,7 @@ func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *
 			ev.OldPath = oldPath
 		}
 		if pidfd >= 0 && !self {
-			ev.PidFD, pidfd = int(pidfd), -1
+			ev.PidFD, ev.ownsPidFD, pidfd = int(pidfd), true, -1
 		}
 		if a == record.ActionCloseWrite && c.opts.OpenForHash && !dir {
 			switch {

@@ -64,7 +64,8 @@ type Sample struct {
 	Tail      float64 // seconds from workload end to monitor exit
 	DrainS    float64 // drain configurations: seconds to empty the queue
 	DrainCPU  float64 // drain configurations: CPU seconds spent draining
-	Err       string
+	Err       string  // the sample is unusable
+	Warn      string  // the sample is usable, but something went wrong (e.g. a bad exit)
 }
 
 // ConfigResult collects the samples of one configuration.
@@ -202,12 +203,15 @@ func runSet(ctx context.Context, e *env, round int, cs []config, res []*ConfigRe
 			return c.run(ctx, e, dir, tag)
 		}()
 		s.Round = round
+		if s.Warn != "" {
+			e.o.logf("%s round %d: warning: %s", c.name, round, s.Warn)
+		}
 		if err != nil {
 			s.Err = err.Error()
 			e.o.logf("%s round %d: %v", c.name, round, err)
 		} else {
-			e.o.logf("%-28s wl=%.3fs cpu=%.3fs rss=%dKiB ops=%d lost=%d drain=%.3fs",
-				c.name, s.WL.Elapsed, s.CPU, s.MaxRSSKiB, s.Counts.total(), s.Counts.Lost, s.DrainS)
+			e.o.logf("%-28s wl=%.3fs cpu=%.3fs rss=%dKiB ops=%d %v lost=%d/%d drain=%.3fs",
+				c.name, s.WL.Elapsed, s.CPU, s.MaxRSSKiB, s.Counts.total(), s.Counts.Ops, s.Counts.Lost, s.Counts.LossReports, s.DrainS)
 		}
 		res[i].Samples = append(res[i].Samples, s)
 		// Outputs are large; keep the out tmpfs from filling up.
@@ -316,6 +320,7 @@ func (e *env) wl(ctx context.Context, dir string) (WLResult, error) {
 
 const (
 	readyTimeout = 60 * time.Second
+	quietFor     = time.Second
 	stopTimeout  = 300 * time.Second
 	settle       = 200 * time.Millisecond
 	sentinelName = "zz-fabench-sentinel"
@@ -337,7 +342,7 @@ func configs(e *env) (live, drain []config) {
 		live = append(live, config{name: "fatrace -c -o FILE", command: "fatrace -c -o FILE (cwd on the tmpfs)", ops: allOps, run: runFatrace})
 	}
 	if o.Fanaudit != "" {
-		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink", ops: allOps, run: fanauditLive(sinkFile)})
+		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink (max_size_mb = 0)", ops: allOps, run: fanauditLive(sinkFile)})
 		if o.KafkaBrokers != "" {
 			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker)", ops: allOps, run: fanauditLive(sinkKafka)})
 		}
@@ -348,7 +353,7 @@ func configs(e *env) (live, drain []config) {
 		config{name: "fanread -u -r -p -C -o (stop/cont)", command: "fanread -m dfid_name -u -r -p -C -o FILE; SIGSTOP, workload, SIGINT+SIGCONT", ops: allOps, run: fanreadStopCont},
 	)
 	if o.Fanaudit != "" {
-		cmd := "fanaudit run, unlimited_queue + file sink; SIGSTOP, workload, SIGTERM+SIGCONT"
+		cmd := "fanaudit run, unlimited_queue + file sink (max_size_mb = 0); SIGSTOP, workload, SIGCONT; ends when the output stops growing"
 		if o.FanauditDrainHook {
 			cmd = "fanaudit run, unlimited_queue + file sink, FANAUDIT_BENCH_DRAIN=1, SIGUSR1"
 		}
@@ -373,7 +378,7 @@ func pacedConfigs(e *env) []config {
 	if e.o.Fanaudit != "" {
 		cs = append(cs, config{
 			name:    "fanaudit file sink, paced",
-			command: "fanaudit run, default config + file sink",
+			command: "fanaudit run, default config + file sink (max_size_mb = 0)",
 			ops:     allOps,
 			run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 				return fanauditLiveRun(ctx, e, dir, tag, sinkFile, nil, w)
@@ -452,10 +457,13 @@ func runFatrace(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 	// fatrace stops reading at SIGINT without draining its queue, so wait
 	// for a file written after the workload to show up first: the queue is
 	// FIFO, so everything before it has been read by then.
-	if err := os.WriteFile(filepath.Join(dir, sentinelName), []byte("x"), 0o644); err != nil {
-		return Sample{}, fmt.Errorf("sentinel: %w", err)
+	poke := func() error {
+		if err := os.WriteFile(filepath.Join(dir, sentinelName), []byte("x"), 0o644); err != nil {
+			return fmt.Errorf("sentinel: %w", err)
+		}
+		return nil
 	}
-	if err := waitContains(ctx, out, []byte("/"+sentinelName+"\n"), stopTimeout); err != nil {
+	if err := waitContains(ctx, out, []byte("/"+sentinelName+"\n"), stopTimeout, poke); err != nil {
 		return Sample{}, err
 	}
 	if err := m.signal(syscall.SIGINT); err != nil {
@@ -525,10 +533,11 @@ func fanreadDrain(name string, args []string) config {
 
 // stopContDrain measures a drain for a monitor with no drain mode of its
 // own: stop it once it has marked, run the workload into the unlimited
-// queue, then queue the stop signal and let it run. Stopping on that signal
-// includes draining the queue (for fanaudit, by contract), so the time to
-// exit is the drain time plus shutdown.
-func stopContDrain(ctx context.Context, m *monitor, e *env, dir string, stop syscall.Signal) (Sample, error) {
+// queue, then let it run. With quietFile empty, the stop signal is queued
+// before SIGCONT and the drain ends when the process exits (fanread stops
+// at the first empty read). Otherwise the drain ends when quietFile last
+// grew, and the stop signal follows, so a slow shutdown is not counted.
+func stopContDrain(ctx context.Context, m *monitor, e *env, dir string, stop syscall.Signal, quietFile string) (Sample, error) {
 	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
 		return Sample{}, err
 	}
@@ -539,23 +548,39 @@ func stopContDrain(ctx context.Context, m *monitor, e *env, dir string, stop sys
 	if err != nil {
 		return Sample{}, err
 	}
+	s := Sample{WL: wl}
 	cpu0, err := procCPU(m.pid())
 	if err != nil {
-		return Sample{}, err
+		return s, err
 	}
-	if err := m.signal(stop); err != nil {
-		return Sample{}, err
+	if quietFile == "" {
+		if err := m.signal(stop); err != nil {
+			return s, err
+		}
 	}
 	start := time.Now()
 	if err := m.signal(syscall.SIGCONT); err != nil {
-		return Sample{}, err
+		return s, err
 	}
-	if err := m.wait(stopTimeout); err != nil {
-		return Sample{}, err
+	if quietFile == "" {
+		if err := m.wait(stopTimeout); err != nil {
+			return s, err
+		}
+		s.DrainS = m.exited.Sub(start).Seconds()
+		s.CPU, s.MaxRSSKiB = m.usage()
+		s.DrainCPU = s.CPU - cpu0
+		return s, nil
 	}
-	s := Sample{WL: wl, DrainS: m.exited.Sub(start).Seconds()}
+	last, cpuLast, err := m.waitQuiet(ctx, quietFile, quietFor, stopTimeout)
+	if err != nil {
+		return s, err
+	}
+	s.DrainS = last.Sub(start).Seconds()
+	s.DrainCPU = cpuLast - cpu0
+	if s.Warn, err = m.stop(stop, stopTimeout); err != nil {
+		return s, err
+	}
 	s.CPU, s.MaxRSSKiB = m.usage()
-	s.DrainCPU = s.CPU - cpu0
 	return s, nil
 }
 
@@ -567,7 +592,7 @@ func fanreadStopCont(ctx context.Context, e *env, dir, tag string) (Sample, erro
 		return Sample{}, err
 	}
 	defer m.kill()
-	s, err := stopContDrain(ctx, m, e, dir, syscall.SIGINT)
+	s, err := stopContDrain(ctx, m, e, dir, syscall.SIGINT, "")
 	if err != nil {
 		return s, err
 	}

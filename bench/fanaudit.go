@@ -31,7 +31,10 @@ func fanauditConfig(path, dir, out, topic string, kind sinkKind, unlimited bool,
 	b.WriteString("\n[logging]\nformat = \"json\"\n")
 	switch kind {
 	case sinkFile:
-		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n[sinks.file]\npath = %s\n", strconv.Quote(out))
+		// Size rotation off: a run writes about a GiB, and the default
+		// rotation (100 MB, 5 backups) would delete records before they
+		// are counted.
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n[sinks.file]\npath = %s\nmax_size_mb = 0\n", strconv.Quote(out))
 	case sinkKafka:
 		var bs []string
 		for br := range strings.SplitSeq(brokers, ",") {
@@ -74,14 +77,23 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 		return Sample{}, err
 	}
 	end := time.Now()
+	s := Sample{WL: wl}
+	if kind == sinkFile {
+		// The tail ends with the last record written, not with the exit,
+		// so a slow shutdown does not count as catching up.
+		last, _, err := m.waitQuiet(ctx, out, quietFor, stopTimeout)
+		if err != nil {
+			return s, err
+		}
+		s.Tail = max(0, last.Sub(end).Seconds())
+	}
 	// By contract SIGTERM drains the kernel queue and flushes the sinks.
-	if err := m.signal(syscall.SIGTERM); err != nil {
-		return Sample{}, err
+	if s.Warn, err = m.stop(syscall.SIGTERM, stopTimeout); err != nil {
+		return s, err
 	}
-	if err := m.wait(stopTimeout); err != nil {
-		return Sample{}, err
+	if kind != sinkFile {
+		s.Tail = m.exited.Sub(end).Seconds()
 	}
-	s := Sample{WL: wl, Tail: m.exited.Sub(end).Seconds()}
 	s.CPU, s.MaxRSSKiB = m.usage()
 	switch kind {
 	case sinkFile:
@@ -145,7 +157,7 @@ func fanauditDrain(ctx context.Context, e *env, dir, tag string) (Sample, error)
 	if e.o.FanauditDrainHook {
 		s, err = signalDrain(ctx, m, e, dir)
 	} else {
-		s, err = stopContDrain(ctx, m, e, dir, syscall.SIGTERM)
+		s, err = stopContDrain(ctx, m, e, dir, syscall.SIGTERM, out)
 	}
 	if err != nil {
 		return s, err
@@ -174,13 +186,11 @@ func signalDrain(ctx context.Context, m *monitor, e *env, dir string) (Sample, e
 		return Sample{}, err
 	}
 	start := time.Now()
-	if err := m.signal(syscall.SIGUSR1); err != nil {
-		return Sample{}, err
+	s := Sample{WL: wl}
+	if s.Warn, err = m.stop(syscall.SIGUSR1, stopTimeout); err != nil {
+		return s, err
 	}
-	if err := m.wait(stopTimeout); err != nil {
-		return Sample{}, err
-	}
-	s := Sample{WL: wl, DrainS: m.exited.Sub(start).Seconds()}
+	s.DrainS = m.exited.Sub(start).Seconds()
 	s.CPU, s.MaxRSSKiB = m.usage()
 	s.DrainCPU = s.CPU - cpu0
 	return s, nil

@@ -129,6 +129,34 @@ func (m *monitor) wait(timeout time.Duration) error {
 	return nil
 }
 
+// stop sends sig and waits up to timeout for the exit. A monitor that has
+// to be killed is an error; one that exits non-zero on its own still
+// produced its output, so that only becomes a warning.
+func (m *monitor) stop(sig os.Signal, timeout time.Duration) (warn string, err error) {
+	if err := m.signal(sig); err != nil {
+		return "", err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-m.done:
+	case <-t.C:
+		m.kill()
+		return "", fmt.Errorf("%s did not exit within %v of %v; killed: %s", filepath.Base(m.cmd.Path), timeout, sig, m.tail())
+	}
+	if m.waitErr != nil {
+		return fmt.Sprintf("%s exited after %v: %v: %s", filepath.Base(m.cmd.Path), sig, m.waitErr, lastLine(m.tail())), nil
+	}
+	return "", nil
+}
+
+func lastLine(s string) string {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
 // kill is the error-path cleanup.
 func (m *monitor) kill() {
 	select {
@@ -234,8 +262,11 @@ func waitFile(ctx context.Context, path string, timeout time.Duration, m *monito
 }
 
 // waitContains polls file for needle, reading only what was appended
-// since the last poll.
-func waitContains(ctx context.Context, file string, needle []byte, timeout time.Duration) error {
+// since the last poll. poke, if set, runs first and then every pokeEvery:
+// an end marker written once can be dropped by an overflowing queue, so the
+// caller writes it again until it shows up.
+func waitContains(ctx context.Context, file string, needle []byte, timeout time.Duration, poke func() error) error {
+	const pokeEvery = 250 * time.Millisecond
 	deadline := time.Now().Add(timeout)
 	f, err := os.Open(file)
 	if err != nil {
@@ -244,7 +275,14 @@ func waitContains(ctx context.Context, file string, needle []byte, timeout time.
 	defer f.Close()
 	var carry []byte
 	buf := make([]byte, 1<<20)
+	var lastPoke time.Time
 	for {
+		if poke != nil && time.Since(lastPoke) >= pokeEvery {
+			if err := poke(); err != nil {
+				return err
+			}
+			lastPoke = time.Now()
+		}
 		n, err := f.Read(buf)
 		if n > 0 {
 			chunk := append(carry, buf[:n]...)
@@ -263,6 +301,50 @@ func waitContains(ctx context.Context, file string, needle []byte, timeout time.
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%q not in %s within %v", needle, file, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitQuiet polls the size of file and the CPU time of the monitor until
+// neither has changed for quiet, and returns when the file last grew and the
+// CPU time the monitor had used by then. It finds the end of a monitor's
+// work without relying on how it shuts down.
+func (m *monitor) waitQuiet(ctx context.Context, file string, quiet, timeout time.Duration) (last time.Time, cpuAtLast float64, err error) {
+	deadline := time.Now().Add(timeout)
+	var size int64 = -1
+	cpu := -1.0
+	last = time.Now()
+	stable := last
+	for {
+		select {
+		case <-m.done:
+			return last, cpuAtLast, fmt.Errorf("%s exited while working: %v: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
+		case <-ctx.Done():
+			return last, cpuAtLast, ctx.Err()
+		default:
+		}
+		now := time.Now()
+		var sz int64
+		if st, err := os.Stat(file); err == nil {
+			sz = st.Size()
+		}
+		c, err := procCPU(m.pid())
+		if err != nil {
+			return last, cpuAtLast, err
+		}
+		grew := sz != size
+		if grew {
+			size, last, cpuAtLast = sz, now, c
+		}
+		if grew || c != cpu {
+			cpu, stable = c, now
+		}
+		if now.Sub(last) >= quiet && now.Sub(stable) >= quiet {
+			return last, cpuAtLast, nil
+		}
+		if now.After(deadline) {
+			return last, cpuAtLast, fmt.Errorf("%s still busy after %v", filepath.Base(m.cmd.Path), timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

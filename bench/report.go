@@ -222,6 +222,7 @@ func (r *Report) Markdown(w io.Writer) error {
 					lossCell(c), s.CPU, s.CPU/s.WL.Elapsed*100, mib(s.MaxRSSKiB))
 			}
 		}
+		r.errors(&b, r.Paced)
 	}
 
 	r.targets(&b)
@@ -267,6 +268,9 @@ func (r *Report) errors(b *strings.Builder, set []*ConfigResult) {
 		for _, s := range c.Samples {
 			if s.Err != "" {
 				fmt.Fprintf(b, "- **failed**: %s, round %d: %s\n", c.Name, s.Round, oneLine(s.Err))
+			}
+			if s.Warn != "" {
+				fmt.Fprintf(b, "- warning: %s, round %d: %s\n", c.Name, s.Round, oneLine(s.Warn))
 			}
 		}
 	}

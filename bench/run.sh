@@ -11,7 +11,7 @@ if [ -z "${FANAUDIT_KAFKA_BROKERS:-}" ] && [ -f scripts/kafka.sh ] &&
 	compgen -G 'sinks/kafka/*.go' >/dev/null && [ "${FABENCH_KAFKA:-1}" = 1 ]; then
 	eval "$(bash scripts/kafka.sh start)"
 	export FANAUDIT_KAFKA_BROKERS FANAUDIT_KAFKA_DIR
-	trap 'bash scripts/kafka.sh stop' EXIT
+	trap 'bash scripts/kafka.sh stop --dir "$FANAUDIT_KAFKA_DIR"' EXIT
 fi
 go build -o bench/.work/fabench ./bench/cmd/fabench
 bench/.work/fabench "$@"

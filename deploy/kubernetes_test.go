@@ -74,6 +74,7 @@ func TestManifestValidatorRejects(t *testing.T) {
 		{"request above limit", "memory: 128Mi", "memory: 1Gi", "must be less than or equal to memory limit"},
 		{"floating image tag", "fanaudit/fanaudit:0.1.0", "fanaudit/fanaudit:latest", "pin a version tag"},
 		{"unknown kind", "kind: ServiceAccount", "kind: ServiceAcount", "unsupported apiVersion/kind"},
+		{"unknown AppArmor profile type", "type: Unconfined", "type: Unconfind", `appArmorProfile.type: Unsupported value: "Unconfind"`},
 		{"bad capability spelling", `"SYS_PTRACE"]`, `"CAP_SYS_PTRACE"]`, "upper case without CAP_"},
 	}
 	for _, tt := range tests {

@@ -147,6 +147,9 @@ func TestKernelOverflow(t *testing.T) {
 	if creates >= n {
 		t.Errorf("%d creates reported: the queue did not overflow", creates)
 	}
+	if final["kernel_overflows"] != float64(overflows) {
+		t.Errorf("final stats count %v kernel overflows, the output %d", final["kernel_overflows"], overflows)
+	}
 	if s := finalSink(t, final, "out"); s["delivered"] != float64(len(recs)) {
 		t.Errorf("final stats %v, %d lines", s, len(recs))
 	}

@@ -199,7 +199,7 @@ func (e *Enricher) Stats() Stats {
 	return Stats{
 		Events: e.events.Load(), Full: e.full.Load(), Partial: e.partial.Load(), Lost: e.lost.Load(),
 		CacheHits: cs.Hits, CacheMisses: cs.Misses, CacheEvictions: cs.Evictions, CacheEntries: cs.Entries,
-		ProcGone: cs.Gone, ProcGoneHits: cs.GoneHits, Execs: cs.Execs, LateReads: cs.LateReads, StatErrors: e.statErrs.Load(),
+		ProcGone: cs.Gone, ProcGoneHits: cs.GoneHits, Execs: cs.Execs, LateReads: cs.LateReads, LineageHits: cs.LineageHits, LineageLost: e.lineageLost(), StatErrors: e.statErrs.Load(),
 		HashDone: e.hashDone.Load(), HashSkippedSize: e.hashSize.Load(), HashSkippedBudget: e.hashBudget.Load(),
 		HashUnavailable: e.hashUnavail.Load(), HashErrors: e.hashErrs.Load(),
 	}
@@ -242,14 +242,15 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 		// The connector must be drained even while no file event asks,
 		// or its buffer overflows.
 		lctx, stop := context.WithCancel(ctx)
-		wg.Go(func() {
+		var lwg sync.WaitGroup
+		lwg.Go(func() {
 			if err := e.lineage.Run(lctx); err != nil {
 				e.log.Warn().Err(err).Msg("proc connector stopped")
 			}
 		})
 		defer func() {
 			stop()
-			wg.Wait()
+			lwg.Wait()
 			e.Close()
 		}()
 	}

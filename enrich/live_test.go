@@ -27,6 +27,7 @@ type variant struct {
 	pidfdInfo bool // pidfd_open + PIDFD_GET_INFO for the creds
 	fanPidfd  bool // FAN_REPORT_PIDFD: the event's own pidfd
 	exec      bool // exec events: the shell runs from the watched filesystem
+	connector bool // proc connector lineage
 }
 
 type attribution struct {
@@ -54,6 +55,7 @@ func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opt
 	log := zerolog.New(io.Discard)
 	opts.PidFD = v.fanPidfd
 	opts.NoPidfdReads = !v.pidfdInfo
+	opts.NoProcConnector = !v.connector
 	e, err := New(opts, log)
 	if err != nil {
 		t.Fatal(err)
@@ -230,8 +232,9 @@ var variants = []variant{
 	{name: "observe+pidfd_info", observe: true, pidfdInfo: true},
 	{name: "observe+pidfd_info+fan_pidfd", observe: true, pidfdInfo: true, fanPidfd: true},
 	{name: "observe+exec", observe: true, exec: true},
-	{name: "observe+exec+pidfd_info", observe: true, exec: true, pidfdInfo: true},
-	{name: "all", observe: true, exec: true, pidfdInfo: true, fanPidfd: true},
+	{name: "observe+connector", observe: true, connector: true},
+	{name: "observe+exec+connector", observe: true, exec: true, connector: true},
+	{name: "all", observe: true, exec: true, pidfdInfo: true, fanPidfd: true, connector: true},
 }
 
 // TestAttribution is the test: 2,000 processes that each create
@@ -249,9 +252,9 @@ func TestAttribution(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("%s/uid%d", v.name, uid), func(t *testing.T) {
 				a := runAttribution(t, v, uid, n)
-				t.Logf("attribution %s uid %d: %d/%d = %.2f%% (wrong or missing exe %d, uid %d); cache hits %d misses %d gone %d gone-hits %d execs %d late %d",
+				t.Logf("attribution %s uid %d: %d/%d = %.2f%% (wrong or missing exe %d, uid %d); cache hits %d misses %d gone %d gone-hits %d execs %d late %d lineage %d",
 					v.name, uid, a.right, a.records, 100*a.rate(), a.wrongExe, a.wrongUID,
-					a.stats.CacheHits, a.stats.CacheMisses, a.stats.ProcGone, a.stats.ProcGoneHits, a.stats.Execs, a.stats.LateReads)
+					a.stats.CacheHits, a.stats.CacheMisses, a.stats.ProcGone, a.stats.ProcGoneHits, a.stats.Execs, a.stats.LateReads, a.stats.LineageHits)
 				if v.name == "all" && a.rate() < 0.999 {
 					t.Errorf("attribution %.3f%% < 99.9%%", 100*a.rate())
 				}

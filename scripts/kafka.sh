@@ -13,7 +13,8 @@
 #       requests, and print shell assignments:
 #         FANAUDIT_KAFKA_BROKERS=127.0.0.1:P
 #         FANAUDIT_KAFKA_DIR=D
-#       With --sasl-ssl-port, a SASL_SSL listener is added. T must hold
+#       With --sasl-ssl-port, a SASL_SSL listener is added (test use only:
+#       the SCRAM password is passed to StorageTool on its command line). T must hold
 #       ca.pem (the CA that client certificates must chain to: client
 #       auth is required) and server.pem (unencrypted PKCS#8 key followed by
 #       the certificate chain). U gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials and a PLAIN
@@ -211,8 +212,10 @@ EOF
 		>"$dir/stdout.log" 2>&1 </dev/null &
 	local pid=$!
 	echo "$pid" >"$dir/broker.pid"
-	[ "$tmpdir" = 1 ] && touch "$dir/.tmpdir"
-	echo "$dir" >"$STATE"
+	# Remembered for a bare "stop"; brokers on an explicit --dir are not.
+	if [ "$tmpdir" = 1 ]; then
+		echo "$dir" >"$STATE"
+	fi
 	local deadline=$((SECONDS + ${FANAUDIT_KAFKA_START_TIMEOUT:-90}))
 	until kcat -b "127.0.0.1:$port" -L -m 2 >/dev/null 2>&1; do
 		if ! kill -0 "$pid" 2>/dev/null; then

@@ -161,6 +161,54 @@ func TestRealReads(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wl", func(t *testing.T) {
+		// The shape of shared/bench/wl.c: create+write+close, rename every
+		// second file, unlink all. The benchmarks decode this buffer.
+		g, err := Init(InitClassNotif | InitReportDFIDNm | InitReportFID | InitReportTarget)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if err := g.Mark(MarkAdd|MarkFilesystem, all, root); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(root, "wl")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		const n = 100
+		for i := range n {
+			if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), make([]byte, 4096), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < n; i += 2 {
+			if err := os.Rename(filepath.Join(dir, "f"+strconv.Itoa(i)), filepath.Join(dir, "r"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range n {
+			p := "f"
+			if i%2 == 0 {
+				p = "r"
+			}
+			if err := os.Remove(filepath.Join(dir, p+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bufs := drain(t, g, 256<<10)
+		if len(bufs) != 1 {
+			t.Fatalf("%d reads", len(bufs))
+		}
+		evs, err := Decode(nil, bufs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wl: %d events, %d bytes", len(evs), len(bufs[0]))
+		if *capture {
+			writeSeed(t, "real-wl", bufs[0])
+		}
+	})
 	t.Run("overflow", func(t *testing.T) {
 		g, err := Init(InitClassNotif | InitReportDFIDNm | InitReportFID)
 		if err != nil {

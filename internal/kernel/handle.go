@@ -40,9 +40,6 @@ const (
 	OpenReadOnly = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
 )
 
-// ErrStale means the handle's object no longer exists (ESTALE).
-var ErrStale = unix.ESTALE
-
 const deletedSuffix = " (deleted)"
 
 // OpenMount opens path as the mount fd for open_by_handle_at and returns

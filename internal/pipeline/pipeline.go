@@ -183,6 +183,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	}()
 
+	var queuesClosed atomic.Bool
 	sinkWG := sync.WaitGroup{}
 	for i, s := range p.opts.Sinks {
 		q := p.queues[i]
@@ -190,6 +191,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		go func() {
 			defer sinkWG.Done()
 			err := s.Sink.Run(abort, q)
+			if err == nil && !queuesClosed.Load() {
+				// Its queue would fill and, under block, stall every sink.
+				err = errors.New("stopped before its queue was closed")
+			}
 			if err != nil && abort.Err() == nil {
 				fail("sink "+s.Name, err)
 			}
@@ -200,6 +205,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		err := p.fanOut(abort, records)
+		queuesClosed.Store(true)
 		for _, q := range p.queues {
 			q.Close()
 		}

@@ -68,12 +68,18 @@ type fakeSink struct {
 	files int
 }
 
+// errQuit makes a fakeSink return nil at once, like a buggy sink.
+var errQuit = errors.New("quit")
+
 func newSink(want int) *fakeSink { return &fakeSink{want: want, reached: make(chan struct{})} }
 
 func (s *fakeSink) Name() string  { return "fake" }
 func (s *fakeSink) Reopen() error { return nil }
 
 func (s *fakeSink) Run(ctx context.Context, q *sinks.Queue) error {
+	if s.fail == errQuit {
+		return nil
+	}
 	if s.fail != nil {
 		return s.fail
 	}
@@ -354,12 +360,14 @@ func checkInvariantLoose(t *testing.T, st Stats) {
 func TestStageFailures(t *testing.T) {
 	boom := errors.New("boom")
 	tests := []struct {
-		name   string
-		srcErr error
-		sinkEr error
+		name    string
+		srcErr  error
+		sinkEr  error
+		wantMsg string
 	}{
-		{"source error", boom, nil},
-		{"sink error", nil, boom},
+		{"source error", boom, nil, "boom"},
+		{"sink error", nil, boom, "boom"},
+		{"sink quits early", nil, errQuit, "stopped before its queue was closed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -372,8 +380,8 @@ func TestStageFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, done := runPipeline(t, p)
-			if err := <-done; !errors.Is(err, boom) {
-				t.Fatalf("Run = %v, want boom", err)
+			if err := <-done; err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("Run = %v, want %q", err, tc.wantMsg)
 			}
 		})
 	}
@@ -512,7 +520,7 @@ func TestKernelOverflowPassesThrough(t *testing.T) {
 	src := newSource(3, 3)
 	src.batches[0][1] = &record.Record{Action: record.ActionEventsLost, Fanaudit: record.Meta{Lost: record.Lost{Reason: record.ReasonKernelOverflow}}}
 	sink := newSink(2)
-	p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: sink, QueueSize: 1, Policy: sinks.DropNewest}}}, zerolog.Nop())
+	p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: sink, QueueSize: 1, Policy: sinks.Block}}}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

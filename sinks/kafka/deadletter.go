@@ -66,6 +66,9 @@ func (d *deadLetters) write(id string, key, value []byte, cause error) error {
 	b = append(b, '\n')
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.f == nil {
+		return fmt.Errorf("dead letter write %s: file closed", d.path)
+	}
 	if _, err := d.f.Write(b); err != nil {
 		return fmt.Errorf("dead letter write %s: %w", d.path, err)
 	}
@@ -75,7 +78,12 @@ func (d *deadLetters) write(id string, key, value []byte, cause error) error {
 func (d *deadLetters) close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.f.Close(); err != nil {
+	if d.f == nil {
+		return nil
+	}
+	f := d.f
+	d.f = nil
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("dead_letter_file: %w", err)
 	}
 	return nil

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,4 +191,118 @@ func TestOversizeRejectedLocally(t *testing.T) {
 	if qs.Dropped != 1 || qs.Delivered != 10 || r.sink.Stats().DeadLettered != 1 {
 		t.Fatalf("queue %+v sink %+v; want 1 dropped, 10 delivered", qs, r.sink.Stats())
 	}
+}
+
+// TestUnknownTopicDeadLetters checks that a topic the cluster does not have
+// is a permanent error: records are dead-lettered and counted as failed,
+// not retried forever.
+func TestUnknownTopicDeadLetters(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := testConfig(c.ListenAddrs()[0], "missing")
+	cfg.DeadLetterFile = filepath.Join(t.TempDir(), "dead.jsonl")
+	cfg.Spool.Dir = t.TempDir()
+	r := startSink(t, cfg, "unknown")
+	r.push(t, 1, 20)
+	waitFor(t, 30*time.Second, "settled", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	qs := settledQueue(t, r.q)
+	if qs.Dropped != 20 || len(readDeadLetters(t, cfg.DeadLetterFile)) != 20 {
+		t.Fatalf("queue %+v sink %+v; want 20 dead letters", qs, r.sink.Stats())
+	}
+}
+
+// TestWindowFullSpools holds the first produce request at the broker so
+// the in-flight window fills: later batches must go to the spool instead
+// of blocking the queue, and everything arrives once the broker answers.
+func TestWindowFullSpools(t *testing.T) {
+	const topic = "slow"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	release := make(chan struct{})
+	held := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		first := false
+		once.Do(func() { first = true })
+		if !first {
+			return nil, nil, false
+		}
+		close(held)
+		c.SleepControl(func() { <-release })
+		return nil, nil, false // now let the cluster answer it normally
+	})
+	cfg := testConfig(c.ListenAddrs()[0], topic)
+	cfg.MaxMessageBytes, cfg.BatchBytes, cfg.MaxInFlightByte, cfg.BatchSize = 2048, 4096, 4096, 10
+	cfg.Spool.Dir = t.TempDir()
+	r := startSink(t, cfg, "slow")
+	ids := r.push(t, 1, 200)
+	<-held
+	// The queue must empty into the spool while the broker still stalls.
+	waitFor(t, 30*time.Second, "queue emptied into the spool while the broker stalls", func() bool {
+		return r.sink.Stats().Spooled > 0 && r.q.Stats().Depth == 0 && r.q.Stats().InFlight <= 10
+	})
+	close(release)
+	waitFor(t, 30*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := r.sink.Stats()
+	t.Logf("sink %+v", st)
+	if d := check(ids, consumeKfake(t, c, topic)); d.missing != 0 {
+		t.Fatalf("%d of %d missing", d.missing, d.sent)
+	}
+}
+
+// TestSilentBrokerNeverHangs points the sink at a listener that accepts
+// connections and never answers: every call must end at write_timeout, the
+// records must be spooled, and Run must return once the queue closes.
+func TestSilentBrokerNeverHangs(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var conns sync.WaitGroup
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // read nothing, answer nothing
+		}
+	}()
+	cfg := testConfig(l.Addr().String(), "t")
+	cfg.WriteTimeout = Duration{500 * time.Millisecond}
+	cfg.Spool.Dir = t.TempDir()
+	r := startSink(t, cfg, "silent")
+	r.push(t, 1, 100)
+	waitFor(t, 20*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 100 })
+	start := time.Now()
+	if err := r.closeAndWait(t, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Run returned %s after the queue closed; sink %+v", time.Since(start).Round(time.Millisecond), r.sink.Stats())
+	if qs := settledQueue(t, r.q); qs.Delivered != 100 {
+		t.Fatalf("queue %+v", qs)
+	}
+	l.Close()
+	conns.Wait()
 }

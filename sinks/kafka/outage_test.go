@@ -102,7 +102,7 @@ func TestBrokerCrash(t *testing.T) {
 	p := &pusher{r: r}
 	pctx, stopPush := context.WithCancel(context.Background())
 	pushed := make(chan error, 1)
-	go func() { pushed <- p.run(pctx, 50, 10*time.Millisecond) }() // ~5000 events/s
+	go func() { pushed <- p.run(pctx, 20, 10*time.Millisecond) }() // ~2000 events/s
 	defer stopPush()
 
 	waitFor(t, 30*time.Second, "first acks", func() bool { return r.sink.Stats().Acked > 2000 })

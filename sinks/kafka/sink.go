@@ -17,9 +17,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/record"
@@ -54,6 +57,9 @@ type Sink struct {
 
 	// onAck lets tests observe acknowledgements of directly sent items.
 	onAck func(items []*sinks.Item)
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Stats is a snapshot of the sink's counters.
@@ -68,8 +74,8 @@ type Stats struct {
 	SpoolCorrupt  uint64 // spooled records skipped for a bad checksum
 	SpoolPending  int64  // spooled records not yet acknowledged
 	SpoolBytes    int64
-	AckP50        time.Duration // take-from-queue to broker ack, direct path
-	AckP99        time.Duration
+	AckP50        time.Duration // take-from-queue to broker ack per batch, direct path,
+	AckP99        time.Duration // over the last 65536 batches
 }
 
 // New validates cfg and prepares the writer, the spool and the dead-letter
@@ -179,19 +185,39 @@ type batch struct {
 	taken time.Time
 }
 
+// Close releases the writer, the spool and the dead-letter file. Run calls
+// it on return; call it directly when Run never ran. It is idempotent.
+func (s *Sink) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if err := s.w.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kafka writer close: %w", err))
+		}
+		if s.spool != nil {
+			errs = append(errs, s.spool.close())
+		}
+		if s.dl != nil {
+			errs = append(errs, s.dl.close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
 // Run implements sinks.Sink. On ctx end, items not yet acknowledged are
 // written to the spool (when one is configured) and settled; Run then
 // returns ctx.Err(). Without a spool they stay in flight.
 func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
-	defer s.w.Close()
 	win := newWindow(s.cfg.MaxInFlightByte)
 	var senders sync.WaitGroup
 	replayCtx, stopReplay := context.WithCancel(ctx)
 	defer stopReplay()
-	replayErr := make(chan error, 1)
+	replayErr := make(chan error, 2)
 	if s.spool != nil {
 		go func() { replayErr <- s.replay(replayCtx) }()
+		go func() { replayErr <- s.syncSpool(replayCtx) }()
 	} else {
+		replayErr <- nil
 		replayErr <- nil
 	}
 	var err error
@@ -207,14 +233,8 @@ func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
 	}
 	senders.Wait()
 	stopReplay()
-	rerr := <-replayErr
-	var cerr error
-	if s.spool != nil {
-		cerr = s.spool.close()
-	}
-	if s.dl != nil {
-		cerr = errors.Join(cerr, s.dl.close())
-	}
+	rerr := errors.Join(<-replayErr, <-replayErr)
+	cerr := s.Close()
 	switch {
 	case errors.Is(err, io.EOF):
 		return errors.Join(rerr, cerr)
@@ -277,8 +297,8 @@ func (s *Sink) message(it *sinks.Item) kafkago.Message {
 	case "path":
 		key = []byte(it.Path)
 	}
-	id := s.idPrefix + fmt.Sprint(it.Seq)
-	return kafkago.Message{Key: key, Value: v, Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(id)}}}
+	id := strconv.AppendUint(append(make([]byte, 0, len(s.idPrefix)+20), s.idPrefix...), it.Seq, 10)
+	return kafkago.Message{Key: key, Value: v, Headers: []kafkago.Header{{Key: HeaderEventID, Value: id}}}
 }
 
 func msgSize(m *kafkago.Message) int64 {
@@ -347,7 +367,11 @@ func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
 	for i := range b.msgs {
 		recs[i] = spoolRec{ID: string(b.msgs[i].Headers[0].Value), Key: b.msgs[i].Key, Value: b.msgs[i].Value}
 	}
+	droppedBefore := s.spool.stats().Dropped
 	err := s.spool.append(ctx, recs)
+	if d := s.spool.stats().Dropped - droppedBefore; d > 0 {
+		s.log.Warn().Uint64("records", d).Msg("spool full (when_full = drop_oldest): oldest spooled records discarded")
+	}
 	switch {
 	case err == nil:
 		s.spooled.Add(uint64(len(recs)))
@@ -476,7 +500,7 @@ func (s *Sink) replay(ctx context.Context) error {
 			d := backoff(attempt)
 			s.logRetry(firstErr, len(retry), attempt+1, "replay from spool failed; retrying in "+d.Round(time.Millisecond).String())
 			attempt++
-			if !sleep(ctx, d) {
+			if !s.waitRetry(ctx, d, firstErr) {
 				s.spool.rewind()
 				return nil
 			}
@@ -484,6 +508,26 @@ func (s *Sink) replay(ctx context.Context) error {
 		}
 		if err := s.spool.commit(len(recs), pos); err != nil {
 			s.log.Error().Err(err).Msg("spool cursor update failed")
+		}
+	}
+}
+
+// syncSpool applies spool.fsync = "interval" to records appended just
+// before the spool went quiet.
+func (s *Sink) syncSpool(ctx context.Context) error {
+	if s.cfg.Spool.Fsync != "interval" {
+		return nil
+	}
+	t := time.NewTicker(s.cfg.Spool.FsyncInterval.Duration)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.spool.syncDue(); err != nil {
+				s.log.Error().Err(err).Msg("spool fsync failed")
+			}
 		}
 	}
 }
@@ -615,6 +659,50 @@ func backoff(attempt int) time.Duration {
 		d = min(backoffMin<<attempt, backoffMax)
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// waitRetry waits out a backoff. When the broker was unreachable at the
+// TCP level it probes the brokers' ports once a second and ends the wait
+// early when one accepts, so recovery after a long outage does not wait
+// for a 30 s backoff; protocol errors (e.g. authentication) wait it out.
+func (s *Sink) waitRetry(ctx context.Context, d time.Duration, cause error) bool {
+	if !connectionError(cause) {
+		return sleep(ctx, d)
+	}
+	until := time.NewTimer(d)
+	defer until.Stop()
+	probe := time.NewTicker(time.Second)
+	defer probe.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-until.C:
+			return true
+		case <-probe.C:
+			if s.reachable(ctx) {
+				return true
+			}
+		}
+	}
+}
+
+func connectionError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+func (s *Sink) reachable(ctx context.Context) bool {
+	d := net.Dialer{Timeout: 500 * time.Millisecond}
+	for _, b := range s.cfg.Brokers {
+		c, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			c.Close()
+			return true
+		}
+	}
+	return false
 }
 
 // sleep waits d or until ctx ends; it reports whether d elapsed.

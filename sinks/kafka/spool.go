@@ -59,7 +59,8 @@ type spoolPos struct {
 	off int64
 }
 
-// spool is safe for one appender and one reader at a time.
+// spool is safe for concurrent appenders (each append is written whole,
+// under the lock) and one reader, the replayer.
 type spool struct {
 	dir      string
 	segBytes int64
@@ -74,6 +75,7 @@ type spool struct {
 	segs     []segment     // oldest first; the last one is active when w != nil
 	w        *os.File
 	lastSync time.Time
+	dirty    bool     // appended since the last fsync
 	read     spoolPos // next record to read
 	ack      spoolPos // first record not acknowledged
 	total    int64    // bytes in all segments
@@ -341,14 +343,35 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 	case s.notify <- struct{}{}:
 	default:
 	}
+	s.dirty = true
 	switch {
 	case s.fsync == "always", s.fsync == "interval" && time.Since(s.lastSync) >= s.interval:
-		if err := s.w.Sync(); err != nil {
-			return fmt.Errorf("spool fsync: %w", err)
-		}
-		s.lastSync = time.Now()
+		return s.syncLocked()
 	}
 	return nil
+}
+
+func (s *spool) syncLocked() error {
+	if s.w == nil || !s.dirty {
+		return nil
+	}
+	if err := s.w.Sync(); err != nil {
+		return fmt.Errorf("spool fsync: %w", err)
+	}
+	s.lastSync = time.Now()
+	s.dirty = false
+	return nil
+}
+
+// syncDue fsyncs appended records older than fsync_interval; the sink
+// calls it on a ticker so a quiet spool does not keep records unsynced.
+func (s *spool) syncDue() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fsync != "interval" || time.Since(s.lastSync) < s.interval {
+		return nil
+	}
+	return s.syncLocked()
 }
 
 func (s *spool) rotateLocked() error {
@@ -430,11 +453,21 @@ func (s *spool) freedLocked() {
 	s.space = make(chan struct{})
 }
 
-// empty reports whether every spooled record was acknowledged.
+// empty reports whether every spooled record was acknowledged. It goes by
+// positions, not by the pending count, which drop_oldest can make
+// approximate while a replayed batch is in flight.
 func (s *spool) empty() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pending == 0
+	return s.emptyLocked()
+}
+
+func (s *spool) emptyLocked() bool {
+	if len(s.segs) == 0 {
+		return true
+	}
+	last := s.segs[len(s.segs)-1]
+	return s.ack.seg == last.id && s.ack.off >= last.size
 }
 
 // next reads up to maxN records / maxBytes from the read position and
@@ -511,7 +544,7 @@ func (s *spool) commit(n int, pos spoolPos) error {
 		// those records were already counted as dropped.
 		return nil
 	}
-	s.pending -= int64(n)
+	s.pending = max(s.pending-int64(n), 0)
 	s.ack = pos
 	freed := false
 	for len(s.segs) > 0 && s.segs[0].id < pos.seg {
@@ -520,7 +553,7 @@ func (s *spool) commit(n int, pos spoolPos) error {
 		s.segs = s.segs[1:]
 		freed = true
 	}
-	if s.pending == 0 && len(s.segs) == 1 && s.ack.off >= s.segs[0].size {
+	if len(s.segs) == 1 && s.emptyLocked() {
 		// Everything is delivered: start over with an empty directory so
 		// the spool does not keep delivered bytes around.
 		if s.w != nil {
@@ -534,6 +567,7 @@ func (s *spool) commit(n int, pos spoolPos) error {
 		_ = os.Remove(s.segPath(s.segs[0].id))
 		s.total -= s.segs[0].size
 		s.segs = s.segs[:0]
+		s.pending = 0
 		s.ack = spoolPos{s.nextID, 0}
 		s.read = s.ack
 		if err := s.writeCursorLocked(s.ack); err != nil {

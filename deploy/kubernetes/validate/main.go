@@ -558,6 +558,33 @@ func validateSecurityContext(sc *corev1.SecurityContext, p *field.Path) field.Er
 			}
 		}
 	}
+	if ap := sc.AppArmorProfile; ap != nil {
+		switch ap.Type {
+		case corev1.AppArmorProfileTypeRuntimeDefault, corev1.AppArmorProfileTypeUnconfined:
+			if ap.LocalhostProfile != nil {
+				el = append(el, field.Forbidden(p.Child("appArmorProfile", "localhostProfile"), "only with type Localhost"))
+			}
+		case corev1.AppArmorProfileTypeLocalhost:
+			if ap.LocalhostProfile == nil || *ap.LocalhostProfile == "" {
+				el = append(el, field.Required(p.Child("appArmorProfile", "localhostProfile"), "with type Localhost"))
+			}
+		default:
+			el = append(el, field.NotSupported(p.Child("appArmorProfile", "type"), ap.Type,
+				[]corev1.AppArmorProfileType{corev1.AppArmorProfileTypeRuntimeDefault, corev1.AppArmorProfileTypeUnconfined, corev1.AppArmorProfileTypeLocalhost}))
+		}
+	}
+	if sp := sc.SeccompProfile; sp != nil {
+		switch sp.Type {
+		case corev1.SeccompProfileTypeRuntimeDefault, corev1.SeccompProfileTypeUnconfined:
+		case corev1.SeccompProfileTypeLocalhost:
+			if sp.LocalhostProfile == nil || *sp.LocalhostProfile == "" {
+				el = append(el, field.Required(p.Child("seccompProfile", "localhostProfile"), "with type Localhost"))
+			}
+		default:
+			el = append(el, field.NotSupported(p.Child("seccompProfile", "type"), sp.Type,
+				[]corev1.SeccompProfileType{corev1.SeccompProfileTypeRuntimeDefault, corev1.SeccompProfileTypeUnconfined, corev1.SeccompProfileTypeLocalhost}))
+		}
+	}
 	if sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount && *sc.ProcMount != corev1.UnmaskedProcMount {
 		el = append(el, field.NotSupported[string](p.Child("procMount"), string(*sc.ProcMount), nil))
 	}

@@ -162,6 +162,7 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	}
 	var info Info
 	_, err := c.obs.Read(pid, pidfd, what, &info)
+	var lin Info // only the creds fields, from the proc connector
 	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds) {
 		path, setID := "", false
 		if exec {
@@ -169,14 +170,9 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		}
 		if cr, ok, eff := l.Creds(pid, path, setID); ok {
 			c.lineageHits.Add(1)
-			if err != nil {
-				info = Info{Pid: pid}
-				err = nil
-			}
-			info.HasCreds, info.Creds = true, cr
+			lin.HasCreds, lin.Creds, lin.NoEffective = true, cr, !eff
 			if !eff {
-				info.NoEffective = true
-				info.Creds.EUID, info.Creds.EGID = 0, 0
+				lin.Creds.EUID, lin.Creds.EGID = 0, 0
 			}
 		}
 	}
@@ -186,6 +182,9 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	s = c.m[pid]
 	switch {
 	case err == nil:
+		if !info.HasCreds {
+			info.HasCreds, info.Creds, info.NoEffective = lin.HasCreds, lin.Creds, lin.NoEffective
+		}
 		e := c.newEntry(&info)
 		if exec {
 			e.markExec(execPath)
@@ -195,13 +194,27 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		c.publish(s, pid, e, t, exec, ino)
 	case exec:
 		e := &Entry{Info: Info{Pid: pid}}
+		e.HasCreds, e.Creds, e.NoEffective = lin.HasCreds, lin.Creds, lin.NoEffective
 		e.markExec(execPath)
 		c.publish(s, pid, e, t, exec, ino)
 		c.m[pid].gone = true
+	case s != nil && !s.cur.HasCreds && lin.HasCreds:
+		// Gone, but the connector knows the ids the cached identity lacks.
+		cp := *s.cur
+		cp.HasCreds, cp.Creds, cp.NoEffective = true, lin.Creds, lin.NoEffective
+		c.publish(s, pid, &cp, t, false, ino)
+		s.gone = true
+		c.goneHits.Add(1)
 	case s != nil:
 		s.gone, s.checked = true, t
 		c.touch(s)
 		c.goneHits.Add(1)
+	case lin.HasCreds:
+		e := &Entry{Info: Info{Pid: pid}}
+		e.HasCreds, e.Creds, e.NoEffective = true, lin.Creds, lin.NoEffective
+		c.publish(nil, pid, e, t, false, ino)
+		c.m[pid].gone = true
+		c.gone.Add(1)
 	default:
 		c.gone.Add(1)
 	}
