@@ -133,6 +133,7 @@ type Capture struct {
 	feat   kernel.Features
 	fdMode bool
 	want   actionSet
+	mask   uint64 // what the group asks the kernel for
 	group  *kernel.Group
 	mounts []mountRef
 	scope  scope
@@ -254,6 +255,7 @@ func (c *Capture) setup() error {
 		}
 	}
 	mask := markMask(c.want, c.feat, c.fdMode)
+	c.mask = mask
 	if c.fdMode {
 		var lost []string
 		for _, a := range o.Actions {
@@ -407,10 +409,26 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 	stop := context.AfterFunc(ctx, func() { c.group.SetReadDeadline(time.Now()) })
 	defer stop()
 	var timer *time.Timer
+	carry := 0 // bytes of held events at the start of c.buf
 	for {
-		n, err := c.group.TryRead(c.buf)
+		n, err := c.group.TryRead(c.buf[carry:])
 		if err != nil {
 			return c.readErr(ctx, err)
+		}
+		if n == 0 && carry > 0 {
+			// Held events wait briefly for the record that names them,
+			// then go out as they are.
+			if n, err = c.readWithin(ctx, c.buf[carry:], holdWait); err != nil {
+				return c.readErr(ctx, err)
+			}
+			if n == 0 {
+				evs, _ := c.process(c.buf[:carry], time.Now(), false)
+				carry = 0
+				if len(evs) > 0 {
+					out <- evs
+				}
+				continue
+			}
 		}
 		if n == 0 {
 			if ctx.Err() != nil {
@@ -436,10 +454,40 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 				return c.readErr(ctx, err)
 			}
 		}
-		if evs := c.process(c.buf[:n], time.Now()); len(evs) > 0 {
+		c.stats.reads.Add(1)
+		c.stats.bytes.Add(uint64(n))
+		total := carry + n
+		evs, keep := c.process(c.buf[:total], time.Now(), ctx.Err() == nil)
+		copy(c.buf, c.buf[total-keep:total])
+		carry = keep
+		if len(evs) > 0 {
 			out <- evs
 		}
 	}
+}
+
+// holdWait bounds how long held events wait for their naming record.
+const holdWait = 2 * time.Millisecond
+
+// readWithin reads what arrives within d; 0, nil when nothing did or ctx
+// has ended (then nothing is worth waiting for).
+func (c *Capture) readWithin(ctx context.Context, buf []byte, d time.Duration) (int, error) {
+	if ctx.Err() != nil {
+		return 0, nil
+	}
+	if err := c.group.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return 0, err
+	}
+	n, err := c.group.Read(buf)
+	// Clearing may also clear a deadline ctx's end just set; every
+	// blocking read is preceded by a ctx check, so that is harmless.
+	if cerr := c.group.SetReadDeadline(time.Time{}); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, nil
+	}
+	return n, err
 }
 
 func (c *Capture) readErr(ctx context.Context, err error) error {

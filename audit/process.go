@@ -21,15 +21,50 @@ type batch struct {
 	filtered, self, resolveFails, decodeErrs, overflows uint64
 }
 
-// process turns one read buffer into Events.
-func (c *Capture) process(buf []byte, now time.Time) []Event {
+// process turns a read buffer into Events. With mayHold it may leave
+// events at the end of buf unconverted (see holdFrom) and returns how many
+// bytes they take; the caller puts them before the next read.
+func (c *Capture) process(buf []byte, now time.Time, mayHold bool) ([]Event, int) {
 	raw, derr := kernel.Decode(c.raw[:0], buf)
 	c.raw = raw[:0]
-	evs := c.convert(raw, derr, now)
-	s := &c.stats
-	s.reads.Add(1)
-	s.bytes.Add(uint64(len(buf)))
-	return evs
+	keep := 0
+	if mayHold && derr == nil {
+		if i := c.holdFrom(raw); i < len(raw) {
+			if k := len(buf) - raw[i].Off; k <= len(c.buf)/4 {
+				raw, keep = raw[:i], k
+			}
+		}
+	}
+	return c.convert(raw, derr, now), keep
+}
+
+// holdFrom returns the index of the first of the last few events that
+// is a handle-only attrib or delete_self of a file whose delete record
+// (which names it, see unlinkedName) is not in this read yet: the kernel
+// queues them first and the reader can be fast enough to read them alone.
+// Holding them back briefly lets the name arrive. len(raw) means none.
+func (c *Capture) holdFrom(raw []kernel.RawEvent) int {
+	if c.fdMode || !c.feat.TargetFID || c.mask&kernel.FanDelete == 0 {
+		return len(raw)
+	}
+	for i := max(0, len(raw)-lookAhead); i < len(raw); i++ {
+		r := &raw[i]
+		if r.Err != nil || r.Dir.Valid() || !r.FID.Valid() || r.Mask&kernel.FanOnDir != 0 ||
+			r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) == 0 {
+			continue
+		}
+		if _, ok := c.gone.get(r.FID.Key); ok {
+			continue
+		}
+		named := false
+		for j := i + 1; j < len(raw) && !named; j++ {
+			named = raw[j].Mask&kernel.FanDelete != 0 && string(raw[j].FID.Key) == string(r.FID.Key)
+		}
+		if !named {
+			return i
+		}
+	}
+	return len(raw)
 }
 
 // convert turns decoded events into Events; derr is Decode's error.
@@ -178,8 +213,13 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			c.dirChange(raw[:i], r, obj, path, dir)
 		}
 	case obj.Valid():
+		// Only a handle: the object is unlinked (or on its way). Its name
+		// is in the gone cache when the delete came first, in a delete
+		// record just ahead otherwise.
 		if r.Mask&kernel.FanDeleteSelf != 0 {
 			path = c.goneDir(obj)
+		} else if p, ok := c.gone.get(obj.Key); ok {
+			path = p
 		}
 		if path == "" {
 			path = c.unlinkedName(b, obj, next)

@@ -94,6 +94,15 @@ func TestConvert(t *testing.T) {
 			want: []string{"delete /m/d1/x 7", "open /m/d1/other 7", "open /m/d1/other2 7", "delete_self /m/d1/x 8"},
 		},
 		{
+			name: "attrib of a file whose delete came first",
+			raw: []kernel.RawEvent{
+				withFID(ev(kernel.FanCreate|kernel.FanDelete, 7, d1, "x"), x),
+				withFID(ev(kernel.FanAttrib, 7, kernel.Handle{}, ""), x),
+				withFID(ev(kernel.FanDeleteSelf, 7, kernel.Handle{}, ""), x),
+			},
+			want: []string{"create /m/d1/x 7", "delete /m/d1/x 7", "attrib /m/d1/x 7", "delete_self /m/d1/x 7"},
+		},
+		{
 			name: "overflow and malformed events become events_lost",
 			raw: []kernel.RawEvent{
 				{Mask: kernel.FanQOverflow, FD: -1, PidFD: -1},
@@ -167,6 +176,33 @@ func TestConvert(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("events:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHoldFrom(t *testing.T) {
+	x, d := hkey(6), hkey(1)
+	open := kernel.RawEvent{Mask: kernel.FanOpen, Dir: d, Name: []byte("a")}
+	gone := kernel.RawEvent{Mask: kernel.FanAttrib | kernel.FanDeleteSelf, FID: x}
+	del := kernel.RawEvent{Mask: kernel.FanDelete, Dir: d, Name: []byte("x"), FID: x}
+	tests := []struct {
+		name string
+		raw  []kernel.RawEvent
+		mask uint64
+		want int
+	}{
+		{"named by a later delete", []kernel.RawEvent{open, gone, del}, kernel.FanDelete, 3},
+		{"delete not read yet", []kernel.RawEvent{open, gone}, kernel.FanDelete, 1},
+		{"held with what follows", []kernel.RawEvent{gone, open}, kernel.FanDelete, 0},
+		{"no delete asked for", []kernel.RawEvent{open, gone}, kernel.FanDeleteSelf, 2},
+		{"nothing to hold", []kernel.RawEvent{open, open}, kernel.FanDelete, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Capture{feat: kernel.Features{FID: true, TargetFID: true}, mask: tt.mask, gone: newPathCache(4)}
+			if got := c.holdFrom(tt.raw); got != tt.want {
+				t.Fatalf("holdFrom = %d, want %d", got, tt.want)
 			}
 		})
 	}

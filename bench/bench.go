@@ -39,13 +39,15 @@ type Options struct {
 	NoDrain           bool
 	// PacedRate and PacedFor set the paced run (peak RSS at a given
 	// record rate), done once after the rounds; a zero rate skips it.
-	PacedRate     float64
-	PacedFor      time.Duration
-	MemTouchGiB   int      // touched once before timing; 0 skips
-	GoBenchPkgs   []string // packages for go test -bench; empty skips
-	GoBenchTime   string   // -benchtime, e.g. "1s"
-	CPUProfileDir string   // if set, one extra fanaudit live run writes a CPU profile here (FANAUDIT_CPUPROFILE)
-	Log           io.Writer
+	PacedRate   float64
+	PacedFor    time.Duration
+	MemTouchGiB int      // touched once before timing; 0 skips
+	GoBenchPkgs []string // packages for go test -bench; empty skips
+	GoBenchTime string   // -benchtime, e.g. "1s"
+	// PerfDir, if set, gets perf profiles of one extra fanaudit live run and
+	// one extra drain run, outside the timed rounds.
+	PerfDir string
+	Log     io.Writer
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -89,7 +91,7 @@ type Report struct {
 	PacedRate  float64
 	GoBench    []GoBench
 	GoBenchErr map[string]string
-	Profile    string // path of the fanaudit CPU profile, if taken
+	Profiles   []Profile
 	Notes      []string
 }
 
@@ -172,8 +174,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		runSet(ctx, e, 1, pc, rep.Paced)
 	}
-	if o.CPUProfileDir != "" && o.Fanaudit != "" {
-		rep.Profile = profileRun(ctx, e)
+	if o.PerfDir != "" && o.Fanaudit != "" {
+		rep.Profiles = profileRuns(ctx, e)
 	}
 	if len(o.GoBenchPkgs) > 0 {
 		rep.GoBench, rep.GoBenchErr = runGoBench(ctx, o)

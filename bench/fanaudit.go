@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 type sinkKind int
@@ -64,6 +66,11 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 	if err := fanauditConfig(cfg, dir, out, topic, kind, false, e.o.KafkaBrokers); err != nil {
 		return Sample{}, err
 	}
+	if kind == sinkKafka {
+		if err := createTopic(ctx, e.o.KafkaBrokers, topic); err != nil {
+			return Sample{}, err
+		}
+	}
 	m, err := startMonitor(e.outMnt, tag, "", extraEnv, e.o.Fanaudit, "run", "--config", cfg)
 	if err != nil {
 		return Sample{}, err
@@ -108,6 +115,23 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 		s.Counts, err = consumeKafka(ctx, e, topic, tag)
 		return s, err
 	}
+}
+
+// createTopic makes the run's topic up front: the sink does not rely on
+// broker-side auto-creation, and neither do production deployments.
+func createTopic(ctx context.Context, brokers, topic string) error {
+	broker, _, _ := strings.Cut(brokers, ",")
+	c := &kafkago.Client{Addr: kafkago.TCP(broker), Timeout: 30 * time.Second}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := c.CreateTopics(cctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := res.Errors[topic]; err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
 }
 
 // consumeKafka reads the run's topic back to the end with kcat and counts
@@ -194,33 +218,4 @@ func signalDrain(ctx context.Context, m *monitor, e *env, dir string) (Sample, e
 	s.CPU, s.MaxRSSKiB = m.usage()
 	s.DrainCPU = s.CPU - cpu0
 	return s, nil
-}
-
-// profileRun repeats the live file-sink run once with FANAUDIT_CPUPROFILE
-// set, outside the timed rounds, so profiling overhead never reaches the
-// table.
-func profileRun(ctx context.Context, e *env) string {
-	if err := os.MkdirAll(e.o.CPUProfileDir, 0o755); err != nil {
-		e.o.logf("profile: %v", err)
-		return ""
-	}
-	prof := filepath.Join(e.o.CPUProfileDir, "fanaudit-live.cpu.pprof")
-	os.Remove(prof)
-	e.seq++
-	tag := fmt.Sprintf("prof-%02d", e.seq)
-	dir := filepath.Join(e.wlMnt, tag)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		e.o.logf("profile: %v", err)
-		return ""
-	}
-	defer os.RemoveAll(dir)
-	if _, err := fanauditLiveRun(ctx, e, dir, tag, sinkFile, []string{"FANAUDIT_CPUPROFILE=" + prof}, e.wl); err != nil {
-		e.o.logf("profile run: %v", err)
-		return ""
-	}
-	if _, err := os.Stat(prof); err != nil {
-		e.o.logf("profile: fanaudit wrote no profile (FANAUDIT_CPUPROFILE not implemented?)")
-		return ""
-	}
-	return prof
 }

@@ -161,3 +161,38 @@ func TestMissing(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePerfReport(t *testing.T) {
+	out := `# Samples: 10K
+#
+    96.45%     0.00%  [.] runtime.goexit.abi0                                       -      -
+    34.99%     0.00%  [.] github.com/fanaudit/fanaudit/enrich.(*Enricher).Run      -      -
+    34.99%     0.00%  [.] github.com/fanaudit/fanaudit/enrich.(*Enricher).Run-fm   -      -
+    30.00%     1.00%  [.] github.com/fanaudit/fanaudit/internal/pipeline.(*Stages[go.shape.struct { A int; B [2]int }]).Run.func4  -      -
+    22.52%     1.57%  [k] do_syscall_64
+     6.44%     0.27%  [k] fanotify_read
+`
+	tests := []struct {
+		name      string
+		inclusive bool
+		top       int
+		want      []ProfileLine
+	}{
+		{"inclusive skips wrappers", true, 3, []ProfileLine{
+			{34.99, "github.com/fanaudit/fanaudit/enrich.(*Enricher).Run"},
+			{30.00, "github.com/fanaudit/fanaudit/internal/pipeline.(*Stages[…]).Run.func4"},
+			{6.44, "fanotify_read"},
+		}},
+		{"self keeps everything", false, 2, []ProfileLine{
+			{96.45, "runtime.goexit.abi0"},
+			{34.99, "github.com/fanaudit/fanaudit/enrich.(*Enricher).Run"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ParsePerfReport(out, tt.inclusive, tt.top); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -253,9 +253,7 @@ func (r *Report) Markdown(w io.Writer) error {
 			p("\n- %s: %s\n", k, oneLine(r.GoBenchErr[k]))
 		}
 	}
-	if r.Profile != "" {
-		p("\nA CPU profile of one extra live fanaudit run (outside the timed rounds) is at `%s`.\n", r.Profile)
-	}
+	r.profiles(&b)
 	for _, n := range r.Notes {
 		p("\n%s\n", n)
 	}
@@ -412,4 +410,45 @@ func trimFloat(v float64) string {
 		return fmt.Sprintf("%d", int64(v))
 	}
 	return fmt.Sprintf("%.4g", v)
+}
+
+func (r *Report) profiles(b *strings.Builder) {
+	if len(r.Profiles) == 0 {
+		return
+	}
+	p := func(f string, a ...any) { fmt.Fprintf(b, f, a...) }
+	p("\n## Where fanaudit's CPU goes (perf)\n\n")
+	p("`perf record -F 999 -g -p PID` on one extra run of each kind, outside the timed rounds; `perf report --sort symbol`, percentages of all samples of the process (user and kernel).\n")
+	for _, pr := range r.Profiles {
+		if pr.Err != "" {
+			p("\n- %s: **no profile**: %s\n", pr.Name, oneLine(pr.Err))
+			continue
+		}
+		p("\n### %s: %d records in %.2f s (%.2f M records/s while profiled), `%s`\n\n", pr.Name, pr.Records, pr.Seconds, float64(pr.Records)/pr.Seconds/1e6, pr.Data)
+		p("| inclusive %% | symbol | | self %% | symbol |\n|---|---|---|---|---|\n")
+		for i := range max(len(pr.Inclusive), len(pr.Self)) {
+			var a, bb ProfileLine
+			if i < len(pr.Inclusive) {
+				a = pr.Inclusive[i]
+			}
+			if i < len(pr.Self) {
+				bb = pr.Self[i]
+			}
+			p("| %s | %s | | %s | %s |\n", pct(a.Percent, a.Symbol), mdCode(a.Symbol), pct(bb.Percent, bb.Symbol), mdCode(bb.Symbol))
+		}
+	}
+}
+
+func pct(v float64, sym string) string {
+	if sym == "" {
+		return ""
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func mdCode(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "`" + strings.ReplaceAll(strings.TrimPrefix(s, "github.com/fanaudit/fanaudit/"), "|", "\\|") + "`"
 }

@@ -14,4 +14,7 @@ if [ -z "${FANAUDIT_KAFKA_BROKERS:-}" ] && [ -f scripts/kafka.sh ] &&
 	trap 'bash scripts/kafka.sh stop --dir "$FANAUDIT_KAFKA_DIR"' EXIT
 fi
 go build -o bench/.work/fabench ./bench/cmd/fabench
-bench/.work/fabench "$@"
+perf=()
+# perf profiles show where fanaudit's CPU goes; Debian ships perf as linux-perf.
+command -v perf >/dev/null 2>&1 && perf=(-perf-dir bench/.work/perf)
+bench/.work/fabench "${perf[@]}" "$@"

@@ -1,12 +1,17 @@
 package deploy_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 const manifestPath = "kubernetes/fanaudit.yaml"
@@ -113,4 +118,81 @@ func TestManifestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fanaudit check-config on the ConfigMap's config.toml: %v\n%s", err, res)
 	}
+}
+
+// TestHostRootLayout runs the agent the way the DaemonSet lays it out: in
+// its own mount namespace, with the node's root bound read-only under a
+// prefix (/host in the pod) and watched paths under that prefix. Events of
+// processes outside, on the node's own paths, must be reported, with
+// file.path carrying the prefix as docs/operations.md says.
+func TestHostRootLayout(t *testing.T) {
+	testutil.RequireRoot(t)
+	unshare := requireTool(t, "unshare", "util-linux")
+	bin := agentBinary(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	out := testutil.TmpfsMount(t, "16m")
+	// The bind of / lives only in the agent's namespace. Its mount point is
+	// on a tmpfs the cleanup unmounts and never walks, so a bind that
+	// leaked could not lead a recursive delete into the host's root.
+	host := filepath.Join(testutil.TmpfsMount(t, "1m"), "host")
+	if err := os.Mkdir(host, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(out, "events.json")
+	cfg := fmt.Sprintf("paths = [%q]\nevents = [\"create\"]\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\n\n[sinks.file]\npath = %q\nmax_size_mb = 0\n",
+		host+watched, logFile)
+	cfgPath := filepath.Join(out, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e; mount --rbind / "$1"; mount -o remount,bind,ro "$1"; shift; exec "$@"`
+	stderr := &lockedBuffer{}
+	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sh", "-c", script, "pod", host, bin, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("agent output:\n%s", stderr.String())
+		}
+		if mounted(t, host) {
+			t.Errorf("the bind of / leaked into the test's namespace at %s", host)
+			exec.Command("umount", "-l", host).Run()
+		}
+	}()
+	cw := &canaryWriter{t: t, dir: watched, prefix: host, file: logFile, exited: exited}
+	cw.waitVisible("pod", false)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("agent exit after SIGTERM: %v (want 0)", waitErr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent did not exit within 60s of SIGTERM")
+	}
+}
+
+// mounted reports whether something is mounted at dir in the test's own
+// mount namespace.
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	for _, l := range strings.Split(readFile(t, "/proc/self/mountinfo"), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,20 @@ func TestLogrotateSnippet(t *testing.T) {
 	if strings.Contains(strings.Join(directives, "\n"), "copytruncate") {
 		t.Errorf("%s uses copytruncate, which loses lines", snippetPath)
 	}
+	// The snippet must rotate the file the shipped config writes, in a
+	// directory the unit lets the agent write.
+	example := readFile(t, filepath.Join(repoRoot(t), "config.toml.example"))
+	m := regexp.MustCompile(`(?m)^\[sinks\.file\][^\[]*?^path = "([^"]+)"`).FindStringSubmatch(example)
+	if m == nil {
+		t.Fatal("config.toml.example has no [sinks.file] path")
+	}
+	if !strings.Contains(s, m[1]+" {") {
+		t.Errorf("%s does not rotate %s, the file sink path of config.toml.example", snippetPath, m[1])
+	}
+	rw := unitValues(readFile(t, unitPath), "ReadWritePaths")
+	if len(rw) != 1 || !slices.Contains(strings.Fields(rw[0]), filepath.Dir(m[1])) {
+		t.Errorf("the unit's ReadWritePaths %q lacks %s", rw, filepath.Dir(m[1]))
+	}
 }
 
 // record is what the test reads back from the sink: only the fields the
@@ -149,11 +163,14 @@ fsync = "never"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
+	// exited is closed when the agent is gone; waitErr is then its status.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
-		if !stopped {
+		select {
+		case <-exited:
+		default:
 			cmd.Process.Kill()
 			<-exited
 		}
@@ -271,10 +288,9 @@ fsync = "never"
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("agent exit after SIGTERM: %v (want 0)", err)
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("agent exit after SIGTERM: %v (want 0)", waitErr)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("agent did not exit within 60s of SIGTERM")
@@ -411,8 +427,9 @@ func readRecords(t *testing.T, name string) []record {
 type canaryWriter struct {
 	t      *testing.T
 	dir    string
+	prefix string // what the agent's mount namespace puts before dir
 	file   string
-	exited <-chan error
+	exited <-chan struct{}
 	paths  []string // must each have their records
 	early  []string // written before the capture was known to run: 0 or 1 records
 }
@@ -438,11 +455,11 @@ func (c *canaryWriter) waitVisible(label string, startup bool) {
 		c.paths = append(c.paths, p)
 		// The path is the tmpfs root plus a plain name, so its JSON form is
 		// the path itself; quote it to match the whole value.
-		needle := []byte(strconv.Quote(p))
+		needle := []byte(strconv.Quote(c.prefix + p))
 		for range 10 {
 			select {
-			case err := <-c.exited:
-				c.t.Fatalf("agent exited while waiting for %s: %v", label, err)
+			case <-c.exited:
+				c.t.Fatalf("agent exited while waiting for %s", label)
 			default:
 			}
 			if b, err := os.ReadFile(c.file); err == nil && bytes.Contains(b, needle) {

@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // TestBadInput: every bad config or flag exits 2 with exactly one stderr
@@ -55,5 +59,25 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRuntimeFailure: a problem that only shows at run time (the metrics
+// port is taken) is exit 1, not 2.
+func TestRuntimeFailure(t *testing.T) {
+	testutil.RequireRoot(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	watched := testutil.TmpfsMount(t, "1m")
+	cfg := fmt.Sprintf("paths = [%q]\n[metrics]\nenabled = true\nlisten = %q\n", watched, ln.Addr().String())
+	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	if code := a.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, a.stderr())
+	}
+	if !strings.Contains(a.stderr(), "metrics.listen") {
+		t.Errorf("stderr does not name metrics.listen:\n%s", a.stderr())
 	}
 }

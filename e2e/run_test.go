@@ -371,3 +371,42 @@ func TestSIGHUPReopens(t *testing.T) {
 		t.Errorf("new file lacks the record written after SIGHUP:\n%s", cur)
 	}
 }
+
+// TestShutdownTimeout: a blocking stdout sink whose reader never reads
+// cannot flush; SIGTERM still ends the agent, after shutdown_timeout, with
+// exit 1 and a log line saying why.
+func TestShutdownTimeout(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "64m")
+	cfg := fmt.Sprintf(`paths = [%q]
+events = ["create"]
+shutdown_timeout = "1s"
+stats_interval = "0s"
+[logging]
+format = "json"
+[[sinks]]
+name = "stdout"
+type = "stdout"
+when_full = "block"
+queue_size = 16
+`, watched)
+	a := start(t, true, "run", "--config", writeConfig(t, cfg))
+	a.waitLog("running", startTimeout)
+	for i := 0; i < 2000; i++ {
+		f, err := os.Create(filepath.Join(watched, fmt.Sprintf("s%05d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	began := time.Now()
+	a.signal(syscall.SIGTERM)
+	a.waitLog("shutdown timeout: aborting the flush", 30*time.Second)
+	a.readStdout()
+	if code := a.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, a.stderr())
+	}
+	if d := time.Since(began); d > 20*time.Second {
+		t.Errorf("stop took %s with shutdown_timeout 1s", d)
+	}
+}

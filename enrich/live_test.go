@@ -262,3 +262,161 @@ func TestAttribution(t *testing.T) {
 		}
 	}
 }
+
+func copyExe(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExecLive: one process writes a file, execs a second program (same
+// pid), which writes another; each file's records carry the program that
+// was running, with and without exec events on the program's filesystem.
+func TestExecLive(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, v := range []variant{
+		{name: "exec_events", observe: true, exec: true, pidfdInfo: true, connector: true},
+		{name: "proc_only", observe: true, pidfdInfo: true, connector: true},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			mnt := testutil.TmpfsMount(t, "16m")
+			shell, err := filepath.EvalSymlinks("/bin/sh")
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, second := filepath.Join(mnt, "first"), filepath.Join(mnt, "second")
+			copyExe(t, shell, first)
+			copyExe(t, shell, second)
+			actions := []record.Action{record.ActionCreate, record.ActionCloseWrite}
+			if v.exec {
+				actions = append(actions, record.ActionExec)
+			}
+			s := startLive(t, mnt, v, actions, Options{})
+			// "read" keeps each program alive until the test has seen its
+			// file's events, so the proc_only variant can always read /proc.
+			script := `echo a > "$1/a"; read x; exec "$2" -c 'echo b > "$1/b"; read x || true' sh "$1"`
+			cmd := exec.Command(first, "-c", script, "sh", mnt, second)
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pid := int32(cmd.Process.Pid)
+			is := func(name string) func(*record.Record) bool {
+				return func(r *record.Record) bool {
+					return r.File.Path == filepath.Join(mnt, name) && r.Action == record.ActionCloseWrite
+				}
+			}
+			a := s.collect(t, 1, is("a"))[0]
+			io.WriteString(in, "\n")
+			b := s.collect(t, 1, is("b"))[0]
+			in.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if a.Process.Pid != pid || b.Process.Pid != pid {
+				t.Fatalf("pids %d %d, want %d", a.Process.Pid, b.Process.Pid, pid)
+			}
+			if a.Process.Executable != first || b.Process.Executable != second {
+				t.Fatalf("executables %q then %q, want %q then %q", a.Process.Executable, b.Process.Executable, first, second)
+			}
+			if a.Process.EntityID != b.Process.EntityID || a.Process.EntityID == "" {
+				t.Fatalf("entity id changed across exec: %q %q", a.Process.EntityID, b.Process.EntityID)
+			}
+			if !strings.Contains(b.Process.CommandLine, "echo b") {
+				t.Fatalf("command line after exec: %q", b.Process.CommandLine)
+			}
+		})
+	}
+}
+
+// TestHashLive hashes close_write files through the capture's own open
+// file and compares with sha256sum; a file above the cap is skipped and
+// says so.
+func TestHashLive(t *testing.T) {
+	testutil.RequireRoot(t)
+	mnt := testutil.TmpfsMount(t, "64m")
+	v := variant{observe: true, pidfdInfo: true}
+	s := startLive(t, mnt, v, []record.Action{record.ActionCloseWrite}, Options{Hash: HashOptions{Enabled: true, MaxSize: 1 << 20}})
+	small, big := filepath.Join(mnt, "small"), filepath.Join(mnt, "big")
+	if err := exec.Command("sh", "-c", `seq 1 20000 > "$0"; head -c 2000000 /dev/zero > "$1"`, small, big).Run(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*record.Record{}
+	for _, r := range s.collect(t, 2, func(r *record.Record) bool { return r.File.Path == small || r.File.Path == big }) {
+		got[r.File.Path] = r
+	}
+	if want := sha256sum(t, small); got[small].File.SHA256 != want || got[small].File.HashStatus != "" {
+		t.Fatalf("small: %+v, want %s", got[small].File, want)
+	}
+	if got[big].File.SHA256 != "" || got[big].File.HashStatus != HashSkippedSize {
+		t.Fatalf("big: %+v", got[big].File)
+	}
+}
+
+// TestPidReuseLive makes the kernel hand a just-freed pid to a different
+// program (through /proc/sys/kernel/ns_last_pid) while the first
+// program's identity is still cached, and checks that the second gets
+// its own executable and entity id.
+func TestPidReuseLive(t *testing.T) {
+	testutil.RequireRoot(t)
+	const lastPid = "/proc/sys/kernel/ns_last_pid"
+	if _, err := os.Stat(lastPid); err != nil {
+		t.Skipf("%v", err)
+	}
+	mnt := testutil.TmpfsMount(t, "16m")
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := filepath.Join(mnt, "first"), filepath.Join(mnt, "second")
+	copyExe(t, shell, first)
+	copyExe(t, shell, second)
+	// No exec events and no pidfds: only the proc connector's fork event
+	// can tell that the cached pid now belongs to someone else.
+	v := variant{observe: true, pidfdInfo: true, connector: true}
+	s := startLive(t, mnt, v, []record.Action{record.ActionCloseWrite}, Options{})
+	write := func(exe, name string) (int32, *record.Record) {
+		cmd := exec.Command(exe, "-c", `echo x > "$0"; read x || true`, filepath.Join(mnt, name))
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := s.collect(t, 1, func(r *record.Record) bool { return r.File.Path == filepath.Join(mnt, name) })[0]
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return int32(cmd.Process.Pid), r
+	}
+	pidA, a := write(first, "a")
+	// Other processes on the machine may take the pid first; try a few
+	// times.
+	for try := 0; try < 20; try++ {
+		if err := os.WriteFile(lastPid, []byte(strconv.Itoa(int(pidA)-1)), 0o644); err != nil {
+			t.Skipf("set %s: %v", lastPid, err)
+		}
+		pidB, b := write(second, "b"+strconv.Itoa(try))
+		if pidB != pidA {
+			continue
+		}
+		if a.Process.Executable != first || b.Process.Executable != second {
+			t.Fatalf("executables %q, %q; want %q, %q", a.Process.Executable, b.Process.Executable, first, second)
+		}
+		if a.Process.EntityID == b.Process.EntityID || b.Process.EntityID == "" {
+			t.Fatalf("entity ids %q, %q", a.Process.EntityID, b.Process.EntityID)
+		}
+		return
+	}
+	t.Skip("could not get the pid reused")
+}

@@ -5,30 +5,44 @@
 // Where the data comes from, and why:
 //
 //   - Process identity is read from /proc as early as possible: Observe runs
-//     in the capture's reader goroutine, before the event is queued, so a
-//     process that lives for less than a millisecond is usually still there.
-//     Exec events (FAN_OPEN_EXEC) carry the new executable's path; it is
-//     kept for the pid even if the process is gone by the next event. With
-//     FAN_REPORT_PIDFD (Options.PidFD), each /proc snapshot is confirmed
-//     against the event's pidfd, and PIDFD_GET_INFO supplies the creds of
-//     a process whose /proc entry is already unusable.
+//     in the capture's reader goroutine, before the event is queued. The
+//     read pins the process with a pidfd (the event's own with
+//     FAN_REPORT_PIDFD, else pidfd_open), takes the creds from
+//     PIDFD_GET_INFO (cheaper than status, and still there for a zombie)
+//     and keeps the /proc data only if that pidfd's process is still alive
+//     afterwards. On this 6.18 kernel PIDFD_GET_INFO answers creds for a
+//     live or zombie process; after reaping only cgroup id and exit code.
+//   - Exec events (FAN_OPEN_EXEC) carry the new executable's path; it is
+//     kept for the pid even if the process is gone by the next event. The
+//     ELF loader's own exec event (ld-linux*, ld-musl*) is ignored.
 //   - The kernel's proc connector (netlink cn_proc) reports every fork,
 //     exec and uid/gid change, queued at the moment they happen. From it
 //     the enricher knows the real uid and gid of a process that has already
 //     exited and been reaped when its first event is read: they are the
 //     ones it inherited at fork or set since. The effective ids are taken
-//     from it only where no set-id exec can have changed them silently.
-//   - The process cache is keyed by (pid, start time): a reused pid or an
-//     exec makes a new identity, while events still in flight keep the one
-//     they happened under (each identity is valid from the event time it
-//     was first seen). It is bounded (LRU, Options.CacheSize pids), and an
-//     entry is trusted for Options.CacheTTL before /proc is read again. A
-//     process that execs a program outside the watched filesystems (no exec
-//     event) can therefore show its old executable for up to CacheTTL.
+//     from it only where no set-id exec can have changed them silently
+//     (otherwise fanaudit.missing has user.effective.id). Its fork and exec
+//     events also invalidate a cached pid at once: the queue is applied
+//     once per capture read batch, before the batch's first lookup.
+//   - The process cache is keyed by (pid, start time, pidfs inode): a
+//     reused pid or an exec makes a new identity, while events still in
+//     flight keep the one they happened under (each identity is valid from
+//     the event time it was first seen). It is bounded (LRU,
+//     Options.CacheSize pids), and an entry is trusted for Options.CacheTTL
+//     before /proc is read again. Without the proc connector and without
+//     exec events for the program's filesystem, an exec or a pid reuse can
+//     go unnoticed for up to CacheTTL.
+//   - A process gone before anything could be read keeps what is known
+//     from its earlier events (the cached identity of that pid). Without
+//     pidfds an event read after its process died and its pid was reused
+//     can in principle be given the new process; with FAN_REPORT_PIDFD the
+//     pidfs inode rules that out.
 //   - Records: process.command_line is /proc/PID/cmdline with NULs turned
 //     into spaces, cut at Options.CmdlineMax bytes (default 4096).
 //     process.entity_id is hex(sha256(machine-id "|" boot-id "/" pid "/"
-//     start ticks))[:32]; it differs for a reused pid and is stable for one
+//     start ticks ["/" pidfs inode]))[:32]; it differs for a reused pid
+//     (the pidfs inode, known whenever /proc is read through a pidfd,
+//     separates even a reuse within one clock tick) and is stable for one
 //     process instance across agent restarts within a boot.
 //     user.audit.id and user.audit.name are the login uid
 //     (/proc/PID/loginuid) and user.audit.session_id the audit session; the

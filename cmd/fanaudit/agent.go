@@ -79,6 +79,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		StatsInterval:    cfg.StatsInterval,
 		SinkFailingAfter: cfg.Health.SinkFailingAfter,
 		Host:             enr.Host(),
+		StatsHook: func(e *zerolog.Event) {
+			e.Uint64("captured", stages.Captured()).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
+		},
 	}, log)
 	if err != nil {
 		return err
@@ -120,8 +123,6 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	stopAux()
 	wg.Wait()
 
-	cs, es := capt.Stats(), enr.Stats()
-	log.Info().Interface("capture", cs).Interface("enrich", es).Msg("stopped")
 	if err != nil {
 		return err
 	}

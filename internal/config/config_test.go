@@ -273,3 +273,24 @@ func TestSinkErrorLineIsPerElement(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestKafkaSpoolPolicyFollowsSink(t *testing.T) {
+	tests := []struct {
+		name, extra, want string
+	}{
+		{"inherits", "", "drop_oldest"},
+		{"own value", "when_full = \"block\"\n", "block"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nwhen_full = \"drop_oldest\"\n[sinks.kafka]\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n" + tc.extra
+			c, err := Parse("t.toml", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Sinks[0].Kafka.WhenFull; got != tc.want {
+				t.Errorf("kafka when_full = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

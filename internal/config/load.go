@@ -120,7 +120,7 @@ func Parse(name string, src []byte) (*Config, error) {
 			}
 			return nil, e
 		}
-		if s.Kafka != nil && lines.line(fmt.Sprintf("sinks.%d.kafka.when_full", i)) == 0 {
+		if _, set := lines.exact[fmt.Sprintf("sinks.%d.kafka.when_full", i)]; s.Kafka != nil && !set {
 			// One when_full per sink: the spool follows the queue's policy
 			// unless [sinks.kafka] sets its own.
 			s.Kafka.WhenFull = s.WhenFull.String()

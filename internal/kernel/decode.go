@@ -104,6 +104,7 @@ func (h *Handle) Bytes() []byte { return h.Key[fidHandle-fidFsid:] }
 
 // RawEvent is one decoded kernel event. Slices alias the read buffer.
 type RawEvent struct {
+	Off   int // byte offset of the event in the decoded buffer
 	Mask  uint64
 	FD    int32 // fd mode: the event's open fd, else negative
 	Pid   int32
@@ -147,6 +148,7 @@ func Decode(dst []RawEvent, buf []byte) ([]RawEvent, error) {
 			return dst, &DecodeError{off + metaEventLen, ErrEventLen}
 		}
 		dst = append(dst, RawEvent{
+			Off:   off,
 			Mask:  binary.NativeEndian.Uint64(rest[metaMask:]),
 			FD:    int32(binary.NativeEndian.Uint32(rest[metaFD:])),
 			Pid:   int32(binary.NativeEndian.Uint32(rest[metaPid:])),

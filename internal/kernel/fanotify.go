@@ -134,8 +134,13 @@ func (g *Group) Read(buf []byte) (int, error) {
 	var n int
 	var err error
 	cerr := g.rc.Read(func(fd uintptr) bool {
-		n, err = unix.Read(int(fd), buf)
-		return err != unix.EAGAIN && err != unix.EINTR
+		for {
+			n, err = unix.Read(int(fd), buf)
+			if err != unix.EINTR {
+				// false on EAGAIN: the poller waits and calls again.
+				return err != unix.EAGAIN
+			}
+		}
 	})
 	if cerr != nil {
 		return 0, connErr(cerr)

@@ -47,12 +47,19 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// StatsInterval is the period of the stats log line; 0 turns it off.
 	StatsInterval time.Duration
+	// AbortGrace is how long Run waits for the stages after an abort (a
+	// failure or the shutdown timeout) before it returns without them;
+	// default 2s.
+	AbortGrace time.Duration
 	// LossInterval is the minimum time between two queue_full records for
 	// one sink; default one second.
 	LossInterval time.Duration
 	// SinkFailingAfter is how long a sink with pending items may go
 	// without delivering before Health reports it; default 60s.
 	SinkFailingAfter time.Duration
+	// StatsHook adds other stages' counters (capture, enrichment) to each
+	// stats log line; optional.
+	StatsHook func(e *zerolog.Event)
 	// Host is attached to the loss records the pipeline makes.
 	Host *record.Host
 	// Now is the clock, for tests; default time.Now.
@@ -96,6 +103,9 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
+	}
+	if opts.AbortGrace <= 0 {
+		opts.AbortGrace = 2 * time.Second
 	}
 	if opts.LossInterval <= 0 {
 		opts.LossInterval = time.Second
@@ -209,6 +219,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		for _, q := range p.queues {
 			q.Close()
 		}
+		// After an abort, keep the source's sends from blocking forever.
+		for range records {
+		}
 		if err != nil && abort.Err() == nil {
 			fail("fan-out", err)
 		}
@@ -223,14 +236,36 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.watch(ctx, abort, drained, cancelAbort)
 	}()
 
-	sinkWG.Wait()
-	// The fan-out and source finish before the sinks can (the queues are
-	// closed last), except on abort, where they return promptly too.
-	cancelStop()
-	close(drained)
-	wg.Wait()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		// The fan-out and source finish before the sinks can (the queues
+		// are closed last), except on abort, where all of them return
+		// promptly.
+		sinkWG.Wait()
+		cancelStop()
+		close(drained)
+		wg.Wait()
+	}()
+	select {
+	case <-finished:
+	case <-abort.Done():
+		// A sink blocked in a write(2) to a stalled pipe cannot be
+		// interrupted, and the shutdown timeout must stay a bound: after
+		// a grace period, return without the stuck goroutines (the
+		// process exits right after).
+		t := time.NewTimer(p.opts.AbortGrace)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			p.log.Error().Dur("grace", p.opts.AbortGrace).Msg("some stages did not stop after the abort; giving up on them")
+		}
+	}
 
 	p.logStats("final stats", p.Stats(), nil, 0)
+	errMu.Lock()
+	defer errMu.Unlock()
 	if firstErr != nil {
 		return firstErr
 	}

@@ -348,6 +348,34 @@ func TestBlockedSinkShutdownTimeout(t *testing.T) {
 	checkInvariantLoose(t, p.Stats())
 }
 
+// TestStuckSinkShutdownIsBounded: a sink that ignores its context (as one
+// blocked in write(2) does) cannot hold the shutdown past timeout + grace.
+func TestStuckSinkShutdownIsBounded(t *testing.T) {
+	src := newSource(100, 10)
+	never := make(chan struct{})
+	defer close(never)
+	p, err := New(Options{Source: src, ShutdownTimeout: 20 * time.Millisecond, AbortGrace: 20 * time.Millisecond, Sinks: []SinkSpec{
+		{Name: "stuck", Sink: stuckSink{never}, QueueSize: 5, Policy: sinks.Block},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	cancel()
+	if err := <-done; !errors.Is(err, ErrShutdownTimeout) {
+		t.Fatalf("Run = %v, want ErrShutdownTimeout", err)
+	}
+}
+
+type stuckSink struct{ never chan struct{} }
+
+func (stuckSink) Name() string  { return "stuck" }
+func (stuckSink) Reopen() error { return nil }
+func (s stuckSink) Run(ctx context.Context, q *sinks.Queue) error {
+	<-s.never
+	return nil
+}
+
 func checkInvariantLoose(t *testing.T, st Stats) {
 	t.Helper()
 	for _, q := range st.Sinks {
@@ -615,3 +643,100 @@ func TestReaderStoppedIsUnhealthy(t *testing.T) {
 type earlySource struct{}
 
 func (earlySource) Run(stop, abort context.Context, out chan<- []*record.Record) error { return nil }
+
+func TestStagesEnrichQuitsEarly(t *testing.T) {
+	st := &Stages[int]{
+		Channel: 1,
+		Capture: func(ctx context.Context, out chan<- []int) error {
+			out <- []int{1, 2}
+			out <- []int{3}
+			<-ctx.Done()
+			return nil
+		},
+		Enrich: func(ctx context.Context, in <-chan []int, out chan<- []*record.Record) error {
+			<-in
+			return nil
+		},
+	}
+	p, err := New(Options{Source: st, Sinks: []SinkSpec{{Name: "s", Sink: newSink(-1), QueueSize: 10}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	defer cancel()
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "before its input was closed") {
+		t.Fatalf("Run = %v, want the unread events reported", err)
+	}
+}
+
+// discardSink settles everything at once.
+type discardSink struct{}
+
+func (discardSink) Name() string  { return "discard" }
+func (discardSink) Reopen() error { return nil }
+func (discardSink) Run(ctx context.Context, q *sinks.Queue) error {
+	buf := make([]*sinks.Item, 0, 512)
+	for {
+		items, err := q.Next(ctx, buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		q.Delivered(len(items))
+	}
+}
+
+// benchSource sends n copies of one record in batches of 256.
+type benchSource struct {
+	n    int
+	rec  record.Record
+	sent chan struct{}
+}
+
+func (s *benchSource) Run(stop, abort context.Context, out chan<- []*record.Record) error {
+	batch := make([]*record.Record, 256)
+	for i := range batch {
+		r := s.rec
+		batch[i] = &r
+	}
+	for left := s.n; left > 0; left -= len(batch) {
+		out <- batch[:min(left, len(batch))]
+	}
+	close(s.sent)
+	<-stop.Done()
+	return nil
+}
+
+// BenchmarkPipeline measures records through the fan-out to two sinks,
+// encoding included: ns/op is per record.
+func BenchmarkPipeline(b *testing.B) {
+	rec := record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite,
+		File:    record.File{Path: "/srv/data/some/file.txt", Type: "file", HasStat: true, Inode: 42, Mode: 0o644, Size: 100},
+		Process: record.Process{Pid: 42, PPid: 1, Name: "bench", Executable: "/usr/bin/bench", CommandLine: "bench --flag value"},
+		User:    record.User{HasID: true, Name: "root", HasGID: true, Group: "root"},
+		Host:    &record.Host{Hostname: "h", ID: "0123456789abcdef", BootID: "b"}}
+	src := &benchSource{n: b.N, rec: rec, sent: make(chan struct{})}
+	p, err := New(Options{Source: src, Sinks: []SinkSpec{
+		{Name: "a", Sink: discardSink{}, QueueSize: 8192},
+		{Name: "b", Sink: discardSink{}, QueueSize: 8192},
+	}}, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() { done <- p.Run(ctx) }()
+	<-src.sent
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if st := p.Stats(); st.Sinks[1].Delivered != uint64(b.N) {
+		b.Fatalf("delivered %d of %d", st.Sinks[1].Delivered, b.N)
+	}
+}

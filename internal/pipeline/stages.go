@@ -85,12 +85,23 @@ func (s *Stages[E]) Run(stop, abort context.Context, out chan<- []*record.Record
 	}()
 	go func() {
 		defer wg.Done()
-		if err := s.Enrich(abortCtx, counted, out); err != nil {
+		err := s.Enrich(abortCtx, counted, out)
+		if err == nil && stopCtx.Err() == nil {
+			// Its input can't be closed yet: the capture runs until stop.
+			err = errors.New("returned before its input was closed")
+		}
+		if err != nil {
 			errs[2] = fmt.Errorf("enrich: %w", err)
 			cancel()
 		}
-		// Whatever Enrich left unread must not block the relay.
-		for range counted {
+		// Whatever Enrich left unread must not block the relay; left
+		// unread without an error, it would be lost without a trace.
+		left := 0
+		for b := range counted {
+			left += len(b)
+		}
+		if errs[2] == nil && left > 0 && abortCtx.Err() == nil {
+			errs[2] = fmt.Errorf("enrich: returned with %d events unread", left)
 		}
 	}()
 	wg.Wait()

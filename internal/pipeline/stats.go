@@ -117,5 +117,9 @@ func (p *Pipeline) logStats(msg string, s Stats, prev *Stats, elapsed time.Durat
 		}
 		arr = arr.Dict(d)
 	}
-	ev.Array("sinks", arr).Msg(msg)
+	ev = ev.Array("sinks", arr)
+	if p.opts.StatsHook != nil {
+		p.opts.StatsHook(ev)
+	}
+	ev.Msg(msg)
 }

@@ -84,8 +84,15 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if host == nil || host.ID == "" {
-		return nil, errors.New("kafka sink: host id is unknown, so event ids would not be unique")
+	if host == nil || host.ID == "" && host.Hostname == "" {
+		return nil, errors.New("kafka sink: neither host id nor hostname is known, so event ids would not be unique")
+	}
+	hostID := host.ID
+	if hostID == "" {
+		// No /etc/machine-id (some containers): the hostname still tells
+		// hosts apart for keys and event ids.
+		hostID = host.Hostname
+		log.Warn().Str("hostname", hostID).Msg("kafka sink: host id unknown; using the hostname in keys and event ids")
 	}
 	if runID == "" {
 		return nil, errors.New("kafka sink: empty run id")
@@ -102,8 +109,8 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	s := &Sink{
 		cfg:      cfg,
 		log:      log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
-		idPrefix: host.ID + ":" + host.BootID + ":" + runID + ":",
-		hostKey:  []byte(host.ID),
+		idPrefix: hostID + ":" + host.BootID + ":" + runID + ":",
+		hostKey:  []byte(hostID),
 	}
 	var balancer kafkago.Balancer = &kafkago.Murmur2Balancer{} // same partitions as Java clients
 	if cfg.Key == "none" {

@@ -38,7 +38,7 @@ func run() error {
 	flag.StringVar(&o.WorkDir, "work", "", "scratch directory (default REPO/bench/.work)")
 	flag.IntVar(&o.N, "n", 200000, "files per workload run")
 	flag.IntVar(&o.Block, "block", 4096, "bytes written per file")
-	flag.IntVar(&o.Rounds, "rounds", 5, "interleaved rounds")
+	flag.IntVar(&o.Rounds, "rounds", 3, "interleaved rounds")
 	flag.StringVar(&fanaudit, "fanaudit", "", "fanaudit binary (default: build ./cmd/fanaudit if it exists; \"none\" leaves it out)")
 	flag.BoolVar(&o.FanauditDrainHook, "drain-hook", false, "fanaudit implements FANAUDIT_BENCH_DRAIN=1 (else SIGSTOP/SIGCONT)")
 	flag.StringVar(&o.KafkaBrokers, "kafka", os.Getenv("FANAUDIT_KAFKA_BROKERS"), "brokers for the Kafka configuration (default $FANAUDIT_KAFKA_BROKERS; empty leaves it out)")
@@ -49,7 +49,7 @@ func run() error {
 	flag.IntVar(&o.MemTouchGiB, "memtouch", 3, "GiB of memory to touch once before timing")
 	flag.StringVar(&pkgs, "gobench", "./internal/kernel,./enrich,./internal/record,./sinks,./internal/pipeline", "comma-separated packages for go test -bench (empty skips)")
 	flag.StringVar(&o.GoBenchTime, "benchtime", "1s", "go test -benchtime")
-	flag.StringVar(&o.CPUProfileDir, "profile-dir", "", "take a fanaudit CPU profile (FANAUDIT_CPUPROFILE) into this directory")
+	flag.StringVar(&o.PerfDir, "perf-dir", "", "profile one extra fanaudit live and drain run with perf into this directory")
 	flag.StringVar(&out, "o", "", "markdown output (default REPO/bench/RESULTS.md; - for stdout)")
 	flag.Parse()
 

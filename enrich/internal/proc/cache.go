@@ -41,6 +41,7 @@ type slot struct {
 	checked     time.Time // when /proc last confirmed cur
 	gone        bool      // /proc said the pid was gone at checked
 	execPending bool      // cur came from an exec event
+	stale       bool      // the proc connector saw a fork reuse the pid
 	pidIno      uint64    // pidfs inode of the instance cur describes; 0 unknown
 	newer       *slot     // LRU list, head is the most recent
 	older       *slot
@@ -82,9 +83,10 @@ type Stats struct {
 // Cache maps pid to its current and recent identities, keyed by (pid,
 // start time): a reused pid gets a new Entry, and so does an exec.
 type Cache struct {
-	cfg  Config
-	obs  *Reader // used only by Observe's goroutine
-	late *Reader // used only by Resolve's goroutine
+	cfg      Config
+	obs      *Reader   // used only by Observe's goroutine
+	lastSync time.Time // Observe's goroutine only
+	late     *Reader   // used only by Resolve's goroutine
 
 	mu         sync.Mutex
 	m          map[int32]*slot
@@ -98,12 +100,35 @@ func NewCache(cfg Config) *Cache {
 	if cfg.ClockTicks <= 0 {
 		cfg.ClockTicks = 100
 	}
-	return &Cache{
+	c := &Cache{
 		cfg:  cfg,
 		obs:  NewReader(cfg.Root, cfg.CmdlineMax, cfg.Pidfds),
 		late: NewReader(cfg.Root, cfg.CmdlineMax, cfg.Pidfds),
 		m:    make(map[int32]*slot, cfg.Size),
 	}
+	if cfg.Lineage != nil {
+		cfg.Lineage.onExec = c.execSeen
+		cfg.Lineage.onFork = c.forkSeen
+	}
+	return c
+}
+
+// forkSeen marks pid for a re-read: a new process has it now.
+func (c *Cache) forkSeen(pid int32) {
+	c.mu.Lock()
+	if s := c.m[pid]; s != nil {
+		s.stale = true
+	}
+	c.mu.Unlock()
+}
+
+// execSeen marks pid for a re-read: the proc connector saw it exec.
+func (c *Cache) execSeen(pid int32) {
+	c.mu.Lock()
+	if s := c.m[pid]; s != nil {
+		s.execPending = true
+	}
+	c.mu.Unlock()
 }
 
 // IsLoader reports whether an exec event's path is an ELF program
@@ -130,6 +155,13 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		}
 		c.execs.Add(1)
 	}
+	// Once per read batch (events of one read share t), apply the proc
+	// connector's queue: any exec that happened before these events were
+	// read is in it, so a cached pid that exec'd is re-read.
+	if l := c.cfg.Lineage; l != nil && !t.Equal(c.lastSync) {
+		c.lastSync = t
+		l.Sync()
+	}
 	// The pidfs inode names the process instance behind the event's pidfd:
 	// a cached pid whose inode differs was reused, TTL or not.
 	var ino uint64
@@ -140,7 +172,7 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	}
 	c.mu.Lock()
 	s := c.m[pid]
-	if s != nil && !exec && !s.execPending && !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno) {
+	if s != nil && !exec && !s.execPending && !s.stale && !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno) {
 		c.touch(s)
 		c.mu.Unlock()
 		c.hits.Add(1)
@@ -162,18 +194,23 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	}
 	var info Info
 	_, err := c.obs.Read(pid, pidfd, what, &info)
-	var lin Info // only the creds fields, from the proc connector
-	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds) {
+	var lin LineInfo // from the proc connector
+	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds || (!info.HasExe && what&ReadExe != 0)) {
 		path, setID := "", false
 		if exec {
 			path, setID = execPath, isSetID(execPath)
 		}
-		if cr, ok, eff := l.Creds(pid, path, setID); ok {
+		lin = l.Info(pid, path, setID)
+		if lin.HasCreds || lin.Exe != "" {
 			c.lineageHits.Add(1)
-			lin.HasCreds, lin.Creds, lin.NoEffective = true, cr, !eff
-			if !eff {
-				lin.Creds.EUID, lin.Creds.EGID = 0, 0
-			}
+		}
+	}
+	if err != nil && (lin.HasCreds || lin.Exe != "") {
+		info, err = Info{Pid: pid}, nil
+		if !exec {
+			// Only what the connector knows; any earlier snapshot of the
+			// same instance fills the rest below.
+			what = 0
 		}
 	}
 
@@ -181,9 +218,29 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	defer c.mu.Unlock()
 	s = c.m[pid]
 	switch {
+	case err == nil && what == 0 && s != nil && !s.stale:
+		// Gone; the connector completes the cached identity.
+		cp := *s.cur
+		if s.execPending && !cp.FromExec {
+			// The connector saw an exec after this snapshot: its image
+			// fields are the old program's.
+			cp.HasExe, cp.Exe, cp.HasComm, cp.Comm, cp.HasCmdline, cp.Cmdline = false, "", false, "", false, ""
+		}
+		if !cp.HasCreds && lin.HasCreds {
+			cp.HasCreds, cp.Creds, cp.NoEffective = true, lin.Creds, lin.NoEffective
+		}
+		if !cp.HasExe && lin.Exe != "" {
+			cp.HasExe, cp.Exe = true, lin.Exe
+		}
+		c.publish(s, pid, &cp, t, false, ino)
+		s.gone = true
+		c.goneHits.Add(1)
 	case err == nil:
 		if !info.HasCreds {
 			info.HasCreds, info.Creds, info.NoEffective = lin.HasCreds, lin.Creds, lin.NoEffective
+		}
+		if !info.HasExe && lin.Exe != "" && !exec {
+			info.HasExe, info.Exe = true, lin.Exe
 		}
 		e := c.newEntry(&info)
 		if exec {
@@ -198,23 +255,16 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		e.markExec(execPath)
 		c.publish(s, pid, e, t, exec, ino)
 		c.m[pid].gone = true
-	case s != nil && !s.cur.HasCreds && lin.HasCreds:
-		// Gone, but the connector knows the ids the cached identity lacks.
-		cp := *s.cur
-		cp.HasCreds, cp.Creds, cp.NoEffective = true, lin.Creds, lin.NoEffective
-		c.publish(s, pid, &cp, t, false, ino)
+	case s != nil && s.stale:
+		// A new process took the pid and is gone already: the cached
+		// identity is the old process's and says nothing about this one.
+		c.publish(s, pid, &Entry{Info: Info{Pid: pid}}, t, false, ino)
 		s.gone = true
-		c.goneHits.Add(1)
+		c.gone.Add(1)
 	case s != nil:
 		s.gone, s.checked = true, t
 		c.touch(s)
 		c.goneHits.Add(1)
-	case lin.HasCreds:
-		e := &Entry{Info: Info{Pid: pid}}
-		e.HasCreds, e.Creds, e.NoEffective = true, lin.Creds, lin.NoEffective
-		c.publish(nil, pid, e, t, false, ino)
-		c.m[pid].gone = true
-		c.gone.Add(1)
 	default:
 		c.gone.Add(1)
 	}
@@ -223,6 +273,9 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 // sameInstance: e was read from the process that s describes, proven by
 // the start time or by the pidfs inode.
 func sameInstance(s *slot, e *Entry, ino uint64) bool {
+	if e.PidfsIno != 0 && s.cur.PidfsIno != 0 {
+		return e.PidfsIno == s.cur.PidfsIno
+	}
 	if e.HasStart && s.cur.HasStart {
 		return e.StartTicks == s.cur.StartTicks
 	}
@@ -243,6 +296,9 @@ func (c *Cache) fillFrom(e, old *Entry) {
 	}
 	if !e.HasPPid && old.HasPPid {
 		e.HasPPid, e.PPid = true, old.PPid
+	}
+	if e.PidfsIno == 0 {
+		e.PidfsIno = old.PidfsIno
 	}
 	if !e.HasStart && old.HasStart {
 		e.HasStart, e.StartTicks, e.Start, e.EntityID = true, old.StartTicks, old.Start, old.EntityID
@@ -276,7 +332,7 @@ func (c *Cache) newEntry(info *Info) *Entry {
 		if !c.cfg.BootTime.IsZero() {
 			e.Start = c.cfg.BootTime.Add(time.Duration(ticks/hz)*time.Second + time.Duration(ticks%hz)*time.Second/time.Duration(hz))
 		}
-		e.EntityID = EntityID(c.cfg.IDSeed, info.Pid, info.StartTicks)
+		e.EntityID = EntityID(c.cfg.IDSeed, info.Pid, info.StartTicks, info.PidfsIno)
 	}
 	if info.HasCgroup {
 		e.ContainerID, e.Runtime = ContainerFromCgroup(info.CgroupPath)
@@ -285,22 +341,32 @@ func (c *Cache) newEntry(info *Info) *Entry {
 }
 
 // EntityID is process.entity_id: the first 16 bytes, in hex, of
-// sha256(seed "/" pid "/" start ticks), where seed is the machine id and
-// boot id. Start ticks count from boot, so the boot id makes the triple
-// unique for a host, and the machine id across hosts.
-func EntityID(seed string, pid int32, startTicks uint64) string {
-	var buf [128]byte
+// sha256(seed "/" pid "/" start ticks ["/" pidfs inode]), where seed is
+// the machine id and boot id. Start ticks count from boot, so the boot id
+// makes the triple unique for a host, and the machine id across hosts.
+// The pidfs inode, where known (pidfd reads, the default on the real
+// /proc), separates a pid reused within one clock tick; it is stable for
+// the process's life, so the id stays stable across agent restarts.
+func EntityID(seed string, pid int32, startTicks, pidfsIno uint64) string {
+	var buf [160]byte
 	b := append(buf[:0], seed...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(pid), 10)
 	b = append(b, '/')
 	b = strconv.AppendUint(b, startTicks, 10)
+	if pidfsIno != 0 {
+		b = append(b, '/')
+		b = strconv.AppendUint(b, pidfsIno, 10)
+	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
 
 // publish makes e the current identity of pid from t on. Callers hold mu.
 func (c *Cache) publish(s *slot, pid int32, e *Entry, t time.Time, exec bool, ino uint64) {
+	if ino == 0 {
+		ino = e.PidfsIno
+	}
 	if s == nil {
 		s = &slot{pid: pid, cur: e}
 		c.m[pid] = s
@@ -314,7 +380,7 @@ func (c *Cache) publish(s *slot, pid int32, e *Entry, t time.Time, exec bool, in
 	} else {
 		c.touch(s)
 		if !exec && !s.execPending && sameIdentity(s.cur, e) {
-			s.checked, s.gone = t, false
+			s.checked, s.gone, s.stale = t, false, false
 			if ino != 0 {
 				s.pidIno = ino
 			}
@@ -331,7 +397,7 @@ func (c *Cache) publish(s *slot, pid int32, e *Entry, t time.Time, exec bool, in
 		}
 		s.cur = e
 	}
-	s.checked, s.gone, s.execPending, s.pidIno = t, false, exec, ino
+	s.checked, s.gone, s.execPending, s.stale, s.pidIno = t, false, exec, false, ino
 }
 
 func sameIdentity(a, b *Entry) bool {

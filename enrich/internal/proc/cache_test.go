@@ -161,11 +161,11 @@ func TestCachePartial(t *testing.T) {
 }
 
 func TestEntityIDStable(t *testing.T) {
-	a := EntityID("m|b", 1, 2)
-	if a != EntityID("m|b", 1, 2) || len(a) != 32 {
+	a := EntityID("m|b", 1, 2, 0)
+	if a != EntityID("m|b", 1, 2, 0) || len(a) != 32 {
 		t.Fatalf("unstable or wrong length: %q", a)
 	}
-	for _, o := range []string{EntityID("m|b", 1, 3), EntityID("m|b", 2, 2), EntityID("m|c", 1, 2)} {
+	for _, o := range []string{EntityID("m|b", 1, 3, 0), EntityID("m|b", 2, 2, 0), EntityID("m|c", 1, 2, 0), EntityID("m|b", 1, 2, 7)} {
 		if o == a {
 			t.Fatalf("collision %q", o)
 		}

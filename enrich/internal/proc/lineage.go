@@ -23,6 +23,17 @@ type lineEntry struct {
 	// effBefore: the effective ids were certain just before the last
 	// exec, so they still are if that exec was not of a set-id program.
 	effBefore bool
+	// exe as read right after the last exec (or inherited at fork);
+	// "" unknown.
+	exe string
+}
+
+// LineInfo is what the proc connector's lineage knows about a process.
+type LineInfo struct {
+	HasCreds    bool
+	Creds       Creds
+	NoEffective bool // only the real ids in Creds are certain
+	Exe         string
 }
 
 // Lineage follows process creation and id changes through the kernel's
@@ -34,13 +45,17 @@ type Lineage struct {
 	conn   *kernel.ProcConnector
 	reader *Reader // parents that existed before we listened
 
-	mu    sync.Mutex
-	m     map[int32]*lineEntry
-	ring  []*lineEntry // insertion order, for the bound
-	head  int
-	evs   []kernel.ProcEvent
-	lost  atomic.Uint64
-	reads atomic.Uint64
+	mu   sync.Mutex
+	m    map[int32]*lineEntry
+	ring []*lineEntry // insertion order, for the bound
+	head int
+	evs  []kernel.ProcEvent
+	// onExec is told of every exec, and onFork of every new process,
+	// under mu, so the cache re-reads the pid: an exec changes exe and
+	// command line while the pid stays, and a fork may reuse a pid.
+	onExec, onFork func(pid int32)
+	lost           atomic.Uint64
+	reads          atomic.Uint64
 }
 
 // OpenLineage subscribes to the proc connector. size bounds the processes
@@ -84,6 +99,9 @@ func (l *Lineage) Run(ctx context.Context) error {
 
 // drain applies every queued event. Callers hold mu.
 func (l *Lineage) drain() error {
+	if l.conn == nil { // tests feed apply directly
+		return nil
+	}
 	for {
 		evs, err := l.conn.Read(l.evs[:0])
 		l.evs = evs
@@ -104,6 +122,9 @@ func (l *Lineage) drain() error {
 func (l *Lineage) apply(ev *kernel.ProcEvent) {
 	switch ev.What {
 	case kernel.ProcEventFork:
+		if l.onFork != nil {
+			l.onFork(ev.Tgid)
+		}
 		p := l.m[ev.ParentTgid]
 		if p == nil {
 			p = l.readParent(ev.ParentTgid)
@@ -116,19 +137,30 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 		c.pid = ev.Tgid
 		l.put(&c)
 	case kernel.ProcEventExec:
+		if l.onExec != nil {
+			l.onExec(ev.Tgid)
+		}
 		// Re-read the ids right away: the process is usually still there,
 		// and then they are certain again.
 		e := l.m[ev.Tgid]
 		var info Info
-		if _, err := l.reader.Read(ev.Tgid, -1, ReadCreds, &info); err == nil && info.HasCreds {
-			l.reads.Add(1)
-			if e == nil {
-				e = &lineEntry{pid: ev.Tgid}
-				l.put(e)
-			}
+		_, err := l.reader.Read(ev.Tgid, -1, ReadCreds|ReadExe, &info)
+		l.reads.Add(1)
+		if err == nil && (info.HasCreds || info.HasExe) && e == nil {
+			e = &lineEntry{pid: ev.Tgid}
+			l.put(e)
+		}
+		if e == nil {
+			return
+		}
+		e.exe = "" // the old image's path is wrong from now on
+		if err == nil && info.HasExe {
+			e.exe = info.Exe
+		}
+		if err == nil && info.HasCreds {
 			e.hasUID, e.hasGID, e.creds = true, true, info.Creds
 			e.execdU, e.execdG, e.effBefore = false, false, false
-		} else if e != nil {
+		} else {
 			e.effBefore = !e.execdU && !e.execdG
 			e.execdU, e.execdG = true, true
 		}
@@ -144,10 +176,10 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 func (l *Lineage) readParent(pid int32) *lineEntry {
 	l.reads.Add(1)
 	var info Info
-	if _, err := l.reader.Read(pid, -1, ReadCreds, &info); err != nil || !info.HasCreds {
+	if _, err := l.reader.Read(pid, -1, ReadCreds|ReadExe, &info); err != nil || !info.HasCreds {
 		return nil
 	}
-	e := &lineEntry{pid: pid, hasUID: true, hasGID: true, creds: info.Creds}
+	e := &lineEntry{pid: pid, hasUID: true, hasGID: true, creds: info.Creds, exe: info.Exe}
 	l.put(e)
 	return e
 }
@@ -170,27 +202,40 @@ func (l *Lineage) put(e *lineEntry) {
 	l.m[e.pid] = e
 }
 
-// Creds returns pid's ids as the connector knows them, after applying
-// everything queued so far. effective reports whether the effective ids
-// are certain: no exec since they were last known, or, when the caller
-// knows the executable of the last exec is not set-id (setIDExec false),
-// no exec before that one.
-func (l *Lineage) Creds(pid int32, execPath string, setIDExec bool) (c Creds, ok, effective bool) {
+// Sync applies everything queued so far.
+func (l *Lineage) Sync() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.drain()
+}
+
+// Info returns what the lineage knows about pid, after applying
+// everything queued so far. The effective ids count as certain when no
+// exec happened since they were last known or, when the caller knows the
+// last exec's program (execPath) is not set-id, none before that one.
+func (l *Lineage) Info(pid int32, execPath string, setIDExec bool) LineInfo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.drain(); err != nil {
-		return Creds{}, false, false
+		return LineInfo{}
 	}
 	e := l.m[pid]
-	if e == nil || !e.hasUID || !e.hasGID {
-		return Creds{}, false, false
+	if e == nil {
+		return LineInfo{}
 	}
-	eff := !e.execdU && !e.execdG
-	if execPath != "" {
-		if !eff {
-			eff = e.effBefore
+	li := LineInfo{Exe: e.exe}
+	if e.hasUID && e.hasGID {
+		eff := !e.execdU && !e.execdG
+		if execPath != "" {
+			if !eff {
+				eff = e.effBefore
+			}
+			eff = eff && !setIDExec
 		}
-		eff = eff && !setIDExec
+		li.HasCreds, li.Creds, li.NoEffective = true, e.creds, !eff
+		if !eff {
+			li.Creds.EUID, li.Creds.EGID = 0, 0
+		}
 	}
-	return e.creds, true, eff
+	return li
 }

@@ -16,6 +16,10 @@ var ErrGone = errors.New("process gone")
 // guessed.
 type Info struct {
 	Pid int32
+	// PidfsIno is the pidfs inode of the process (0 unknown): unique per
+	// process instance for the boot, even for a pid reused within one
+	// clock tick, where the start time cannot tell them apart.
+	PidfsIno uint64
 
 	HasComm    bool
 	Comm       string
@@ -116,6 +120,11 @@ func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []err
 			return nil, gone(pid, err)
 		}
 	}
+	if pidfd >= 0 && r.pidfds {
+		if ino, err := kernel.PidfdInode(pidfd); err == nil {
+			info.PidfsIno = ino
+		}
+	}
 	if pidfd >= 0 && r.pidfds && what&ReadCreds != 0 {
 		pi, err := kernel.PidfdGetInfo(pidfd, kernel.PidfdInfoPid|kernel.PidfdInfoCreds)
 		if err != nil && kernel.IsGone(err) {
@@ -213,8 +222,9 @@ func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []err
 		// Alive after the reads: /proc/PID was this process all along.
 		// Otherwise only what came through the pidfd is certain.
 		if alive, err := kernel.PidfdAlive(pidfd); err == nil && !alive {
+			ino := info.PidfsIno
 			*info = creds
-			info.HasPPid = ppid
+			info.HasPPid, info.PidfsIno = ppid, ino
 			return append(partial, fmt.Errorf("pid %d: reaped during the read", pid)), nil
 		}
 	}

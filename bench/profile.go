@@ -1,0 +1,233 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Profile is a perf profile of one extra fanaudit run.
+type Profile struct {
+	Name      string
+	Data      string // perf.data
+	Records   uint64
+	Seconds   float64 // live: workload start to last record; drain: SIGCONT to last record
+	Inclusive []ProfileLine
+	Self      []ProfileLine
+	Err       string
+}
+
+// ProfileLine is one symbol of perf report.
+type ProfileLine struct {
+	Percent float64
+	Symbol  string
+}
+
+// profileRuns profiles fanaudit with perf (no support needed from the
+// agent: perf reads Go's symbols and sees the kernel side too), once live
+// and once draining, outside the timed rounds.
+func profileRuns(ctx context.Context, e *env) []Profile {
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		return []Profile{{Name: "perf", Err: "perf not installed"}}
+	}
+	if err := os.MkdirAll(e.o.PerfDir, 0o755); err != nil {
+		return []Profile{{Name: "perf", Err: err.Error()}}
+	}
+	var out []Profile
+	for _, drain := range []bool{false, true} {
+		name := "live, default config + file sink"
+		if drain {
+			name = "drain, unlimited_queue + file sink"
+		}
+		e.o.logf("perf profile: %s", name)
+		p := Profile{Name: name}
+		if err := profileOne(ctx, e, perf, drain, &p); err != nil {
+			p.Err = err.Error()
+			e.o.logf("perf profile %s: %v", name, err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile) error {
+	e.seq++
+	tag := fmt.Sprintf("perf-%02d", e.seq)
+	dir := filepath.Join(e.wlMnt, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("run dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	defer func() {
+		ents, _ := os.ReadDir(e.outMnt)
+		for _, en := range ents {
+			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
+		}
+	}()
+	cfg := filepath.Join(e.outMnt, tag+".toml")
+	out := filepath.Join(e.outMnt, tag+".jsonl")
+	if err := fanauditConfig(cfg, dir, out, "", sinkFile, drain, ""); err != nil {
+		return err
+	}
+	m, err := startMonitor(e.outMnt, tag, "", nil, e.o.Fanaudit, "run", "--config", cfg)
+	if err != nil {
+		return err
+	}
+	defer m.kill()
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return err
+	}
+	if drain {
+		if err := m.signal(syscall.SIGSTOP); err != nil {
+			return err
+		}
+		if _, err := e.wl(ctx, dir); err != nil {
+			return err
+		}
+	}
+	p.Data = filepath.Join(e.o.PerfDir, "fanaudit-"+map[bool]string{false: "live", true: "drain"}[drain]+".perf.data")
+	rec, err := startMonitor(e.outMnt, tag+"-perf", "", nil, perf, "record", "-F", "999", "-g", "-p", strconv.Itoa(m.pid()), "-o", p.Data)
+	if err != nil {
+		return err
+	}
+	defer rec.kill()
+	if err := rec.waitPerfAttached(ctx, readyTimeout); err != nil {
+		return err
+	}
+	start := time.Now()
+	if drain {
+		if err := m.signal(syscall.SIGCONT); err != nil {
+			return err
+		}
+	} else if _, err := e.wl(ctx, dir); err != nil {
+		return err
+	}
+	last, _, err := m.waitQuiet(ctx, out, quietFor, stopTimeout)
+	if err != nil {
+		return err
+	}
+	p.Seconds = last.Sub(start).Seconds()
+	if _, err := rec.stop(syscall.SIGINT, stopTimeout); err != nil {
+		return err
+	}
+	if _, err := m.stop(syscall.SIGTERM, stopTimeout); err != nil {
+		return err
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return fmt.Errorf("fanaudit output: %w", err)
+	}
+	c, err := ParseFanaudit(f, "")
+	f.Close()
+	if err != nil {
+		return err
+	}
+	p.Records = c.Events
+	if p.Inclusive, err = perfReport(ctx, perf, p.Data, true, 25); err != nil {
+		return err
+	}
+	p.Self, err = perfReport(ctx, perf, p.Data, false, 20)
+	return err
+}
+
+// waitPerfAttached polls until perf holds perf_event descriptors, i.e. the
+// target is being sampled.
+func (m *monitor) waitPerfAttached(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	fdDir := fmt.Sprintf("/proc/%d/fd", m.pid())
+	for {
+		ents, _ := os.ReadDir(fdDir)
+		for _, en := range ents {
+			if l, err := os.Readlink(filepath.Join(fdDir, en.Name())); err == nil && strings.Contains(l, "perf_event") {
+				return nil
+			}
+		}
+		select {
+		case <-m.done:
+			return fmt.Errorf("perf exited before attaching: %v: %s", m.waitErr, m.tail())
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("perf did not attach within %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// perfReport returns the top symbols, inclusive (children) or self.
+func perfReport(ctx context.Context, perf, data string, inclusive bool, top int) ([]ProfileLine, error) {
+	args := []string{perf, "report", "-i", data, "--stdio", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5"}
+	if inclusive {
+		args = append(args, "--children")
+	} else {
+		args = append(args, "--no-children")
+	}
+	out, err := run(ctx, "", args...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePerfReport(out, inclusive, top), nil
+}
+
+// ParsePerfReport reads `perf report --stdio -g none` lines such as
+// "  34.99%   0.69%  [.] sym". With inclusive, the first percentage
+// (children) is kept, else the only one. Wrappers every stack goes through
+// are skipped.
+func ParsePerfReport(out string, inclusive bool, top int) []ProfileLine {
+	var res []ProfileLine
+	for line := range strings.SplitSeq(out, "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		i := strings.Index(t, "] ")
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(t[:i])
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
+		if err != nil {
+			continue
+		}
+		// perf pads the symbol column and appends empty "-" columns.
+		sym := strings.TrimSpace(t[i+2:])
+		for strings.HasSuffix(sym, " -") {
+			sym = strings.TrimSpace(strings.TrimSuffix(sym, " -"))
+		}
+		if j := strings.Index(sym, "[go.shape"); j >= 0 {
+			sym = sym[:j] + "[…]" + sym[strings.LastIndex(sym, "])")+1:]
+		}
+		if inclusive && skipInclusive(sym) {
+			continue
+		}
+		res = append(res, ProfileLine{Percent: v, Symbol: sym})
+		if len(res) == top {
+			break
+		}
+	}
+	return res
+}
+
+func skipInclusive(sym string) bool {
+	if strings.HasSuffix(sym, "-fm") { // the method value twin of the line above it
+		return true
+	}
+	for _, p := range []string{"runtime.goexit", "runtime.mstart", "runtime.systemstack", "entry_SYSCALL", "do_syscall_64", "runtime.mcall", "[unknown]"} {
+		if strings.HasPrefix(sym, p) {
+			return true
+		}
+	}
+	return false
+}
