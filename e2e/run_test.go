@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -408,5 +411,57 @@ queue_size = 16
 	}
 	if d := time.Since(began); d > 20*time.Second {
 		t.Errorf("stop took %s with shutdown_timeout 1s", d)
+	}
+}
+
+// TestNoFeedbackLoopRotation: the file sink rotates (and gzips) inside the
+// watched tree; neither the live file nor the rotated ones are reported,
+// and the records of all files together are gapless.
+func TestNoFeedbackLoopRotation(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "64m")
+	logDir := filepath.Join(watched, "log")
+	out := filepath.Join(logDir, "events.json")
+	cfg := strings.Replace(fileSinkConfig(watched, out, ""), `events = ["create", "close_write", "rename", "delete"]`, `events = []`, 1)
+	cfg = strings.Replace(cfg, "max_size_mb = 0\n", "max_size_mb = 1\ncompress = true\nmax_backups = 0\n", 1)
+	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a.waitLog("running", startTimeout)
+	const n = 800 // about four records each: over 1 MiB of output
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("f%04d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.stop()
+	ents, err := os.ReadDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []rec
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(logDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(e.Name(), ".gz") {
+			zr, err := gzip.NewReader(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all = append(all, parseRecords(t, data)...)
+	}
+	if len(ents) < 2 {
+		t.Fatalf("no rotation happened: %v", ents)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Event.Sequence < all[j].Event.Sequence })
+	checkGapless(t, all)
+	for _, r := range all {
+		if strings.HasPrefix(r.File.Path, logDir) || strings.HasPrefix(r.File.Ext.Original.Path, logDir) {
+			t.Fatalf("the agent reported its own output: %s %s", r.Event.Action, r.File.Path)
+		}
 	}
 }

@@ -39,7 +39,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	capt, err := audit.New(audit.Options{
 		Paths:          cfg.Paths,
 		Include:        cfg.Include,
-		Exclude:        cfg.Exclude,
+		Exclude:        append(append([]string(nil), cfg.Exclude...), cfg.OutputGlobs()...),
 		IgnorePaths:    cfg.OutputPaths(),
 		Actions:        cfg.Actions(),
 		UnlimitedQueue: cfg.Capture.UnlimitedQueue,

@@ -71,6 +71,26 @@ path = "/var/log/x.json"
 	if got := c.OutputPaths(); len(got) != 1 || got[0] != "/var/log/x.json" {
 		t.Errorf("OutputPaths = %v", got)
 	}
+	globs := c.OutputGlobs()
+	if len(globs) != 1 {
+		t.Fatalf("OutputGlobs = %v", globs)
+	}
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"/var/log/x.json.20261122T010203Z", true},
+		{"/var/log/x.json.20261122T010203Z.gz", true},
+		{"/var/log/x.json", false},
+		{"/var/log/xyjson.1", false},
+	} {
+		if got, _ := filepath.Match(globs[0], tc.path); got != tc.want {
+			t.Errorf("%s matches %s: %v", globs[0], tc.path, got)
+		}
+	}
+	if g := escapeGlob("/a[1]/*?\\"); g != `/a\[1\]/\*\?\\` {
+		t.Errorf("escapeGlob = %s", g)
+	}
 }
 
 func TestParseErrors(t *testing.T) {

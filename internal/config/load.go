@@ -364,6 +364,16 @@ func actionList() string {
 	return strings.Join(names, ", ")
 }
 
+// OutputGlobs lists globs for the files the sinks derive from their
+// outputs (rotated files), for the capture's Exclude.
+func (c *Config) OutputGlobs() []string {
+	var out []string
+	for i := range c.Sinks {
+		out = append(out, sinkOutputGlobs(&c.Sinks[i])...)
+	}
+	return out
+}
+
 // OutputPaths lists every file the configured sinks write, for the
 // capture's IgnorePaths.
 func (c *Config) OutputPaths() []string {

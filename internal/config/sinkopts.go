@@ -1,6 +1,8 @@
 package config
 
 import (
+	"strings"
+
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
@@ -41,4 +43,31 @@ func sinkOutputPaths(s *Sink) []string {
 		}
 	}
 	return out
+}
+
+// sinkOutputGlobs covers the files a sink derives from its output file
+// (the file sink's rotated Path.TIMESTAMP[.gz] and their temporaries), as
+// exclude globs: IgnorePaths only covers a path and what is below it.
+func sinkOutputGlobs(s *Sink) []string {
+	var out []string
+	if s.File != nil && s.File.Path != "" {
+		out = append(out, escapeGlob(s.File.Path)+".*")
+	}
+	if s.Kafka != nil && s.Kafka.DeadLetterFile != "" {
+		out = append(out, escapeGlob(s.Kafka.DeadLetterFile)+".*")
+	}
+	return out
+}
+
+// escapeGlob quotes filepath.Match's special characters.
+func escapeGlob(p string) string {
+	var b strings.Builder
+	for _, c := range p {
+		switch c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
