@@ -27,8 +27,11 @@
 //     it) and delete. The file name always comes from the record. attrib
 //     and delete_self of an unlinked file arrive before the parent's delete
 //     and carry only a handle that no longer opens: they are named from the
-//     delete record that follows (FAN_REPORT_TARGET_FID). A path from
-//     readlink never keeps the kernel's " (deleted)" suffix.
+//     delete record that follows (FAN_REPORT_TARGET_FID), or from the gone
+//     cache when the delete came first. When that record isn't in the same
+//     read yet, the reader holds such events back for up to holdWait (2 ms)
+//     for it. A path from readlink never keeps the kernel's " (deleted)"
+//     suffix.
 //   - An event whose path cannot be resolved is still reported, with an
 //     empty Path, and counted in Stats.ResolveFailures.
 //   - Groups ask only for the wanted actions' bits, plus FAN_RENAME (so a
@@ -396,7 +399,8 @@ func (c *Capture) Stats() Stats {
 // by sleeping BatchDelay so events accumulate). When ctx ends it reads
 // what is still queued (non-blocking reads until the queue is empty),
 // sends it and returns nil. Sends block: the receiver must keep receiving
-// until Run returns.
+// until Run returns. Handle-only events at the tail of a read may go out
+// with the next read's slice (see holdFrom).
 func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return ErrRunning

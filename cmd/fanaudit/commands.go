@@ -123,6 +123,8 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 	if err != nil {
 		return wrapConfig(err)
 	}
+	// No check that the watched paths exist: a config is often checked
+	// on another machine than the one it runs on (a ConfigMap, a build).
 	return cfg.WriteTOML(stdout, source)
 }
 

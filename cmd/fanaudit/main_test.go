@@ -71,12 +71,12 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	good := writeFile(t, "paths = [\"/srv\"]\n[[sinks]]\nname = \"f\"\ntype = \"file\"\n[sinks.file]\npath = \"/var/log/x.json\"\n[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n[sinks.kafka.sasl]\nmechanism = \"plain\"\nusername = \"u\"\npassword_env = \"PW\"\n")
+	good := writeFile(t, "paths = [\"/tmp\"]\n[[sinks]]\nname = \"f\"\ntype = \"file\"\n[sinks.file]\npath = \"/var/log/x.json\"\n[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n[sinks.kafka.sasl]\nmechanism = \"plain\"\nusername = \"u\"\npassword_env = \"PW\"\n")
 	code, out, errs := runCmd(t, "check-config", "--config", good)
 	if code != 0 || errs != "" {
 		t.Fatalf("exit %d, stderr %q", code, errs)
 	}
-	for _, want := range []string{`paths = ["/srv"]`, "[[sinks]]", `path = "/var/log/x.json"`, `topic = "t"`, "shutdown_timeout", `password_env = "PW"`} {
+	for _, want := range []string{`paths = ["/tmp"]`, "[[sinks]]", `path = "/var/log/x.json"`, `topic = "t"`, "shutdown_timeout", `password_env = "PW"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("effective config lacks %q:\n%s", want, out)
 		}

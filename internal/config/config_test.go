@@ -102,8 +102,8 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown top key", "paths = [\"/a\"]\nbogus = 1\n", "bogus", 2},
 		{"unknown nested key", "[capture]\nread_buffer = 65536\nreadbuffer = 1\n", "capture.readbuffer", 3},
-		{"unknown sink key", "[[sinks]]\nname = \"a\"\ntype = \"stdout\"\n[[sinks]]\nname = \"b\"\ntype = \"stdout\"\nqueue = 3\n", "sinks.queue", 7},
-		{"unknown sink file key", "[[sinks]]\nname = \"a\"\ntype = \"file\"\n[sinks.file]\npath = \"/x\"\npth = \"/y\"\n", "sinks.file.pth", 6},
+		{"unknown sink key", "[[sinks]]\nname = \"a\"\ntype = \"stdout\"\n[[sinks]]\nname = \"b\"\ntype = \"stdout\"\nqueue = 3\n", "sinks[1].queue", 7},
+		{"unknown sink file key", "[[sinks]]\nname = \"a\"\ntype = \"file\"\n[sinks.file]\npath = \"/x\"\npth = \"/y\"\n", "sinks[0].file.pth", 6},
 		{"relative path", "paths = [\"rel\"]\n", "paths", 1},
 		{"empty paths", "paths = []\n", "paths", 1},
 		{"bad event", "\n\nevents = [\"open\", \"opne\"]\n", "events", 3},

@@ -44,6 +44,17 @@ func (k keyLines) lineAny(key string) int {
 	return 0
 }
 
+// indexed finds the array-indexed form of an index-less key set on line,
+// so that an unknown key in the second [[sinks]] reads sinks[1].x.
+func (k keyLines) indexed(key string, line int) string {
+	for ik, l := range k.exact {
+		if l == line && stripIndexes(ik) == key {
+			return ik
+		}
+	}
+	return ""
+}
+
 // scanKeyLines is deliberately forgiving: it only locates keys, and the
 // TOML decoder remains the judge of syntax.
 func scanKeyLines(src []byte) keyLines {

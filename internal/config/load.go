@@ -132,7 +132,11 @@ func Parse(name string, src []byte) (*Config, error) {
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0].String()
-		return nil, &Error{File: name, Line: lines.lineAny(k), Key: displayKey(k), Msg: "unknown key"}
+		line := lines.lineAny(k)
+		if ik := lines.indexed(k, line); ik != "" {
+			k = ik
+		}
+		return nil, &Error{File: name, Line: line, Key: displayKey(k), Msg: "unknown key"}
 	}
 	if err := cfg.validate(); err != nil {
 		var ve *Error
