@@ -99,7 +99,7 @@ type Queue struct {
 	received   uint64
 	delivered  uint64
 	dropped    uint64
-	unreported uint64
+	unreported Unreported
 	closed     bool
 	dataWait   int // goroutines waiting in Next
 	roomWait   int // goroutines waiting in Push (Block)
@@ -234,7 +234,7 @@ func (q *Queue) evictOldest() bool {
 
 func (q *Queue) drop(n uint64) {
 	q.dropped += n
-	q.unreported += n
+	q.unreported.Full += n
 }
 
 // wakeAfterPush signals a waiting consumer. Called with mu held.
@@ -328,7 +328,8 @@ func (q *Queue) settle(n int, failed bool) {
 	u := min(uint64(n), q.taken)
 	q.taken -= u
 	if failed {
-		q.drop(u)
+		q.dropped += u
+		q.unreported.Failed += u
 	} else {
 		q.delivered += u
 	}
@@ -372,14 +373,25 @@ func (q *Queue) Stats() QueueStats {
 	return s
 }
 
+// Unreported counts drops not yet announced in an events_lost record, by
+// cause: Full for when_full policy drops, Failed for items the sink gave up
+// on (Failed), so that the loss record can say which it was.
+type Unreported struct {
+	Full   uint64
+	Failed uint64
+}
+
+// Total is every unannounced drop.
+func (u Unreported) Total() uint64 { return u.Full + u.Failed }
+
 // TakeUnreported returns the drops not yet announced in an events_lost
-// record and resets the count, so each drop is announced once.
-func (q *Queue) TakeUnreported() uint64 {
+// record and resets the counts, so each drop is announced once.
+func (q *Queue) TakeUnreported() Unreported {
 	q.mu.Lock()
-	n := q.unreported
-	q.unreported = 0
+	u := q.unreported
+	q.unreported = Unreported{}
 	q.mu.Unlock()
-	return n
+	return u
 }
 
 // Name returns the sink name the queue was created for.

@@ -107,10 +107,10 @@ func TestQueuePolicies(t *testing.T) {
 			if s.Dropped != tc.wantDropped || s.Received != uint64(len(tc.push)) {
 				t.Fatalf("stats %+v, want dropped %d", s, tc.wantDropped)
 			}
-			if got := q.TakeUnreported(); got != tc.wantDropped {
+			if got := q.TakeUnreported().Total(); got != tc.wantDropped {
 				t.Fatalf("TakeUnreported = %d, want %d", got, tc.wantDropped)
 			}
-			if got := q.TakeUnreported(); got != 0 {
+			if got := q.TakeUnreported().Total(); got != 0 {
 				t.Fatalf("second TakeUnreported = %d, want 0", got)
 			}
 			q.Close()
@@ -345,7 +345,7 @@ func TestQueueHammer(t *testing.T) {
 			if policy == Block && s.Dropped == 0 {
 				t.Fatal("Failed calls were not counted as dropped")
 			}
-			if got := q.TakeUnreported(); got != s.Dropped {
+			if got := q.TakeUnreported().Total(); got != s.Dropped {
 				t.Fatalf("unreported %d, dropped %d", got, s.Dropped)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/audit"
@@ -90,7 +91,16 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	var m *metrics.Metrics
 	var ln net.Listener
 	if cfg.Metrics.Enabled {
-		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: p.Health, Captured: stages.Captured}, log)
+		comps := []metrics.Component{
+			{Name: "capture", Stats: func() any { return capt.Stats() }},
+			{Name: "enrich", Stats: func() any { return enr.Stats() }},
+		}
+		for _, sp := range specs {
+			if k, ok := sp.Sink.(*kafka.Sink); ok {
+				comps = append(comps, metrics.Component{Name: "kafka", Labels: prometheus.Labels{"sink": sp.Name}, Stats: func() any { return k.Stats() }})
+			}
+		}
+		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: p.Health, Captured: stages.Captured, Components: comps}, log)
 		if err != nil {
 			return err
 		}

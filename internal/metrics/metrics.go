@@ -27,6 +27,8 @@ type Source struct {
 	Health func() (ok bool, reason string)
 	// Captured counts events from the capture stage; nil when unknown.
 	Captured func() uint64
+	// Components are the stages' own counters, exported by field name.
+	Components []Component
 }
 
 // Metrics is the registry and its HTTP handler.
@@ -43,11 +45,19 @@ func New(src Source, log zerolog.Logger) (*Metrics, error) {
 		return nil, errors.New("metrics: Stats and Health are required")
 	}
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
+	cs := []prometheus.Collector{
 		newCollector(src),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}
+	for _, comp := range src.Components {
+		cc, err := newComponentCollector(comp)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, cc)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -154,5 +155,49 @@ func TestServeStopsWithContext(t *testing.T) {
 func TestNewRequiresFuncs(t *testing.T) {
 	if _, err := New(Source{}, zerolog.Nop()); err == nil || errors.Is(err, nil) {
 		t.Fatal("New accepted an empty source")
+	}
+}
+
+func TestComponentMetrics(t *testing.T) {
+	type stageStats struct {
+		KernelEvents uint64
+		CacheEntries int
+		AckP99       time.Duration
+		note         string
+	}
+	src := Source{
+		Stats:  func() pipeline.Stats { return pipeline.Stats{} },
+		Health: func() (bool, string) { return true, "" },
+		Components: []Component{{Name: "capture", Labels: map[string]string{"sink": "k"},
+			Stats: func() any { return stageStats{KernelEvents: 7, CacheEntries: 3, AckP99: 1500 * time.Millisecond} }}},
+	}
+	m, err := New(src, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			switch {
+			case mm.GetCounter() != nil:
+				got[mf.GetName()] = mm.GetCounter().GetValue()
+			case mm.GetGauge() != nil:
+				got[mf.GetName()] = mm.GetGauge().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{
+		"fanaudit_capture_kernel_events_total": 7,
+		"fanaudit_capture_cache_entries":       3,
+		"fanaudit_capture_ack_p99_seconds":     1.5,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
 	}
 }

@@ -86,7 +86,7 @@ func (f *fanState) emit(ctx context.Context, r *record.Record) error {
 	return nil
 }
 
-// reportLosses emits a queue_full record for every sink with unannounced
+// reportLosses emits queue_full and sink_error records for every sink with unannounced
 // drops whose last report is at least LossInterval old, or for every sink
 // with drops when final is set. Loss records are never dropped by a queue,
 // so after a final pass nothing is left unannounced.
@@ -96,24 +96,32 @@ func (f *fanState) reportLosses(ctx context.Context, final bool) error {
 		if !final && now.Sub(f.lastReport[i]) < f.p.opts.LossInterval {
 			continue
 		}
-		n := q.TakeUnreported()
-		if n == 0 {
+		u := q.TakeUnreported()
+		if u.Total() == 0 {
 			continue
 		}
 		f.lastReport[i] = now
-		r := &record.Record{
-			Timestamp: now,
-			Action:    record.ActionEventsLost,
-			Host:      f.p.opts.Host,
-			Fanaudit: record.Meta{Lost: record.Lost{
-				HasCount: true,
-				Count:    n,
-				Reason:   record.ReasonQueueFull,
-				Sink:     q.Name(),
-			}},
-		}
-		if err := f.emit(ctx, r); err != nil {
-			return err
+		for _, l := range []struct {
+			n      uint64
+			reason string
+		}{{u.Full, record.ReasonQueueFull}, {u.Failed, record.ReasonSinkError}} {
+			if l.n == 0 {
+				continue
+			}
+			r := &record.Record{
+				Timestamp: now,
+				Action:    record.ActionEventsLost,
+				Host:      f.p.opts.Host,
+				Fanaudit: record.Meta{Lost: record.Lost{
+					HasCount: true,
+					Count:    l.n,
+					Reason:   l.reason,
+					Sink:     q.Name(),
+				}},
+			}
+			if err := f.emit(ctx, r); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -190,4 +190,7 @@ type Lost struct {
 const (
 	ReasonKernelOverflow = "kernel_queue_overflow"
 	ReasonQueueFull      = "queue_full"
+	// ReasonSinkError: a sink gave up on records it had taken (e.g. a
+	// Kafka permanent error that was dead-lettered, a broken stdout pipe).
+	ReasonSinkError = "sink_error"
 )
