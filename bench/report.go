@@ -152,7 +152,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	p("Operations are counted by type (fanread: mask bits; fatrace: its letters; fanaudit: `event.action` of each record), because the kernel merges queued events. ")
 	p("*missing* is expected minus captured over the types the configuration subscribes to (— = not subscribed). ")
 	p("*lost / reports*: records a monitor says it lost / the loss announcements it made (fanread: overflow events, with no count). ")
-	p("CPU and peak RSS come from wait4 of the monitor process; *tail* is the time from the workload's end to the monitor's exit.\n\n")
+	p("Monitor CPU comes from wait4, peak RSS from the monitor's VmHWM. *tail* is the time from the workload's end to the monitor's exit (fanread, fatrace, fanaudit Kafka) or to the last record written (fanaudit file sink, so that a slow shutdown is not counted as catching up). *ops per CPU-s* is operations captured per CPU-second of the monitor.\n\n")
 	p("| configuration | workload s | slowdown × | open | create | modify | close_write | rename | delete | missing | lost / reports | monitor CPU s | ops per CPU-s | peak RSS MiB | tail s |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	p("| *expected* | | | %d | %d | %d | %d | %d | %d | | | | | | |\n",
@@ -183,7 +183,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	if len(r.Drain) > 0 && len(r.Drain[0].Samples) > 0 {
 		p("\n## Drain: reading a pre-filled unlimited queue\n\n")
 		p("The workload runs first with the monitor not reading; then the monitor drains. *units*: kernel events for fanread (its own count), records for fanaudit (one per action, so comparable with *ops*). ")
-		p("fanread -D times its own read loop; the stop/cont rows time from SIGCONT to process exit (drain plus shutdown), and their CPU is what the process used after SIGCONT.\n\n")
+		p("fanread -D times its own read loop. The stop/cont rows time from SIGCONT to the process exit (fanread, which exits at the first empty read after SIGINT) or to the last record written (fanaudit); their CPU is what the process used in that time.\n\n")
 		p("| configuration | drain s | units | units/s | ops | ops/s | missing | drain CPU s | ops per CPU-s | peak RSS MiB |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range r.Drain {
@@ -207,18 +207,19 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 
 	if len(r.Paced) > 0 {
-		p("\n## Paced: peak RSS at %.0f k records/s\n\n", r.PacedRate/1e3)
-		p("wl runs in batches every 100 ms, each sized to keep the average at %.0f k records/s (%.1f records per file); run once, after the rounds. *ops captured per s* is over the whole run.\n\n",
+		p("\n## Paced: peak RSS at %.0f k ops/s\n\n", r.PacedRate/1e3)
+		p("wl runs in batches every 100 ms, each sized to keep the average at %.0f k operations/s (%.1f per file: open, create, modify, close_write, delete, half a rename); run once, after the rounds. Rates are over the whole run; *units/s* is the monitor's own unit (fanread: kernel events; fanaudit: records, which add attrib, delete_self and move_self).\n\n",
 			r.PacedRate/1e3, recordsPerFile)
-		p("| configuration | seconds | files | ops captured per s | missing | lost / reports | monitor CPU s | CPU %% | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+		p("| configuration | seconds | files | ops captured per s | units/s | missing | lost / reports | monitor CPU s | CPU %% | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range r.Paced {
 			for _, s := range c.Samples {
 				if s.Err != "" {
-					p("| %s | failed: %s | | | | | | | |\n", c.Name, oneLine(s.Err))
+					p("| %s | failed: %s | | | | | | | | |\n", c.Name, oneLine(s.Err))
 					continue
 				}
-				p("| %s | %.1f | %d | %.0f k | %d | %s | %.2f | %.0f | %.1f |\n", c.Name, s.WL.Elapsed, s.WL.N,
-					float64(s.Counts.total())/s.WL.Elapsed/1e3, Missing(s.Counts, c.Ops, int(s.WL.N), r.Block),
+				p("| %s | %.1f | %d | %.0f k | %.0f k | %d | %s | %.2f | %.0f | %.1f |\n", c.Name, s.WL.Elapsed, s.WL.N,
+					float64(s.Counts.total())/s.WL.Elapsed/1e3, float64(s.Counts.Events)/s.WL.Elapsed/1e3,
+					Missing(s.Counts, c.Ops, int(s.WL.N), r.Block),
 					lossCell(c), s.CPU, s.CPU/s.WL.Elapsed*100, mib(s.MaxRSSKiB))
 			}
 		}
@@ -254,6 +255,11 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 	}
 	r.profiles(&b)
+	p("\n## Notes\n\n")
+	p("- fatrace %s (Debian) reports with FAN_REPORT_FID but no names: create, delete and rename are reported against the directory, where the kernel merges them, so most of those operations never reach its output; it reports no losses at all. fatrace 0.19's JSON mode is not packaged.\n", orDash(r.Machine.Fatrace))
+	p("- fanaudit also emits attrib (unlink changes the link count), delete_self and move_self records; they count in *units*, not in *ops*.\n")
+	p("- On %d CPUs a monitor that needs more than about one CPU for the workload's event rate competes with the workload itself: the slowdown then follows the monitor's CPU per operation.\n", r.Machine.CPUs)
+	p("- The machine is shared; see the load average above. Ratios are taken within a round to cancel slow drift, but single rounds can still be off by 2×: read the ranges.\n")
 	for _, n := range r.Notes {
 		p("\n%s\n", n)
 	}
@@ -288,8 +294,9 @@ func (r *Report) targets(b *strings.Builder) {
 		fas, frs, fts, verdict := "not measured", "not measured", "—", "N/A"
 		if fad != nil {
 			st := fad.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
+			rec := fad.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events) / s.DrainS / 1e6, s.DrainS > 0 })
 			if st.N > 0 {
-				fas = st.fmt("%.2f") + " M records/s"
+				fas = st.fmt("%.2f") + " M ops/s (" + rec.fmt("%.2f") + " M records/s incl. attrib, delete_self, move_self)"
 				verdict = passFail(st.Med >= 1.0)
 			}
 		}
@@ -358,7 +365,7 @@ func (r *Report) targets(b *strings.Builder) {
 		}
 		if fap := r.find(r.Paced, "fanaudit file sink, paced"); fap != nil && len(fap.ok()) > 0 {
 			st := rss(fap)
-			fas = st.fmt("%.1f") + " MiB paced at " + rate(fap).fmt("%.0f") + " k ops/s"
+			fas = st.fmt("%.1f") + " MiB paced at " + rate(fap).fmt("%.0f") + " k ops/s captured"
 			verdict = passFail(st.Max <= 64)
 			if fa != nil && len(fa.ok()) > 0 {
 				fas += "; " + rss(fa).fmt("%.1f") + " MiB at full speed, " + rate(fa).fmt("%.0f") + " k ops/s"

@@ -25,7 +25,7 @@ func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error
 		select {
 		case batch, ok := <-in:
 			if !ok {
-				return f.reportLosses(ctx, true)
+				return f.finalLosses(ctx)
 			}
 			p.received.Add(uint64(len(batch)))
 			for _, r := range batch {
@@ -46,6 +46,48 @@ func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error
 			return ctx.Err()
 		}
 	}
+}
+
+// finalLossRounds bounds finalLosses: each round can only announce
+// failures of the previous round's loss records, so a sink that fails
+// everything cannot keep the shutdown going.
+const finalLossRounds = 3
+
+// finalLosses announces every drop once the input is done. A sink can still
+// fail records it holds while it flushes, so it waits for each queue to
+// settle everything it was given before the last report; the queues stay
+// open until then, so those failures reach every sink in-band too. ctx
+// ends the wait at the shutdown timeout.
+func (f *fanState) finalLosses(ctx context.Context) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for round := 0; round < finalLossRounds; round++ {
+		for !f.settled() {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		before := f.p.lossRecs.Load()
+		if err := f.reportLosses(ctx, true); err != nil {
+			return err
+		}
+		if f.p.lossRecs.Load() == before {
+			return nil
+		}
+	}
+	return nil
+}
+
+// settled reports whether every queue has settled everything pushed to it.
+func (f *fanState) settled() bool {
+	for _, q := range f.p.queues {
+		if q.Stats().InFlight != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 type fanState struct {

@@ -740,3 +740,75 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Fatalf("delivered %d of %d", st.Sinks[1].Delivered, b.N)
 	}
 }
+
+// failEvenSink settles every file record with an even sequence as Failed,
+// as a sink that gave up on them would, and delivers the rest.
+type failEvenSink struct {
+	mu     sync.Mutex
+	failed uint64
+}
+
+func (*failEvenSink) Name() string  { return "failing" }
+func (*failEvenSink) Reopen() error { return nil }
+func (s *failEvenSink) Run(ctx context.Context, q *sinks.Queue) error {
+	buf := make([]*sinks.Item, 0, 64)
+	for {
+		items, err := q.Next(ctx, buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if !it.Loss && it.Seq%2 == 0 {
+				s.mu.Lock()
+				s.failed++
+				s.mu.Unlock()
+				q.Failed(1)
+				continue
+			}
+			q.Delivered(1)
+		}
+	}
+}
+
+func TestSinkFailuresReportedAsSinkError(t *testing.T) {
+	const n = 1000
+	src := newSource(n, 50)
+	all := newSink(n)
+	failing := &failEvenSink{}
+	p, err := New(Options{Source: src, Sinks: []SinkSpec{
+		{Name: "all", Sink: all, QueueSize: 100, Policy: sinks.Block},
+		{Name: "failing", Sink: failing, QueueSize: 100, Policy: sinks.Block},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	<-all.reached
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	st := p.Stats()
+	checkInvariant(t, st)
+	var reported uint64
+	for _, it := range all.got() {
+		if !it.Loss {
+			continue
+		}
+		l := decode(t, it)
+		if l.Fanaudit.Lost.Reason != "sink_error" || l.Fanaudit.Lost.Sink != "failing" {
+			t.Fatalf("unexpected loss record %s", it.Line)
+		}
+		reported += l.Fanaudit.Lost.Count
+	}
+	failing.mu.Lock()
+	failed := failing.failed
+	failing.mu.Unlock()
+	if failed == 0 || reported != failed {
+		t.Errorf("sink failed %d records, sink_error records report %d", failed, reported)
+	}
+}
