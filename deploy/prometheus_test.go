@@ -21,6 +21,14 @@ func TestAlertRules(t *testing.T) {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)
 		}
 	}
+	// Rules use only documented metrics; TestLogrotateRunningAgent checks the
+	// documented ones against a running agent's /metrics.
+	documented, _ := documentedMetrics(t)
+	for _, name := range regexp.MustCompile(`\bfanaudit_[a-z0-9_]*[a-z0-9]\b`).FindAllString(readFile(t, "prometheus/fanaudit.rules.yml"), -1) {
+		if !slices.Contains(documented, name) {
+			t.Errorf("fanaudit.rules.yml uses %s, which docs/operations.md does not document", name)
+		}
+	}
 	// Every alert has a unit test.
 	rules := readFile(t, "prometheus/fanaudit.rules.yml")
 	tests := readFile(t, "prometheus/fanaudit.rules.test.yml")

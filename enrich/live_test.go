@@ -28,6 +28,7 @@ type variant struct {
 	fanPidfd  bool // FAN_REPORT_PIDFD: the event's own pidfd
 	exec      bool // exec events: the shell runs from the watched filesystem
 	connector bool // proc connector lineage
+	unlimited bool // FAN_UNLIMITED_QUEUE, so a slow -race build loses nothing
 }
 
 type attribution struct {
@@ -60,7 +61,7 @@ func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	ao := audit.Options{Paths: []string{mnt}, Actions: actions, PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled}
+	ao := audit.Options{Paths: []string{mnt}, Actions: actions, PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled, UnlimitedQueue: v.unlimited}
 	if v.observe {
 		ao.Observer = e
 	}
