@@ -15,6 +15,10 @@ import (
 // DefaultPath is where `fanaudit run` looks when --config is not given.
 const DefaultPath = "/etc/fanaudit/config.toml"
 
+// DefaultSpoolRoot holds one spool directory per Kafka sink, named after
+// the sink, unless [sinks.kafka.spool] dir is set (to "" to turn it off).
+const DefaultSpoolRoot = "/var/lib/fanaudit/spool"
+
 // EmbeddedName names the built-in config in messages and the effective
 // config's header.
 const EmbeddedName = "(embedded default)"

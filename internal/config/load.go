@@ -125,6 +125,11 @@ func Parse(name string, src []byte) (*Config, error) {
 			// unless [sinks.kafka] sets its own.
 			s.Kafka.WhenFull = s.WhenFull.String()
 		}
+		if _, set := lines.exact[fmt.Sprintf("sinks.%d.kafka.spool.dir", i)]; s.Kafka != nil && !set {
+			// Without a spool, records that were not acked when the agent
+			// stops are lost; "" stays available to turn it off.
+			s.Kafka.Spool.Dir = filepath.Join(DefaultSpoolRoot, s.Name)
+		}
 		cfg.Sinks = append(cfg.Sinks, s)
 	}
 	if len(dc.Sinks) == 0 {
