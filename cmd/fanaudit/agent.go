@@ -162,6 +162,8 @@ func enrichOptions(cfg *config.Config) enrich.Options {
 	o := enrich.Defaults()
 	e := cfg.Enrich
 	o.ProcRoot = e.ProcRoot
+	o.EtcRoot = e.EtcRoot
+	o.NoProcConnector = !e.ProcConnector
 	o.CacheSize = e.CacheSize
 	o.CacheTTL = e.CacheTTL
 	o.CmdlineMax = e.CmdlineMax

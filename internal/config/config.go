@@ -94,12 +94,16 @@ type Pipeline struct {
 // Enrich configures the process, user and file enrichment.
 type Enrich struct {
 	ProcRoot   string        `toml:"proc_root"`
+	EtcRoot    string        `toml:"etc_root"`    // passwd, group and machine-id (a container reads the node's)
 	CacheSize  int           `toml:"cache_size"`  // pids kept in the process cache
 	CacheTTL   time.Duration `toml:"cache_ttl"`   // how long a cached process is trusted before /proc is read again
 	CmdlineMax int           `toml:"cmdline_max"` // bytes of process.command_line
 	FileStat   bool          `toml:"file_stat"`   // fstat the file for inode, mode, size, uid, gid
 	PidFD      bool          `toml:"pidfd"`       // ask the kernel for pidfds, to tell reused pids apart
-	Hash       Hash          `toml:"hash"`
+	// ProcConnector follows forks, execs and uid changes over netlink
+	// (needs CAP_NET_ADMIN), so short-lived processes keep their uid.
+	ProcConnector bool `toml:"proc_connector"`
+	Hash          Hash `toml:"hash"`
 }
 
 // Hash configures SHA-256 hashing of files on close_write.
@@ -155,12 +159,14 @@ func Default() Config {
 		},
 		Pipeline: Pipeline{CaptureChannel: 64, EnrichChannel: 64},
 		Enrich: Enrich{
-			ProcRoot:   "/proc",
-			CacheSize:  16384,
-			CacheTTL:   time.Second,
-			CmdlineMax: 4096,
-			FileStat:   true,
-			PidFD:      true,
+			ProcRoot:      "/proc",
+			EtcRoot:       "/etc",
+			ProcConnector: true,
+			CacheSize:     16384,
+			CacheTTL:      time.Second,
+			CmdlineMax:    4096,
+			FileStat:      true,
+			PidFD:         true,
 			Hash: Hash{
 				MaxSize:        64 << 20,
 				BytesPerSecond: 64 << 20,

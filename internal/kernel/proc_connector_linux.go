@@ -11,6 +11,7 @@ import (
 
 // Proc connector (cn_proc) event kinds, from include/uapi/linux/cn_proc.h.
 const (
+	procEventNone uint32 = 0x00000000 // the ack to a subscribe request
 	ProcEventFork uint32 = 0x00000001
 	ProcEventExec uint32 = 0x00000002
 	ProcEventUID  uint32 = 0x00000004
@@ -137,7 +138,64 @@ func OpenProcConnector(rcvbuf int) (*ProcConnector, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("proc connector listen: %w", err)
 	}
+	if err := p.awaitAck(time.Second); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return p, nil
+}
+
+// awaitAck waits for the kernel's answer to the subscribe request. The send
+// succeeds even when the kernel refuses it (EPERM without CAP_NET_ADMIN),
+// and a requester outside the initial pid and user namespaces gets no answer
+// and no events at all; either way no event would ever arrive, so the caller
+// must hear about it now. Events that come before the ack are dropped: the
+// subscription is only starting.
+func (p *ProcConnector) awaitAck(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errors.New("proc connector listen: no answer from the kernel (missing CAP_NET_ADMIN, or not in the initial pid and user namespaces)")
+		}
+		if err := p.Wait(left); err != nil {
+			return err
+		}
+		n, _, err := unix.Recvfrom(p.fd, p.buf, 0)
+		switch {
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOBUFS):
+			continue
+		case err != nil:
+			return fmt.Errorf("proc connector listen: %w", err)
+		}
+		if errno, ok := procAck(p.buf[:n]); ok {
+			if errno != 0 {
+				return fmt.Errorf("proc connector listen: %w", unix.Errno(errno))
+			}
+			return nil
+		}
+	}
+}
+
+// procAck finds the ack event (PROC_EVENT_NONE, whose event_data is
+// struct { __u32 err; }) in one datagram.
+func procAck(b []byte) (errno uint32, ok bool) {
+	ne := binary.NativeEndian
+	for len(b) >= nlmsgHdrLen {
+		l := int(ne.Uint32(b[0:]))
+		if l < nlmsgHdrLen || l > len(b) {
+			return 0, false
+		}
+		if l >= procEvData+4 && ne.Uint32(b[procEvWhat:]) == procEventNone {
+			return ne.Uint32(b[procEvData:]), true
+		}
+		adv := (l + nlmsgAlignment - 1) &^ (nlmsgAlignment - 1)
+		if adv >= len(b) {
+			return 0, false
+		}
+		b = b[adv:]
+	}
+	return 0, false
 }
 
 // Read appends every event queued now to out, without blocking.
