@@ -165,7 +165,7 @@ func New(opts Options, log zerolog.Logger) (*Capture, error) {
 		dirs:  newPathCache(dirCacheSize),
 		gone:  newPathCache(goneCacheSize),
 		raw:   make([]kernel.RawEvent, 0, 1024),
-		scope: scope{include: opts.Include, exclude: opts.Exclude},
+		scope: scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
 	}
 	if err := c.validate(); err != nil {
 		return nil, err

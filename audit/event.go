@@ -55,7 +55,29 @@ type fileID struct {
 	mount  *os.File
 	htype  int32
 	handle []byte // a slice of the batch's arena; never modified
+
+	// The actions split from one kernel event share their fileID, and the
+	// first Stat serves them all: one open_by_handle_at and fstat per
+	// kernel event instead of one per action. This makes Stat unsafe for
+	// concurrent use on events split from the same kernel event; the
+	// enricher converts a batch in one goroutine.
+	statDone bool
+	st       kernel.Stat
+	statErr  error
 }
+
+func (f *fileID) stat() (kernel.Stat, error) {
+	if !f.statDone {
+		f.st, f.statErr = kernel.StatHandle(f.mount, f.htype, f.handle)
+		f.statDone = true
+	}
+	return f.st, f.statErr
+}
+
+// ErrGone means the event's file no longer exists (its handle is stale),
+// as after the unlink that usually follows in a busy directory. It is a
+// sentinel, not a formatted error, because it is common on the hot path.
+var ErrGone = errors.New("file is gone")
 
 // ErrNoIdentity means the event carries neither a file handle nor an open
 // file, e.g. events_lost, or a fd-mode event whose fd is already closed.
@@ -90,13 +112,16 @@ func (e *Event) Stat(f *record.File) error {
 	case e.File != nil:
 		st, err = kernel.FileStat(e.File)
 	case e.fid != nil:
-		st, err = kernel.StatHandle(e.fid.mount, e.fid.htype, e.fid.handle)
+		st, err = e.fid.stat()
 	case e.st != nil:
 		st = *e.st
 	default:
 		return ErrNoIdentity
 	}
 	if err != nil {
+		if kernel.IsStale(err) {
+			return ErrGone
+		}
 		return fmt.Errorf("stat %s: %w", e.Path, err)
 	}
 	f.HasStat = true

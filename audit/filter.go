@@ -12,8 +12,34 @@ import (
 type scope struct {
 	roots   []string // escaped, cleaned, symlinks resolved
 	ignore  []string // IgnorePaths: the path and everything under it
-	include []string
-	exclude []string
+	include []glob
+	exclude []glob
+}
+
+// glob is a compiled include or exclude pattern. lit is the literal text
+// before the first wildcard of a pattern with a slash: a path, or any of
+// its ancestors, can only match if it starts with lit, so most paths are
+// turned away by one prefix check instead of a Match per ancestor (the
+// agent's own output globs are checked against every event).
+type glob struct {
+	pat  string
+	lit  string
+	base bool // no slash: matched against single path elements
+}
+
+func compileGlobs(pats []string) []glob {
+	gs := make([]glob, 0, len(pats))
+	for _, p := range pats {
+		g := glob{pat: p, base: !strings.Contains(p, "/")}
+		if !g.base {
+			g.lit = p
+			if i := strings.IndexAny(p, `*?[\`); i >= 0 {
+				g.lit = p[:i]
+			}
+		}
+		gs = append(gs, g)
+	}
+	return gs
 }
 
 // under reports whether p is dir or inside it.
@@ -38,15 +64,27 @@ func underAny(p string, dirs []string) bool {
 // path/filepath.Match syntax. A glob with a slash is matched against the
 // absolute path; a glob without one (like "*.tmp") against the last
 // element, as in .gitignore.
-func matchTree(globs []string, p string) bool {
+func matchTree(globs []glob, p string) bool {
+	var candidates bool
+	for _, g := range globs {
+		if g.base || strings.HasPrefix(p, g.lit) {
+			candidates = true
+			break
+		}
+	}
+	if !candidates {
+		return false
+	}
 	for {
 		i := strings.LastIndexByte(p, '/')
 		for _, g := range globs {
 			subject := p
-			if !strings.Contains(g, "/") {
+			if g.base {
 				subject = p[i+1:]
+			} else if !strings.HasPrefix(p, g.lit) {
+				continue
 			}
-			if ok, _ := filepath.Match(g, subject); ok {
+			if ok, _ := filepath.Match(g.pat, subject); ok {
 				return true
 			}
 		}

@@ -71,7 +71,7 @@ func TestScope(t *testing.T) {
 	s := scope{
 		roots:   []string{"/m/w", "/n"},
 		ignore:  []string{"/m/w/out", "/n/log.json"},
-		exclude: []string{"/m/w/*.tmp", "/m/w/cache", "*.swp"},
+		exclude: compileGlobs([]string{"/m/w/*.tmp", "/m/w/cache", "*.swp", "/m/w/[xy]/esc\\*"}),
 	}
 	tests := []struct {
 		path string
@@ -92,6 +92,9 @@ func TestScope(t *testing.T) {
 		{"/m/w/x/.a.swp", false},
 		{"/m/w/x.swp/y", false},
 		{"/m/w/x.swpy", true},
+		{"/m/w/x/esc*", false},
+		{"/m/w/x/escX", true},
+		{"/m/w/z/esc*", true},
 		{"", true},
 	}
 	for _, tt := range tests {
@@ -99,7 +102,7 @@ func TestScope(t *testing.T) {
 			t.Errorf("allowed(%q) = %v, want %v", tt.path, got, tt.ok)
 		}
 	}
-	inc := scope{roots: []string{"/"}, include: []string{"/etc/*"}}
+	inc := scope{roots: []string{"/"}, include: compileGlobs([]string{"/etc/*"})}
 	for p, ok := range map[string]bool{"/etc/passwd": true, "/etc/ssh/sshd_config": true, "/var/x": false} {
 		if inc.allowed(p) != ok {
 			t.Errorf("include: allowed(%q) != %v", p, ok)

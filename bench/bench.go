@@ -66,8 +66,11 @@ type Sample struct {
 	Tail      float64 // seconds from workload end to monitor exit
 	DrainS    float64 // drain configurations: seconds to empty the queue
 	DrainCPU  float64 // drain configurations: CPU seconds spent draining
-	Err       string  // the sample is unusable
-	Warn      string  // the sample is usable, but something went wrong (e.g. a bad exit)
+	// KernelEvents is what the monitor read from fanotify, where it says:
+	// fanread's event count, fanaudit's capture stats.
+	KernelEvents uint64
+	Err          string // the sample is unusable
+	Warn         string // the sample is usable, but something went wrong (e.g. a bad exit)
 }
 
 // ConfigResult collects the samples of one configuration.
@@ -526,6 +529,7 @@ func fanreadDrain(name string, args []string) config {
 				return s, err
 			}
 			s.Counts = sum.Counts()
+			s.KernelEvents = sum.Events
 			s.DrainS = sum.DrainS
 			s.DrainCPU = sum.UTime + sum.STime // whole process; setup is negligible next to the drain
 			return s, nil
@@ -604,5 +608,6 @@ func fanreadStopCont(ctx context.Context, e *env, dir, tag string) (Sample, erro
 		return s, err
 	}
 	s.Counts = sum.Counts()
+	s.KernelEvents = sum.Events
 	return s, nil
 }

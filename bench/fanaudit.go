@@ -186,6 +186,9 @@ func fanauditDrain(ctx context.Context, e *env, dir, tag string) (Sample, error)
 	if err != nil {
 		return s, err
 	}
+	if b, err := os.ReadFile(m.stderr); err == nil {
+		s.KernelEvents, _ = FanauditKernelEvents(b)
+	}
 	f, err := os.Open(out)
 	if err != nil {
 		return s, fmt.Errorf("fanaudit output: %w", err)

@@ -310,3 +310,20 @@ func ParseGoBench(out string) []GoBench {
 	}
 	return res
 }
+
+// FanauditKernelEvents finds the capture's KernelEvents counter in the
+// agent's final stats log line; ok is false when it logged none.
+func FanauditKernelEvents(stderr []byte) (n uint64, ok bool) {
+	key := []byte(`"KernelEvents":`)
+	i := bytes.LastIndex(stderr, key)
+	if i < 0 {
+		return 0, false
+	}
+	num := stderr[i+len(key):]
+	e := 0
+	for e < len(num) && num[e] >= '0' && num[e] <= '9' {
+		e++
+	}
+	n, err := strconv.ParseUint(string(num[:e]), 10, 64)
+	return n, err == nil
+}

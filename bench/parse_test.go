@@ -196,3 +196,21 @@ func TestParsePerfReport(t *testing.T) {
 		})
 	}
 }
+
+func TestFanauditKernelEvents(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{`{"level":"info","capture":{"Reads":72,"KernelEvents":200002,"Emitted":400002},"message":"stopped"}`, 200002, true},
+		{"{\"KernelEvents\":1}\n{\"KernelEvents\":7}\n", 7, true},
+		{`{"message":"running"}`, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := FanauditKernelEvents([]byte(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("FanauditKernelEvents(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

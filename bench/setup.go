@@ -71,10 +71,13 @@ func FindFatrace(ctx context.Context, install bool) (string, error) {
 	if !install {
 		return "", fmt.Errorf("fatrace not installed")
 	}
-	cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "fatrace")
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get install fatrace: %w: %s", err, out)
+	// A fresh machine may have no package lists yet.
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "--no-install-recommends", "fatrace"}} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("apt-get %s: %w: %s", args[0], err, out)
+		}
 	}
 	return exec.LookPath("fatrace")
 }

@@ -157,7 +157,7 @@ func Default() Config {
 		Capture: Capture{
 			ReadBuffer: 256 << 10,
 		},
-		Pipeline: Pipeline{CaptureChannel: 64, EnrichChannel: 64},
+		Pipeline: Pipeline{CaptureChannel: 4, EnrichChannel: 4},
 		Enrich: Enrich{
 			ProcRoot:      "/proc",
 			EtcRoot:       "/etc",
@@ -183,7 +183,7 @@ func Default() Config {
 // DefaultSink returns a sink entry of the given type with every default
 // filled in, including its type-specific options.
 func DefaultSink(name, typ string) Sink {
-	s := Sink{Name: name, Type: typ, WhenFull: sinks.Block, QueueSize: 65536}
+	s := Sink{Name: name, Type: typ, WhenFull: sinks.Block, QueueSize: 8192}
 	switch typ {
 	case SinkFile:
 		s.File = defaultFileOptions()

@@ -60,7 +60,7 @@ path = "/var/log/x.json"
 	if len(c.Sinks) != 2 {
 		t.Fatalf("sinks: %+v", c.Sinks)
 	}
-	if s := c.Sinks[0]; s.WhenFull != sinks.DropNewest || s.QueueSize != 65536 || s.File != nil {
+	if s := c.Sinks[0]; s.WhenFull != sinks.DropNewest || s.QueueSize != 8192 || s.File != nil {
 		t.Errorf("sink a: %+v", s)
 	}
 	want := defaultFileOptions()

@@ -86,9 +86,21 @@ func openByHandle(mount *os.File, htype int32, handle []byte, flags int) (int, e
 		return -1, fmt.Errorf("open_by_handle_at: %w", cerr)
 	}
 	if errno != 0 {
+		if errno == unix.ESTALE || errno == unix.ENOENT {
+			// The common case on a busy tree: the file was unlinked
+			// before its event was read. A bare errno costs no
+			// allocation; IsStale recognises it.
+			return -1, errno
+		}
 		return -1, fmt.Errorf("open_by_handle_at: %w", errno)
 	}
 	return int(fd), nil
+}
+
+// IsStale reports whether err says a file handle names an object that no
+// longer exists.
+func IsStale(err error) bool {
+	return errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
 }
 
 // ResolveHandle returns the path of the object a handle names

@@ -91,6 +91,7 @@ func (f *fanState) settled() bool {
 }
 
 type fanState struct {
+	enc        record.Encoder
 	p          *Pipeline
 	seq        uint64
 	lastReport []time.Time
@@ -100,7 +101,7 @@ type fanState struct {
 func (f *fanState) emit(ctx context.Context, r *record.Record) error {
 	f.seq++
 	r.Sequence = f.seq
-	f.scratch = r.AppendJSON(f.scratch[:0])
+	f.scratch = f.enc.Append(f.scratch[:0], r)
 	f.scratch = append(f.scratch, '\n')
 	// One allocation holds the line for every sink; the scratch buffer
 	// absorbs the encoder's growth.

@@ -15,6 +15,44 @@ const unsetID = 4294967295
 // removed whole. It does not allocate when dst has room, because it runs
 // once per record on the hot path.
 func (r *Record) AppendJSON(dst []byte) []byte {
+	b := r.appendHead(dst)
+	b = r.appendActor(b)
+	return r.appendTail(b)
+}
+
+// Encoder appends records exactly as AppendJSON does, but keeps the encoded
+// process, user, group, container and host members of the previous record
+// and reuses them while those fields are equal. Consecutive records mostly
+// come from one process, and those members are most of a record's bytes.
+// The comparison is cheap: the strings of one cached process share their
+// data, so equal strings are found by pointer. Not safe for concurrent use.
+type Encoder struct {
+	p     Process
+	u     User
+	c     Container
+	h     *Host
+	actor []byte
+	valid bool
+}
+
+// Append appends r as one JSON object, like r.AppendJSON(dst).
+func (e *Encoder) Append(dst []byte, r *Record) []byte {
+	b := r.appendHead(dst)
+	if e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c {
+		b = append(b, e.actor...)
+	} else {
+		// The members always follow the event object, so the separator
+		// they start with is the same for every record.
+		m := len(b)
+		b = r.appendActor(b)
+		e.actor = append(e.actor[:0], b[m:]...)
+		e.p, e.u, e.c, e.h, e.valid = r.Process, r.User, r.Container, r.Host, true
+	}
+	return r.appendTail(b)
+}
+
+// appendHead opens the object and appends @timestamp, event and file.
+func (r *Record) appendHead(dst []byte) []byte {
 	b := append(dst, '{')
 	if !r.Timestamp.IsZero() {
 		b = key(b, "@timestamp")
@@ -37,11 +75,15 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	b = strArray(b, "type", r.Action.ECSTypes())
 	b = closeObj(b, m)
 
-	b = r.File.appendJSON(b)
+	return r.File.appendJSON(b)
+}
+
+// appendActor appends who did it: process, user, group, container, host.
+func (r *Record) appendActor(b []byte) []byte {
 	b = r.Process.appendJSON(b)
 	b = r.User.appendJSON(b)
 
-	m = len(b)
+	m := len(b)
 	b = openObj(b, "container")
 	b = strField(b, "id", r.Container.ID)
 	b = strField(b, "runtime", r.Container.Runtime)
@@ -58,7 +100,11 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 		b = closeObj(b, m2)
 		b = closeObj(b, m)
 	}
+	return b
+}
 
+// appendTail appends the fanaudit members and closes the object.
+func (r *Record) appendTail(b []byte) []byte {
 	b = r.Fanaudit.appendJSON(b, r.File.HashStatus)
 	return append(b, '}')
 }

@@ -409,3 +409,44 @@ func FuzzAppendString(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkString(t, s) })
 }
+
+// TestEncoderMatchesAppendJSON runs the golden records through one Encoder
+// in an order where the cached actor members stay, change and come back,
+// and requires the same bytes as AppendJSON every time.
+func TestEncoderMatchesAppendJSON(t *testing.T) {
+	var recs []Record
+	for _, c := range goldenCases() {
+		recs = append(recs, c.rec, c.rec)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		recs = append(recs, recs[i])
+	}
+	// Same actor, other file: the cached members must be reused.
+	a, b := fullRecord(), fullRecord()
+	b.File.Path, b.Sequence = "/other", 99
+	// Same file, other actor: the cache must not be.
+	c := fullRecord()
+	c.Process.Pid++
+	c.User.Name = "someone-else"
+	recs = append(recs, a, b, c, a)
+	var enc Encoder
+	for i := range recs {
+		got := enc.Append(nil, &recs[i])
+		want := recs[i].AppendJSON(nil)
+		if string(got) != string(want) {
+			t.Fatalf("record %d:\nencoder    %s\nAppendJSON %s", i, got, want)
+		}
+	}
+}
+
+func BenchmarkEncoder(b *testing.B) {
+	r := fullRecord()
+	var enc Encoder
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r.Sequence = uint64(i + 1)
+		buf = enc.Append(buf[:0], &r)
+	}
+	b.SetBytes(int64(len(buf)))
+}

@@ -172,7 +172,11 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	}
 	c.mu.Lock()
 	s := c.m[pid]
-	if s != nil && !exec && !s.execPending && !s.stale && !s.gone && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno) {
+	// A gone process is trusted for a TTL like a live one: re-reading
+	// /proc for each of its queued events (a drain after a burst holds
+	// millions) only finds it gone again, and a reused pid is caught by
+	// the same TTL or pidfs inode check as for a live one.
+	if s != nil && !exec && !s.execPending && !s.stale && t.Sub(s.checked) < c.cfg.TTL && (ino == 0 || ino == s.pidIno) {
 		c.touch(s)
 		c.mu.Unlock()
 		c.hits.Add(1)
