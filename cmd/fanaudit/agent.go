@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -30,6 +31,9 @@ import (
 // clean stop: nil) or one of them fails. source names the config in
 // errors about its keys.
 func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string) error {
+	if cfg.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
+	}
 	enr, err := enrich.New(enrichOptions(cfg), log)
 	if err != nil {
 		if errors.Is(err, enrich.ErrOptions) {

@@ -54,6 +54,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// StatsInterval is the period of the stats log line; 0 turns it off.
 	StatsInterval time.Duration `toml:"stats_interval"`
+	// MemoryLimitMB is a soft limit on the agent's Go heap, in MiB: near
+	// it the garbage collector runs more often. 0 leaves the runtime's
+	// default (GOMEMLIMIT still applies).
+	MemoryLimitMB int `toml:"memory_limit_mb"`
 
 	Capture  Capture  `toml:"capture"`
 	Pipeline Pipeline `toml:"pipeline"`
@@ -157,7 +161,7 @@ func Default() Config {
 		Capture: Capture{
 			ReadBuffer: 256 << 10,
 		},
-		Pipeline: Pipeline{CaptureChannel: 4, EnrichChannel: 4},
+		Pipeline: Pipeline{CaptureChannel: 1, EnrichChannel: 1},
 		Enrich: Enrich{
 			ProcRoot:      "/proc",
 			EtcRoot:       "/etc",

@@ -228,6 +228,9 @@ func (c *Config) validate() error {
 			return bad("events", "unknown event action %q (want %s)", e, actionList())
 		}
 	}
+	if c.MemoryLimitMB < 0 {
+		return bad("memory_limit_mb", "must be 0 (no limit) or a size in MiB, e.g. 64")
+	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("shutdown_timeout", "must be positive, e.g. \"10s\"")
 	}
