@@ -326,9 +326,12 @@ func (e *env) wl(ctx context.Context, dir string) (WLResult, error) {
 const (
 	readyTimeout = 60 * time.Second
 	quietFor     = time.Second
-	stopTimeout  = 300 * time.Second
-	settle       = 200 * time.Millisecond
-	sentinelName = "zz-fabench-sentinel"
+	// sentinelTimeout bounds the wait for fatrace to catch up, which takes
+	// well under a second when it works at all.
+	sentinelTimeout = 60 * time.Second
+	stopTimeout     = 300 * time.Second
+	settle          = 200 * time.Millisecond
+	sentinelName    = "zz-fabench-sentinel"
 )
 
 var (
@@ -468,7 +471,7 @@ func runFatrace(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 		}
 		return nil
 	}
-	if err := waitContains(ctx, out, []byte("/"+sentinelName+"\n"), stopTimeout, poke); err != nil {
+	if err := m.waitContains(ctx, out, []byte("/"+sentinelName+"\n"), sentinelTimeout, poke); err != nil {
 		return Sample{}, err
 	}
 	if err := m.signal(syscall.SIGINT); err != nil {

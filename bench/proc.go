@@ -265,7 +265,7 @@ func waitFile(ctx context.Context, path string, timeout time.Duration, m *monito
 // since the last poll. poke, if set, runs first and then every pokeEvery:
 // an end marker written once can be dropped by an overflowing queue, so the
 // caller writes it again until it shows up.
-func waitContains(ctx context.Context, file string, needle []byte, timeout time.Duration, poke func() error) error {
+func (m *monitor) waitContains(ctx context.Context, file string, needle []byte, timeout time.Duration, poke func() error) error {
 	const pokeEvery = 250 * time.Millisecond
 	deadline := time.Now().Add(timeout)
 	f, err := os.Open(file)
@@ -296,8 +296,12 @@ func waitContains(ctx context.Context, file string, needle []byte, timeout time.
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read %s: %w", file, err)
 		}
-		if ctx.Err() != nil {
+		select {
+		case <-m.done:
+			return fmt.Errorf("%s exited before %q showed up: %v: %s", filepath.Base(m.cmd.Path), needle, m.waitErr, m.tail())
+		case <-ctx.Done():
 			return ctx.Err()
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%q not in %s within %v", needle, file, timeout)

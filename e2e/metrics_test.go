@@ -48,7 +48,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		"fanaudit_records_enriched_total 20\n",
 		`fanaudit_sink_received_total{sink="out"} 20` + "\n",
 		`fanaudit_sink_dropped_total{sink="out"} 0` + "\n",
-		`fanaudit_sink_queue_capacity{sink="out"} 65536` + "\n",
+		`fanaudit_sink_queue_capacity{sink="out"} 8192` + "\n",
 		"fanaudit_reader_running 1\n",
 		"fanaudit_healthy 1\n",
 	} {

@@ -169,8 +169,8 @@ func Default() Config {
 			CacheSize:     16384,
 			CacheTTL:      time.Second,
 			CmdlineMax:    4096,
-			FileStat:      true,
-			PidFD:         true,
+			FileStat:      false,
+			PidFD:         false,
 			Hash: Hash{
 				MaxSize:        64 << 20,
 				BytesPerSecond: 64 << 20,
