@@ -15,7 +15,7 @@ const unsetID = 4294967295
 // removed whole. It does not allocate when dst has room, because it runs
 // once per record on the hot path.
 func (r *Record) AppendJSON(dst []byte) []byte {
-	b := r.appendHead(dst)
+	b := r.appendHead(dst, nil)
 	b = r.appendActor(b)
 	return r.appendTail(b)
 }
@@ -27,6 +27,9 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 // The comparison is cheap: the strings of one cached process share their
 // data, so equal strings are found by pointer. Not safe for concurrent use.
 type Encoder struct {
+	ts     time.Time
+	tsText []byte
+
 	p     Process
 	u     User
 	c     Container
@@ -37,7 +40,12 @@ type Encoder struct {
 
 // Append appends r as one JSON object, like r.AppendJSON(dst).
 func (e *Encoder) Append(dst []byte, r *Record) []byte {
-	b := r.appendHead(dst)
+	// The records of one read share their timestamp.
+	if !r.Timestamp.Equal(e.ts) || e.tsText == nil {
+		e.ts = r.Timestamp
+		e.tsText = AppendTimestamp(e.tsText[:0], r.Timestamp)
+	}
+	b := r.appendHead(dst, e.tsText)
 	if e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c {
 		b = append(b, e.actor...)
 	} else {
@@ -52,12 +60,17 @@ func (e *Encoder) Append(dst []byte, r *Record) []byte {
 }
 
 // appendHead opens the object and appends @timestamp, event and file.
-func (r *Record) appendHead(dst []byte) []byte {
+// ts, when not nil, is r.Timestamp already formatted.
+func (r *Record) appendHead(dst, ts []byte) []byte {
 	b := append(dst, '{')
 	if !r.Timestamp.IsZero() {
 		b = key(b, "@timestamp")
 		b = append(b, '"')
-		b = AppendTimestamp(b, r.Timestamp)
+		if ts != nil {
+			b = append(b, ts...)
+		} else {
+			b = AppendTimestamp(b, r.Timestamp)
+		}
 		b = append(b, '"')
 	}
 

@@ -428,7 +428,10 @@ func TestEncoderMatchesAppendJSON(t *testing.T) {
 	c := fullRecord()
 	c.Process.Pid++
 	c.User.Name = "someone-else"
-	recs = append(recs, a, b, c, a)
+	// Another read: another timestamp, which must not be reused.
+	d := fullRecord()
+	d.Timestamp = d.Timestamp.Add(1500 * time.Millisecond)
+	recs = append(recs, a, b, c, a, d, a)
 	var enc Encoder
 	for i := range recs {
 		got := enc.Append(nil, &recs[i])
