@@ -471,16 +471,23 @@ func runFatrace(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 		}
 		return nil
 	}
+	s := Sample{WL: wl}
 	if err := m.waitContains(ctx, out, []byte("/"+sentinelName+"\n"), sentinelTimeout, poke); err != nil {
-		return Sample{}, err
+		select {
+		case <-m.done:
+			// fatrace 0.17 exits on a queue overflow ("unexpected event
+			// info type"): what it wrote until then is its result.
+			s.Warn = err.Error()
+		default:
+			return s, err
+		}
+	} else if err := m.signal(syscall.SIGINT); err != nil {
+		return s, err
 	}
-	if err := m.signal(syscall.SIGINT); err != nil {
-		return Sample{}, err
+	if err := m.wait(stopTimeout); err != nil && s.Warn == "" {
+		return s, err
 	}
-	if err := m.wait(stopTimeout); err != nil {
-		return Sample{}, err
-	}
-	s := Sample{WL: wl, Tail: m.exited.Sub(end).Seconds()}
+	s.Tail = m.exited.Sub(end).Seconds()
 	s.CPU, s.MaxRSSKiB = m.usage()
 	f, err := os.Open(out)
 	if err != nil {
