@@ -257,7 +257,13 @@ func (c *Capture) setup() error {
 			c.log.Warn().Msg("FAN_REPORT_PIDFD is not supported by this kernel; events carry no pidfd")
 		}
 	}
-	mask := markMask(c.want, c.feat, c.fdMode)
+	kwant := c.want
+	if o.Observer != nil {
+		// Exec events tell enrichment a process's executable while it
+		// lives; the observer gets them even where they are not reported.
+		kwant |= 1 << record.ActionExec
+	}
+	mask := markMask(kwant, c.feat, c.fdMode)
 	c.mask = mask
 	if c.fdMode {
 		var lost []string

@@ -656,3 +656,41 @@ func TestBatchDelayObserver(t *testing.T) {
 		t.Fatalf("observed %d, stats %+v", obs.n, st)
 	}
 }
+
+// execObserver records the exec events it is shown. Observe runs in the
+// reader goroutine; the test reads after stop.
+type execObserver struct{ execs []string }
+
+func (o *execObserver) Observe(ev *Event) {
+	if ev.Action == record.ActionExec {
+		o.execs = append(o.execs, ev.Path)
+	}
+}
+
+// TestObserverSeesUnreportedExec: with exec not wanted, and with the
+// binary outside the watched paths, the Observer is still shown the exec
+// (it names short-lived processes' executables), and no exec is reported.
+func TestObserverSeesUnreportedExec(t *testing.T) {
+	root := tmpfs(t)
+	watched := filepath.Join(root, "watched")
+	if err := os.Mkdir(watched, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyTrue(t, root)
+	obs := &execObserver{}
+	s := startSession(t, Options{Paths: []string{watched}, Actions: []record.Action{record.ActionCreate}, Observer: obs})
+	bin := filepath.Join(root, "true")
+	runHelper(t, "exec", bin)
+	s.mark(watched)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(obs.execs, bin) {
+		t.Fatalf("observer saw execs %q, want %s", obs.execs, bin)
+	}
+	for _, e := range s.take() {
+		if e.Action != record.ActionCreate {
+			t.Errorf("reported %s %s; only create is wanted", e.Action, e.Path)
+		}
+	}
+}

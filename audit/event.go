@@ -47,6 +47,10 @@ type Event struct {
 	// elsewhere (a test literal, whose zero PidFD is stdin) never gets
 	// its PidFD closed by Release.
 	ownsPidFD bool
+
+	// observeOnly marks an exec event that is shown to the Observer but
+	// not reported (unwanted, or outside the watched paths).
+	observeOnly bool
 }
 
 // fileID names the event's object by file handle on its filesystem's
@@ -155,7 +159,10 @@ func fileType(mode uint32) string {
 }
 
 // Observer sees every event in the reader goroutine, before the event is
-// queued. It exists so that enrichment can read /proc while a short-lived
+// queued, and also the exec events on the marked filesystems that are not
+// reported (exec not wanted, or outside the watched paths), because those
+// are what names the executable of a process gone before its other events
+// are read. It exists so that enrichment can read /proc while a short-lived
 // process is still alive. It must be fast and must not retain ev.
 type Observer interface {
 	Observe(ev *Event)

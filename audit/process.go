@@ -96,9 +96,15 @@ func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Ev
 		b.evs = append(b.evs, c.lostEvent(now, ReasonDecodeError))
 	}
 	if o := c.opts.Observer; o != nil {
+		kept := b.evs[:0]
 		for i := range b.evs {
 			o.Observe(&b.evs[i])
+			if !b.evs[i].observeOnly {
+				kept = append(kept, b.evs[i])
+			}
 		}
+		clear(b.evs[len(kept):])
+		b.evs = kept
 	}
 	s := &c.stats
 	s.kernel.Add(uint64(len(raw)))
@@ -391,6 +397,13 @@ func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *
 		a := ab.action
 		if a == record.ActionOpen && r.Mask&kernel.FanOpenExec != 0 && c.want.has(record.ActionExec) {
 			continue // exec implies the open
+		}
+		if a == record.ActionExec && (!inScope || !c.want.has(a)) && c.opts.Observer != nil && !self {
+			// Observed in order with the batch's other events, then
+			// dropped: see Options.Observer.
+			b.evs = append(b.evs, Event{Time: b.now, Action: a, Mask: r.Mask, Pid: r.Pid, Path: path, Dir: dir, PidFD: -1, observeOnly: true})
+			b.filtered++
+			continue
 		}
 		if !inScope || !c.want.has(a) {
 			b.filtered++

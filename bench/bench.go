@@ -487,7 +487,7 @@ func runFatrace(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 	if err := m.wait(stopTimeout); err != nil && s.Warn == "" {
 		return s, err
 	}
-	s.Tail = m.exited.Sub(end).Seconds()
+	s.Tail = max(0, m.exited.Sub(end).Seconds())
 	s.CPU, s.MaxRSSKiB = m.usage()
 	f, err := os.Open(out)
 	if err != nil {
