@@ -236,19 +236,22 @@ var variants = []variant{
 	{name: "observe+connector", observe: true, connector: true},
 	{name: "observe+exec+connector", observe: true, exec: true, connector: true},
 	{name: "all", observe: true, exec: true, pidfdInfo: true, fanPidfd: true, connector: true},
+	// The agent's defaults: no FAN_REPORT_PIDFD (config pidfd = false).
+	{name: "defaults", observe: true, exec: true, pidfdInfo: true, connector: true},
 }
 
 // TestAttribution is the test: 2,000 processes that each create
 // and write one file and exit at once, as root and as another uid. Every
-// variant's rate is logged; the recommended configuration (early read,
-// exec events, pidfds) must attribute at least 99.9%, and no variant may
-// ever attribute wrongly.
+// variant's rate is logged; the agent's defaults (early read, exec events,
+// PIDFD_GET_INFO, proc connector) and "all" must attribute at least 99.9%,
+// and no variant may ever attribute wrongly.
 func TestAttribution(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := 2000
 	for _, v := range variants {
 		for _, uid := range []uint32{0, 4321} {
-			if testing.Short() && v.name != "all" {
+			asserted := v.name == "all" || v.name == "defaults"
+			if testing.Short() && !asserted {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/uid%d", v.name, uid), func(t *testing.T) {
@@ -256,7 +259,7 @@ func TestAttribution(t *testing.T) {
 				t.Logf("attribution %s uid %d: %d/%d = %.2f%% (wrong or missing exe %d, uid %d); cache hits %d misses %d gone %d gone-hits %d execs %d late %d lineage %d",
 					v.name, uid, a.right, a.records, 100*a.rate(), a.wrongExe, a.wrongUID,
 					a.stats.CacheHits, a.stats.CacheMisses, a.stats.ProcGone, a.stats.ProcGoneHits, a.stats.Execs, a.stats.LateReads, a.stats.LineageHits)
-				if v.name == "all" && a.rate() < 0.999 {
+				if asserted && a.rate() < 0.999 {
 					t.Errorf("attribution %.3f%% < 99.9%%", 100*a.rate())
 				}
 			})
