@@ -103,6 +103,14 @@ type Options struct {
 	OpenForHash    bool          // on close_write, open the file by handle (Event.File)
 	Observer       Observer      // called in the reader for every event
 
+	// ExecPaths name filesystems, by any directory on them, whose exec
+	// events the Observer should see although nothing on them is
+	// watched: where the binaries live. Those filesystems get a mark
+	// for FAN_OPEN_EXEC alone (execs are rare, so it costs little), and
+	// their exec events are observed, never reported. Needs an Observer
+	// and FID mode.
+	ExecPaths []string
+
 	forceFDMode bool // tests: behave as if FID reporting were missing
 }
 
@@ -210,6 +218,14 @@ func (c *Capture) validate() error {
 		}
 		c.scope.ignore = append(c.scope.ignore, escapeString(filepath.Clean(p)))
 	}
+	for _, p := range o.ExecPaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: exec path %q is not absolute", ErrOptions, p)
+		}
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%w: exec path %q is not a directory", ErrOptions, p)
+		}
+	}
 	if err := checkGlobs("include", o.Include); err != nil {
 		return err
 	}
@@ -307,9 +323,40 @@ func (c *Capture) setup() error {
 			return fmt.Errorf("capture: mark %s: %w", root, err)
 		}
 	}
+	if err := c.execMarks(); err != nil {
+		return err
+	}
 	c.ignoreMarks(mask)
 	c.log.Info().Bool("fd_mode", c.fdMode).Interface("features", c.feat).
 		Uint64("mask", mask).Strs("roots", c.scope.roots).Msg("capture ready")
+	return nil
+}
+
+// execMarks marks the filesystems of ExecPaths for exec events alone, see
+// Options.ExecPaths. A filesystem already marked for a watched path asks
+// for exec events there already.
+func (c *Capture) execMarks() error {
+	if len(c.opts.ExecPaths) == 0 {
+		return nil
+	}
+	if c.fdMode || c.opts.Observer == nil {
+		c.log.Warn().Strs("exec_paths", c.opts.ExecPaths).Msg("exec paths need FID reporting and enrichment; not marked")
+		return nil
+	}
+	for _, p := range c.opts.ExecPaths {
+		f, fsid, err := kernel.OpenMount(p)
+		if err != nil {
+			return fmt.Errorf("capture: exec path: %w", err)
+		}
+		if c.mount(fsid) != nil {
+			f.Close()
+			continue
+		}
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, kernel.FanOpenExec, p); err != nil {
+			return fmt.Errorf("capture: mark exec path %s: %w", p, err)
+		}
+	}
 	return nil
 }
 

@@ -694,3 +694,28 @@ func TestObserverSeesUnreportedExec(t *testing.T) {
 		}
 	}
 }
+
+// TestExecPaths: a filesystem named in ExecPaths gets an exec-only mark;
+// the Observer sees execs of binaries there, and nothing on it is
+// reported.
+func TestExecPaths(t *testing.T) {
+	watched, bins := tmpfs(t), tmpfs(t)
+	copyTrue(t, bins)
+	obs := &execObserver{}
+	s := startSession(t, Options{Paths: []string{watched}, ExecPaths: []string{bins}, Observer: obs})
+	bin := filepath.Join(bins, "true")
+	runHelper(t, "exec", bin)
+	runHelper(t, "touch", filepath.Join(bins, "not-watched"))
+	s.mark(watched)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(obs.execs, bin) {
+		t.Fatalf("observer saw execs %q, want %s", obs.execs, bin)
+	}
+	for _, e := range s.take() {
+		if strings.HasPrefix(e.Path, bins) {
+			t.Errorf("reported %s %s on an exec-only filesystem", e.Action, e.Path)
+		}
+	}
+}

@@ -352,7 +352,7 @@ func configs(e *env) (live, drain []config) {
 	if o.Fanaudit != "" {
 		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink (max_size_mb = 0)", ops: allOps, run: fanauditLive(sinkFile)})
 		if o.KafkaBrokers != "" {
-			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker)", ops: allOps, run: fanauditLive(sinkKafka)})
+			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker, topic created first, spool in a per-run directory)", ops: allOps, run: fanauditLive(sinkKafka)})
 		}
 	}
 	drain = append(drain,

@@ -23,7 +23,7 @@ const (
 
 // fanauditConfig writes a config that keeps every default but the watched
 // path and the sink, so the figures are those of the default config.
-func fanauditConfig(path, dir, out, topic string, kind sinkKind, unlimited bool, brokers string) error {
+func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimited bool, brokers string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "paths = [%s]\n", strconv.Quote(dir))
 	if unlimited {
@@ -44,8 +44,11 @@ func fanauditConfig(path, dir, out, topic string, kind sinkKind, unlimited bool,
 				bs = append(bs, strconv.Quote(br))
 			}
 		}
-		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [%s]\ntopic = %s\n",
-			strings.Join(bs, ", "), strconv.Quote(topic))
+		// A spool of its own per run: the default one (under /var/lib)
+		// outlives the run and would replay this run's leftovers into the
+		// next run's figures. It stays on disk, like the default.
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [%s]\ntopic = %s\n[sinks.kafka.spool]\ndir = %s\n",
+			strings.Join(bs, ", "), strconv.Quote(topic), strconv.Quote(spool))
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("fanaudit config: %w", err)
@@ -63,7 +66,9 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
 	topic := "fabench-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + tag
-	if err := fanauditConfig(cfg, dir, out, topic, kind, false, e.o.KafkaBrokers); err != nil {
+	spool := filepath.Join(e.o.WorkDir, "spool-"+tag)
+	defer os.RemoveAll(spool)
+	if err := fanauditConfig(cfg, dir, out, topic, spool, kind, false, e.o.KafkaBrokers); err != nil {
 		return Sample{}, err
 	}
 	if kind == sinkKafka {
@@ -165,7 +170,7 @@ func consumeKafka(ctx context.Context, e *env, topic, tag string) (Counts, error
 func fanauditDrain(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
-	if err := fanauditConfig(cfg, dir, out, "", sinkFile, true, ""); err != nil {
+	if err := fanauditConfig(cfg, dir, out, "", "", sinkFile, true, ""); err != nil {
 		return Sample{}, err
 	}
 	var env []string

@@ -73,7 +73,7 @@ func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile
 	}()
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
-	if err := fanauditConfig(cfg, dir, out, "", sinkFile, drain, ""); err != nil {
+	if err := fanauditConfig(cfg, dir, out, "", "", sinkFile, drain, ""); err != nil {
 		return err
 	}
 	m, err := startMonitor(e.outMnt, tag, "", nil, e.o.Fanaudit, "run", "--config", cfg)

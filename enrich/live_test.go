@@ -29,6 +29,7 @@ type variant struct {
 	exec      bool // exec events: the shell runs from the watched filesystem
 	connector bool // proc connector lineage
 	unlimited bool // FAN_UNLIMITED_QUEUE, so a slow -race build loses nothing
+	execFS    bool // the shell lives on a second filesystem, marked through ExecPaths
 }
 
 type attribution struct {
@@ -51,7 +52,7 @@ type liveSession struct {
 	c      *audit.Capture
 }
 
-func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opts Options) *liveSession {
+func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opts Options, execPaths ...string) *liveSession {
 	t.Helper()
 	log := zerolog.New(io.Discard)
 	opts.PidFD = v.fanPidfd
@@ -61,7 +62,7 @@ func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	ao := audit.Options{Paths: []string{mnt}, Actions: actions, PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled, UnlimitedQueue: v.unlimited}
+	ao := audit.Options{Paths: []string{mnt}, Actions: actions, PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled, UnlimitedQueue: v.unlimited, ExecPaths: execPaths}
 	if v.observe {
 		ao.Observer = e
 	}
@@ -189,7 +190,20 @@ func runAttribution(t *testing.T, v variant, uid uint32, n int) attribution {
 		}
 		actions = append(actions, record.ActionExec)
 	}
-	s := startLive(t, mnt, v, actions, Options{})
+	var execPaths []string
+	if v.execFS {
+		bins := testutil.TmpfsMount(t, "16m")
+		b, err := os.ReadFile(shell)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shell = filepath.Join(bins, "sh")
+		if err := os.WriteFile(shell, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		execPaths = []string{bins}
+	}
+	s := startLive(t, mnt, v, actions, Options{}, execPaths...)
 	// The processes are spawned by a shell loop, not by this test, so the
 	// agent side (this process) competes for the CPU as a real agent would.
 	loop := `i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do "$0" -c "echo x > $1/f$i"; i=$((i+1)); done`
@@ -238,6 +252,9 @@ var variants = []variant{
 	{name: "all", observe: true, exec: true, pidfdInfo: true, fanPidfd: true, connector: true},
 	// The agent's defaults: no FAN_REPORT_PIDFD (config pidfd = false).
 	{name: "defaults", observe: true, exec: true, pidfdInfo: true, connector: true},
+	// The shell on an unwatched filesystem, as /usr usually is: exec
+	// events come through [capture] exec_paths.
+	{name: "defaults+exec_paths", observe: true, execFS: true, pidfdInfo: true, connector: true},
 }
 
 // TestAttribution is the issue's test: 2,000 processes that each create
@@ -250,7 +267,7 @@ func TestAttribution(t *testing.T) {
 	n := 2000
 	for _, v := range variants {
 		for _, uid := range []uint32{0, 4321} {
-			asserted := v.name == "all" || v.name == "defaults"
+			asserted := v.name == "all" || v.name == "defaults" || v.name == "defaults+exec_paths"
 			if testing.Short() && !asserted {
 				continue
 			}

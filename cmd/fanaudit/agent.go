@@ -53,6 +53,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		PidFD:          cfg.Enrich.PidFD,
 		OpenForHash:    cfg.Enrich.Hash.Enabled,
 		Observer:       enr,
+		ExecPaths:      cfg.Capture.ExecPaths,
 	}, log)
 	if err != nil {
 		if errors.Is(err, audit.ErrOptions) {

@@ -87,6 +87,11 @@ type Capture struct {
 	UnlimitedQueue bool          `toml:"unlimited_queue"`
 	ReadBuffer     int           `toml:"read_buffer"` // bytes per read(2)
 	BatchDelay     time.Duration `toml:"batch_delay"` // sleep when the kernel queue is empty; 0 blocks in poll
+	// ExecPaths are directories on the filesystems that hold executables
+	// (e.g. "/usr"), marked for exec events alone so that enrichment
+	// learns the executable of processes that exit before /proc can be
+	// read. Nothing on them is reported. Empty by default.
+	ExecPaths []string `toml:"exec_paths"`
 }
 
 // Pipeline sizes the channels between the stages, counted in batches.
