@@ -90,21 +90,23 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 	}
 	end := time.Now()
 	s := Sample{WL: wl}
+	// The tail ends with the last record delivered, not with the exit, so
+	// a slow shutdown does not count as catching up.
+	var last time.Time
 	if kind == sinkFile {
-		// The tail ends with the last record written, not with the exit,
-		// so a slow shutdown does not count as catching up.
-		last, _, err := m.waitQuiet(ctx, out, quietFor, stopTimeout)
-		if err != nil {
-			return s, err
-		}
-		s.Tail = max(0, last.Sub(end).Seconds())
+		last, _, err = m.waitQuiet(ctx, out, quietFor, stopTimeout)
+	} else {
+		// The Kafka sink spools and may exit with records still in its
+		// spool, so wait for the topic itself to stop growing.
+		last, err = waitTopicQuiet(ctx, m, e.o.KafkaBrokers, topic, quietFor, stopTimeout)
 	}
+	if err != nil {
+		return s, err
+	}
+	s.Tail = max(0, last.Sub(end).Seconds())
 	// By contract SIGTERM drains the kernel queue and flushes the sinks.
 	if s.Warn, err = m.stop(syscall.SIGTERM, stopTimeout); err != nil {
 		return s, err
-	}
-	if kind != sinkFile {
-		s.Tail = m.exited.Sub(end).Seconds()
 	}
 	s.CPU, s.MaxRSSKiB = m.usage()
 	switch kind {
@@ -137,6 +139,44 @@ func createTopic(ctx context.Context, brokers, topic string) error {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	return nil
+}
+
+// waitTopicQuiet polls the end offset of the topic's only partition until
+// it has not moved for quiet, and returns when it last moved.
+func waitTopicQuiet(ctx context.Context, m *monitor, brokers, topic string, quiet, timeout time.Duration) (time.Time, error) {
+	broker, _, _ := strings.Cut(brokers, ",")
+	conn, err := kafkago.DialLeader(ctx, "tcp", broker, topic, 0)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("dial %s: %w", topic, err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(timeout)
+	var off int64 = -1
+	last := time.Now()
+	for {
+		o, err := conn.ReadLastOffset()
+		if err != nil {
+			return last, fmt.Errorf("end offset of %s: %w", topic, err)
+		}
+		now := time.Now()
+		if o != off {
+			off, last = o, now
+		}
+		if off > 0 && now.Sub(last) >= quiet {
+			return last, nil
+		}
+		select {
+		case <-m.done:
+			return last, fmt.Errorf("fanaudit exited while delivering: %v: %s", m.waitErr, m.tail())
+		case <-ctx.Done():
+			return last, ctx.Err()
+		default:
+		}
+		if now.After(deadline) {
+			return last, fmt.Errorf("topic %s still growing after %v", topic, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // consumeKafka reads the run's topic back to the end with kcat and counts

@@ -152,7 +152,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	p("Operations are counted by type (fanread: mask bits; fatrace: its letters; fanaudit: `event.action` of each record), because the kernel merges queued events. ")
 	p("*missing* is expected minus captured over the types the configuration subscribes to (— = not subscribed). ")
 	p("*lost / reports*: records a monitor says it lost / the loss announcements it made (fanread: overflow events, with no count). ")
-	p("Monitor CPU comes from wait4, peak RSS from the monitor's VmHWM. *tail* is the time from the workload's end to the monitor's exit (fanread, fatrace, fanaudit Kafka) or to the last record written (fanaudit file sink, so that a slow shutdown is not counted as catching up). *ops per CPU-s* is operations captured per CPU-second of the monitor.\n\n")
+	p("Monitor CPU comes from wait4, peak RSS from the monitor's VmHWM. *tail* is the time from the workload's end to the monitor's exit (fanread, fatrace) or to the last record delivered (fanaudit: file size or topic end offset stable for 1 s, then SIGTERM; a slow shutdown is not counted as catching up). *ops per CPU-s* is operations captured per CPU-second of the monitor.\n\n")
 	p("| configuration | workload s | slowdown × | open | create | modify | close_write | rename | delete | missing | lost / reports | monitor CPU s | ops per CPU-s | peak RSS MiB | tail s |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	p("| *expected* | | | %d | %d | %d | %d | %d | %d | | | | | | |\n",
