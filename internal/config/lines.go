@@ -16,23 +16,14 @@ type keyLines struct {
 	any   map[string]int
 }
 
-func (k keyLines) line(key string) int {
-	for key != "" {
-		if l, ok := k.exact[key]; ok {
-			return l
-		}
-		i := strings.LastIndexByte(key, '.')
-		if i < 0 {
-			break
-		}
-		key = key[:i]
-	}
-	return 0
-}
+func (k keyLines) line(key string) int { return lineOf(k.exact, key) }
 
-func (k keyLines) lineAny(key string) int {
+func (k keyLines) lineAny(key string) int { return lineOf(k.any, key) }
+
+// lineOf finds key's line, or else its nearest parent table's.
+func lineOf(lines map[string]int, key string) int {
 	for key != "" {
-		if l, ok := k.any[key]; ok {
+		if l, ok := lines[key]; ok {
 			return l
 		}
 		i := strings.LastIndexByte(key, '.')

@@ -148,13 +148,20 @@ func (f *File) appendJSON(b []byte) []byte {
 		b = key(b, "gid")
 		b = quotedUint(b, uint64(f.GID))
 	}
-	if f.SHA256 != "" {
-		b = key(b, "hash")
-		b = append(b, `{"sha256":`...)
-		b = appendString(b, f.SHA256)
-		b = append(b, '}')
-	}
+	b = nestedStr(b, "hash", `{"sha256":`, f.SHA256)
 	return closeObj(b, m)
+}
+
+// nestedStr appends k:{sub:v}, with open being `{"sub":`, unless v is
+// empty.
+func nestedStr(b []byte, k, open, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = key(b, k)
+	b = append(b, open...)
+	b = appendString(b, v)
+	return append(b, '}')
 }
 
 func (p *Process) appendJSON(b []byte) []byte {
@@ -180,12 +187,7 @@ func (p *Process) appendJSON(b []byte) []byte {
 		b = append(b, '"')
 	}
 	b = strField(b, "entity_id", p.EntityID)
-	if p.CgroupPath != "" {
-		b = key(b, "cgroup")
-		b = append(b, `{"path":`...)
-		b = appendString(b, p.CgroupPath)
-		b = append(b, '}')
-	}
+	b = nestedStr(b, "cgroup", `{"path":`, p.CgroupPath)
 	return closeObj(b, m)
 }
 
