@@ -227,6 +227,9 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		} else if p, ok := c.gone.get(obj.Key); ok {
 			path = p
 		}
+		if path == "" && r.Mask&kernel.FanMoveSelf != 0 {
+			path = c.movedName(b, obj, raw[:i])
+		}
 		if path == "" {
 			path = c.unlinkedName(b, obj, next)
 		}
@@ -288,6 +291,19 @@ func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEv
 		n := &next[i]
 		if n.Mask&kernel.FanDelete != 0 && n.FID.Valid() && n.Dir.Valid() && string(n.FID.Key) == string(obj.Key) {
 			return c.join(b, c.resolveDir(b, &n.Dir), n.Name)
+		}
+	}
+	return ""
+}
+
+// movedName names a move_self from the object's rename record, which the
+// kernel queues just before it; without it every rename would cost an
+// open_by_handle_at and a readlink.
+func (c *Capture) movedName(b *batch, obj *kernel.Handle, prev []kernel.RawEvent) string {
+	for i := len(prev) - 1; i >= 0 && i >= len(prev)-lookAhead; i-- {
+		p := &prev[i]
+		if p.Mask&kernel.FanRename != 0 && p.NewDir.Valid() && p.FID.Valid() && string(p.FID.Key) == string(obj.Key) {
+			return c.join(b, c.resolveDir(b, &p.NewDir), p.NewName)
 		}
 	}
 	return ""

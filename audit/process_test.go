@@ -63,6 +63,14 @@ func TestConvert(t *testing.T) {
 			want: []string{"rename /m/d2/b <- /m/d1/a 7"},
 		},
 		{
+			name: "move_self named from the rename just before it",
+			raw: []kernel.RawEvent{
+				withFID(rename(kernel.FanRename, d1, "a", d2, "b"), x),
+				withFID(ev(kernel.FanMoveSelf, 7, kernel.Handle{}, ""), x),
+			},
+			want: []string{"rename /m/d2/b <- /m/d1/a 7", "move_self /m/d2/b 7"},
+		},
+		{
 			name:     "moved_from and moved_to pair into one rename",
 			noRename: true,
 			raw:      []kernel.RawEvent{ev(kernel.FanMovedFrom, 7, d1, "a"), ev(kernel.FanMovedTo, 7, d2, "b")},
