@@ -27,6 +27,11 @@ func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimite
 	var b strings.Builder
 	fmt.Fprintf(&b, "paths = [%s]\n", strconv.Quote(dir))
 	if unlimited {
+		// The drain hook reads the whole queue as a shutdown drain, which
+		// shutdown_timeout bounds.
+		b.WriteString("shutdown_timeout = \"300s\"\n")
+	}
+	if unlimited {
 		b.WriteString("\n[capture]\nunlimited_queue = true\n")
 	}
 	// A JSON log keeps stderr parseable; the level stays at its default.

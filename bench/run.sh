@@ -17,4 +17,4 @@ go build -o bench/.work/fabench ./bench/cmd/fabench
 perf=()
 # perf profiles show where fanaudit's CPU goes; Debian ships perf as linux-perf.
 command -v perf >/dev/null 2>&1 && perf=(-perf-dir bench/.work/perf)
-bench/.work/fabench "${perf[@]}" "$@"
+bench/.work/fabench -drain-hook "${perf[@]}" "$@"
