@@ -36,6 +36,10 @@ type Encoder struct {
 	h     *Host
 	actor []byte
 	valid bool
+
+	tk        tailKey
+	tail      []byte
+	tailValid bool
 }
 
 // Append appends r as one JSON object, like r.AppendJSON(dst).
@@ -56,7 +60,32 @@ func (e *Encoder) Append(dst []byte, r *Record) []byte {
 		e.actor = append(e.actor[:0], b[m:]...)
 		e.p, e.u, e.c, e.h, e.valid = r.Process, r.User, r.Container, r.Host, true
 	}
-	return r.appendTail(b)
+	// The fanaudit members of file events repeat too: enrichment shares
+	// one Missing slice per combination of missing fields, so the slice's
+	// identity stands for its contents.
+	if r.Action == ActionEventsLost || r.Fanaudit.Lost != (Lost{}) {
+		return r.appendTail(b)
+	}
+	k := tailKey{enrichment: r.Fanaudit.Enrichment, n: len(r.Fanaudit.Missing), hash: r.File.HashStatus}
+	if k.n > 0 {
+		k.missing = &r.Fanaudit.Missing[0]
+	}
+	if e.tailValid && k == e.tk {
+		return append(b, e.tail...)
+	}
+	m := len(b)
+	b = r.appendTail(b)
+	e.tail = append(e.tail[:0], b[m:]...)
+	e.tk, e.tailValid = k, true
+	return b
+}
+
+// tailKey identifies a file event's fanaudit members for Encoder.
+type tailKey struct {
+	enrichment string
+	missing    *string
+	n          int
+	hash       string
 }
 
 // appendHead opens the object and appends @timestamp, event and file.

@@ -431,7 +431,14 @@ func TestEncoderMatchesAppendJSON(t *testing.T) {
 	// Another read: another timestamp, which must not be reused.
 	d := fullRecord()
 	d.Timestamp = d.Timestamp.Add(1500 * time.Millisecond)
-	recs = append(recs, a, b, c, a, d, a)
+	// fanaudit members: another Missing slice of the same length, another
+	// hash status, and back.
+	p1, p2 := fullRecord(), fullRecord()
+	p1.Fanaudit = Meta{Enrichment: "partial", Missing: []string{"process.executable"}}
+	p2.Fanaudit = Meta{Enrichment: "partial", Missing: []string{"user.id"}}
+	h := p1
+	h.File.HashStatus = "skipped_size"
+	recs = append(recs, a, b, c, a, d, a, p1, p1, p2, h, p1, a)
 	var enc Encoder
 	for i := range recs {
 		got := enc.Append(nil, &recs[i])

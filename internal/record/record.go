@@ -174,7 +174,7 @@ type Host struct {
 // Meta holds fanaudit.* fields.
 type Meta struct {
 	Enrichment string   // "full" or "partial"; empty for events_lost
-	Missing    []string // which enrichment groups are missing when partial
+	Missing    []string // which enrichment groups are missing when partial; shared between records, never modified
 	Lost       Lost
 }
 
