@@ -177,7 +177,9 @@ func stripComment(s string) string {
 	return s
 }
 
-func indexOutsideQuotes(s string, want byte) int {
+// outsideQuotes calls f with each byte of s that is outside TOML
+// strings, in order, until f returns false.
+func outsideQuotes(s string, f func(i int, c byte) bool) {
 	var quote byte
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -190,33 +192,37 @@ func indexOutsideQuotes(s string, want byte) int {
 			}
 		case c == '"' || c == '\'':
 			quote = c
-		case c == want:
-			return i
+		default:
+			if !f(i, c) {
+				return
+			}
 		}
 	}
-	return -1
+}
+
+func indexOutsideQuotes(s string, want byte) int {
+	at := -1
+	outsideQuotes(s, func(i int, c byte) bool {
+		if c == want {
+			at = i
+			return false
+		}
+		return true
+	})
+	return at
 }
 
 // nesting is the net count of brackets and braces a value opens.
 func nesting(s string) int {
 	n := 0
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote == '"' && c == '\\':
-			i++
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '"' || c == '\'':
-			quote = c
-		case c == '[' || c == '{':
+	outsideQuotes(s, func(_ int, c byte) bool {
+		switch c {
+		case '[', '{':
 			n++
-		case c == ']' || c == '}':
+		case ']', '}':
 			n--
 		}
-	}
+		return true
+	})
 	return n
 }
