@@ -186,6 +186,9 @@ func New(opts Options, log zerolog.Logger) (*Capture, error) {
 	c.fdMode = !ft.FID || opts.forceFDMode
 	if err := c.setup(); err != nil {
 		c.Close()
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w (filesystem marks need CAP_SYS_ADMIN: run fanaudit as root)", err)
+		}
 		return nil, err
 	}
 	return c, nil

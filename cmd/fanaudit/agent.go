@@ -62,7 +62,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 			}
 			return wrapConfig(cfg.KeyError(source, "paths", err))
 		}
-		return fmt.Errorf("capture: %w", err)
+		return err // already says "capture: …"
 	}
 	defer capt.Close()
 
