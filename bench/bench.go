@@ -412,18 +412,29 @@ func fanreadLive(name string, args []string, ops []Op) config {
 	}
 }
 
-func fanreadRun(ctx context.Context, e *env, dir, tag string, args []string, wload workload) (Sample, error) {
+// startFanread starts fanread with args on dir and returns once its mark
+// is in place (its -w readiness file exists).
+func startFanread(ctx context.Context, e *env, dir, tag string, args ...string) (*monitor, error) {
 	ready := filepath.Join(e.outMnt, tag+".ready")
 	argv := append([]string{filepath.Join(e.bin, "fanread")}, args...)
 	argv = append(argv, "-w", ready, dir)
 	m, err := startMonitor(e.outMnt, tag, "", nil, argv...)
 	if err != nil {
+		return nil, err
+	}
+	if err := waitFile(ctx, ready, readyTimeout, m); err != nil {
+		m.kill()
+		return nil, err
+	}
+	return m, nil
+}
+
+func fanreadRun(ctx context.Context, e *env, dir, tag string, args []string, wload workload) (Sample, error) {
+	m, err := startFanread(ctx, e, dir, tag, args...)
+	if err != nil {
 		return Sample{}, err
 	}
 	defer m.kill()
-	if err := waitFile(ctx, ready, readyTimeout, m); err != nil {
-		return Sample{}, err
-	}
 	wl, err := wload(ctx, dir)
 	if err != nil {
 		return Sample{}, err
@@ -504,23 +515,18 @@ func fanreadDrain(name string, args []string) config {
 		command: "fanread " + strings.ReplaceAll(strings.Join(args, " "), "OUT", "FILE") + " -D -u DIR; SIGUSR1 after the workload",
 		ops:     allOps,
 		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-			ready := filepath.Join(e.outMnt, tag+".ready")
-			argv := []string{filepath.Join(e.bin, "fanread")}
+			var argv []string
 			for _, a := range args {
 				if a == "OUT" {
 					a = filepath.Join(e.outMnt, tag+".jsonl")
 				}
 				argv = append(argv, a)
 			}
-			argv = append(argv, "-D", "-u", "-w", ready, dir)
-			m, err := startMonitor(e.outMnt, tag, "", nil, argv...)
+			m, err := startFanread(ctx, e, dir, tag, append(argv, "-D", "-u")...)
 			if err != nil {
 				return Sample{}, err
 			}
 			defer m.kill()
-			if err := waitFile(ctx, ready, readyTimeout, m); err != nil {
-				return Sample{}, err
-			}
 			wl, err := e.wl(ctx, dir)
 			if err != nil {
 				return Sample{}, err
