@@ -122,8 +122,6 @@ func Defaults() Options {
 	return Options{
 		ProcRoot:   "/proc",
 		EtcRoot:    "/etc",
-		PasswdPath: "/etc/passwd",
-		GroupPath:  "/etc/group",
 		CacheSize:  16384,
 		CacheTTL:   time.Second,
 		CmdlineMax: 4096,
