@@ -182,6 +182,8 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		c.hits.Add(1)
 		return
 	}
+	// Read under the lock: the lineage goroutine sets execPending.
+	execPending := s != nil && s.execPending
 	c.mu.Unlock()
 
 	c.misses.Add(1)
@@ -193,7 +195,7 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	switch {
 	case exec:
 		what = ReadCreds | ReadStat | ReadLogin | ReadCgroup
-	case s != nil && s.execPending:
+	case execPending:
 		what = ReadCreds | ReadStat | ReadExe | ReadCmdline
 	}
 	var info Info

@@ -73,18 +73,36 @@ func OpenLineage(procRoot string, size int) (*Lineage, error) {
 	}, nil
 }
 
-// Close unsubscribes.
-func (l *Lineage) Close() error { return l.conn.Close() }
+// Close unsubscribes. The capture may still call Sync and Info while it
+// drains after enrichment stopped; with conn gone they answer from what is
+// known instead of reading an fd number that may since belong to another
+// file.
+func (l *Lineage) Close() error {
+	l.mu.Lock()
+	c := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.Close()
+}
 
 // Lost counts connector overflows; after one, lineage may miss processes
 // (they stay unknown, never wrong: a fork we missed leaves no entry).
 func (l *Lineage) Lost() uint64 { return l.lost.Load() }
 
 // Run keeps the connector drained so that its buffer never overflows,
-// until ctx ends.
+// until ctx ends. It must end before Close.
 func (l *Lineage) Run(ctx context.Context) error {
+	l.mu.Lock()
+	conn := l.conn
+	l.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
 	for ctx.Err() == nil {
-		if err := l.conn.Wait(100 * time.Millisecond); err != nil {
+		if err := conn.Wait(100 * time.Millisecond); err != nil {
 			return fmt.Errorf("lineage: %w", err)
 		}
 		l.mu.Lock()
