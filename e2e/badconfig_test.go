@@ -41,6 +41,10 @@ func TestBadInput(t *testing.T) {
 		{"watch bad duration", []string{"watch", "--duration", "5", "/tmp"}, []string{"--duration"}},
 		{"watch no path", []string{"watch", "--events", "open"}, []string{"PATH"}},
 		{"watch missing path", []string{"watch", "/nonexistent/dir"}, []string{"/nonexistent/dir"}},
+		// Enrichment warns (no machine-id under etc_root) before the
+		// capture finds the path missing: still one line.
+		{"setup warning then config error", cfg("paths = [\"/nonexistent/fanaudit-e2e\"]\n[enrich]\netc_root = \"/nonexistent/etc\"\n"), []string{"key paths", ":1:"}},
+		{"watch a file", []string{"watch", "/etc/passwd"}, []string{"/etc/passwd"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

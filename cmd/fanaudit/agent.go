@@ -30,7 +30,7 @@ import (
 // runAgent builds every stage from cfg and runs them until ctx ends (a
 // clean stop: nil) or one of them fails. source names the config in
 // errors about its keys.
-func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string) error {
+func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string, setupDone func()) error {
 	if cfg.MemoryLimitMB > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
 	}
@@ -41,6 +41,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		}
 		return fmt.Errorf("enrich: %w", err)
 	}
+	// For a setup that fails below; after a run it is a no-op.
+	defer enr.Close()
 	capt, err := audit.New(audit.Options{
 		Paths:          cfg.Paths,
 		Include:        cfg.Include,
@@ -114,6 +116,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		}
 	}
 
+	setupDone()
 	log.Info().Str("config", source).Str("version", version).Strs("paths", cfg.Paths).Int("sinks", len(specs)).Bool("fid_mode", !capt.FDMode()).Msg("running")
 
 	// Everything below lives exactly as long as the pipeline.

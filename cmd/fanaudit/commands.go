@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -70,8 +72,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	log := newLogger(stderr, cfg.Logging)
-	return runAgent(ctx, &cfg, log, stdout, "watch")
+	return startAgent(ctx, &cfg, stdout, stderr, "watch")
 }
 
 func flagGiven(fs *flag.FlagSet, name string) bool {
@@ -101,9 +102,59 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return wrapConfig(err)
 	}
-	// Nothing is logged before the stages are set up, so that a config
-	// problem found there still makes exactly one stderr line.
-	return runAgent(ctx, cfg, newLogger(stderr, cfg.Logging), stdout, source)
+	return startAgent(ctx, cfg, stdout, stderr, source)
+}
+
+// startAgent runs the agent with its log held back until the stages are
+// set up: a config or usage error found during setup must be the only
+// stderr line (the contract), so what setup logged before it is dropped;
+// after any other outcome it is written out, in order.
+func startAgent(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, source string) error {
+	held := &heldWriter{w: stderr}
+	err := runAgent(ctx, cfg, newLogger(held, cfg.Logging), stdout, source, held.release)
+	var ue *usageError
+	var ce *configError
+	if errors.As(err, &ue) || errors.As(err, &ce) {
+		held.discard()
+	} else {
+		held.release()
+	}
+	return err
+}
+
+// heldWriter buffers writes until release (then writes them and passes
+// everything through) or discard (then drops them).
+type heldWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	buf  bytes.Buffer
+	open bool
+}
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.open {
+		return h.w.Write(p)
+	}
+	return h.buf.Write(p)
+}
+
+func (h *heldWriter) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.open {
+		h.w.Write(h.buf.Bytes()) // best effort, like every log write
+		h.buf.Reset()
+		h.open = true
+	}
+}
+
+func (h *heldWriter) discard() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.buf.Reset()
+	h.open = true
 }
 
 func cmdCheckConfig(args []string, stdout io.Writer) error {
@@ -132,8 +183,12 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 // format on a terminal (format auto) or on request.
 func newLogger(w io.Writer, lc config.Logging) zerolog.Logger {
 	console := lc.Format == "console"
+	tty := w
+	if h, ok := w.(*heldWriter); ok {
+		tty = h.w
+	}
 	if lc.Format == "auto" {
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		if f, ok := tty.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			console = true
 		}
 	}
