@@ -213,7 +213,8 @@ func (s *Sink) Close() error {
 
 // Run implements sinks.Sink. On ctx end, items not yet acknowledged are
 // written to the spool (when one is configured) and settled; Run then
-// returns ctx.Err(). Without a spool they stay in flight.
+// returns ctx.Err(). Without a spool, or past a spool that refuses them,
+// they are settled as failed, so the loss is counted and announced.
 func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
 	win := newWindow(s.cfg.MaxInFlightByte)
 	var senders sync.WaitGroup
@@ -330,12 +331,14 @@ func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *wind
 		}
 		// The spool cannot take it: fall back to memory, bounded by the window.
 		if err := win.acquire(ctx, b.bytes); err != nil {
-			s.log.Error().Int("records", len(b.items)).Msg("shutting down with records neither acknowledged nor spooled; they stay in flight")
+			s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
+			q.Failed(len(b.items))
 			return
 		}
 	} else if s.spool == nil {
 		if err := win.acquire(ctx, b.bytes); err != nil {
-			s.log.Error().Int("records", len(b.items)).Msg("shutting down with unacknowledged records and no spool; they stay in flight")
+			s.log.Error().Int("records", len(b.items)).Msg("aborted with unacknowledged records and no spool; counted as lost")
+			q.Failed(len(b.items))
 			return
 		}
 	}
@@ -443,6 +446,9 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
 		}
 		b = &retry
 		if !sleep(ctx, backoff(attempt)) {
+			// Aborted: the spool already refused them, or there is none.
+			s.log.Error().Int("records", len(b.items)).Msg("aborted while retrying; counted as lost")
+			q.Failed(len(b.items))
 			return
 		}
 	}

@@ -328,12 +328,21 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 			}
 		}
 		b := s.encode(&recs[i])
-		if _, err := s.w.Write(b); err != nil {
+		n, err := s.w.Write(b)
+		last := &s.segs[len(s.segs)-1]
+		if err != nil {
 			// A short write leaves a torn record that the reader skips as
 			// corrupt; the caller keeps the batch and retries elsewhere.
+			// The segment's size must still cover the torn bytes, or later
+			// records would start past where the reader expects them, so
+			// account for them and close the segment: the next append
+			// starts a new one.
+			last.size += int64(n)
+			s.total += int64(n)
+			s.w.Close()
+			s.w = nil
 			return fmt.Errorf("spool write: %w", err)
 		}
-		last := &s.segs[len(s.segs)-1]
 		last.size += int64(len(b))
 		last.count++
 		s.total += int64(len(b))
