@@ -1,7 +1,5 @@
 package audit
 
-import "strings"
-
 // pathCache maps a file handle key (kernel.Handle.Key: fsid and handle
 // bytes) to an escaped absolute path. It is bounded: when full, an
 // arbitrary entry (map iteration order is random) makes room, which costs
@@ -49,7 +47,7 @@ func (c *pathCache) take(key []byte) (string, bool) {
 // is fine.
 func (c *pathCache) movePrefix(oldDir, newDir string) {
 	for k, v := range c.m {
-		if strings.HasPrefix(v, oldDir) && (len(v) == len(oldDir) || v[len(oldDir)] == '/') {
+		if under(v, oldDir) {
 			c.m[k] = newDir + v[len(oldDir):]
 		}
 	}

@@ -139,10 +139,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 
 	runCtx := ctx
 	if os.Getenv("FANAUDIT_BENCH_DRAIN") == "1" {
-		var done bool
-		if runCtx, done = benchDrain(ctx, log); done {
-			runCtx = ctx
-		}
+		runCtx = benchDrain(ctx, log)
 	}
 	err = p.Run(runCtx)
 	stopAux()
@@ -254,9 +251,9 @@ func newRunID() (string, error) {
 // benchDrain is the benchmarks' drain mode (FANAUDIT_BENCH_DRAIN=1, like
 // fanread -D): with the marks in place it waits for SIGUSR1 while the
 // kernel queue fills, then returns a context that has already ended, so
-// the pipeline reads the queue until it is empty, flushes and stops. It
-// reports done when ctx ended first.
-func benchDrain(ctx context.Context, log zerolog.Logger) (context.Context, bool) {
+// the pipeline reads the queue until it is empty, flushes and stops. If
+// ctx ends first it returns ctx, which has ended too.
+func benchDrain(ctx context.Context, log zerolog.Logger) context.Context {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
@@ -264,9 +261,9 @@ func benchDrain(ctx context.Context, log zerolog.Logger) (context.Context, bool)
 	select {
 	case <-usr1:
 	case <-ctx.Done():
-		return ctx, true
+		return ctx
 	}
 	drained, cancel := context.WithCancel(ctx)
 	cancel()
-	return drained, false
+	return drained
 }
