@@ -111,6 +111,12 @@ type Options struct {
 	// and FID mode.
 	ExecPaths []string
 
+	// Scope chooses the marks: ScopeAuto (""), ScopeSubtree or
+	// ScopeFilesystem, see Capture's doc. SubtreeMaxDirs bounds auto's
+	// inode marks per root (0: DefaultSubtreeMaxDirs).
+	Scope          string
+	SubtreeMaxDirs int
+
 	forceFDMode bool // tests: behave as if FID reporting were missing
 }
 
@@ -125,10 +131,13 @@ type Stats struct {
 	Overflows       uint64 // FAN_Q_OVERFLOW events
 	DecodeErrors    uint64 // malformed events or buffers
 	ResolveFailures uint64 // paths that could not be resolved
+	InodeMarks      uint64 // directories under inode marks (subtree scope)
+	MarkFailures    uint64 // inode marks the kernel refused
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
+	inodeMarks, markFails                                                              atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -149,6 +158,8 @@ type Capture struct {
 	mounts []mountRef
 	scope  scope
 	self   int32
+	tree   *tree           // subtree scope; nil when no root uses inode marks
+	fsMark map[uint64]bool // fsids under a filesystem mark for the full mask
 
 	// Reader state, touched only by Run.
 	dirs    *pathCache // directory handle → path
@@ -250,6 +261,19 @@ func (c *Capture) validate() error {
 	case o.ReadBuffer < minReadBuffer:
 		return fmt.Errorf("%w: read buffer %d < %d bytes", ErrOptions, o.ReadBuffer, minReadBuffer)
 	}
+	switch o.Scope {
+	case "":
+		o.Scope = ScopeAuto
+	case ScopeAuto, ScopeSubtree, ScopeFilesystem:
+	default:
+		return fmt.Errorf("%w: scope %q is not auto, subtree or filesystem", ErrOptions, o.Scope)
+	}
+	switch {
+	case o.SubtreeMaxDirs == 0:
+		o.SubtreeMaxDirs = DefaultSubtreeMaxDirs
+	case o.SubtreeMaxDirs < 0:
+		return fmt.Errorf("%w: negative subtree_max_dirs", ErrOptions)
+	}
 	if o.BatchDelay < 0 {
 		return fmt.Errorf("%w: negative batch delay", ErrOptions)
 	}
@@ -304,33 +328,34 @@ func (c *Capture) setup() error {
 		return fmt.Errorf("capture: %w", err)
 	}
 	c.group = g
-	markFlags := kernel.MarkAdd | kernel.MarkFilesystem
-	if c.fdMode {
-		markFlags = kernel.MarkAdd | kernel.MarkMount
-	}
+	c.fsMark = make(map[uint64]bool)
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, root := range c.scope.roots {
-		f, fsid, err := kernel.OpenMount(root)
+		f, fsid, err := kernel.OpenMount(realPath(root))
 		if err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
 		if c.mount(fsid) != nil {
 			f.Close()
-			if !c.fdMode {
-				continue // one filesystem mark covers every root on it
-			}
 		} else {
 			c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
 		}
-		// A mount mark covers one mount only, so fd mode marks every root.
-		if err := g.Mark(markFlags, mask, root); err != nil {
-			return fmt.Errorf("capture: mark %s: %w", root, err)
+		if c.fdMode {
+			// A mount mark covers one mount only, so fd mode marks every root.
+			if err := g.Mark(kernel.MarkAdd|kernel.MarkMount, mask, realPath(root)); err != nil {
+				return fmt.Errorf("capture: mark %s: %w", root, err)
+			}
+			continue
+		}
+		if err := c.markRoot(root, fsid, mountinfo); err != nil {
+			return err
 		}
 	}
 	if err := c.execMarks(); err != nil {
 		return err
 	}
 	c.ignoreMarks(mask)
-	c.log.Info().Bool("fd_mode", c.fdMode).Interface("features", c.feat).
+	c.log.Info().Bool("fd_mode", c.fdMode).Uint64("inode_marks", c.stats.inodeMarks.Load()).Interface("features", c.feat).
 		Uint64("mask", mask).Strs("roots", c.scope.roots).Msg("capture ready")
 	return nil
 }
@@ -353,9 +378,12 @@ func (c *Capture) execMarks() error {
 		}
 		if c.mount(fsid) != nil {
 			f.Close()
-			continue
+		} else {
+			c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
 		}
-		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		if c.fsMark[fsid] {
+			continue // its filesystem mark asks for exec already
+		}
 		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, kernel.FanOpenExec, p); err != nil {
 			return fmt.Errorf("capture: mark exec path %s: %w", p, err)
 		}
@@ -447,6 +475,7 @@ func (c *Capture) Stats() Stats {
 		Emitted: s.emitted.Load(), Filtered: s.filtered.Load(), Self: s.self.Load(),
 		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
 		ResolveFailures: s.resolveFails.Load(),
+		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(),
 	}
 }
 

@@ -473,23 +473,34 @@ func TestTwoFilesystems(t *testing.T) {
 	}
 }
 
-// TestWatchedPrefix: the mark covers the filesystem; events outside the
-// watched directory are dropped.
+// TestWatchedPrefix: under a filesystem mark, events outside the watched
+// directory are dropped; under inode marks they never come, and a move
+// into the subtree has no old name (the kernel names only the marked
+// side) and no move_self (the file carries no mark).
 func TestWatchedPrefix(t *testing.T) {
-	root := tmpfs(t)
-	files("w/", "other/")(t, root)
-	w := filepath.Join(root, "w")
-	s := startSession(t, Options{Paths: []string{w}})
-	runHelper(t, "touch", filepath.Join(root, "other/x"))
-	runHelper(t, "rename", filepath.Join(root, "other/x"), filepath.Join(w, "x"))
-	s.mark(w)
-	var got []string
-	for _, e := range s.take() {
-		got = append(got, line(&e, root))
-	}
-	want := []string{"rename ./w/x <- ./other/x", "move_self ./w/x"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	for _, tc := range []struct {
+		scope string
+		want  []string
+	}{
+		{ScopeFilesystem, []string{"rename ./w/x <- ./other/x", "move_self ./w/x"}},
+		{ScopeSubtree, []string{"rename ./w/x"}},
+	} {
+		t.Run(tc.scope, func(t *testing.T) {
+			root := tmpfs(t)
+			files("w/", "other/")(t, root)
+			w := filepath.Join(root, "w")
+			s := startSession(t, Options{Paths: []string{w}, Scope: tc.scope})
+			runHelper(t, "touch", filepath.Join(root, "other/x"))
+			runHelper(t, "rename", filepath.Join(root, "other/x"), filepath.Join(w, "x"))
+			s.mark(w)
+			var got []string
+			for _, e := range s.take() {
+				got = append(got, line(&e, root))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("events:\n got %q\nwant %q", got, tc.want)
+			}
+		})
 	}
 }
 

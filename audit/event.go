@@ -25,6 +25,11 @@ type Event struct {
 	OldPath string // rename: the old path
 	Dir     bool   // FAN_ONDIR was set
 
+	// Scanned marks a create the capture synthesized: the entry was found
+	// in a directory when subtree scope put its mark there, made before
+	// the mark, so the kernel never reported it. Pid is 0 (unknown).
+	Scanned bool
+
 	// Lost is set on ActionEventsLost; LostReason says why.
 	Lost       uint64
 	HasLost    bool

@@ -114,6 +114,13 @@ func (s *scope) allowed(p string) bool {
 	return true
 }
 
+// pruned reports whether nothing under the directory p can be in scope:
+// it is ignored or an exclude glob matches it. Subtree scope puts no mark
+// there.
+func (s *scope) pruned(p string) bool {
+	return underAny(p, s.ignore) || (len(s.exclude) > 0 && matchTree(s.exclude, p))
+}
+
 func checkGlobs(key string, globs []string) error {
 	for _, g := range globs {
 		if _, err := filepath.Match(g, "/"); err != nil {

@@ -187,9 +187,18 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 	var path, oldPath string
 	obj := &r.FID
 	switch {
-	case r.Mask&kernel.FanRename != 0 && r.OldDir.Valid() && r.NewDir.Valid():
-		oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
-		path = c.join(b, c.resolveDir(b, &r.NewDir), r.NewName)
+	case r.Mask&kernel.FanRename != 0 && (r.OldDir.Valid() || r.NewDir.Valid()):
+		// Under inode marks the kernel names only the marked side: a
+		// move into the subtree has no old name, a move out of it is
+		// named where it went by its handle.
+		if r.OldDir.Valid() {
+			oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
+		}
+		if r.NewDir.Valid() {
+			path = c.join(b, c.resolveDir(b, &r.NewDir), r.NewName)
+		} else if obj.Valid() {
+			path = c.resolve(b, obj, dir)
+		}
 		if dir && oldPath != "" && path != "" {
 			if obj.Valid() && c.feat.TargetFID {
 				c.dirs.put(obj.Key, path)
@@ -261,7 +270,9 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			}
 		}
 	}
+	from := len(b.evs)
 	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil)
+	c.follow(b, from, r, obj, path, oldPath)
 	return paired
 }
 

@@ -1,0 +1,380 @@
+package audit
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// Scope modes (Options.Scope, the contract's [capture] scope).
+const (
+	ScopeAuto       = "auto"
+	ScopeSubtree    = "subtree"
+	ScopeFilesystem = "filesystem"
+)
+
+// DefaultSubtreeMaxDirs is how many directories auto scope marks one by
+// one before it takes a filesystem mark instead. Each inode mark costs the
+// kernel about 0.2 KiB (struct fsnotify_mark and its connector) and pins
+// the directory's inode and dentry in memory (about 1 KiB on ext4/xfs), so
+// 8192 marks pin about 10 MiB, and it counts against
+// fs.fanotify.max_user_marks.
+const DefaultSubtreeMaxDirs = 8192
+
+// ReasonMarkFailed is events_lost's reason when a directory that appeared
+// in a subtree could not be marked and no filesystem mark covers it:
+// events in it are not seen from then on.
+const ReasonMarkFailed = "mark_failed"
+
+// tree is subtree scope: inode marks (dirent events with FID,
+// FAN_EVENT_ON_CHILD, FAN_ONDIR) on every directory of the roots that
+// use them, following directories as they appear and go. Only the
+// reader goroutine touches it.
+//
+// Decisions:
+//   - A directory created in a marked one is marked when its create is
+//     read, then scanned: whatever it already holds was made before the
+//     mark and its events were never queued, so each entry gets a
+//     synthesized create Event (Pid 0, Scanned set) and the scan recurses
+//     into subdirectories. The kernel may still report a create the scan
+//     already synthesized (made after the mark, before the scan); that
+//     duplicate is dropped (synth remembers what was synthesized until its
+//     create, delete or rename arrives). Write, close and the other events
+//     of such an early entry that happened before its mark are lost: the
+//     kernel never queued them.
+//   - A directory renamed into the tree is marked with its subtree (no
+//     synthesized creates: the rename record covers it); renamed out of
+//     it, its marks are removed; within it, the remembered paths move.
+//   - rmdir frees the kernel's mark with the inode; the delete (or the
+//     directory's own delete_self) makes the tree forget it.
+//   - The walk stays on the root's filesystem and skips directories the
+//     scope ignores or excludes (no mark, so their events never come).
+//   - In auto scope, when the marks would pass SubtreeMaxDirs at run
+//     time, or at any time when the kernel refuses a mark (ENOSPC: the
+//     max_user_marks limit), the root's filesystem gets a filesystem mark
+//     and the tree stops following; the user-space scope filter keeps the
+//     output the same.
+//   - Under inode marks the kernel reports delete_self and move_self only
+//     for marked objects, the directories: a file's unlink is its parent's
+//     delete, its rename the parent's rename.
+type tree struct {
+	mask   uint64
+	auto   bool
+	max    int
+	roots  []treeRoot
+	dirs   map[string]string   // handle key → escaped path of a marked directory
+	synth  map[string]struct{} // escaped paths of synthesized creates
+}
+
+type treeRoot struct {
+	path   string // escaped
+	dev    uint64
+	frozen bool // a filesystem mark took over: no more following
+}
+
+const synthMax = 4096
+
+func newTree(mask uint64, auto bool, max int) *tree {
+	return &tree{mask: mask, auto: auto, max: max, dirs: make(map[string]string), synth: make(map[string]struct{})}
+}
+
+// realPath turns an escaped path back into the bytes the kernel knows.
+func realPath(p string) string {
+	if !strings.Contains(p, `\`) {
+		return p
+	}
+	b, err := UnescapePath(p)
+	if err != nil {
+		return p
+	}
+	return string(b)
+}
+
+func (t *tree) root(p string) *treeRoot {
+	for i := range t.roots {
+		if under(p, t.roots[i].path) {
+			return &t.roots[i]
+		}
+	}
+	return nil
+}
+
+// countDirs counts the directories markTree would mark under root,
+// stopping past limit.
+func (c *Capture) countDirs(root string, dev uint64, limit int) int {
+	n := 0
+	stack := []string{root}
+	for len(stack) > 0 && n <= limit {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if p != root && c.scope.pruned(p) {
+			continue
+		}
+		if d, _, isDir, err := kernel.StatDir(realPath(p)); err != nil || !isDir || d != dev {
+			continue
+		}
+		n++
+		ents, _ := os.ReadDir(realPath(p))
+		for _, e := range ents {
+			if e.IsDir() {
+				stack = append(stack, joinEscaped(p, e.Name()))
+			}
+		}
+	}
+	return n
+}
+
+func joinEscaped(dir, name string) string {
+	s := make([]byte, 0, len(dir)+1+len(name))
+	s = append(s, dir...)
+	if len(s) == 0 || s[len(s)-1] != '/' {
+		s = append(s, '/')
+	}
+	return string(appendEscaped(s, []byte(name)))
+}
+
+// markTree marks dir and every directory below it on the root's
+// filesystem. With synth, the entries found get synthesized create Events
+// in b (see tree). It returns false when a mark failed for another reason
+// than the directory going away; the caller falls back.
+func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) bool {
+	t := c.tree
+	stack := []string{dir}
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if p != rt.path && c.scope.pruned(p) {
+			continue
+		}
+		rp := realPath(p)
+		if d, _, isDir, err := kernel.StatDir(rp); err != nil || !isDir || d != rt.dev {
+			continue // gone, replaced, or another filesystem mounted here
+		}
+		id, err := c.group.MarkDir(kernel.MarkAdd, t.mask, rp)
+		if err != nil {
+			if kernel.NotExist(err) {
+				continue
+			}
+			c.log.Warn().Err(err).Str("path", p).Msg("inode mark failed")
+			c.stats.markFails.Add(1)
+			return false
+		}
+		if id.Key != "" {
+			t.dirs[id.Key] = p
+			c.dirs.put([]byte(id.Key), p)
+		}
+		ents, _ := os.ReadDir(rp)
+		for _, e := range ents {
+			cp := joinEscaped(p, e.Name())
+			if synth && b != nil && c.want.has(record.ActionCreate) && c.scope.allowed(cp) {
+				c.synthCreate(b, cp, e.IsDir())
+			}
+			if e.IsDir() {
+				stack = append(stack, cp)
+			}
+		}
+	}
+	c.stats.inodeMarks.Store(uint64(len(t.dirs)))
+	if t.auto && len(t.dirs) > t.max {
+		c.log.Warn().Int("dirs", len(t.dirs)).Int("subtree_max_dirs", t.max).Str("root", rt.path).
+			Msg("subtree grew past subtree_max_dirs: switching to a filesystem mark")
+		return false
+	}
+	return true
+}
+
+func (c *Capture) synthCreate(b *batch, p string, dir bool) {
+	t := c.tree
+	if len(t.synth) >= synthMax {
+		clear(t.synth) // at worst a duplicate create later
+	}
+	t.synth[p] = struct{}{}
+	b.evs = append(b.evs, Event{Time: b.now, Action: record.ActionCreate, Path: p, Dir: dir, PidFD: -1, Scanned: true})
+}
+
+// fallback covers rt's filesystem with a filesystem mark after the tree
+// could not follow; when even that is refused, the loss is announced.
+func (c *Capture) fallback(b *batch, rt *treeRoot) {
+	if rt.frozen {
+		return
+	}
+	err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, realPath(rt.path))
+	if err == nil {
+		rt.frozen = true
+		c.log.Warn().Str("root", rt.path).Msg("subtree scope now uses a filesystem mark")
+		return
+	}
+	c.log.Error().Err(err).Str("root", rt.path).Msg("no mark covers new directories: their events are lost")
+	if b != nil {
+		b.evs = append(b.evs, c.lostEvent(b.now, ReasonMarkFailed))
+	}
+}
+
+// follow keeps the tree's marks in step with the directory event r, after
+// emit appended its Events at b.evs[from:].
+func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Handle, path, oldPath string) {
+	t := c.tree
+	if t == nil {
+		return
+	}
+	m := r.Mask
+	if len(t.synth) > 0 {
+		if m&kernel.FanCreate != 0 && path != "" {
+			if _, ok := t.synth[path]; ok {
+				delete(t.synth, path)
+				kept := b.evs[:from]
+				for _, e := range b.evs[from:] {
+					if e.Action == record.ActionCreate && e.Path == path {
+						b.filtered++
+						continue
+					}
+					kept = append(kept, e)
+				}
+				clear(b.evs[len(kept):])
+				b.evs = kept
+			}
+		} else if m&(kernel.FanDelete|kernel.FanRename|kernel.FanMovedFrom) != 0 {
+			delete(t.synth, path)
+			delete(t.synth, oldPath)
+		}
+	}
+	if m&kernel.FanOnDir == 0 {
+		return
+	}
+	defer func() { c.stats.inodeMarks.Store(uint64(len(t.dirs))) }()
+	switch {
+	case m&kernel.FanCreate != 0 && path != "":
+		if obj.Valid() {
+			if _, ok := t.dirs[string(obj.Key)]; ok {
+				return // marked by a scan already
+			}
+		}
+		if rt := t.root(path); rt != nil && !rt.frozen && !c.markTree(b, rt, path, true) {
+			c.fallback(b, rt)
+		}
+	case m&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0:
+		oldIn := oldPath != "" && t.root(oldPath) != nil
+		newRt := (*treeRoot)(nil)
+		if path != "" {
+			newRt = t.root(path)
+		}
+		switch {
+		case oldIn && newRt != nil:
+			t.move(oldPath, path)
+		case oldIn:
+			t.unmark(c, oldPath, path)
+		case newRt != nil && !newRt.frozen:
+			if !c.markTree(b, newRt, path, false) {
+				c.fallback(b, newRt)
+			}
+		}
+	case m&(kernel.FanDelete|kernel.FanDeleteSelf) != 0:
+		// rmdir: the kernel drops the mark with the inode.
+		if obj.Valid() {
+			delete(t.dirs, string(obj.Key))
+		}
+	}
+}
+
+// move rewrites the remembered paths of a directory renamed within the
+// tree and of everything below it.
+func (t *tree) move(oldDir, newDir string) {
+	for k, v := range t.dirs {
+		if under(v, oldDir) {
+			t.dirs[k] = newDir + v[len(oldDir):]
+		}
+	}
+}
+
+// unmark removes the marks of a directory renamed out of the tree, now at
+// newDir ("" when unknown: the marks stay and the scope filter drops what
+// they report).
+func (t *tree) unmark(c *Capture, oldDir, newDir string) {
+	for k, v := range t.dirs {
+		if !under(v, oldDir) {
+			continue
+		}
+		delete(t.dirs, k)
+		if newDir == "" {
+			continue
+		}
+		p := realPath(newDir + v[len(oldDir):])
+		if err := c.group.Mark(kernel.MarkRemove, t.mask, p); err != nil {
+			c.log.Debug().Err(err).Str("path", p).Msg("removing an inode mark failed")
+		}
+	}
+}
+
+// markRoot marks one watched root in FID mode: with a filesystem mark
+// (scope filesystem, a filesystem's root, or auto above SubtreeMaxDirs),
+// else with inode marks on its subtree. Where the kernel refuses a
+// filesystem mark (EXDEV on a btrfs subvolume, EOPNOTSUPP on overlayfs)
+// the subtree's inode marks stand in for it.
+func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
+	o := &c.opts
+	rp := realPath(root)
+	dev, _, _, err := kernel.StatDir(rp)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	useFS := o.Scope == ScopeFilesystem || kernel.MountRoot(mountinfo, rp)
+	if !useFS && o.Scope == ScopeAuto {
+		if n := c.countDirs(root, dev, o.SubtreeMaxDirs); n > o.SubtreeMaxDirs {
+			c.log.Info().Str("path", root).Int("subtree_max_dirs", o.SubtreeMaxDirs).
+				Msg("more directories than subtree_max_dirs: using a filesystem mark")
+			useFS = true
+		}
+	}
+	if useFS {
+		if c.fsMark[fsid] {
+			return nil // one filesystem mark covers every root on it
+		}
+		err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, rp)
+		if err == nil {
+			c.fsMark[fsid] = true
+			return nil
+		}
+		if !kernel.MarkUnsupported(err) {
+			return fmt.Errorf("capture: mark %s: %w", root, err)
+		}
+		c.log.Warn().Err(err).Str("path", root).
+			Msg("no filesystem mark possible here (a btrfs subvolume, overlayfs): marking every directory of the subtree instead")
+	}
+	if c.opts.Observer != nil && !c.fsMark[fsid] {
+		// Enrichment names processes by their execs wherever the binary
+		// is; an exec-only filesystem mark keeps those coming (execs are
+		// rare, so it costs little).
+		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, kernel.FanOpenExec, rp); err != nil {
+			c.log.Debug().Err(err).Str("path", root).Msg("no exec mark on the subtree's filesystem")
+		}
+	}
+	if c.tree == nil {
+		c.tree = newTree(c.treeMask(), o.Scope == ScopeAuto, o.SubtreeMaxDirs)
+	}
+	t := c.tree
+	t.roots = append(t.roots, treeRoot{path: root, dev: dev})
+	rt := &t.roots[len(t.roots)-1]
+	if !c.markTree(nil, rt, root, false) {
+		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, rp); err != nil {
+			return fmt.Errorf("capture: mark %s: inode marks failed (see fs.fanotify.max_user_marks) and a filesystem mark too: %w", root, err)
+		}
+		rt.frozen = true
+		c.fsMark[fsid] = true
+	}
+	return nil
+}
+
+// treeMask is the inode marks' mask: the filesystem mask, children's
+// events, and the directory entry events the tree follows directories by.
+func (c *Capture) treeMask() uint64 {
+	m := c.mask | kernel.FanEventOnChild | kernel.FanOnDir | kernel.FanCreate | kernel.FanDelete | kernel.FanDeleteSelf
+	if c.feat.Rename {
+		m |= kernel.FanRename
+	} else {
+		m |= kernel.FanMovedFrom | kernel.FanMovedTo
+	}
+	return m
+}

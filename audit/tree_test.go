@@ -1,0 +1,187 @@
+package audit
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+)
+
+// sh runs a shell script in dir from a child process (not the agent's pid).
+func sh(t testing.TB, dir, script string) {
+	t.Helper()
+	cmd := exec.Command("sh", "-ec", script)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh %q: %v: %s", script, err, out)
+	}
+}
+
+func mkdirs(t testing.TB, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// creates counts the create events per path, relative to root.
+func creates(evs []Event, root string) map[string]int {
+	m := map[string]int{}
+	for _, e := range evs {
+		if e.Action == record.ActionCreate {
+			m["."+strings.TrimPrefix(e.Path, root)]++
+		}
+	}
+	return m
+}
+
+func has(evs []Event, a record.Action, p string) bool {
+	for _, e := range evs {
+		if e.Action == a && e.Path == p {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSubtreeScope: inode marks report every operation inside the
+// subtree (a directory that existed, one made after the start, one moved
+// in), and the kernel sends nothing for work in a sibling directory on the
+// same filesystem: proven by the count of events read, not by timing.
+func TestSubtreeScope(t *testing.T) {
+	for _, tc := range []struct {
+		scope    string
+		maxDirs  int
+		inTree   bool // the sibling's work must not reach user space
+		wantMark bool
+	}{
+		{ScopeSubtree, 0, true, true},
+		{ScopeAuto, 0, true, true},
+		{ScopeAuto, 2, false, false}, // 3 directories: above the limit
+		{ScopeFilesystem, 0, false, false},
+	} {
+		t.Run(fmt.Sprintf("%s-%d", tc.scope, tc.maxDirs), func(t *testing.T) {
+			mnt := tmpfs(t)
+			w, sib := filepath.Join(mnt, "w"), filepath.Join(mnt, "sib")
+			mkdirs(t, filepath.Join(w, "old", "deep"), filepath.Join(sib, "moved", "inner"))
+			s := startSession(t, Options{Paths: []string{w}, Scope: tc.scope, SubtreeMaxDirs: tc.maxDirs})
+			if got := s.c.Stats().InodeMarks; (got == 3) != tc.wantMark || (got == 0) == tc.wantMark {
+				t.Fatalf("inode marks %d, want marks: %v", got, tc.wantMark)
+			}
+			s.mark(w)
+			before := s.c.Stats().KernelEvents
+			sh(t, sib, `for i in $(seq 100); do echo x > f$i; mv f$i g$i; done; rm g*`)
+			s.mark(w)
+			delta := s.c.Stats().KernelEvents - before
+			if tc.inTree && delta > 10 {
+				t.Errorf("%d kernel events read for sibling work (the markers take ≤ 10)", delta)
+			}
+			if !tc.inTree && delta < 300 {
+				t.Errorf("only %d kernel events read under a filesystem mark: the count proves nothing", delta)
+			}
+			s.take()
+
+			sh(t, w, `echo a > old/deep/f; mkdir new; echo b > new/g; mv ../sib/moved in`)
+			// Work in a directory moved in counts once its rename is read
+			// (see tree).
+			s.waitFor("rename in", func(e *Event) bool { return e.Action == record.ActionRename && e.Path == filepath.Join(w, "in") })
+			sh(t, w, `echo c > in/inner/h; rm old/deep/f`)
+			s.mark(w)
+			evs := s.take()
+			for _, want := range []struct {
+				a record.Action
+				p string
+			}{
+				{record.ActionCreate, "old/deep/f"}, {record.ActionCloseWrite, "old/deep/f"},
+				{record.ActionCreate, "new"}, {record.ActionCreate, "new/g"}, {record.ActionCloseWrite, "new/g"},
+				{record.ActionRename, "in"}, {record.ActionCreate, "in/inner/h"}, {record.ActionCloseWrite, "in/inner/h"},
+				{record.ActionDelete, "old/deep/f"},
+			} {
+				if !has(evs, want.a, filepath.Join(w, want.p)) {
+					t.Errorf("no %s %s", want.a, want.p)
+				}
+			}
+			for _, e := range evs {
+				if e.Path == "" || !under(e.Path, w) && !under(e.OldPath, w) {
+					t.Errorf("out of scope: %s", line(&e, mnt))
+				}
+			}
+			if tc.wantMark {
+				if got := s.c.Stats().InodeMarks; got != 6 { // w old deep new in inner
+					t.Errorf("inode marks %d, want 6", got)
+				}
+				// Moved out: the marks go, and its work is not sent.
+				sh(t, w, `mv in ../sib/out; rm new/g; rmdir new`)
+				s.mark(w)
+				if got := s.c.Stats().InodeMarks; got != 3 {
+					t.Errorf("inode marks %d after moving out and rmdir, want 3", got)
+				}
+				before := s.c.Stats().KernelEvents
+				sh(t, sib, `for i in $(seq 50); do echo x > out/inner/f$i; done`)
+				s.mark(w)
+				if delta := s.c.Stats().KernelEvents - before; delta > 10 {
+					t.Errorf("%d kernel events read for work in a directory moved out", delta)
+				}
+			}
+		})
+	}
+}
+
+// TestSubtreeScanRace: a directory made and filled at once. Entries made
+// before the new directory's mark get synthesized creates; every create
+// comes exactly once.
+func TestSubtreeScanRace(t *testing.T) {
+	mnt := tmpfs(t)
+	w := filepath.Join(mnt, "w")
+	mkdirs(t, w)
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeSubtree})
+	var script strings.Builder
+	var want []string
+	for i := range 30 {
+		fmt.Fprintf(&script, "mkdir -p d%d/a/b; echo x > d%d/a/b/f; mkdir d%d/c; : > d%d/c/g; ", i, i, i, i)
+		for _, p := range []string{"", "/a", "/a/b", "/a/b/f", "/c", "/c/g"} {
+			want = append(want, fmt.Sprintf("./d%d%s", i, p))
+		}
+	}
+	sh(t, w, script.String())
+	s.mark(w)
+	got := creates(s.take(), w)
+	sort.Strings(want)
+	for _, p := range want {
+		if got[p] != 1 {
+			t.Errorf("%s: %d creates, want 1", p, got[p])
+		}
+		delete(got, p)
+	}
+	for p, n := range got {
+		t.Errorf("unexpected create %s (%d)", p, n)
+	}
+	t.Logf("inode marks %d", s.c.Stats().InodeMarks)
+}
+
+// TestFilesystemRootUsesFSMark: a path that is its filesystem's root gets
+// the filesystem mark whatever the scope.
+func TestFilesystemRootUsesFSMark(t *testing.T) {
+	mnt := tmpfs(t)
+	mkdirs(t, filepath.Join(mnt, "a", "b"))
+	s := startSession(t, Options{Paths: []string{mnt}, Scope: ScopeSubtree})
+	if got := s.c.Stats().InodeMarks; got != 0 {
+		t.Fatalf("%d inode marks on a filesystem root", got)
+	}
+	sh(t, mnt, `: > a/b/f`)
+	s.waitFor("create a/b/f", func(e *Event) bool { return e.Action == record.ActionCreate && e.Path == filepath.Join(mnt, "a/b/f") })
+}
+
+func TestScopeOption(t *testing.T) {
+	mnt := tmpfs(t)
+	if _, err := New(Options{Paths: []string{mnt}, Scope: "tree"}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "scope") {
+		t.Fatalf("bad scope: %v", err)
+	}
+}

@@ -1,0 +1,277 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// MarkRemove is FAN_MARK_REMOVE.
+const MarkRemove uint = unix.FAN_MARK_REMOVE
+
+// MarkUnsupported reports whether a fanotify_mark error means this kind of
+// mark cannot be placed on that object although another kind might be:
+// EXDEV (a btrfs subvolume, whose fsid differs from its superblock's, under
+// a filesystem mark of a FID group) or EOPNOTSUPP/ENODEV (overlayfs and
+// other filesystems that cannot report file handles for every object).
+func MarkUnsupported(err error) bool {
+	return errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODEV)
+}
+
+// MarkLimit reports whether a fanotify_mark error is the per-user mark
+// limit (fs.fanotify.max_user_marks): ENOSPC.
+func MarkLimit(err error) bool { return errors.Is(err, unix.ENOSPC) }
+
+// NotExist reports whether err says a path is gone (ENOENT, ENOTDIR).
+func NotExist(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
+}
+
+// DirID is what the agent remembers of a directory it put an inode mark
+// on: its device and inode (to stay on one filesystem and to notice that
+// something else now sits at a path) and its handle key in the layout of
+// Handle.Key, so events naming the directory find it without a lookup.
+type DirID struct {
+	Dev uint64
+	Ino uint64
+	Key string // empty when the filesystem can't encode a handle
+}
+
+// StatDir returns path's device and inode without following a final
+// symlink; ok is false when it is not a directory.
+func StatDir(path string) (dev, ino uint64, ok bool, err error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return 0, 0, false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return st.Dev, st.Ino, st.Mode&unix.S_IFMT == unix.S_IFDIR, nil
+}
+
+// MarkDir puts an inode mark for mask on the directory path (no symlink is
+// followed) and returns its identity. The handle key is built as FID
+// records carry it: fsid (statfs), handle_bytes, handle_type, f_handle.
+func (g *Group) MarkDir(flags uint, mask uint64, path string) (DirID, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return DirID{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return DirID{}, fmt.Errorf("fstat %s: %w", path, err)
+	}
+	id := DirID{Dev: st.Dev, Ino: st.Ino}
+	// The mark goes on the object the fd holds, not on whatever the path
+	// names by the time the mark is placed.
+	if err := g.markFD(flags, mask, fd); err != nil {
+		return id, fmt.Errorf("fanotify_mark(%#x, %#x) %s: %w", flags, mask, path, err)
+	}
+	id.Key = handleKey(fd)
+	return id, nil
+}
+
+func (g *Group) markFD(flags uint, mask uint64, fd int) error {
+	var err error
+	if cerr := g.rc.Control(func(gfd uintptr) {
+		err = unix.FanotifyMark(int(gfd), flags, mask, fd, "")
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// handleKey encodes fd's handle in the Handle.Key layout, "" when the
+// filesystem can't. Plain name_to_handle_at gives the bytes fanotify
+// reports on the filesystems that can decode handles; AT_HANDLE_FID
+// (6.5+) those of the ones that can only encode them (overlayfs).
+func handleKey(fd int) string {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return ""
+	}
+	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		const atHandleFID = 0x200 // AT_HANDLE_FID
+		if h, _, err = unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH|atHandleFID); err != nil {
+			return ""
+		}
+	}
+	b := h.Bytes()
+	// mirrors the fsid + struct file_handle part of struct
+	// fanotify_event_info_fid, see decodeFID
+	k := make([]byte, fidHandle-fidFsid+len(b))
+	binary.NativeEndian.PutUint32(k[0:], uint32(sfs.Fsid.Val[0]))
+	binary.NativeEndian.PutUint32(k[4:], uint32(sfs.Fsid.Val[1]))
+	binary.NativeEndian.PutUint32(k[fidHandleBytes-fidFsid:], uint32(len(b)))
+	binary.NativeEndian.PutUint32(k[fidHandleType-fidFsid:], uint32(h.Type()))
+	copy(k[fidHandle-fidFsid:], b)
+	return string(k)
+}
+
+// MountRoot reports whether path is the root of its filesystem mounted at
+// path: a mount point whose mount shows the filesystem's own root (not a
+// bind mount of a subdirectory, not a btrfs subvol= mount). mountinfo is
+// the text of /proc/self/mountinfo.
+func MountRoot(mountinfo []byte, path string) bool {
+	root, ok := mountAt(mountinfo, path)
+	return ok && root == "/"
+}
+
+// IsMountPoint reports whether something is mounted at path.
+func IsMountPoint(mountinfo []byte, path string) bool {
+	_, ok := mountAt(mountinfo, path)
+	return ok
+}
+
+// mountAt returns the root field of the last (topmost) mount at path.
+// Fields: mount ID, parent ID, major:minor, root, mount point, …; root
+// and mount point escape space, tab, newline and backslash as \ooo.
+func mountAt(mountinfo []byte, path string) (root string, ok bool) {
+	for len(mountinfo) > 0 {
+		line := mountinfo
+		if i := indexByte(line, '\n'); i >= 0 {
+			line, mountinfo = line[:i], mountinfo[i+1:]
+		} else {
+			mountinfo = nil
+		}
+		f := fields(line, 5)
+		if len(f) < 5 {
+			continue
+		}
+		if unescapeMount(f[4]) == path {
+			root, ok = unescapeMount(f[3]), true
+		}
+	}
+	return root, ok
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func fields(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(out) < n {
+		for len(b) > 0 && b[0] == ' ' {
+			b = b[1:]
+		}
+		if len(b) == 0 {
+			break
+		}
+		i := indexByte(b, ' ')
+		if i < 0 {
+			out = append(out, b)
+			break
+		}
+		out = append(out, b[:i])
+		b = b[i:]
+	}
+	return out
+}
+
+func unescapeMount(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == '\\' && i+3 < len(b) && isOct(b[i+1]) && isOct(b[i+2]) && isOct(b[i+3]) {
+			out = append(out, (b[i+1]-'0')<<6|(b[i+2]-'0')<<3|(b[i+3]-'0'))
+			i += 3
+			continue
+		}
+		out = append(out, b[i])
+	}
+	return string(out)
+}
+
+func isOct(c byte) bool { return c >= '0' && c <= '7' }
+
+// MountWatch signals changes of the mount table: /proc/self/mountinfo
+// polls POLLPRI|POLLERR when a mount or unmount happens in the namespace.
+type MountWatch struct {
+	f    *os.File
+	wake [2]int // pipe: Close writes to end a Wait
+}
+
+// OpenMountWatch opens /proc/self/mountinfo for change notification.
+func OpenMountWatch() (*MountWatch, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("mount watch: %w", err)
+	}
+	w := &MountWatch{f: f}
+	if err := unix.Pipe2(w.wake[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("mount watch: pipe: %w", err)
+	}
+	return w, nil
+}
+
+// Read returns the current mount table and re-arms the change signal
+// (the kernel signals a change once per read of the table).
+func (w *MountWatch) Read() ([]byte, error) {
+	if _, err := w.f.Seek(0, 0); err != nil {
+		return nil, fmt.Errorf("mountinfo: %w", err)
+	}
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := w.f.Read(buf)
+		out = append(out, buf[:n]...)
+		if n == 0 || err != nil {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Wait blocks until the mount table changed since the last Read (true) or
+// Close was called (false).
+func (w *MountWatch) Wait() (bool, error) {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return false, fmt.Errorf("mount watch: %w", err)
+	}
+	for {
+		var n int
+		var perr error
+		var fds [2]unix.PollFd
+		if cerr := rc.Control(func(fd uintptr) {
+			fds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}, {Fd: int32(w.wake[0]), Events: unix.POLLIN}}
+			n, perr = unix.Poll(fds[:], -1)
+		}); cerr != nil {
+			return false, nil // closed
+		}
+		if errors.Is(perr, unix.EINTR) {
+			continue
+		}
+		if perr != nil {
+			return false, fmt.Errorf("mount watch: poll: %w", perr)
+		}
+		if n > 0 && fds[1].Revents != 0 {
+			return false, nil
+		}
+		if n > 0 && fds[0].Revents&(unix.POLLPRI|unix.POLLERR) != 0 {
+			return true, nil
+		}
+	}
+}
+
+// Close ends a Wait; call Wait's goroutine's end before releasing w.
+func (w *MountWatch) Close() error {
+	unix.Write(w.wake[1], []byte{1})
+	return nil
+}
+
+// Release frees the watch's fds once no Wait runs.
+func (w *MountWatch) Release() {
+	w.f.Close()
+	unix.Close(w.wake[0])
+	unix.Close(w.wake[1])
+}
