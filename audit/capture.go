@@ -133,11 +133,12 @@ type Stats struct {
 	ResolveFailures uint64 // paths that could not be resolved
 	InodeMarks      uint64 // directories under inode marks (subtree scope)
 	MarkFailures    uint64 // inode marks the kernel refused
+	ScopeDrops      uint64 // kernel events dropped by their directory's cached out-of-scope verdict (also in Filtered)
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
-	inodeMarks, markFails                                                              atomic.Uint64
+	inodeMarks, markFails, scopeDrops                                                  atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -162,11 +163,12 @@ type Capture struct {
 	fsMark map[uint64]bool // fsids under a filesystem mark for the full mask
 
 	// Reader state, touched only by Run.
-	dirs    *pathCache // directory handle → path
-	gone    *pathCache // unlinked files still referenced → path, for delete_self
-	buf     []byte
-	raw     []kernel.RawEvent
-	scratch []byte
+	dirs     *pathCache      // directory handle → path
+	verdicts map[string]bool // directory handle → nothing in it is in scope, see dropOutside
+	gone     *pathCache      // unlinked files still referenced → path, for delete_self
+	buf      []byte
+	raw      []kernel.RawEvent
+	scratch  []byte
 
 	running   atomic.Bool
 	closeOnce sync.Once
@@ -475,7 +477,7 @@ func (c *Capture) Stats() Stats {
 		Emitted: s.emitted.Load(), Filtered: s.filtered.Load(), Self: s.self.Load(),
 		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
 		ResolveFailures: s.resolveFails.Load(),
-		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(),
+		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(), ScopeDrops: s.scopeDrops.Load(),
 	}
 }
 

@@ -2,8 +2,11 @@ package audit
 
 import (
 	"fmt"
+	"math/bits"
 	"path/filepath"
 	"strings"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
 )
 
 // scope decides in user space which paths are reported. Marks cover whole
@@ -128,4 +131,90 @@ func checkGlobs(key string, globs []string) error {
 		}
 	}
 	return nil
+}
+
+// outside reports whether nothing in directory p can be in scope: p is
+// neither under a root nor an ancestor of one, or it is ignored.
+func (s *scope) outside(p string) bool {
+	if underAny(p, s.ignore) {
+		return true
+	}
+	for _, r := range s.roots {
+		if under(p, r) || under(r, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// verdictCacheSize bounds the per-directory scope verdicts; when full, an
+// arbitrary entry goes, which costs one lookup of a cached path later.
+const verdictCacheSize = 1 << 14
+
+// dropOutside drops raw[i] when its directory is known to be out of scope,
+// before any path is built: under a filesystem mark most events of a busy
+// filesystem are such, and each costs one decode and one map lookup. The
+// verdict is per directory handle, computed once from the directory's
+// path, and forgotten on every directory rename (a move can bring a
+// directory into scope). Renames, exec events the Observer must see, and
+// events without a directory handle take the full path.
+func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
+	r := &raw[i]
+	if r.Mask&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0 {
+		if r.Mask&kernel.FanOnDir != 0 {
+			clear(c.verdicts)
+		}
+		return false
+	}
+	if r.Mask&kernel.FanOpenExec != 0 && c.opts.Observer != nil {
+		return false
+	}
+	dir := &r.Dir
+	if dir.Valid() && r.Mask&(kernel.FanDeleteSelf|kernel.FanMoveSelf) != 0 {
+		return false // a directory going: named from the caches, see fidEvent
+	}
+	if !dir.Valid() {
+		// A handle-only attrib or delete_self of an unlinked file is
+		// named by the delete record that follows: judge by its directory.
+		if !r.FID.Valid() || r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) == 0 || r.Mask&kernel.FanOnDir != 0 {
+			return false
+		}
+		dir = nil
+		for j := i + 1; j < len(raw) && j <= i+lookAhead; j++ {
+			n := &raw[j]
+			if n.Mask&kernel.FanDelete != 0 && n.Dir.Valid() && string(n.FID.Key) == string(r.FID.Key) {
+				dir = &n.Dir
+				break
+			}
+		}
+		if dir == nil {
+			return false
+		}
+	}
+	out, ok := c.verdicts[string(dir.Key)]
+	if !ok {
+		fails := b.resolveFails
+		p := c.resolveDir(b, dir)
+		b.resolveFails = fails // the full path counts it, if it fails there too
+		if p == "" {
+			return false
+		}
+		out = c.scope.outside(p)
+		if c.verdicts == nil {
+			c.verdicts = make(map[string]bool)
+		}
+		if len(c.verdicts) >= verdictCacheSize {
+			for k := range c.verdicts {
+				delete(c.verdicts, k)
+				break
+			}
+		}
+		c.verdicts[string(dir.Key)] = out
+	}
+	if out {
+		closeRes(r.FD, r.PidFD)
+		b.filtered += uint64(max(1, bits.OnesCount64(r.Mask&allActionBits)))
+		c.stats.scopeDrops.Add(1)
+	}
+	return out
 }

@@ -146,6 +146,7 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 		b.evs = append(b.evs, c.lostEvent(b.now, record.ReasonKernelOverflow))
 	case c.fdMode:
 		c.fdEvent(b, r)
+	case c.dropOutside(b, raw, i):
 	default:
 		return c.fidEvent(b, raw, i)
 	}

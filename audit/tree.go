@@ -61,12 +61,12 @@ const ReasonMarkFailed = "mark_failed"
 //     for marked objects, the directories: a file's unlink is its parent's
 //     delete, its rename the parent's rename.
 type tree struct {
-	mask   uint64
-	auto   bool
-	max    int
-	roots  []treeRoot
-	dirs   map[string]string   // handle key → escaped path of a marked directory
-	synth  map[string]struct{} // escaped paths of synthesized creates
+	mask  uint64
+	auto  bool
+	max   int
+	roots []treeRoot
+	dirs  map[string]string   // handle key → escaped path of a marked directory
+	synth map[string]struct{} // escaped paths of synthesized creates
 }
 
 type treeRoot struct {

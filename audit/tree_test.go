@@ -88,11 +88,12 @@ func TestSubtreeScope(t *testing.T) {
 			}
 			s.take()
 
-			sh(t, w, `echo a > old/deep/f; mkdir new; echo b > new/g; mv ../sib/moved in`)
-			// Work in a directory moved in counts once its rename is read
-			// (see tree).
+			sh(t, w, `echo a > old/deep/f; mkdir new; mv ../sib/moved in`)
+			// Writes in a directory made or moved in count once its create
+			// or rename is read; before that only what exists is known
+			// (TestSubtreeScanRace, see tree).
 			s.waitFor("rename in", func(e *Event) bool { return e.Action == record.ActionRename && e.Path == filepath.Join(w, "in") })
-			sh(t, w, `echo c > in/inner/h; rm old/deep/f`)
+			sh(t, w, `echo b > new/g; echo c > in/inner/h; rm old/deep/f`)
 			s.mark(w)
 			evs := s.take()
 			for _, want := range []struct {
@@ -183,5 +184,33 @@ func TestScopeOption(t *testing.T) {
 	mnt := tmpfs(t)
 	if _, err := New(Options{Paths: []string{mnt}, Scope: "tree"}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "scope") {
 		t.Fatalf("bad scope: %v", err)
+	}
+}
+
+// TestScopeVerdictCache: under a filesystem mark, events in an
+// out-of-scope directory are dropped by the directory's cached verdict
+// (no path built), and a directory renamed into scope is reported again.
+func TestScopeVerdictCache(t *testing.T) {
+	mnt := tmpfs(t)
+	w, sib := filepath.Join(mnt, "w"), filepath.Join(mnt, "sib")
+	mkdirs(t, w, filepath.Join(sib, "d"))
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	sh(t, sib, `for i in $(seq 100); do echo x > d/f$i; done`)
+	s.mark(w)
+	if st := s.c.Stats(); st.ScopeDrops < 100 {
+		t.Errorf("%d scope drops for 100 files made out of scope: %+v", st.ScopeDrops, st)
+	}
+	sh(t, mnt, `mv sib/d w/d; echo y > w/d/g; mv w/d sib/e; echo z > sib/e/h`)
+	s.mark(w)
+	evs := s.take()
+	for _, want := range []string{"w/d/g"} {
+		if !has(evs, record.ActionCloseWrite, filepath.Join(mnt, want)) {
+			t.Errorf("no close_write %s", want)
+		}
+	}
+	for _, e := range evs {
+		if strings.HasPrefix(e.Path, sib) && !under(e.OldPath, w) {
+			t.Errorf("out of scope: %s", line(&e, mnt))
+		}
 	}
 }

@@ -56,6 +56,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		OpenForHash:    cfg.Enrich.Hash.Enabled,
 		Observer:       enr,
 		ExecPaths:      cfg.Capture.ExecPaths,
+		Scope:          cfg.Capture.Scope,
+		SubtreeMaxDirs: cfg.Capture.SubtreeMaxDirs,
 	}, log)
 	if err != nil {
 		if errors.Is(err, audit.ErrOptions) {

@@ -92,6 +92,13 @@ type Capture struct {
 	// learns the executable of processes that exit before /proc can be
 	// read. Nothing on them is reported. Empty by default.
 	ExecPaths []string `toml:"exec_paths"`
+	// Scope chooses the marks: "auto" (default), "subtree" (inode marks
+	// on every directory under each path) or "filesystem" (one
+	// filesystem mark, scope filtered in user space).
+	Scope string `toml:"scope"`
+	// SubtreeMaxDirs is how many directories auto marks one by one
+	// before it takes a filesystem mark instead.
+	SubtreeMaxDirs int `toml:"subtree_max_dirs"`
 }
 
 // Pipeline sizes the channels between the stages, counted in batches.
@@ -164,7 +171,9 @@ func Default() Config {
 		ShutdownTimeout: 10 * time.Second,
 		StatsInterval:   60 * time.Second,
 		Capture: Capture{
-			ReadBuffer: 256 << 10,
+			ReadBuffer:     256 << 10,
+			Scope:          "auto",
+			SubtreeMaxDirs: 8192,
 		},
 		Pipeline: Pipeline{CaptureChannel: 1, EnrichChannel: 1},
 		Enrich: Enrich{

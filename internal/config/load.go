@@ -243,6 +243,14 @@ func (c *Config) validate() error {
 	if c.Capture.BatchDelay < 0 {
 		return bad("capture.batch_delay", "must not be negative")
 	}
+	switch c.Capture.Scope {
+	case "auto", "subtree", "filesystem":
+	default:
+		return bad("capture.scope", "%q is not one of auto, subtree, filesystem", c.Capture.Scope)
+	}
+	if c.Capture.SubtreeMaxDirs < 1 {
+		return bad("capture.subtree_max_dirs", "must be at least 1")
+	}
 	if c.Pipeline.CaptureChannel < 1 {
 		return bad("pipeline.capture_channel", "must be at least 1")
 	}

@@ -162,8 +162,12 @@ func connErr(err error) error {
 }
 
 // SetReadDeadline bounds a blocked Read; it is how a context ends one.
+// Its one failure is a closed group, reported as os.ErrClosed.
 func (g *Group) SetReadDeadline(t time.Time) error {
-	return g.f.SetReadDeadline(t)
+	if err := g.f.SetReadDeadline(t); err != nil {
+		return fmt.Errorf("fanotify deadline: %w (%v)", os.ErrClosed, err)
+	}
+	return nil
 }
 
 // Close closes the group; a blocked Read returns.
