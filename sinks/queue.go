@@ -76,6 +76,9 @@ type QueueStats struct {
 	Depth     int
 	Capacity  int
 	Policy    Policy
+	// LostEarlier counts records of earlier runs this sink lost in this
+	// run (see Queue.LostEarlier); they are not part of Received.
+	LostEarlier uint64
 }
 
 // Queue is a bounded FIFO between the pipeline and one sink.
@@ -91,18 +94,19 @@ type Queue struct {
 	capacity int
 	policy   Policy
 
-	mu         sync.Mutex
-	ring       []*Item // len(ring) >= capacity; grows only for loss records
-	head       int
-	count      int
-	taken      uint64 // handed out by Next, not yet settled
-	received   uint64
-	delivered  uint64
-	dropped    uint64
-	unreported Unreported
-	closed     bool
-	dataWait   int // goroutines waiting in Next
-	roomWait   int // goroutines waiting in Push (Block)
+	mu          sync.Mutex
+	ring        []*Item // len(ring) >= capacity; grows only for loss records
+	head        int
+	count       int
+	taken       uint64 // handed out by Next, not yet settled
+	received    uint64
+	delivered   uint64
+	dropped     uint64
+	unreported  Unreported
+	lostEarlier uint64 // LostEarlier total; outside Received
+	closed      bool
+	dataWait    int // goroutines waiting in Next
+	roomWait    int // goroutines waiting in Push (Block)
 
 	dataCh chan struct{}
 	roomCh chan struct{}
@@ -318,6 +322,39 @@ func (q *Queue) Failed(n int) {
 	q.settle(n, true)
 }
 
+// FailedWith settles n taken items as lost for a documented reason
+// (record.Reason*, e.g. dead_letter, spool_full, spool_corrupt); they count
+// as dropped and are announced under that reason instead of sink_error.
+func (q *Queue) FailedWith(n int, reason string) {
+	if n <= 0 {
+		return
+	}
+	q.mu.Lock()
+	u := min(uint64(n), q.taken)
+	q.taken -= u
+	q.dropped += u
+	q.unreported.add(&q.unreported.Reasons, reason, u)
+	q.mu.Unlock()
+}
+
+// LostEarlier reports n records of an earlier agent run (runID) that a
+// sink lost in this run, e.g. spooled records replayed after a restart and
+// then dead-lettered. They were never received by this queue, so they do
+// not touch its accounting; they are announced with
+// fanaudit.lost.previous_run_id so that each run's own loss sum stays exact.
+func (q *Queue) LostEarlier(n uint64, reason, runID string) {
+	if n == 0 {
+		return
+	}
+	q.mu.Lock()
+	if q.unreported.Earlier == nil {
+		q.unreported.Earlier = map[EarlierLoss]uint64{}
+	}
+	q.unreported.Earlier[EarlierLoss{Reason: reason, RunID: runID}] += n
+	q.lostEarlier += n
+	q.mu.Unlock()
+}
+
 // settle clamps n to what is actually outstanding so that a sink's
 // miscount cannot break the Received invariant.
 func (q *Queue) settle(n int, failed bool) {
@@ -368,6 +405,8 @@ func (q *Queue) Stats() QueueStats {
 		Depth:     q.count,
 		Capacity:  q.capacity,
 		Policy:    q.policy,
+
+		LostEarlier: q.lostEarlier,
 	}
 	q.mu.Unlock()
 	return s
@@ -375,14 +414,41 @@ func (q *Queue) Stats() QueueStats {
 
 // Unreported counts drops not yet announced in an events_lost record, by
 // cause: Full for when_full policy drops, Failed for items the sink gave up
-// on (Failed), so that the loss record can say which it was.
+// on (Failed), Reasons for FailedWith and Earlier for LostEarlier, so that
+// the loss record can say which it was.
 type Unreported struct {
 	Full   uint64
 	Failed uint64
+	// Reasons counts FailedWith by reason.
+	Reasons map[string]uint64
+	// Earlier counts LostEarlier by reason and run.
+	Earlier map[EarlierLoss]uint64
+}
+
+// EarlierLoss keys losses of an earlier run's records.
+type EarlierLoss struct {
+	Reason string
+	RunID  string
+}
+
+func (u *Unreported) add(m *map[string]uint64, reason string, n uint64) {
+	if *m == nil {
+		*m = map[string]uint64{}
+	}
+	(*m)[reason] += n
 }
 
 // Total is every unannounced drop.
-func (u Unreported) Total() uint64 { return u.Full + u.Failed }
+func (u Unreported) Total() uint64 {
+	t := u.Full + u.Failed
+	for _, n := range u.Reasons {
+		t += n
+	}
+	for _, n := range u.Earlier {
+		t += n
+	}
+	return t
+}
 
 // TakeUnreported returns the drops not yet announced in an events_lost
 // record and resets the counts, so each drop is announced once.

@@ -1,7 +1,10 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/record"
@@ -152,7 +155,39 @@ func (f *fanState) emitBatch(ctx context.Context, batch []*record.Record) error 
 	return nil
 }
 
-// reportLosses emits queue_full and sink_error records for every sink with unannounced
+type lossEntry struct {
+	n             uint64
+	reason, runID string
+}
+
+// lossEntries lists the loss records one queue's unreported drops make, in a
+// stable order: queue_full, sink_error, the sinks' own reasons, then
+// losses of earlier runs' records.
+func lossEntries(u sinks.Unreported) []lossEntry {
+	var out []lossEntry
+	if u.Full > 0 {
+		out = append(out, lossEntry{n: u.Full, reason: record.ReasonQueueFull})
+	}
+	if u.Failed > 0 {
+		out = append(out, lossEntry{n: u.Failed, reason: record.ReasonSinkError})
+	}
+	for _, r := range slices.Sorted(maps.Keys(u.Reasons)) {
+		if n := u.Reasons[r]; n > 0 {
+			out = append(out, lossEntry{n: n, reason: r})
+		}
+	}
+	earlier := slices.SortedFunc(maps.Keys(u.Earlier), func(a, b sinks.EarlierLoss) int {
+		return cmp.Or(cmp.Compare(a.RunID, b.RunID), cmp.Compare(a.Reason, b.Reason))
+	})
+	for _, k := range earlier {
+		if n := u.Earlier[k]; n > 0 {
+			out = append(out, lossEntry{n: n, reason: k.Reason, runID: k.RunID})
+		}
+	}
+	return out
+}
+
+// reportLosses emits queue_full, sink_error and sink-specific records for every sink with unannounced
 // drops whose last report is at least LossInterval old, or for every sink
 // with drops when final is set. Loss records are never dropped by a queue,
 // so after a final pass nothing is left unannounced.
@@ -167,22 +202,17 @@ func (f *fanState) reportLosses(ctx context.Context, final bool) error {
 			continue
 		}
 		f.lastReport[i] = now
-		for _, l := range []struct {
-			n      uint64
-			reason string
-		}{{u.Full, record.ReasonQueueFull}, {u.Failed, record.ReasonSinkError}} {
-			if l.n == 0 {
-				continue
-			}
+		for _, l := range lossEntries(u) {
 			r := &record.Record{
 				Timestamp: now,
 				Action:    record.ActionEventsLost,
 				Host:      f.p.opts.Host,
 				Fanaudit: record.Meta{Lost: record.Lost{
-					HasCount: true,
-					Count:    l.n,
-					Reason:   l.reason,
-					Sink:     q.Name(),
+					HasCount:      true,
+					Count:         l.n,
+					Reason:        l.reason,
+					Sink:          q.Name(),
+					PreviousRunID: l.runID,
 				}},
 			}
 			if err := f.emit(ctx, r); err != nil {

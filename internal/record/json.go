@@ -273,6 +273,7 @@ func (f *Meta) appendJSON(b []byte, hashStatus string) []byte {
 	}
 	b = strField(b, "reason", f.Lost.Reason)
 	b = strField(b, "sink", f.Lost.Sink)
+	b = strField(b, "previous_run_id", f.Lost.PreviousRunID)
 	b = closeObj(b, m2)
 	if hashStatus != "" {
 		b = key(b, "hash")

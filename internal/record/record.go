@@ -184,6 +184,9 @@ type Lost struct {
 	Count    uint64
 	Reason   string // kernel_queue_overflow, queue_full, ...
 	Sink     string
+	// PreviousRunID names the earlier agent run whose records these were,
+	// when a sink lost them in a later run (a replayed spool).
+	PreviousRunID string
 }
 
 // Loss reasons used across the agent.
@@ -193,4 +196,13 @@ const (
 	// ReasonSinkError: a sink gave up on records it had taken (e.g. a
 	// Kafka permanent error that was dead-lettered, a broken stdout pipe).
 	ReasonSinkError = "sink_error"
+	// ReasonDeadLetter: a record the sink's destination can never take
+	// (Kafka: too large, invalid), written to the dead-letter file.
+	ReasonDeadLetter = "dead_letter"
+	// ReasonSpoolFull: spooled records discarded by the spool's when_full
+	// (drop_oldest), or refused by it (drop_newest).
+	ReasonSpoolFull = "spool_full"
+	// ReasonSpoolCorrupt: spooled records unreadable on replay (bad checksum,
+	// torn or damaged segment).
+	ReasonSpoolCorrupt = "spool_corrupt"
 )

@@ -103,7 +103,7 @@ func BenchmarkReplay(b *testing.B) {
 	topic := uniqueTopic(b)
 	createTopic(b, brokers, topic, 1)
 	dir := b.TempDir()
-	sp, err := openSpool(Spool{Dir: dir, MaxBytes: 8 << 30, SegmentBytes: 16 << 20, Fsync: "never"}, sinks.Block)
+	sp, err := openSpool(Spool{Dir: dir, MaxBytes: 8 << 30, SegmentBytes: 16 << 20, Fsync: "never"}, sinks.Block, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,6 +22,10 @@ import (
 type Config struct {
 	Brokers []string `toml:"brokers"`
 	Topic   string   `toml:"topic"`
+	// CreateTopics asks the broker to create a missing topic (a broker
+	// with auto.create.topics.enable does). When the topic is missing and
+	// not created, that is an outage: records are spooled and retried.
+	CreateTopics bool `toml:"create_topics"`
 	// Key selects the message key: "host_id" (one partition per host, so a
 	// host's events stay ordered), "path" or "none".
 	Key          string `toml:"key"`
@@ -100,6 +104,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 // of latency to every quiet-period event.
 func Defaults() Config {
 	return Config{
+		CreateTopics:    true,
 		Key:             "host_id",
 		RequiredAcks:    "all",
 		Compression:     "zstd",

@@ -121,6 +121,9 @@ func TestProtocolFaults(t *testing.T) {
 			if qs.Dropped != uint64(tt.wantDead) {
 				t.Errorf("queue dropped %d, want %d", qs.Dropped, tt.wantDead)
 			}
+			if u := r.q.TakeUnreported(); u.Reasons["dead_letter"] != uint64(tt.wantDead) || u.Failed != 0 {
+				t.Errorf("unreported %+v, want %d dead_letter", u, tt.wantDead)
+			}
 			dead := readDeadLetters(t, cfg.DeadLetterFile)
 			if len(dead) != tt.wantDead {
 				t.Fatalf("dead-letter file has %d lines, want %d", len(dead), tt.wantDead)
@@ -193,10 +196,11 @@ func TestOversizeRejectedLocally(t *testing.T) {
 	}
 }
 
-// TestUnknownTopicDeadLetters checks that a topic the cluster does not have
-// is a permanent error: records are dead-lettered and counted as failed,
-// not retried forever.
-func TestUnknownTopicDeadLetters(t *testing.T) {
+// TestUnknownTopicIsAnOutage checks that a topic the cluster does not
+// have (and does not create) is an outage, not a loss: records are spooled
+// and stay in flight, nothing is dead-lettered, and once the topic exists
+// everything arrives.
+func TestUnknownTopicIsAnOutage(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "other"))
 	if err != nil {
 		t.Fatal(err)
@@ -206,14 +210,22 @@ func TestUnknownTopicDeadLetters(t *testing.T) {
 	cfg.DeadLetterFile = filepath.Join(t.TempDir(), "dead.jsonl")
 	cfg.Spool.Dir = t.TempDir()
 	r := startSink(t, cfg, "unknown")
-	r.push(t, 1, 20)
-	waitFor(t, 30*time.Second, "settled", r.drained)
+	ids := r.push(t, 1, 20)
+	waitFor(t, 30*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 20 })
+	waitFor(t, 30*time.Second, "a replay retry", func() bool { return r.sink.Stats().Retries > 20 })
+	if qs := settledQueue(t, r.q); qs.Delivered != 0 || qs.Dropped != 0 || qs.InFlight != 20 {
+		t.Fatalf("during the outage: queue %+v; want all 20 in flight", qs)
+	}
+	createTopic(t, c.ListenAddrs()[0], "missing", 1)
+	waitFor(t, 60*time.Second, "delivery", r.drained)
 	if err := r.closeAndWait(t, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	qs := settledQueue(t, r.q)
-	if qs.Dropped != 20 || len(readDeadLetters(t, cfg.DeadLetterFile)) != 20 {
-		t.Fatalf("queue %+v sink %+v; want 20 dead letters", qs, r.sink.Stats())
+	if qs := settledQueue(t, r.q); qs.Dropped != 0 || qs.Delivered != 20 || r.sink.Stats().DeadLettered != 0 {
+		t.Fatalf("queue %+v sink %+v; want 20 delivered, nothing dead-lettered", qs, r.sink.Stats())
+	}
+	if d := check(ids, consumeKfake(t, c, "missing")); d.missing != 0 {
+		t.Fatalf("%d of %d missing", d.missing, d.sent)
 	}
 }
 
@@ -248,7 +260,7 @@ func TestWindowFullSpools(t *testing.T) {
 	<-held
 	// The queue must empty into the spool while the broker still stalls.
 	waitFor(t, 30*time.Second, "queue emptied into the spool while the broker stalls", func() bool {
-		return r.sink.Stats().Spooled > 0 && r.q.Stats().Depth == 0 && r.q.Stats().InFlight <= 10
+		return r.sink.Stats().Spooled > 0 && r.q.Stats().Depth == 0
 	})
 	close(release)
 	waitFor(t, 30*time.Second, "delivery", r.drained)

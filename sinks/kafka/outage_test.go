@@ -178,6 +178,9 @@ func TestRestartDuringOutage(t *testing.T) {
 			if qs.InFlight != 0 || qs.Dropped != 0 || qs.Delivered != 3000 {
 				t.Fatalf("first run left %+v; want everything spooled", qs)
 			}
+			if st := r1.sink.Stats(); st.HandedOff != 3000 {
+				t.Fatalf("handed off %d records to the next run, want 3000 (%+v)", st.HandedOff, st)
+			}
 			if st := r1.sink.Stats(); st.SpoolPending != 3000 {
 				t.Fatalf("spool holds %d records, want 3000 (%+v)", st.SpoolPending, st)
 			}

@@ -4,11 +4,17 @@
 // survives restarts, and a dead-letter file for permanent rejections.
 //
 // Accounting: an item is settled with Queue.Delivered when the broker
-// acknowledges it or when it is written to the spool (the spool is the
-// durable hand-off, subject to spool.fsync); with Queue.Failed when it is
-// rejected permanently (dead-lettered) or refused by a full spool under
-// drop_newest. Records replayed from the spool are counted in Stats, not in
-// the queue, because their queue items were settled when spooled.
+// acknowledges it, directly or replayed from the spool; a spooled item
+// stays in flight on the queue until then, so a broker outage shows in
+// the queue's accounting (and /healthz) as records in flight not moving.
+// An item is settled with Queue.FailedWith when the broker can never take
+// it (dead_letter), when the spool's when_full discards it (spool_full),
+// or when it cannot be read back from the spool (spool_corrupt); the
+// pipeline announces each in-band. When Run returns, this run's records
+// still in the spool are settled as delivered: they are handed to the next
+// run, which replays them under their own event ids and reports any loss
+// of them with Queue.LostEarlier, naming their run
+// (fanaudit.lost.previous_run_id).
 package kafka
 
 import (
@@ -20,6 +26,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,7 +60,15 @@ type Sink struct {
 
 	acked, spooled, replayed, deadLettered atomic.Uint64
 	retries, rejected                      atomic.Uint64
+	replayDead, handedOff, lostEarlier     atomic.Uint64
+	spoolFullLost, spoolCorruptLost        atomic.Uint64
 	lat                                    latency
+	conds                                  condLog
+	order                                  orderer
+	spoolWait                              *window // batches waiting for their turn to spool
+
+	// q is the queue Run serves; the spool's loss callback settles on it.
+	q atomic.Pointer[sinks.Queue]
 
 	// onAck lets tests observe acknowledgements of directly sent items.
 	onAck func(items []*sinks.Item)
@@ -67,15 +82,21 @@ type Stats struct {
 	Acked         uint64 // items acknowledged by the broker on the direct path
 	Spooled       uint64 // items written to the spool
 	Replayed      uint64 // spooled records acknowledged by the broker
-	DeadLettered  uint64 // records rejected permanently
+	DeadLettered  uint64 // records rejected permanently (live and replayed)
+	ReplayDead    uint64 // of DeadLettered, records rejected on replay from the spool
 	Retries       uint64 // failed send attempts that were retried
 	SpoolRejected uint64 // items refused by a full spool (drop_newest)
 	SpoolDropped  uint64 // spooled records discarded by drop_oldest
-	SpoolCorrupt  uint64 // spooled records skipped for a bad checksum
+	SpoolCorrupt  uint64 // spooled records unreadable (this run: exact; earlier runs: one per damaged stretch)
 	SpoolPending  int64  // spooled records not yet acknowledged
-	SpoolBytes    int64
-	AckP50        time.Duration // take-from-queue to broker ack per batch, direct path,
-	AckP99        time.Duration // over the last 65536 batches
+	// HandedOff counts this run's records left in the spool when Run
+	// returned, settled as delivered to the next run.
+	HandedOff uint64
+	// LostEarlier counts earlier runs' spooled records lost in this run.
+	LostEarlier uint64
+	SpoolBytes  int64
+	AckP50      time.Duration // take-from-queue to broker ack per batch, direct path,
+	AckP99      time.Duration // over the last 65536 batches
 }
 
 // New validates cfg and prepares the writer, the spool and the dead-letter
@@ -107,10 +128,11 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	}
 	codec, _ := compressionCodec(cfg.Compression)
 	s := &Sink{
-		cfg:      cfg,
-		log:      log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
-		idPrefix: hostID + ":" + host.BootID + ":" + runID + ":",
-		hostKey:  []byte(hostID),
+		cfg:       cfg,
+		log:       log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
+		idPrefix:  hostID + ":" + host.BootID + ":" + runID + ":",
+		hostKey:   []byte(hostID),
+		spoolWait: newWindow(cfg.MaxInFlightByte),
 	}
 	var balancer kafkago.Balancer = &kafkago.Murmur2Balancer{} // same partitions as Java clients
 	if cfg.Key == "none" {
@@ -122,14 +144,19 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 		Balancer: balancer,
 		// One attempt: retries happen in this package, under a deadline, so
 		// kafka-go never retries behind our back after the deadline passed.
-		MaxAttempts:  1,
-		BatchSize:    cfg.BatchSize,
-		BatchBytes:   cfg.BatchBytes,
-		BatchTimeout: time.Millisecond, // batches are formed before WriteMessages
-		ReadTimeout:  cfg.WriteTimeout.Duration,
-		WriteTimeout: cfg.WriteTimeout.Duration,
-		RequiredAcks: requiredAcks(cfg.RequiredAcks),
-		Compression:  codec,
+		MaxAttempts: 1,
+		// Ask for a missing topic in every metadata request; a broker with
+		// auto.create.topics.enable creates it. Without that (or with
+		// create_topics = false) a missing topic is an outage: records are
+		// spooled and retried until the topic exists.
+		AllowAutoTopicCreation: cfg.CreateTopics,
+		BatchSize:              cfg.BatchSize,
+		BatchBytes:             cfg.BatchBytes,
+		BatchTimeout:           time.Millisecond, // batches are formed before WriteMessages
+		ReadTimeout:            cfg.WriteTimeout.Duration,
+		WriteTimeout:           cfg.WriteTimeout.Duration,
+		RequiredAcks:           requiredAcks(cfg.RequiredAcks),
+		Compression:            codec,
 		Transport: &kafkago.Transport{
 			DialTimeout: min(cfg.WriteTimeout.Duration, 5*time.Second),
 			IdleTimeout: 30 * time.Second,
@@ -141,7 +168,7 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	}
 	if cfg.Spool.Dir != "" {
 		pol, _ := sinks.ParsePolicy(cfg.WhenFull)
-		if s.spool, err = openSpool(cfg.Spool, pol); err != nil {
+		if s.spool, err = openSpool(cfg.Spool, pol, s.spoolLost); err != nil {
 			return nil, err
 		}
 		if st := s.spool.stats(); st.Pending > 0 {
@@ -174,11 +201,13 @@ func (s *Sink) Reopen() error {
 func (s *Sink) Stats() Stats {
 	st := Stats{
 		Acked: s.acked.Load(), Spooled: s.spooled.Load(), Replayed: s.replayed.Load(),
-		DeadLettered: s.deadLettered.Load(), Retries: s.retries.Load(), SpoolRejected: s.rejected.Load(),
+		DeadLettered: s.deadLettered.Load(), ReplayDead: s.replayDead.Load(), Retries: s.retries.Load(),
+		SpoolRejected: s.rejected.Load(), HandedOff: s.handedOff.Load(), LostEarlier: s.lostEarlier.Load(),
 	}
 	if s.spool != nil {
 		sp := s.spool.stats()
-		st.SpoolDropped, st.SpoolCorrupt, st.SpoolPending, st.SpoolBytes = sp.Dropped, sp.Corrupt, sp.Pending, sp.Bytes
+		st.SpoolDropped, st.SpoolPending, st.SpoolBytes = sp.Dropped, sp.Pending, sp.Bytes
+		st.SpoolCorrupt = s.spoolCorruptLost.Load()
 	}
 	st.AckP50, st.AckP99 = s.lat.quantiles()
 	return st
@@ -216,6 +245,7 @@ func (s *Sink) Close() error {
 // returns ctx.Err(). Without a spool, or past a spool that refuses them,
 // they are settled as failed, so the loss is counted and announced.
 func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
+	s.q.Store(q)
 	win := newWindow(s.cfg.MaxInFlightByte)
 	var senders sync.WaitGroup
 	replayCtx, stopReplay := context.WithCancel(ctx)
@@ -242,6 +272,13 @@ func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
 	senders.Wait()
 	stopReplay()
 	rerr := errors.Join(<-replayErr, <-replayErr)
+	if s.spool != nil {
+		if n := s.spool.takeRunOwed(); n > 0 {
+			s.handedOff.Add(uint64(n))
+			s.log.Info().Int64("records", n).Msg("records left in the spool for the next run")
+			q.Delivered(int(n))
+		}
+	}
 	cerr := s.Close()
 	switch {
 	case errors.Is(err, io.EOF):
@@ -318,35 +355,83 @@ func msgSize(m *kafkago.Message) int64 {
 }
 
 // dispatch routes a batch: straight to the broker while the spool is empty
-// and the window has room, else to the spool so order is kept and the
-// queue keeps moving.
+// and the window has room, else to the spool so the queue keeps moving.
+//
+// Order: every batch takes a ticket, and whatever a batch puts into the
+// spool (itself, or the part of a direct send that failed) goes in ticket
+// order, after everything earlier batches spool. So the spool, and the
+// partition behind it, keep the queue's order; the one exception is a
+// direct batch that fails while a later one succeeds (a leader change
+// between two requests), which at-least-once delivery re-sends after it.
 func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *window, senders *sync.WaitGroup) {
 	b = s.rejectOversize(q, b)
 	if b == nil {
 		return
 	}
-	if s.spool != nil && (ctx.Err() != nil || !s.spool.empty() || !win.tryAcquire(b.bytes)) {
-		if s.toSpool(ctx, q, b) {
-			return
-		}
-		// The spool cannot take it: fall back to memory, bounded by the window.
-		if err := win.acquire(ctx, b.bytes); err != nil {
-			s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
-			q.Failed(len(b.items))
-			return
-		}
-	} else if s.spool == nil {
+	if s.spool == nil {
 		if err := win.acquire(ctx, b.bytes); err != nil {
 			s.log.Error().Int("records", len(b.items)).Msg("aborted with unacknowledged records and no spool; counted as lost")
 			q.Failed(len(b.items))
 			return
 		}
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			defer win.release(b.bytes)
+			s.sendDirect(ctx, q, b, s.order.ticket())
+		}()
+		return
+	}
+	t := s.order.ticket()
+	if ctx.Err() == nil && s.spool.empty() && win.tryAcquire(b.bytes) {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			defer win.release(b.bytes)
+			s.sendDirect(ctx, q, b, t)
+		}()
+		return
+	}
+	if s.order.isTurn(t) {
+		s.spoolInTurn(ctx, q, b, win, senders, t)
+		return
+	}
+	// Earlier direct batches are still in flight and may yet spool: this
+	// one waits its turn off the gather loop, in memory bounded by the
+	// window's size.
+	if err := s.spoolWait.acquire(ctx, b.bytes); err != nil {
+		s.order.done(t)
+		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
+		q.Failed(len(b.items))
+		return
+	}
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		defer s.spoolWait.release(b.bytes)
+		s.order.wait(ctx, t)
+		s.spoolInTurn(ctx, q, b, win, senders, t)
+	}()
+}
+
+// spoolInTurn spools b, whose turn it is, and passes the turn on. When the
+// spool cannot take it, b is sent from memory, bounded by the window.
+func (s *Sink) spoolInTurn(ctx context.Context, q *sinks.Queue, b *batch, win *window, senders *sync.WaitGroup, t uint64) {
+	ok := s.toSpool(ctx, q, b)
+	s.order.done(t)
+	if ok {
+		return
+	}
+	if err := win.acquire(ctx, b.bytes); err != nil {
+		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
+		q.Failed(len(b.items))
+		return
 	}
 	senders.Add(1)
 	go func() {
 		defer senders.Done()
 		defer win.release(b.bytes)
-		s.sendDirect(ctx, q, b)
+		s.sendDirect(ctx, q, b, s.order.ticket())
 	}()
 }
 
@@ -357,7 +442,7 @@ func (s *Sink) rejectOversize(q *sinks.Queue, b *batch) *batch {
 	for i := range b.msgs {
 		if msgSize(&b.msgs[i]) > s.cfg.MaxMessageBytes {
 			s.deadLetter(&b.msgs[i], fmt.Errorf("message of %d bytes exceeds max_message_bytes %d: %w", msgSize(&b.msgs[i]), s.cfg.MaxMessageBytes, kafkago.MessageSizeTooLarge))
-			q.Failed(1)
+			q.FailedWith(1, record.ReasonDeadLetter)
 			continue
 		}
 		b.msgs[keep], b.items[keep] = b.msgs[i], b.items[i]
@@ -370,38 +455,48 @@ func (s *Sink) rejectOversize(q *sinks.Queue, b *batch) *batch {
 	return b
 }
 
-// toSpool writes the batch to the spool and settles it. It returns false
-// when the spool could not take the batch and the caller still owns it.
+// toSpool writes the batch to the spool, where its items stay in flight
+// until the replayer settles them, or settles them as lost when a full
+// spool refuses them. It returns false when the spool could not take the
+// batch and the caller still owns it.
 func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
 	recs := make([]spoolRec, len(b.msgs))
 	for i := range b.msgs {
 		recs[i] = spoolRec{ID: string(b.msgs[i].Headers[0].Value), Key: b.msgs[i].Key, Value: b.msgs[i].Value}
 	}
-	droppedBefore := s.spool.stats().Dropped
 	err := s.spool.append(ctx, recs)
-	if d := s.spool.stats().Dropped - droppedBefore; d > 0 {
-		s.log.Warn().Uint64("records", d).Msg("spool full (when_full = drop_oldest): oldest spooled records discarded")
-	}
 	switch {
 	case err == nil:
 		s.spooled.Add(uint64(len(recs)))
-		q.Delivered(len(recs))
 		return true
 	case errors.Is(err, errSpoolFull):
 		s.rejected.Add(uint64(len(recs)))
-		s.log.Warn().Int("records", len(recs)).Msg("spool full (when_full = drop_newest): records dropped")
-		q.Failed(len(recs))
+		s.spoolFullLost.Add(uint64(len(recs)))
+		if n, k, ok := s.conds.note("spool full (drop_newest)", len(recs)); ok {
+			s.log.Warn().Uint64("times", n).Uint64("records", k).Msg("spool full (when_full = drop_newest): records dropped, announced as events_lost spool_full")
+		}
+		q.FailedWith(len(recs), record.ReasonSpoolFull)
 		return true
 	default:
-		s.log.Error().Err(err).Int("records", len(recs)).Msg("cannot spool; keeping records in memory")
+		if n, k, ok := s.conds.note("spool write", len(recs)); ok {
+			s.log.Error().Err(err).Uint64("times", n).Uint64("records", k).Msg("cannot spool; keeping records in memory")
+		}
 		return false
 	}
 }
 
 // sendDirect sends b until every message is acknowledged, dead-lettered,
-// or (on a transient error, with a spool) spooled. Without a spool it
-// retries forever with jittered backoff.
-func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
+// or (on a transient error, with a spool) spooled, in ticket t's turn.
+// Without a spool it retries forever with jittered backoff.
+func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch, t uint64) {
+	turnDone := false
+	passTurn := func() {
+		if !turnDone {
+			s.order.done(t)
+			turnDone = true
+		}
+	}
+	defer passTurn()
 	for attempt := 0; ; attempt++ {
 		res := s.send(ctx, b.msgs)
 		var retry batch
@@ -412,9 +507,9 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
 			switch {
 			case err == nil:
 				acked = append(acked, b.items[i])
-			case permanent(err):
+			case deadLetterable(err):
 				s.deadLetter(&b.msgs[i], err)
-				q.Failed(1)
+				q.FailedWith(1, record.ReasonDeadLetter)
 			default:
 				if firstErr == nil {
 					firstErr = err
@@ -436,14 +531,20 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
 			return
 		}
 		s.retries.Add(uint64(len(retry.items)))
-		if s.spool != nil {
+		if s.spool != nil && !turnDone {
 			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; spooling and retrying from the spool")
-			if s.toSpool(ctx, q, &retry) {
+			s.order.wait(ctx, t)
+			ok := s.toSpool(ctx, q, &retry)
+			passTurn()
+			if ok {
 				return
 			}
 		} else {
 			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; retrying")
 		}
+		// From here on the batch is retried from memory: later batches
+		// must not wait for it.
+		passTurn()
 		b = &retry
 		if !sleep(ctx, backoff(attempt)) {
 			// Aborted: the spool already refused them, or there is none.
@@ -451,6 +552,73 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch) {
 			q.Failed(len(b.items))
 			return
 		}
+	}
+}
+
+// orderer hands out tickets in dispatch order and lets a batch act on
+// the spool only when every earlier batch is done with it.
+type orderer struct {
+	mu      sync.Mutex
+	next    uint64          // next ticket
+	turn    uint64          // lowest ticket not done
+	doneSet map[uint64]bool // done tickets above turn
+	moved   chan struct{}   // closed and replaced when turn advances
+}
+
+func (o *orderer) ticket() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.moved == nil {
+		o.moved = make(chan struct{})
+		o.doneSet = map[uint64]bool{}
+	}
+	t := o.next
+	o.next++
+	return t
+}
+
+func (o *orderer) isTurn(t uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.turn == t
+}
+
+// wait blocks until it is t's turn, or ctx ends (on abort order no longer
+// matters: everything left is spooled or counted as lost).
+func (o *orderer) wait(ctx context.Context, t uint64) {
+	for {
+		o.mu.Lock()
+		if o.turn >= t {
+			o.mu.Unlock()
+			return
+		}
+		ch := o.moved
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// done marks t done; the turn moves past every consecutive done ticket.
+func (o *orderer) done(t uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t < o.turn {
+		return
+	}
+	o.doneSet[t] = true
+	moved := false
+	for o.doneSet[o.turn] {
+		delete(o.doneSet, o.turn)
+		o.turn++
+		moved = true
+	}
+	if moved {
+		close(o.moved)
+		o.moved = make(chan struct{})
 	}
 }
 
@@ -488,11 +656,16 @@ func (s *Sink) replay(ctx context.Context) error {
 			res := s.send(ctx, msgs)
 			var retry []kafkago.Message
 			var firstErr error
+			var set replaySettle
 			for i, err := range res {
 				switch {
 				case err == nil:
-				case permanent(err):
+					s.replayed.Add(1)
+					set.add(s, &msgs[i], false)
+				case deadLetterable(err):
 					s.deadLetter(&msgs[i], err)
+					s.replayDead.Add(1)
+					set.add(s, &msgs[i], true)
 				default:
 					if firstErr == nil {
 						firstErr = err
@@ -500,8 +673,11 @@ func (s *Sink) replay(ctx context.Context) error {
 					retry = append(retry, msgs[i])
 				}
 			}
-			s.replayed.Add(uint64(len(msgs) - len(retry)))
+			s.settleReplay(&set)
 			if len(retry) == 0 {
+				if attempt > 0 {
+					s.log.Info().Int("attempts", attempt).Msg("replay from the spool resumed")
+				}
 				attempt = 0
 				break
 			}
@@ -511,7 +687,7 @@ func (s *Sink) replay(ctx context.Context) error {
 				return nil
 			}
 			d := backoff(attempt)
-			s.logRetry(firstErr, len(retry), attempt+1, "replay from spool failed; retrying in "+d.Round(time.Millisecond).String())
+			s.logRetry(firstErr, len(retry), attempt+1, "replay from spool failed; retrying with backoff")
 			attempt++
 			if !s.waitRetry(ctx, d, firstErr) {
 				s.spool.rewind()
@@ -523,6 +699,76 @@ func (s *Sink) replay(ctx context.Context) error {
 			s.log.Error().Err(err).Msg("spool cursor update failed")
 		}
 	}
+}
+
+// replaySettle collects how a replayed batch was settled: this run's
+// records acknowledged and dead-lettered, and earlier runs' dead letters.
+type replaySettle struct {
+	acked, dead int64
+	earlierDead map[string]uint64
+}
+
+func (r *replaySettle) add(s *Sink, m *kafkago.Message, dead bool) {
+	id := string(m.Headers[0].Value)
+	if strings.HasPrefix(id, s.idPrefix) {
+		if dead {
+			r.dead++
+		} else {
+			r.acked++
+		}
+		return
+	}
+	if dead {
+		if r.earlierDead == nil {
+			r.earlierDead = map[string]uint64{}
+		}
+		r.earlierDead[runOfID(id)]++
+	}
+}
+
+// settleReplay settles a replayed batch on the queue: this run's records
+// were left in flight when spooled; earlier runs' losses are reported
+// apart, naming their run.
+func (s *Sink) settleReplay(r *replaySettle) {
+	q := s.q.Load()
+	if q == nil {
+		return
+	}
+	if n := s.spool.settleRun(r.acked); n > 0 {
+		q.Delivered(int(n))
+	}
+	if n := s.spool.settleRun(r.dead); n > 0 {
+		q.FailedWith(int(n), record.ReasonDeadLetter)
+	}
+	for run, n := range r.earlierDead {
+		s.lostEarlier.Add(n)
+		q.LostEarlier(n, record.ReasonDeadLetter, run)
+	}
+}
+
+// spoolLost is the spool's loss callback (see spoolLoss); it runs under the
+// spool lock and only takes the queue's.
+func (s *Sink) spoolLost(reason, run string, n int64) {
+	switch reason {
+	case record.ReasonSpoolCorrupt:
+		s.spoolCorruptLost.Add(uint64(n))
+	default:
+		s.spoolFullLost.Add(uint64(n))
+	}
+	if t, k, ok := s.conds.note("spool loss "+reason, int(n)); ok {
+		s.log.Warn().Str("reason", reason).Uint64("times", t).Uint64("records", k).
+			Msg("spooled records lost; announced as events_lost")
+	}
+	q := s.q.Load()
+	if q == nil {
+		return
+	}
+	if run == "" {
+		q.FailedWith(int(n), reason)
+		return
+	}
+	s.lostEarlier.Add(uint64(n))
+	q.LostEarlier(uint64(n), reason, run)
 }
 
 // syncSpool applies spool.fsync = "interval" to records appended just
@@ -613,31 +859,64 @@ func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message) []error {
 	return res
 }
 
-// logRetry logs a failed attempt. Authentication and authorization
-// failures are errors an operator must fix, so they are logged as such;
-// the records are kept either way.
+// logRetry logs a failed attempt: one line per condition per minute, with
+// the number of failed attempts and records since the previous line.
+// Authentication and authorization failures and a missing topic are errors
+// an operator must fix, so they are logged as such; the records are kept
+// either way.
 func (s *Sink) logRetry(err error, records, attempt int, msg string) {
-	ev := s.log.Warn()
-	if errors.Is(err, kafkago.SASLAuthenticationFailed) || errors.Is(err, kafkago.IllegalSASLState) ||
-		errors.Is(err, kafkago.UnsupportedSASLMechanism) {
-		ev = s.log.Error()
-		msg += " (authentication failed: check the sasl settings and password; records are kept)"
+	cond, operator := condition(err)
+	times, recs, ok := s.conds.note(cond, records)
+	if !ok {
+		return
 	}
-	ev.Err(err).Int("records", records).Int("attempt", attempt).Msg(msg)
+	ev := s.log.Warn()
+	if operator != "" {
+		ev = s.log.Error()
+		msg += " (" + operator + "; records are kept)"
+	}
+	ev.Err(err).Str("condition", cond).Uint64("failures", times).Uint64("records", recs).
+		Int("attempt", attempt).Msg(msg)
 }
 
-// permanent reports errors that no retry can fix. Everything else,
-// including authentication failures and unreachable brokers, is retried:
-// a wrong password is an operator problem to fix, not a reason to drop.
-func permanent(err error) bool {
+// condition names the outage an error belongs to, for rate-limited logs,
+// and says what an operator must fix when it will not pass by itself.
+func condition(err error) (cond, operator string) {
+	var ke kafkago.Error
+	if errors.As(err, &ke) {
+		switch ke {
+		case kafkago.SASLAuthenticationFailed, kafkago.IllegalSASLState, kafkago.UnsupportedSASLMechanism:
+			return ke.Title(), "authentication failed: check the sasl settings and password"
+		case kafkago.TopicAuthorizationFailed, kafkago.ClusterAuthorizationFailed:
+			return ke.Title(), "not authorized: grant the producer write access to the topic"
+		case kafkago.UnknownTopicOrPartition:
+			return ke.Title(), "the topic does not exist and the broker did not create it: create it or enable auto.create.topics.enable"
+		case kafkago.InvalidTopic, kafkago.InvalidRequiredAcks, kafkago.UnsupportedCompressionType:
+			return ke.Title(), "the broker refuses this configuration"
+		}
+		return ke.Title(), ""
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "write timeout", ""
+	case connectionError(err):
+		return "broker unreachable", ""
+	}
+	return "other", ""
+}
+
+// deadLetterable reports errors about one record that no retry can fix:
+// the broker will never take that record (too large, invalid, corrupt).
+// Everything about the cluster, the topic or the client (unknown topic,
+// leader changes, not enough replicas, authorization, authentication,
+// unreachable brokers, configuration the broker refuses) is an outage:
+// the records are kept, spooled and retried.
+func deadLetterable(err error) bool {
 	var ke kafkago.Error
 	if errors.As(err, &ke) {
 		switch ke {
 		case kafkago.MessageSizeTooLarge, kafkago.RecordListTooLarge,
-			kafkago.TopicAuthorizationFailed, kafkago.ClusterAuthorizationFailed,
-			kafkago.UnknownTopicOrPartition, kafkago.InvalidTopic,
-			kafkago.InvalidRecord, kafkago.InvalidRequiredAcks,
-			kafkago.UnsupportedCompressionType:
+			kafkago.InvalidRecord, kafkago.InvalidMessage, kafkago.InvalidTimestamp: // InvalidMessage: CORRUPT_MESSAGE, code 2
 			return true
 		}
 		return false
@@ -646,22 +925,69 @@ func permanent(err error) bool {
 	return errors.As(err, &tl)
 }
 
+// condLogEvery is how often one condition is logged.
+const condLogEvery = time.Minute
+
+// condLog rate-limits log lines per condition: the first occurrence is
+// logged at once, later ones at most once per condLogEvery with the counts
+// accumulated since the previous line.
+type condLog struct {
+	mu    sync.Mutex
+	conds map[string]*condCount
+}
+
+type condCount struct {
+	last           time.Time
+	times, records uint64
+}
+
+// note counts one occurrence of cond affecting records records and says
+// whether to log it now, with the totals since the last line.
+func (c *condLog) note(cond string, records int) (times, recs uint64, log bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conds == nil {
+		c.conds = map[string]*condCount{}
+	}
+	cc := c.conds[cond]
+	if cc == nil {
+		cc = &condCount{}
+		c.conds[cond] = cc
+	}
+	cc.times++
+	cc.records += uint64(max(records, 0))
+	now := time.Now()
+	if !cc.last.IsZero() && now.Sub(cc.last) < condLogEvery {
+		return 0, 0, false
+	}
+	times, recs = cc.times, cc.records
+	cc.last, cc.times, cc.records = now, 0, 0
+	return times, recs, true
+}
+
 func (s *Sink) deadLetter(m *kafkago.Message, cause error) {
 	s.deadLettered.Add(1)
 	id := ""
 	if len(m.Headers) > 0 {
 		id = string(m.Headers[0].Value)
 	}
-	ev := s.log.Error().Err(cause).Str("event_id", id)
-	if s.dl == nil {
-		ev.Msg("record rejected permanently; no dead_letter_file configured")
+	var dlErr error
+	if s.dl != nil {
+		dlErr = s.dl.write(id, m.Key, m.Value, cause)
+	}
+	times, recs, ok := s.conds.note("dead letter", 1)
+	if !ok {
 		return
 	}
-	if err := s.dl.write(id, m.Key, m.Value, cause); err != nil {
-		ev.AnErr("dead_letter_error", err).Msg("record rejected permanently and the dead-letter write failed")
-		return
+	ev := s.log.Error().Err(cause).Str("event_id", id).Uint64("times", times).Uint64("records", recs)
+	switch {
+	case s.dl == nil:
+		ev.Msg("record rejected permanently, announced as events_lost dead_letter; no dead_letter_file configured")
+	case dlErr != nil:
+		ev.AnErr("dead_letter_error", dlErr).Msg("record rejected permanently, announced as events_lost dead_letter; the dead-letter write failed")
+	default:
+		ev.Msg("record rejected permanently, announced as events_lost dead_letter; written to dead_letter_file")
 	}
-	ev.Msg("record rejected permanently; written to dead_letter_file")
 }
 
 // backoff is exponential from 100 ms, capped at 30 s, with full jitter in

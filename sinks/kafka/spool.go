@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/sinks"
 )
 
@@ -52,6 +53,29 @@ type segment struct {
 	id    uint64
 	size  int64
 	count int64 // valid records in the segment
+	// run is the agent run whose records the segment holds: "" for this
+	// run (segments are never shared between runs), else the run id of
+	// its first readable record ("unknown" when it has none).
+	run string
+}
+
+// spoolLoss is called, under the spool lock, for spooled records that will
+// never be sent: reason is record.ReasonSpoolFull or ReasonSpoolCorrupt,
+// run is "" for this run's records, else the earlier run's id.
+type spoolLoss func(reason, run string, n int64)
+
+// runOfID returns the run id inside an event id
+// <host.id>:<boot.id>:<run id>:<sequence>.
+func runOfID(id string) string {
+	i := strings.LastIndexByte(id, ':')
+	if i < 0 {
+		return "unknown"
+	}
+	j := strings.LastIndexByte(id[:i], ':')
+	if j < 0 {
+		return "unknown"
+	}
+	return id[j+1 : i]
 }
 
 type spoolPos struct {
@@ -86,9 +110,24 @@ type spool struct {
 	rf       *os.File // reader's handle on segment rfID
 	rfID     uint64
 	nextID   uint64 // ids only grow, so the cursor never points past a new segment
+
+	// Loss accounting (see the package doc). runOwed counts this run's
+	// records appended and not yet settled (acknowledged, dead-lettered or
+	// lost); once the reader has caught up with the writer, whatever it
+	// still counts was unreadable. gone holds records the reader had read
+	// from a segment drop_oldest then removed: they are the replayer's to
+	// settle, unless it rewinds.
+	onLoss  spoolLoss
+	runOwed int64
+	gone    []goneRecs
 }
 
-func openSpool(cfg Spool, policy sinks.Policy) (*spool, error) {
+type goneRecs struct {
+	run string
+	n   int64
+}
+
+func openSpool(cfg Spool, policy sinks.Policy, onLoss spoolLoss) (*spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
@@ -96,6 +135,7 @@ func openSpool(cfg Spool, policy sinks.Policy) (*spool, error) {
 		dir: cfg.Dir, segBytes: cfg.SegmentBytes, maxBytes: cfg.MaxBytes,
 		fsync: cfg.Fsync, interval: cfg.FsyncInterval.Duration, policy: policy,
 		space: make(chan struct{}), notify: make(chan struct{}, 1),
+		onLoss: onLoss,
 	}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
@@ -137,11 +177,11 @@ func openSpool(cfg Spool, policy sinks.Policy) (*spool, error) {
 		if id == cur.seg {
 			from = cur.off
 		}
-		valid, err := s.countRecords(id, from, st.Size())
+		valid, run, err := s.countRecords(id, from, st.Size())
 		if err != nil {
 			return nil, err
 		}
-		seg.count = valid
+		seg.count, seg.run = valid, run
 		s.pending += valid
 		s.total += seg.size
 		s.segs = append(s.segs, seg)
@@ -178,25 +218,60 @@ func (s *spool) loadCursor() (spoolPos, error) {
 	return p, nil
 }
 
-// countRecords scans a segment for valid records from off to size.
-func (s *spool) countRecords(id uint64, off, size int64) (int64, error) {
+// countRecords scans a segment of an earlier run for valid records from
+// off to size and returns their number and the run they belong to.
+func (s *spool) countRecords(id uint64, off, size int64) (int64, string, error) {
 	f, err := os.Open(s.segPath(id))
 	if err != nil {
-		return 0, fmt.Errorf("spool: %w", err)
+		return 0, "", fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
 	var n int64
-	for off < size {
-		_, next, ok, err := readRecord(f, off, size)
+	run := ""
+	for start := int64(0); start < size; {
+		rec, next, ok, err := readRecord(f, start, size)
 		if err != nil {
-			return 0, fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+			return 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+		}
+		if ok && run == "" {
+			run = runOfID(rec.ID)
+		}
+		if ok && start >= off {
+			n++
+		}
+		start = next
+	}
+	if run == "" {
+		run = "unknown"
+	}
+	return n, run, nil
+}
+
+// countUpTo counts the valid records of seg that start before off.
+func (s *spool) countUpTo(seg segment, off int64) int64 {
+	if off <= 0 {
+		return 0
+	}
+	if off >= seg.size {
+		return seg.count
+	}
+	f, err := os.Open(s.segPath(seg.id))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n int64
+	for pos := int64(0); pos < off; {
+		_, next, ok, err := readRecord(f, pos, seg.size)
+		if err != nil {
+			break
 		}
 		if ok {
 			n++
 		}
-		off = next
+		pos = next
 	}
-	return n, nil
+	return n
 }
 
 // readRecord decodes the record at off. ok is false for a corrupt record;
@@ -321,9 +396,11 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 		s.mu.Lock()
 	}
 	defer s.mu.Unlock()
+	written := int64(0)
 	for i := range recs {
 		if s.w == nil || s.segs[len(s.segs)-1].size >= s.segBytes {
 			if err := s.rotateLocked(); err != nil {
+				s.unwriteLocked(written)
 				return err
 			}
 		}
@@ -341,12 +418,15 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 			s.total += int64(n)
 			s.w.Close()
 			s.w = nil
+			s.unwriteLocked(written)
 			return fmt.Errorf("spool write: %w", err)
 		}
 		last.size += int64(len(b))
 		last.count++
 		s.total += int64(len(b))
 		s.pending++
+		s.runOwed++
+		written++
 	}
 	select {
 	case s.notify <- struct{}{}:
@@ -358,6 +438,47 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 		return s.syncLocked()
 	}
 	return nil
+}
+
+// unwriteLocked undoes the loss accounting of records a failed append
+// wrote before failing: the caller keeps the whole batch and settles it
+// itself, so their spooled copies are duplicates owed to nobody.
+func (s *spool) unwriteLocked(n int64) {
+	s.runOwed -= n
+}
+
+// settleRun records that n of this run's spooled records were settled by
+// the caller (acknowledged or dead-lettered) and returns how many of them
+// it still owed: duplicates left by a failed append are not owed.
+func (s *spool) settleRun(n int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n = min(n, s.runOwed)
+	s.runOwed -= n
+	return n
+}
+
+// takeRunOwed returns this run's records still in the spool and forgets
+// them: at the end of a run they are handed to the next one.
+func (s *spool) takeRunOwed() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.runOwed
+	s.runOwed = 0
+	return n
+}
+
+func (s *spool) lostLocked(reason, run string, n int64) {
+	if n <= 0 {
+		return
+	}
+	if run == "" {
+		n = min(n, s.runOwed)
+		s.runOwed -= n
+	}
+	if s.onLoss != nil && n > 0 {
+		s.onLoss(reason, run, n)
+	}
 }
 
 func (s *spool) syncLocked() error {
@@ -402,7 +523,7 @@ func (s *spool) rotateLocked() error {
 		return fmt.Errorf("spool new segment: %w", err)
 	}
 	s.w = f
-	s.segs = append(s.segs, segment{id: id})
+	s.segs = append(s.segs, segment{id: id}) // run "": this run
 	if len(s.segs) == 1 {
 		s.read = spoolPos{id, 0}
 		s.ack = s.read
@@ -416,32 +537,27 @@ func (s *spool) dropOldestLocked() bool {
 		return false
 	}
 	old := s.segs[0]
-	lost := old.count
-	if s.ack.seg == old.id && s.ack.off > 0 {
-		// Records before the ack position were already delivered; count
-		// only what remained.
-		f, err := os.Open(s.segPath(old.id))
-		if err == nil {
-			var done int64
-			for off := int64(0); off < s.ack.off; {
-				_, next, ok, err := readRecord(f, off, old.size)
-				if err != nil {
-					break
-				}
-				if ok {
-					done++
-				}
-				off = next
-			}
-			f.Close()
-			lost -= done
-		}
+	// Records before the ack position were delivered; records between it
+	// and the read position are in the replayer's hands (it settles them
+	// when the broker answers); only records not yet read are lost here.
+	acked, read := int64(0), old.count
+	if s.ack.seg == old.id {
+		acked = s.countUpTo(old, s.ack.off)
+	}
+	if s.read.seg == old.id {
+		read = s.countUpTo(old, s.read.off)
+	}
+	read = max(read, acked)
+	lost := old.count - read
+	if inFlight := read - acked; inFlight > 0 {
+		s.gone = append(s.gone, goneRecs{run: old.run, n: inFlight})
 	}
 	_ = os.Remove(s.segPath(old.id))
 	s.segs = s.segs[1:]
 	s.total -= old.size
 	s.pending -= lost
 	s.dropped += uint64(lost)
+	s.lostLocked(record.ReasonSpoolFull, old.run, lost)
 	next := spoolPos{s.segs[0].id, 0}
 	if s.read.seg == old.id {
 		s.read = next
@@ -515,13 +631,25 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spoolRec, spoolPos, error) {
 			return out, s.read, err
 		}
 		if !ok {
-			s.corrupt++
+			if seg.run != "" {
+				// An earlier run's record: its count is unknown, so each
+				// unreadable stretch counts as one record.
+				s.corrupt++
+				s.lostLocked(record.ReasonSpoolCorrupt, seg.run, 1)
+			}
 		} else {
 			// Copy: the payload buffer is ours, but keep records independent.
 			out = append(out, rec)
 			bytes += int64(rec.size())
 		}
 		s.read.off = nextOff
+	}
+	if len(out) == 0 && s.runOwed > 0 && s.emptyLocked() {
+		// Caught up with the writer, and the replayer settled every record
+		// it read before asking for more: this run's records still owed
+		// were never readable.
+		s.corrupt += uint64(s.runOwed)
+		s.lostLocked(record.ReasonSpoolCorrupt, "", s.runOwed)
 	}
 	return out, s.read, nil
 }
@@ -540,6 +668,13 @@ func (s *spool) segIndexLocked(id uint64) int {
 func (s *spool) rewind() {
 	s.mu.Lock()
 	s.read = s.ack
+	// Read records whose segment drop_oldest removed cannot be read again.
+	for _, g := range s.gone {
+		s.pending -= g.n
+		s.dropped += uint64(g.n)
+		s.lostLocked(record.ReasonSpoolFull, g.run, g.n)
+	}
+	s.gone = nil
 	s.mu.Unlock()
 }
 
@@ -548,12 +683,14 @@ func (s *spool) rewind() {
 func (s *spool) commit(n int, pos spoolPos) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gone = nil // the replayer settled them
+	s.pending = max(s.pending-int64(n), 0)
 	if s.segIndexLocked(pos.seg) < 0 {
 		// drop_oldest removed the segment while its batch was in flight;
-		// those records were already counted as dropped.
+		// the batch was sent, and the records after it are where
+		// drop_oldest moved the positions.
 		return nil
 	}
-	s.pending = max(s.pending-int64(n), 0)
 	s.ack = pos
 	freed := false
 	for len(s.segs) > 0 && s.segs[0].id < pos.seg {

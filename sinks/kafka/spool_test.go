@@ -68,7 +68,7 @@ func TestSpoolOrderAndRestart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := openSpool(testSpoolCfg(dir), sinks.Block)
+			s, err := openSpool(testSpoolCfg(dir), sinks.Block, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +93,7 @@ func TestSpoolOrderAndRestart(t *testing.T) {
 			if err := s.close(); err != nil {
 				t.Fatal(err)
 			}
-			s2, err := openSpool(testSpoolCfg(dir), sinks.Block)
+			s2, err := openSpool(testSpoolCfg(dir), sinks.Block, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +134,7 @@ func TestSpoolCorruptRecordSkipped(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := openSpool(testSpoolCfg(dir), sinks.Block)
+			s, err := openSpool(testSpoolCfg(dir), sinks.Block, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestSpoolCorruptRecordSkipped(t *testing.T) {
 			if err := os.WriteFile(seg, tt.corrupt(b), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			s2, err := openSpool(testSpoolCfg(dir), sinks.Block)
+			s2, err := openSpool(testSpoolCfg(dir), sinks.Block, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +177,7 @@ func TestSpoolWhenFull(t *testing.T) {
 		t.Run(tt.policy.String(), func(t *testing.T) {
 			cfg := testSpoolCfg(t.TempDir())
 			cfg.MaxBytes = 3 * cfg.SegmentBytes
-			s, err := openSpool(cfg, tt.policy)
+			s, err := openSpool(cfg, tt.policy, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -159,7 +159,8 @@ func TestTLSAndSASL(t *testing.T) {
 				waitFor(t, 60*time.Second, "delivery", r.drained)
 			} else {
 				waitFor(t, 60*time.Second, "spooling", func() bool {
-					return r.q.Stats().Delivered == 500 && r.sink.Stats().SpoolPending == 500
+					qs := r.q.Stats()
+					return qs.Delivered == 0 && qs.InFlight == 500 && qs.Depth == 0 && r.sink.Stats().SpoolPending == 500
 				})
 			}
 			if err := r.closeAndWait(t, 30*time.Second); err != nil {

@@ -1,0 +1,299 @@
+package kafka
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// The tests here make outages with a topic that does not exist yet and
+// that the sink may not create (create_topics = false): the broker answers
+// UnknownTopicOrPartition until the test creates the topic. That is the
+// outage of a broker with auto-creation off, and it ends at a moment the
+// test chooses, in milliseconds rather than a broker restart.
+
+// TestFreshTopicAutoCreated: with the default create_topics, a topic that
+// does not exist is created by the broker on first use, and every record
+// arrives.
+func TestFreshTopicAutoCreated(t *testing.T) {
+	brokers := sharedBrokers(t)
+	topic := uniqueTopic(t) // not created: the sink must make the broker create it
+	cfg := testConfig(brokers, topic)
+	cfg.Spool.Dir = t.TempDir()
+	r := startSink(t, cfg, "fresh")
+	ids := r.push(t, 1, 5000)
+	waitFor(t, 60*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	qs := settledQueue(t, r.q)
+	if qs.Delivered != 5000 || qs.Dropped != 0 || r.sink.Stats().DeadLettered != 0 {
+		t.Fatalf("queue %+v sink %+v; want all 5000 delivered", qs, r.sink.Stats())
+	}
+	if d := check(ids, consumeIDs(t, brokers, topic, len(ids), 60*time.Second)); d.missing != 0 {
+		t.Fatalf("%d of %d missing", d.missing, d.sent)
+	}
+}
+
+// lineCounter counts log lines and keeps them.
+type lineCounter struct{ buf syncBuffer }
+
+func (l *lineCounter) Write(p []byte) (int, error) { return l.buf.Write(p) }
+func (l *lineCounter) lines() []string {
+	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+}
+
+// TestMissingTopicIsAnOutage: a topic that is not created is an outage.
+// Records spool and stay in flight (the queue's failing verdict: nothing
+// delivered, records pending), nothing is dead-lettered, the log says so
+// in a few lines; once the topic exists everything arrives, in order,
+// with no gap.
+func TestMissingTopicIsAnOutage(t *testing.T) {
+	brokers := sharedBrokers(t)
+	topic := uniqueTopic(t)
+	cfg := testConfig(brokers, topic)
+	cfg.CreateTopics = false
+	cfg.Spool.Dir = t.TempDir()
+	cfg.BatchSize = 100 // many batches, many failed attempts
+	var logs lineCounter
+	s, err := New(cfg, testHost, "missing", zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startExisting(t, s, "missing")
+	ids := r.push(t, 1, 3000)
+	waitFor(t, 60*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 3000 })
+	// Five failed replay attempts of 100 records: about 3 s of backoff.
+	waitFor(t, 60*time.Second, "replay retries", func() bool { return r.sink.Stats().Retries >= 600 })
+	qs := settledQueue(t, r.q)
+	if qs.Delivered != 0 || qs.Dropped != 0 || qs.InFlight != 3000 || qs.Depth != 0 {
+		t.Fatalf("during the outage: queue %+v; want 3000 in flight, none queued, none delivered", qs)
+	}
+	during := logs.lines()
+	if len(during) > 5 {
+		t.Errorf("%d log lines during the outage, want a few:\n%s", len(during), strings.Join(during, "\n"))
+	}
+	if !strings.Contains(logs.buf.String(), "Unknown Topic Or Partition") {
+		t.Errorf("the log does not name the condition:\n%s", logs.buf.String())
+	}
+	createTopic(t, brokers, topic, 1)
+	waitFor(t, 60*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	qs = settledQueue(t, r.q)
+	if qs.Delivered != 3000 || qs.Dropped != 0 || r.sink.Stats().DeadLettered != 0 {
+		t.Fatalf("queue %+v sink %+v; want all 3000 delivered", qs, r.sink.Stats())
+	}
+	if d := check(ids, consumeIDs(t, brokers, topic, len(ids), 60*time.Second)); d.missing != 0 {
+		t.Fatalf("%d of %d missing", d.missing, d.sent)
+	}
+	assertPartitionOrder(t, brokers, topic)
+}
+
+// assertPartitionOrder checks that each run's sequence numbers arrive
+// increasing in the (single) partition, duplicates of a re-send aside.
+func assertPartitionOrder(t *testing.T, brokers, topic string) {
+	t.Helper()
+	last := map[string]uint64{}
+	for _, id := range consumeOrdered(t, brokers, topic) {
+		run, seq := runOfID(id), seqOfID(id)
+		if seq < last[run] {
+			// A re-sent batch may repeat earlier ids, never skip ahead: the
+			// repeat must be of an id already seen.
+			continue
+		}
+		if seq != last[run]+1 && last[run] != 0 && seq != last[run] {
+			t.Fatalf("run %s: %d follows %d", run, seq, last[run])
+		}
+		last[run] = seq
+	}
+}
+
+func seqOfID(id string) uint64 {
+	var n uint64
+	for _, c := range id[strings.LastIndexByte(id, ':')+1:] {
+		n = n*10 + uint64(c-'0')
+	}
+	return n
+}
+
+// TestSpoolDropOldestAnnounced: a small spool under drop_oldest through an
+// outage. The consumer's gap is exactly what the queue reports as
+// spool_full losses, the sink's counters agree, and the queue invariant
+// holds: delivered + lost = sent.
+func TestSpoolDropOldestAnnounced(t *testing.T) {
+	brokers := sharedBrokers(t)
+	topic := uniqueTopic(t)
+	cfg := testConfig(brokers, topic)
+	cfg.CreateTopics = false
+	cfg.Spool.Dir = t.TempDir()
+	cfg.MaxMessageBytes, cfg.BatchBytes = 4096, 64<<10
+	cfg.Spool.SegmentBytes = 64 << 10
+	cfg.Spool.MaxBytes = 4 * cfg.Spool.SegmentBytes
+	cfg.WhenFull = "drop_oldest"
+	cfg.BatchSize = 100
+	r := startSink(t, cfg, "dropold")
+	ids := r.push(t, 1, 6000)
+	waitFor(t, 60*time.Second, "everything spooled or dropped", func() bool {
+		st := r.sink.Stats()
+		return st.Spooled == 6000 && r.q.Stats().Depth == 0
+	})
+	if r.sink.Stats().SpoolDropped == 0 {
+		t.Fatalf("the spool dropped nothing: %+v", r.sink.Stats())
+	}
+	createTopic(t, brokers, topic, 1)
+	waitFor(t, 60*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := r.sink.Stats()
+	qs := settledQueue(t, r.q)
+	u := r.q.TakeUnreported()
+	lost := u.Reasons[record.ReasonSpoolFull]
+	d := check(ids, consumeIDs(t, brokers, topic, len(ids)-int(lost), 60*time.Second))
+	t.Logf("sent %d delivered %d missing %d; announced spool_full %d; sink %+v; queue %+v", d.sent, d.delivered, d.missing, lost, st, qs)
+	if uint64(d.missing) != lost || u.Total() != lost {
+		t.Fatalf("consumer misses %d, announced %d (%+v)", d.missing, lost, u)
+	}
+	if st.SpoolDropped != lost || qs.Dropped != lost || qs.Delivered+lost != 6000 {
+		t.Fatalf("counters disagree: spool dropped %d, queue %+v, announced %d", st.SpoolDropped, qs, lost)
+	}
+}
+
+// TestReplayLossesAnnounced covers records lost after they were spooled:
+// a record the broker rejects on replay (dead_letter) and records made
+// unreadable in the spool (spool_corrupt), both for this run's records
+// (settled as failed with the reason) and for an earlier run's (reported
+// with its run id). In every case the consumer's gap equals what is
+// announced.
+func TestReplayLossesAnnounced(t *testing.T) {
+	const topic = "replay"
+	const n = 400
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.MessageTooLarge, Count: -1,
+		When: func(r kmsg.Request) bool { return produceCarries(r, marker) }})
+	addr := c.ListenAddrs()[0]
+	newCfg := func(spoolDir string) Config {
+		cfg := testConfig(addr, topic)
+		cfg.CreateTopics = false
+		cfg.Compression = "none" // so the fault sees the marker
+		cfg.BatchSize = 50
+		cfg.Spool.Dir = spoolDir
+		cfg.Spool.Fsync = "always"
+		return cfg
+	}
+	pushMarked := func(t *testing.T, r *running, from uint64) []string {
+		var ids []string
+		for seq := from; seq < from+n; seq++ {
+			it := testItem(seq)
+			if seq == from+n/2 {
+				it = &sinks.Item{Seq: seq, Line: append(append([]byte(`{"m":"`), marker...), "\"}\n"...)}
+			}
+			if err := r.q.Push(t.Context(), it); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, eventID(r.runID, seq))
+		}
+		return ids
+	}
+
+	// Run 1 spools n records (one marked) while the topic is missing and
+	// stops: they are handed to run 2.
+	spoolDir := t.TempDir()
+	r1 := startSink(t, newCfg(spoolDir), "one")
+	ids1 := pushMarked(t, r1, 1)
+	waitFor(t, 30*time.Second, "run one spooled", func() bool { return r1.sink.Stats().Spooled == n })
+	if err := r1.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st := r1.sink.Stats(); st.HandedOff != n {
+		t.Fatalf("run one handed off %d, want %d", st.HandedOff, n)
+	}
+	// Damage one of run one's records on disk.
+	corruptOneRecord(t, spoolDir, []byte(`"sequence":7,`), false)
+
+	// Run 2 spools its own n records (one marked), damages one of them in
+	// place, then the topic appears and everything is replayed.
+	r2 := startSink(t, newCfg(spoolDir), "two")
+	ids2 := pushMarked(t, r2, 1)
+	waitFor(t, 30*time.Second, "run two spooled", func() bool { return r2.sink.Stats().Spooled == n })
+	corruptOneRecord(t, spoolDir, []byte(`"sequence":300,`), true)
+	createTopic(t, addr, topic, 1)
+	waitFor(t, 60*time.Second, "delivery", r2.drained)
+	if err := r2.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := r2.sink.Stats()
+	qs := settledQueue(t, r2.q)
+	u := r2.q.TakeUnreported()
+	t.Logf("sink %+v queue %+v unreported %+v", st, qs, u)
+	want := map[string]uint64{record.ReasonDeadLetter: 1, record.ReasonSpoolCorrupt: 1}
+	for reason, k := range want {
+		if u.Reasons[reason] != k {
+			t.Errorf("run two: %s announced %d, want %d", reason, u.Reasons[reason], k)
+		}
+		if e := u.Earlier[sinks.EarlierLoss{Reason: reason, RunID: "one"}]; e != k {
+			t.Errorf("run one's records: %s announced %d, want %d", reason, e, k)
+		}
+	}
+	if qs.Delivered != n-2 || qs.Dropped != 2 || st.ReplayDead != 2 || st.Replayed != 2*n-4 {
+		t.Errorf("queue %+v sink %+v; want %d delivered, 2 dropped, 2 dead on replay, %d replayed", qs, st, n-2, 2*n-4)
+	}
+	seen := consumeKfake(t, c, topic)
+	for _, run := range []struct {
+		ids  []string
+		lost uint64
+	}{{ids1, 2}, {ids2, 2}} {
+		if d := check(run.ids, seen); uint64(d.missing) != run.lost {
+			t.Errorf("consumer misses %d of a run's %d records, announced %d", d.missing, d.sent, run.lost)
+		}
+	}
+}
+
+// corruptOneRecord flips a byte inside the first spooled record whose
+// bytes contain needle, searching the newest segments first when newest.
+func corruptOneRecord(t *testing.T, dir string, needle []byte, newest bool) {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	sort.Strings(segs)
+	if newest {
+		slices.Reverse(segs)
+	}
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(b, needle)
+		if i < 0 {
+			continue
+		}
+		f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{b[i] ^ 0xff}, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no spooled record contains %q", needle)
+}
