@@ -128,8 +128,9 @@ type lossLine struct {
 	Fanaudit struct {
 		Lost struct {
 			Count  uint64 `json:"count"`
-			Reason string `json:"reason"`
-			Sink   string `json:"sink"`
+			Reason        string `json:"reason"`
+			Sink          string `json:"sink"`
+			PreviousRunID string `json:"previous_run_id"`
 		} `json:"lost"`
 	} `json:"fanaudit"`
 }
@@ -815,5 +816,101 @@ func TestSinkFailuresReportedAsSinkError(t *testing.T) {
 	failing.mu.Unlock()
 	if failed == 0 || reported != failed {
 		t.Errorf("sink failed %d records, sink_error records report %d", failed, reported)
+	}
+}
+
+// reasonSink fails file records with a sink-specific reason chosen by
+// sequence, and reports losses of an earlier run's records once, as the
+// Kafka sink does for its spool.
+type reasonSink struct {
+	mu     sync.Mutex
+	failed map[string]uint64
+}
+
+var sinkReasons = []string{record.ReasonDeadLetter, record.ReasonSpoolFull, record.ReasonSpoolCorrupt}
+
+func (*reasonSink) Name() string  { return "reasons" }
+func (*reasonSink) Reopen() error { return nil }
+func (s *reasonSink) Run(ctx context.Context, q *sinks.Queue) error {
+	q.LostEarlier(7, record.ReasonSpoolCorrupt, "run-before")
+	buf := make([]*sinks.Item, 0, 64)
+	for {
+		items, err := q.Next(ctx, buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if !it.Loss && it.Seq%4 != 0 {
+				reason := sinkReasons[it.Seq%4-1]
+				s.mu.Lock()
+				s.failed[reason]++
+				s.mu.Unlock()
+				q.FailedWith(1, reason)
+				continue
+			}
+			q.Delivered(1)
+		}
+	}
+}
+
+// TestSinkFailuresReportedWithReason: failures a sink settles with a reason
+// become events_lost records with that reason, sent to every sink, counting
+// exactly what failed; an earlier run's losses name that run and stay out
+// of this run's accounting.
+func TestSinkFailuresReportedWithReason(t *testing.T) {
+	const n = 1000
+	src := newSource(n, 50)
+	all := newSink(n)
+	rs := &reasonSink{failed: map[string]uint64{}}
+	p, err := New(Options{Source: src, Sinks: []SinkSpec{
+		{Name: "all", Sink: all, QueueSize: 100, Policy: sinks.Block},
+		{Name: "reasons", Sink: rs, QueueSize: 100, Policy: sinks.Block},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	<-all.reached
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	st := p.Stats()
+	checkInvariant(t, st)
+	reported := map[string]uint64{}
+	var earlier uint64
+	for _, it := range all.got() {
+		if !it.Loss {
+			continue
+		}
+		l := decode(t, it).Fanaudit.Lost
+		if l.Sink != "reasons" {
+			t.Fatalf("unexpected loss record %s", it.Line)
+		}
+		if l.PreviousRunID != "" {
+			if l.PreviousRunID != "run-before" || l.Reason != record.ReasonSpoolCorrupt {
+				t.Fatalf("unexpected earlier-run loss record %s", it.Line)
+			}
+			earlier += l.Count
+			continue
+		}
+		reported[l.Reason] += l.Count
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, r := range sinkReasons {
+		if rs.failed[r] == 0 || reported[r] != rs.failed[r] {
+			t.Errorf("%s: sink failed %d, loss records report %d", r, rs.failed[r], reported[r])
+		}
+	}
+	if earlier != 7 {
+		t.Errorf("earlier run's losses reported %d, want 7", earlier)
+	}
+	if q := st.Sinks[1]; q.Dropped != rs.failed[sinkReasons[0]]+rs.failed[sinkReasons[1]]+rs.failed[sinkReasons[2]] || q.LostEarlier != 7 {
+		t.Errorf("queue stats %+v disagree with the failures %v", q, rs.failed)
 	}
 }
