@@ -127,7 +127,7 @@ type lossLine struct {
 	} `json:"event"`
 	Fanaudit struct {
 		Lost struct {
-			Count  uint64 `json:"count"`
+			Count         uint64 `json:"count"`
 			Reason        string `json:"reason"`
 			Sink          string `json:"sink"`
 			PreviousRunID string `json:"previous_run_id"`
