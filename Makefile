@@ -21,10 +21,21 @@ test:
 # Tests without the broker (Kafka tests skip unless CI=true).
 test-unit:
 	$(GO) test -race -count=1 ./...
+	cd bench && $(GO) test -race -count=1 ./...
 
+# golangci-lint at a pinned version, through `go run` (nothing to install):
+# depguard keeps x/sys/unix and unsafe in internal/kernel, errorlint keeps
+# errors matched with errors.Is/As (.golangci.yml). The bench harness is its
+# own module and is vetted from its own directory.
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	@test -z "$$($(GO) mod tidy -diff 2>&1)" || ($(GO) mod tidy -diff; echo 'go mod tidy would change go.mod/go.sum'; exit 1)
 	$(GO) vet ./...
+	$(GO) vet -tags fanaudit_bench ./cmd/fanaudit
+	$(GOLANGCI_LINT) run ./...
+	cd bench && $(GO) vet ./... && test -z "$$($(GO) mod tidy -diff 2>&1)"
 
 # ---- capture (audit/, internal/kernel) ----
 FUZZTIME ?= 60s

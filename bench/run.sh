@@ -13,7 +13,7 @@ if [ -z "${FANAUDIT_KAFKA_BROKERS:-}" ] && [ -f scripts/kafka.sh ] &&
 	export FANAUDIT_KAFKA_BROKERS FANAUDIT_KAFKA_DIR
 	trap 'bash scripts/kafka.sh stop --dir "$FANAUDIT_KAFKA_DIR"' EXIT
 fi
-go build -o bench/.work/fabench ./bench/cmd/fabench
+(cd bench && go build -o .work/fabench ./cmd/fabench)
 perf=()
 # perf profiles show where fanaudit's CPU goes; Debian ships perf as linux-perf.
 command -v perf >/dev/null 2>&1 && perf=(-perf-dir bench/.work/perf)

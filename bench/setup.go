@@ -53,7 +53,10 @@ func BuildFanaudit(ctx context.Context, repo, dst string) (ok bool, err error) {
 	if len(m) == 0 {
 		return false, nil
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dst, "./cmd/fanaudit")
+	// The fanaudit_bench tag adds the drain and profile hooks
+	// (FANAUDIT_BENCH_DRAIN, FANAUDIT_CPUPROFILE); the production binary
+	// has neither.
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "fanaudit_bench", "-o", dst, "./cmd/fanaudit")
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

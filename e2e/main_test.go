@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -188,7 +189,7 @@ func (a *agent) wait() int {
 	if a.err == nil {
 		return 0
 	}
-	if ee, ok := a.err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(a.err, &ee) {
 		return ee.ExitCode()
 	}
 	a.t.Fatalf("wait: %v", a.err)

@@ -13,3 +13,6 @@ if [ -z "${FANAUDIT_KAFKA_BROKERS:-}" ] && [ -f scripts/kafka.sh ]; then
 	trap 'bash scripts/kafka.sh stop --dir "$FANAUDIT_KAFKA_DIR"' EXIT
 fi
 go test -race -count=1 -timeout 40m ./...
+# The benchmark harness is a module of its own (bench/go.mod); its smoke
+# test keeps it working.
+(cd bench && go test -race -count=1 -timeout 20m ./...)

@@ -139,11 +139,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		reopenOnHUP(aux, p, log)
 	}()
 
-	runCtx := ctx
-	if os.Getenv("FANAUDIT_BENCH_DRAIN") == "1" {
-		runCtx = benchDrain(ctx, log)
-	}
-	err = p.Run(runCtx)
+	err = p.Run(benchRunContext(ctx, log))
 	stopAux()
 	wg.Wait()
 
@@ -248,24 +244,4 @@ func newRunID() (string, error) {
 		return "", fmt.Errorf("run id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
-}
-
-// benchDrain is the benchmarks' drain mode (FANAUDIT_BENCH_DRAIN=1, like
-// fanread -D): with the marks in place it waits for SIGUSR1 while the
-// kernel queue fills, then returns a context that has already ended, so
-// the pipeline reads the queue until it is empty, flushes and stops. If
-// ctx ends first it returns ctx, which has ended too.
-func benchDrain(ctx context.Context, log zerolog.Logger) context.Context {
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-	log.Info().Msg("bench drain: waiting for SIGUSR1")
-	select {
-	case <-usr1:
-	case <-ctx.Done():
-		return ctx
-	}
-	drained, cancel := context.WithCancel(ctx)
-	cancel()
-	return drained
 }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 )
@@ -31,34 +30,11 @@ func main() {
 	// The first signal starts a clean stop; restoring the default action
 	// lets a second one end a drain that takes too long.
 	context.AfterFunc(ctx, stop)
-	stopProfile := startCPUProfile(os.Getenv("FANAUDIT_CPUPROFILE"), os.Stderr)
+	stopProfile := benchProfile(os.Stderr)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	stopProfile()
 	os.Exit(code)
-}
-
-// startCPUProfile writes a pprof CPU profile to path (FANAUDIT_CPUPROFILE)
-// until the returned func runs; benchmarks use it to show where the time
-// goes. An empty path profiles nothing.
-func startCPUProfile(path string, stderr io.Writer) func() {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_CPUPROFILE:", err)
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_CPUPROFILE:", err)
-		f.Close()
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
 }
 
 // usageError is a command-line or config error: exit 2, one stderr line.

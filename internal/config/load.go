@@ -110,7 +110,7 @@ func Parse(name string, src []byte) (*Config, error) {
 			// toml's key positions don't tell array elements apart, so
 			// resolve the key within this element.
 			e := tomlError(name, err)
-			if ce, ok := e.(*Error); ok {
+			if ce := (*Error)(nil); errors.As(e, &ce) {
 				k := fmt.Sprintf("sinks.%d", i)
 				if rest, ok := strings.CutPrefix(ce.Key, "sinks."); ok {
 					k += "." + rest

@@ -158,7 +158,7 @@ func connErr(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("fanotify read: %w", err)
 	}
-	return fmt.Errorf("fanotify read: %w (%v)", os.ErrClosed, err)
+	return fmt.Errorf("fanotify read: %w (%w)", os.ErrClosed, err)
 }
 
 // SetReadDeadline bounds a blocked Read; it is how a context ends one.

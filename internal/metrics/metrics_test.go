@@ -163,7 +163,6 @@ func TestComponentMetrics(t *testing.T) {
 		KernelEvents uint64
 		CacheEntries int
 		AckP99       time.Duration
-		note         string
 	}
 	src := Source{
 		Stats:  func() pipeline.Stats { return pipeline.Stats{} },

@@ -269,7 +269,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if firstErr != nil {
 		return firstErr
 	}
-	if context.Cause(abort) == ErrShutdownTimeout {
+	if errors.Is(context.Cause(abort), ErrShutdownTimeout) {
 		return ErrShutdownTimeout
 	}
 	return nil

@@ -77,7 +77,7 @@ func (s *fakeSink) Name() string  { return "fake" }
 func (s *fakeSink) Reopen() error { return nil }
 
 func (s *fakeSink) Run(ctx context.Context, q *sinks.Queue) error {
-	if s.fail == errQuit {
+	if errors.Is(s.fail, errQuit) {
 		return nil
 	}
 	if s.fail != nil {

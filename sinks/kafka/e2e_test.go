@@ -104,8 +104,8 @@ dir = %q
 
 	// Values carry event.sequence and file.path; headers the event id.
 	var out []byte
-	created := map[string]bool{}
-	seqs := map[uint64]int{}
+	var created map[string]bool
+	var seqs map[uint64]int
 	var prefix string
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -304,7 +304,7 @@ func (s *Sink) gather(ctx context.Context, q *sinks.Queue) (*batch, error) {
 	if err == nil && len(items) < cap(buf) && size < s.cfg.BatchBytes {
 		tctx, cancel := context.WithTimeout(ctx, s.cfg.BatchTimeout.Duration)
 		for len(items) < cap(buf) && size < s.cfg.BatchBytes {
-			more, nerr := q.Next(tctx, items[len(items):len(items)])
+			more, nerr := q.Next(tctx, items[len(items):])
 			for _, it := range more {
 				size += int64(len(it.Line))
 			}
