@@ -29,16 +29,10 @@ func TestAgentRoundTrip(t *testing.T) {
 	testutil.RequireRoot(t)
 	watched := testutil.TmpfsMount(t, "32m")
 	work := t.TempDir()
-	bin := filepath.Join(work, "fanaudit")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/fanaudit")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/fanaudit: %v\n%s", err, out)
-	}
+	bin := buildAgent(t, work)
 	topic := uniqueTopic(t)
 	createTopic(t, brokers, topic, 1)
-	cfgPath := filepath.Join(work, "config.toml")
-	cfg := fmt.Sprintf(`paths = [%q]
+	ag := startAgent(t, bin, work, fmt.Sprintf(`paths = [%q]
 
 [[sinks]]
 name = "kafka"
@@ -51,45 +45,8 @@ dead_letter_file = %q
 
 [sinks.kafka.spool]
 dir = %q
-`, watched, brokers, topic, filepath.Join(work, "dead.jsonl"), filepath.Join(work, "spool"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var once sync.Once
-	stop := func() error {
-		var err error
-		once.Do(func() {
-			if serr := cmd.Process.Signal(syscall.SIGTERM); serr != nil {
-				err = serr
-				return
-			}
-			select {
-			case err = <-exited:
-			case <-time.After(60 * time.Second):
-				_ = cmd.Process.Kill()
-				err = fmt.Errorf("agent did not exit within 60 s of SIGTERM")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	waitFor(t, 30*time.Second, "agent running", func() bool {
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited early: %v\n%s", err, stderr.String())
-		default:
-		}
-		return strings.Contains(stderr.String(), `"running"`)
-	})
+`, watched, brokers, topic, filepath.Join(work, "dead.jsonl"), filepath.Join(work, "spool")))
+	stderr, stop := &ag.log, ag.stop
 
 	const files = 300
 	for i := range files {
@@ -174,6 +131,69 @@ dir = %q
 	if bytes.Contains(out, []byte(`"events_lost"`)) {
 		t.Logf("the run reported events_lost records")
 	}
+}
+
+// agent is a running `fanaudit run`.
+type agent struct {
+	log  syncBuffer
+	stop func() error
+}
+
+// startAgent writes cfg and runs the agent on it until stop (SIGTERM, and
+// the exit status) or the test's end.
+func startAgent(t *testing.T, bin, work, cfg string) *agent {
+	t.Helper()
+	cfgPath := filepath.Join(work, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ag := &agent{}
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stderr = &ag.log
+	cmd.Stdout = &ag.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	var stopErr error
+	ag.stop = func() error {
+		once.Do(func() {
+			if serr := cmd.Process.Signal(syscall.SIGTERM); serr != nil {
+				stopErr = serr
+				return
+			}
+			select {
+			case stopErr = <-exited:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				stopErr = fmt.Errorf("agent did not exit within 60 s of SIGTERM")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { _ = ag.stop() })
+	waitFor(t, 30*time.Second, "agent running", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited early: %v\n%s", err, ag.log.String())
+		default:
+		}
+		return strings.Contains(ag.log.String(), `"running"`)
+	})
+	return ag
+}
+
+func buildAgent(t *testing.T, work string) string {
+	t.Helper()
+	bin := filepath.Join(work, "fanaudit")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/fanaudit")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/fanaudit: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func maxU(a, b uint64) uint64 {
