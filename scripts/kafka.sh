@@ -5,7 +5,7 @@
 #   kafka.sh fetch
 #       Resolve the broker jars with mvn (cached in ~/.m2, copied once into
 #       $FANAUDIT_KAFKA_CACHE, default ~/.cache/fanaudit/kafka-<version>).
-#   kafka.sh start [--dir D] [--port P] [--controller-port C]
+#   kafka.sh start [--dir D] [--port P] [--controller-port C] [--no-auto-create]
 #                  [--sasl-ssl-port S --tls-dir T --scram-user U --scram-password-file F]
 #       Format D (a new temporary directory when omitted; reused as is when it
 #       already holds a formatted log, which is how a crashed broker restarts
@@ -13,6 +13,8 @@
 #       requests, and print shell assignments:
 #         FANAUDIT_KAFKA_BROKERS=127.0.0.1:P
 #         FANAUDIT_KAFKA_DIR=D
+#       --no-auto-create sets auto.create.topics.enable=false (a missing
+#       topic is then never created on a client's request).
 #       With --sasl-ssl-port, a SASL_SSL listener is added (test use only:
 #       the SCRAM password is passed to StorageTool on its command line). T must hold
 #       ca.pem (the CA that client certificates must chain to: client
@@ -102,12 +104,13 @@ java_cmd() {
 }
 
 start() {
-	local dir="" port="" cport="" sport="" tls="" user="" pwfile="" tmpdir=0
+	local dir="" port="" cport="" sport="" tls="" user="" pwfile="" tmpdir=0 autocreate=true
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		--dir) dir="$2"; shift 2 ;;
 		--port) port="$2"; shift 2 ;;
 		--controller-port) cport="$2"; shift 2 ;;
+		--no-auto-create) autocreate=false; shift ;;
 		--sasl-ssl-port) sport="$2"; shift 2 ;;
 		--tls-dir) tls="$2"; shift 2 ;;
 		--scram-user) user="$2"; shift 2 ;;
@@ -159,7 +162,7 @@ offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
+auto.create.topics.enable=$autocreate
 log.flush.interval.messages=9223372036854775807
 # A restarted node registers a new incarnation only once the old one's
 # session expired; the 9 s default makes every crash test 9 s slower.

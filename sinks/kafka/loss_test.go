@@ -55,16 +55,39 @@ func (l *lineCounter) lines() []string {
 	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
 }
 
-// TestMissingTopicIsAnOutage: a topic that is not created is an outage.
+// TestMissingTopicIsAnOutage: a topic that is not created (the sink does
+// not ask, or the broker has auto-creation off) is an outage.
 // Records spool and stay in flight (the queue's failing verdict: nothing
 // delivered, records pending), nothing is dead-lettered, the log says so
 // in a few lines; once the topic exists everything arrives, in order,
 // with no gap.
 func TestMissingTopicIsAnOutage(t *testing.T) {
-	brokers := sharedBrokers(t)
+	for _, tt := range []struct {
+		name      string
+		ownBroker bool
+	}{
+		{"create_topics off", false},
+		{"broker auto-creation off", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			brokers := sharedBrokers(t)
+			create := false
+			if tt.ownBroker {
+				if testing.Short() {
+					t.Skip("starts a broker")
+				}
+				brokers = startOwnBroker(t, "--no-auto-create").addr
+				create = true // the default: the broker refuses
+			}
+			missingTopicOutage(t, brokers, create)
+		})
+	}
+}
+
+func missingTopicOutage(t *testing.T, brokers string, create bool) {
 	topic := uniqueTopic(t)
 	cfg := testConfig(brokers, topic)
-	cfg.CreateTopics = false
+	cfg.CreateTopics = create
 	cfg.Spool.Dir = t.TempDir()
 	cfg.BatchSize = 100 // many batches, many failed attempts
 	var logs lineCounter
