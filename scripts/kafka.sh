@@ -198,7 +198,8 @@ EOF
 	if [ "$restart" = 0 ]; then
 		local uuid
 		uuid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
-		local fmt=(kafka.tools.StorageTool format -t "$uuid" -c "$dir/server.properties")
+		# --cluster-id=: an id starting with "-" must not read as an option.
+		local fmt=(kafka.tools.StorageTool format "--cluster-id=$uuid" -c "$dir/server.properties")
 		if [ -n "$sport" ]; then
 			local pw
 			pw="$(cat "$pwfile")"
