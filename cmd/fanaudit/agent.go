@@ -31,6 +31,7 @@ import (
 // clean stop: nil) or one of them fails. source names the config in
 // errors about its keys.
 func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string, setupDone func()) error {
+	warnConfig(cfg, log)
 	if cfg.MemoryLimitMB > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
 	}
@@ -46,12 +47,12 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	capt, err := audit.New(audit.Options{
 		Paths:          cfg.Paths,
 		Include:        cfg.Include,
-		Exclude:        append(append([]string(nil), cfg.Exclude...), cfg.OutputGlobs()...),
+		Exclude:        append(append([]string(nil), cfg.Exclude...), outputGlobs(cfg)...),
 		IgnorePaths:    cfg.OutputPaths(),
-		Actions:        cfg.Actions(),
+		Actions:        eventActions(cfg),
 		UnlimitedQueue: cfg.Capture.UnlimitedQueue,
 		ReadBuffer:     cfg.Capture.ReadBuffer,
-		BatchDelay:     cfg.Capture.BatchDelay,
+		BatchDelay:     cfg.Capture.BatchDelay.Duration,
 		PidFD:          cfg.Enrich.PidFD,
 		OpenForHash:    cfg.Enrich.Hash.Enabled,
 		Observer:       enr,
@@ -70,7 +71,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	}
 	defer capt.Close()
 
-	specs, closeSinks, err := buildSinks(cfg, enr.Host(), stdout, log)
+	specs, closeSinks, err := buildSinks(cfg, source, enr.Host(), stdout, log)
 	if err != nil {
 		return err
 	}
@@ -85,9 +86,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		Source:           stages,
 		Sinks:            specs,
 		RecordChannel:    cfg.Pipeline.EnrichChannel,
-		ShutdownTimeout:  cfg.ShutdownTimeout,
-		StatsInterval:    cfg.StatsInterval,
-		SinkFailingAfter: cfg.Health.SinkFailingAfter,
+		ShutdownTimeout:  cfg.ShutdownTimeout.Duration,
+		StatsInterval:    cfg.StatsInterval.Duration,
+		SinkFailingAfter: cfg.Health.SinkFailingAfter.Duration,
 		Host:             enr.Host(),
 		StatsHook: func(e *zerolog.Event) {
 			e.Uint64("captured", stages.Captured()).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
@@ -168,29 +169,13 @@ func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) 
 	}
 }
 
-func enrichOptions(cfg *config.Config) enrich.Options {
-	o := enrich.Defaults()
-	e := cfg.Enrich
-	o.ProcRoot = e.ProcRoot
-	o.EtcRoot = e.EtcRoot
-	o.NoProcConnector = !e.ProcConnector
-	o.CacheSize = e.CacheSize
-	o.CacheTTL = e.CacheTTL
-	o.CmdlineMax = e.CmdlineMax
-	o.PidFD = e.PidFD
-	o.FileStat = e.FileStat
-	o.Hash = enrich.HashOptions{
-		Enabled:        e.Hash.Enabled,
-		MaxSize:        e.Hash.MaxSize,
-		BytesPerSecond: e.Hash.BytesPerSecond,
-		Workers:        e.Hash.Workers,
-	}
-	return o
-}
-
 // buildSinks creates every configured sink. The returned func closes
 // those that hold files, after the pipeline has stopped.
-func buildSinks(cfg *config.Config, host *record.Host, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
+func buildSinks(cfg *config.Config, source string, host *record.Host, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
+	opts, err := sinkOptionsOf(cfg, source)
+	if err != nil {
+		return nil, nil, wrapConfig(err)
+	}
 	var specs []pipeline.SinkSpec
 	var closers []io.Closer
 	closeAll := func() {
@@ -204,14 +189,14 @@ func buildSinks(cfg *config.Config, host *record.Host, stdout io.Writer, log zer
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, s := range cfg.Sinks {
+	for _, s := range opts {
 		slog := log.With().Str("sink", s.Name).Logger()
 		var sink sinks.Sink
 		switch s.Type {
 		case config.SinkStdout:
 			sink = sinks.NewStdout(stdout, slog)
 		case config.SinkFile:
-			f, err := sinks.NewFile(*s.File, slog)
+			f, err := sinks.NewFile(s.File, slog)
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
@@ -219,7 +204,7 @@ func buildSinks(cfg *config.Config, host *record.Host, stdout io.Writer, log zer
 			closers = append(closers, f)
 			sink = f
 		case config.SinkKafka:
-			k, err := kafka.New(*s.Kafka, host, runID, slog)
+			k, err := kafka.New(s.Kafka, host, runID, slog)
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
@@ -232,7 +217,7 @@ func buildSinks(cfg *config.Config, host *record.Host, stdout io.Writer, log zer
 			closeAll()
 			return nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
 		}
-		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.WhenFull})
+		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy})
 	}
 	return specs, closeAll, nil
 }

@@ -63,7 +63,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Sinks = []config.Sink{config.DefaultSink("stdout", config.SinkStdout)}
 	// watch is interactive: the stats line every minute would be noise.
-	cfg.StatsInterval = 0
+	cfg.StatsInterval = config.Duration{}
 	if err := cfg.Validate(); err != nil {
 		return usagef("watch: %v", err)
 	}
@@ -100,6 +100,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg, source, err := config.LoadDefault(*file)
 	if err != nil {
+		return wrapConfig(err)
+	}
+	if err := checkOptions(cfg, source); err != nil {
+		return wrapConfig(err)
+	}
+	if err := checkFiles(cfg, source); err != nil {
 		return wrapConfig(err)
 	}
 	return startAgent(ctx, cfg, stdout, stderr, source)
@@ -174,8 +180,12 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 	if err != nil {
 		return wrapConfig(err)
 	}
-	// No check that the watched paths exist: a config is often checked
-	// on another machine than the one it runs on (a ConfigMap, a build).
+	if err := checkOptions(cfg, source); err != nil {
+		return wrapConfig(err)
+	}
+	// No check that the watched paths or the credential files exist
+	// (run checks those): a config is often checked on another machine
+	// than the one it runs on (a ConfigMap, a build).
 	return cfg.WriteTOML(stdout, source)
 }
 

@@ -1,23 +1,23 @@
-// Package config owns the agent's TOML configuration: the Config type with
-// a default for every key, the embedded default config, decoding that
-// rejects unknown keys, validation errors that name the key and its line,
-// and printing the effective config with secrets redacted.
+// Package config owns the agent's TOML configuration as plain data: the
+// Config type with a default for every key, the embedded default config,
+// decoding in which the TOML decoder alone decides which keys were set
+// (unknown keys are errors), validation errors that name the key and its
+// line, and printing the effective config with secrets redacted.
+//
+// config imports no stage of the agent: cmd/fanaudit maps a Config to
+// each stage's options.
 package config
 
 import (
 	_ "embed"
 	"time"
-
-	"github.com/fanaudit/fanaudit/internal/record"
-	"github.com/fanaudit/fanaudit/sinks"
 )
 
 // DefaultPath is where `fanaudit run` looks when --config is not given.
 const DefaultPath = "/etc/fanaudit/config.toml"
 
-// DefaultSpoolRoot holds one spool directory per Kafka sink, named after
-// the sink, unless [sinks.kafka.spool] dir is set (to "" to turn it off).
-const DefaultSpoolRoot = "/var/lib/fanaudit/spool"
+// DefaultStateDir is the default of state_dir.
+const DefaultStateDir = "/var/lib/fanaudit"
 
 // EmbeddedName names the built-in config in messages and the effective
 // config's header.
@@ -38,6 +38,19 @@ const (
 	SinkKafka  = "kafka"
 )
 
+// Record formats of a sink (the contract's `format` key).
+const (
+	FormatECS  = "ecs"
+	FormatOCSF = "ocsf"
+)
+
+// Capture scopes (the contract's `[capture] scope` key).
+const (
+	ScopeAuto       = "auto"
+	ScopeSubtree    = "subtree"
+	ScopeFilesystem = "filesystem"
+)
+
 // Config is the whole agent configuration. Every key has a default (see
 // Default); the TOML names are the contract of config.toml.example.
 type Config struct {
@@ -51,13 +64,16 @@ type Config struct {
 	// Events lists the wanted event.action values; empty means all.
 	Events []string `toml:"events"`
 	// ShutdownTimeout bounds how long a stop waits for the sinks to flush.
-	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// StatsInterval is the period of the stats log line; 0 turns it off.
-	StatsInterval time.Duration `toml:"stats_interval"`
+	StatsInterval Duration `toml:"stats_interval"`
 	// MemoryLimitMB is a soft limit on the agent's Go heap, in MiB: near
 	// it the garbage collector runs more often. 0 leaves the runtime's
 	// default (GOMEMLIMIT still applies).
 	MemoryLimitMB int `toml:"memory_limit_mb"`
+	// StateDir holds the agent's own state: the run marker and, unless a
+	// Kafka sink sets spool.dir, the spools (StateDir/spool/<sink name>).
+	StateDir string `toml:"state_dir"`
 
 	Capture  Capture  `toml:"capture"`
 	Pipeline Pipeline `toml:"pipeline"`
@@ -69,14 +85,9 @@ type Config struct {
 
 	// lines locates keys in the file the config came from, for errors
 	// found after loading (a watched path that does not exist).
-	lines keyLines
-}
-
-// KeyError builds a config error for key (dotted, sinks as "sinks.0.x")
-// with the key's line in the source file, for problems found after
-// Parse, such as a watched path the capture cannot use.
-func (c *Config) KeyError(source, key string, err error) *Error {
-	return &Error{File: source, Line: c.lines.line(key), Key: displayKey(key), Msg: err.Error()}
+	lines lineIndex
+	// source names the file the config came from in those errors.
+	source string
 }
 
 // Capture tunes the fanotify reader.
@@ -84,9 +95,9 @@ type Capture struct {
 	// UnlimitedQueue lifts the kernel's 16384-event queue limit. Off by
 	// default: the kernel memory it may take is unbounded, and an overflow
 	// is reported as an events_lost record rather than lost silently.
-	UnlimitedQueue bool          `toml:"unlimited_queue"`
-	ReadBuffer     int           `toml:"read_buffer"` // bytes per read(2)
-	BatchDelay     time.Duration `toml:"batch_delay"` // sleep when the kernel queue is empty; 0 blocks in poll
+	UnlimitedQueue bool     `toml:"unlimited_queue"`
+	ReadBuffer     int      `toml:"read_buffer"` // bytes per read(2)
+	BatchDelay     Duration `toml:"batch_delay"` // sleep when the kernel queue is empty; 0 blocks in poll
 	// ExecPaths are directories on the filesystems that hold executables
 	// (e.g. "/usr"), marked for exec events alone so that enrichment
 	// learns the executable of processes that exit before /proc can be
@@ -109,13 +120,13 @@ type Pipeline struct {
 
 // Enrich configures the process, user and file enrichment.
 type Enrich struct {
-	ProcRoot   string        `toml:"proc_root"`
-	EtcRoot    string        `toml:"etc_root"`    // passwd, group and machine-id (a container reads the node's)
-	CacheSize  int           `toml:"cache_size"`  // pids kept in the process cache
-	CacheTTL   time.Duration `toml:"cache_ttl"`   // how long a cached process is trusted before /proc is read again
-	CmdlineMax int           `toml:"cmdline_max"` // bytes of process.command_line
-	FileStat   bool          `toml:"file_stat"`   // fstat the file for inode, mode, size, uid, gid
-	PidFD      bool          `toml:"pidfd"`       // ask the kernel for pidfds, to tell reused pids apart
+	ProcRoot   string   `toml:"proc_root"`
+	EtcRoot    string   `toml:"etc_root"`    // passwd, group and machine-id (a container reads the node's)
+	CacheSize  int      `toml:"cache_size"`  // pids kept in the process cache
+	CacheTTL   Duration `toml:"cache_ttl"`   // how long a cached process is trusted before /proc is read again
+	CmdlineMax int      `toml:"cmdline_max"` // bytes of process.command_line
+	FileStat   bool     `toml:"file_stat"`   // fstat the file for inode, mode, size, uid, gid
+	PidFD      bool     `toml:"pidfd"`       // ask the kernel for pidfds, to tell reused pids apart
 	// ProcConnector follows forks, execs and uid changes over netlink
 	// (needs CAP_NET_ADMIN), so short-lived processes keep their uid.
 	ProcConnector bool `toml:"proc_connector"`
@@ -140,7 +151,7 @@ type Metrics struct {
 type Health struct {
 	// SinkFailingAfter is how long a sink may go without delivering, while
 	// it has something to deliver, before /healthz reports unhealthy.
-	SinkFailingAfter time.Duration `toml:"sink_failing_after"`
+	SinkFailingAfter Duration `toml:"sink_failing_after"`
 }
 
 // Logging configures the agent's own log on stderr.
@@ -152,13 +163,84 @@ type Logging struct {
 // Sink is one `[[sinks]]` entry. Exactly the sub-table matching Type is
 // used; the other must be absent.
 type Sink struct {
-	Name      string       `toml:"name"`
-	Type      string       `toml:"type"`
-	WhenFull  sinks.Policy `toml:"when_full"`
-	QueueSize int          `toml:"queue_size"`
+	Name string `toml:"name"`
+	Type string `toml:"type"`
+	// WhenFull is the queue policy: block, drop_newest or drop_oldest.
+	WhenFull  string `toml:"when_full"`
+	QueueSize int    `toml:"queue_size"`
+	// Format is the record format the sink writes: ecs or ocsf.
+	Format string `toml:"format"`
+	// SealState is the sealing state file; "" leaves the stream unsealed.
+	SealState string `toml:"seal_state"`
+	// SealInterval is the period of seal records on a sealed stream.
+	SealInterval Duration `toml:"seal_interval"`
 
-	File  *FileOptions  `toml:"file,omitempty"`
-	Kafka *KafkaOptions `toml:"kafka,omitempty"`
+	File  *FileSink  `toml:"file,omitempty"`
+	Kafka *KafkaSink `toml:"kafka,omitempty"`
+}
+
+// FileSink is `[sinks.file]`: JSON lines appended to a file.
+type FileSink struct {
+	Path          string   `toml:"path"`
+	FileMode      Mode     `toml:"file_mode"`
+	DirMode       Mode     `toml:"dir_mode"`
+	MaxSizeMB     int      `toml:"max_size_mb"` // 0 = no size rotation
+	MaxAge        Duration `toml:"max_age"`     // 0 = no age rotation
+	MaxBackups    int      `toml:"max_backups"` // 0 keeps all
+	Compress      bool     `toml:"compress"`
+	Fsync         string   `toml:"fsync"` // never, interval or always
+	FsyncInterval Duration `toml:"fsync_interval"`
+}
+
+// KafkaSink is `[sinks.kafka]`.
+type KafkaSink struct {
+	Brokers          []string  `toml:"brokers"`
+	Topic            string    `toml:"topic"`
+	Key              string    `toml:"key"`           // host_id, path or none
+	RequiredAcks     string    `toml:"required_acks"` // all, one or none
+	AllowLossy       bool      `toml:"allow_lossy"`
+	Compression      string    `toml:"compression"`
+	BatchSize        int       `toml:"batch_size"`
+	BatchBytes       int64     `toml:"batch_bytes"`
+	BatchTimeout     Duration  `toml:"batch_timeout"`
+	MaxInFlightBytes int64     `toml:"max_in_flight_bytes"`
+	MaxMessageBytes  int64     `toml:"max_message_bytes"`
+	WriteTimeout     Duration  `toml:"write_timeout"`
+	ClientID         string    `toml:"client_id"`
+	CreateTopics     bool      `toml:"create_topics"`
+	DeadLetterFile   string    `toml:"dead_letter_file"`
+	WhenFull         string    `toml:"when_full"` // spool policy; defaults to the sink's when_full
+	TLS              KafkaTLS  `toml:"tls"`
+	SASL             KafkaSASL `toml:"sasl"`
+	Spool            Spool     `toml:"spool"`
+}
+
+// KafkaTLS is `[sinks.kafka.tls]`.
+type KafkaTLS struct {
+	Enabled            bool   `toml:"enabled"`
+	CAFile             string `toml:"ca_file"`
+	CertFile           string `toml:"cert_file"`
+	KeyFile            string `toml:"key_file"`
+	ServerName         string `toml:"server_name"`
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+}
+
+// KafkaSASL is `[sinks.kafka.sasl]`. The password comes from a file or
+// an environment variable, never from the config file; see Password.
+type KafkaSASL struct {
+	Mechanism    string `toml:"mechanism"` // "", plain, scram-sha-256 or scram-sha-512
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	PasswordEnv  string `toml:"password_env"`
+}
+
+// Spool is `[sinks.kafka.spool]`; an empty Dir turns the spool off.
+type Spool struct {
+	Dir           string   `toml:"dir"`
+	MaxBytes      int64    `toml:"max_bytes"`
+	SegmentBytes  int64    `toml:"segment_bytes"`
+	Fsync         string   `toml:"fsync"`
+	FsyncInterval Duration `toml:"fsync_interval"`
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -168,11 +250,13 @@ func Default() Config {
 		Include:         []string{},
 		Exclude:         []string{},
 		Events:          []string{},
-		ShutdownTimeout: 10 * time.Second,
-		StatsInterval:   60 * time.Second,
+		ShutdownTimeout: Duration{10 * time.Second},
+		StatsInterval:   Duration{60 * time.Second},
+		StateDir:        DefaultStateDir,
 		Capture: Capture{
 			ReadBuffer:     256 << 10,
-			Scope:          "auto",
+			ExecPaths:      []string{},
+			Scope:          ScopeAuto,
 			SubtreeMaxDirs: 8192,
 		},
 		Pipeline: Pipeline{CaptureChannel: 1, EnrichChannel: 1},
@@ -181,10 +265,8 @@ func Default() Config {
 			EtcRoot:       "/etc",
 			ProcConnector: true,
 			CacheSize:     16384,
-			CacheTTL:      time.Second,
+			CacheTTL:      Duration{time.Second},
 			CmdlineMax:    4096,
-			FileStat:      false,
-			PidFD:         false,
 			Hash: Hash{
 				MaxSize:        64 << 20,
 				BytesPerSecond: 64 << 20,
@@ -192,32 +274,72 @@ func Default() Config {
 			},
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
-		Health:  Health{SinkFailingAfter: 60 * time.Second},
+		Health:  Health{SinkFailingAfter: Duration{60 * time.Second}},
 		Logging: Logging{Level: "info", Format: "auto"},
 		Sinks:   []Sink{DefaultSink("stdout", SinkStdout)},
 	}
 }
 
 // DefaultSink returns a sink entry of the given type with every default
-// filled in, including its type-specific options.
+// filled in, including its type-specific table.
 func DefaultSink(name, typ string) Sink {
-	s := Sink{Name: name, Type: typ, WhenFull: sinks.Block, QueueSize: 8192}
+	s := Sink{
+		Name:         name,
+		Type:         typ,
+		WhenFull:     "block",
+		QueueSize:    8192,
+		Format:       FormatECS,
+		SealInterval: Duration{10 * time.Second},
+	}
 	switch typ {
 	case SinkFile:
-		s.File = defaultFileOptions()
+		f := DefaultFileSink()
+		s.File = &f
 	case SinkKafka:
-		s.Kafka = defaultKafkaOptions()
+		k := DefaultKafkaSink()
+		s.Kafka = &k
 	}
 	return s
 }
 
-// Actions returns Events as record actions. Validate has checked them.
-func (c *Config) Actions() []record.Action {
-	out := make([]record.Action, 0, len(c.Events))
-	for _, e := range c.Events {
-		if a, ok := record.ParseAction(e); ok {
-			out = append(out, a)
-		}
+// DefaultFileSink returns the defaults of `[sinks.file]`.
+func DefaultFileSink() FileSink {
+	return FileSink{
+		Path:          "/var/log/fanaudit/events.json",
+		FileMode:      0o600,
+		DirMode:       0o750,
+		MaxSizeMB:     100,
+		MaxBackups:    5,
+		Fsync:         "interval",
+		FsyncInterval: Duration{time.Second},
 	}
-	return out
+}
+
+// DefaultKafkaSink returns the defaults of `[sinks.kafka]`. batch_timeout
+// is short because kafka-go's own 1 s default adds a second of latency to
+// every quiet-period event. The spool's dir defaults to
+// state_dir/spool/<sink name>, and when_full to the sink's; Parse fills
+// both in.
+func DefaultKafkaSink() KafkaSink {
+	return KafkaSink{
+		Brokers:          []string{},
+		Key:              "host_id",
+		RequiredAcks:     "all",
+		Compression:      "zstd",
+		BatchSize:        1000,
+		BatchBytes:       1 << 20,
+		BatchTimeout:     Duration{20 * time.Millisecond},
+		MaxInFlightBytes: 16 << 20,
+		MaxMessageBytes:  1000000,
+		WriteTimeout:     Duration{10 * time.Second},
+		ClientID:         "fanaudit",
+		CreateTopics:     true,
+		WhenFull:         "block",
+		Spool: Spool{
+			MaxBytes:      1 << 30,
+			SegmentBytes:  16 << 20,
+			Fsync:         "interval",
+			FsyncInterval: Duration{time.Second},
+		},
+	}
 }

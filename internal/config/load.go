@@ -1,19 +1,23 @@
 package config
 
 import (
+	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path"
-	"path/filepath"
-	"regexp"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/fanaudit/fanaudit/internal/record"
 )
+
+// MaxFileSize bounds how much of a config file is read: a config is a
+// few KiB, and `--config /dev/zero` must fail at once, not fill memory.
+const MaxFileSize = 4 << 20
 
 // Error is a config error: it names the file, the key and, where the key
 // appears in the file, its line. Its message is always one line, because
@@ -23,6 +27,7 @@ type Error struct {
 	Line int    // 0 when the key is not in the file (a default)
 	Key  string // dotted, sinks as sinks[i]
 	Msg  string
+	Err  error // the cause, where there is one; Msg already says it
 }
 
 func (e *Error) Error() string {
@@ -45,17 +50,51 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+func (e *Error) Unwrap() error { return e.Err }
+
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// Load reads and parses the config file at name.
+// Load reads and parses the config file at name, at most MaxFileSize
+// bytes of it.
 func Load(name string) (*Config, error) {
-	src, err := os.ReadFile(name)
+	src, err := readLimited(name, MaxFileSize)
 	if err != nil {
-		return nil, &Error{File: name, Msg: errors.Unwrap(err).Error() + " (reading the file)"}
+		return nil, &Error{File: name, Msg: err.Error(), Err: err}
 	}
 	return Parse(name, src)
+}
+
+// ErrTooLarge is wrapped by the error for a file larger than its limit.
+var ErrTooLarge = errors.New("file too large")
+
+// readLimited reads at most limit bytes of name; a longer file is an
+// error that wraps ErrTooLarge. Its errors do not repeat the name.
+func readLimited(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the file: %w", unwrapPath(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the file: %w", unwrapPath(err))
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	}
+	return b, nil
+}
+
+// unwrapPath drops the *PathError's "open NAME:" prefix (the message
+// names the file already) and keeps its cause.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // LoadDefault implements `run`'s config lookup: the explicit file when one
@@ -70,102 +109,324 @@ func LoadDefault(explicit string) (*Config, string, error) {
 		c, err := Load(DefaultPath)
 		return c, DefaultPath, err
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, DefaultPath, &Error{File: DefaultPath, Msg: err.Error()}
+		return nil, DefaultPath, &Error{File: DefaultPath, Msg: unwrapPath(err).Error(), Err: err}
 	}
 	c, err := Parse(EmbeddedName, embedded)
 	return c, EmbeddedName, err
 }
 
-// decodeConfig decodes sinks as primitives: each one needs its type's
+// fileConfig decodes sinks as primitives: each one needs its type's
 // defaults filled in before its keys are decoded over them, and a TOML
 // array of tables would otherwise start every element from zero.
-type decodeConfig struct {
+type fileConfig struct {
 	Config
 	Sinks []toml.Primitive `toml:"sinks"`
 }
 
-var tomlErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// sinkProbe finds out, per sink, whether keys whose default depends on
+// other keys were set: a nil pointer is a key the file left out, however
+// it was written (a [table], an inline table, a dotted key).
+type sinkProbe struct {
+	Type  *string `toml:"type"`
+	Kafka *struct {
+		WhenFull *string `toml:"when_full"`
+		Spool    *struct {
+			Dir *string `toml:"dir"`
+		} `toml:"spool"`
+	} `toml:"kafka"`
+}
 
 // Parse decodes src over the defaults, rejects keys the Config does not
 // have, and validates the result. name is used in error messages.
 func Parse(name string, src []byte) (*Config, error) {
-	lines := scanKeyLines(src)
-	dc := decodeConfig{Config: Default()}
-	dc.Config.Sinks = nil
-	md, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&dc)
-	if err != nil {
-		return nil, tomlError(name, err)
+	if len(src) > MaxFileSize {
+		return nil, &Error{File: name, Msg: fmt.Sprintf("more than %d bytes", MaxFileSize), Err: ErrTooLarge}
 	}
-	cfg := dc.Config
-	cfg.Sinks = make([]Sink, 0, len(dc.Sinks))
-	for i, p := range dc.Sinks {
-		var head struct {
-			Type string `toml:"type"`
+	p := parser{name: name, src: src}
+	cfg, err := p.parse()
+	if err != nil {
+		return nil, err
+	}
+	cfg.lines = p.lines()
+	cfg.source = name
+	if err := cfg.validate(); err != nil {
+		return nil, p.keyed(err)
+	}
+	return cfg, nil
+}
+
+type parser struct {
+	name  string
+	src   []byte
+	tree  map[string]any // the decoder's generic view, to locate type errors
+	index lineIndex      // built on the first error that needs a line
+}
+
+func (p *parser) lines() lineIndex {
+	if p.index == nil {
+		p.index = locate(p.src)
+	}
+	return p.index
+}
+
+// errorAt builds the error for an internal key ("sinks.0.x").
+func (p *parser) errorAt(key, msg string, err error) *Error {
+	return &Error{File: p.name, Line: p.lines().line(key), Key: displayKey(key), Msg: msg, Err: err}
+}
+
+// keyed gives a validation error its file and line.
+func (p *parser) keyed(err error) error {
+	var ve *Error
+	if errors.As(err, &ve) {
+		ve.File = p.name
+		ve.Line = p.lines().line(ve.Key)
+		ve.Key = displayKey(ve.Key)
+	}
+	return err
+}
+
+func (p *parser) parse() (*Config, error) {
+	// Syntax first, into the generic tree: no type can fail here.
+	if _, err := toml.NewDecoder(bytes.NewReader(p.src)).Decode(&p.tree); err != nil {
+		return nil, p.decodeError("", reflect.TypeOf(Config{}), err)
+	}
+	fc := fileConfig{Config: Default()}
+	fc.Config.Sinks = nil
+	md, err := toml.NewDecoder(bytes.NewReader(p.src)).Decode(&fc)
+	if err != nil {
+		return nil, p.decodeError("", reflect.TypeOf(Config{}), err)
+	}
+	cfg := fc.Config
+	cfg.Sinks = make([]Sink, 0, len(fc.Sinks))
+	for i, prim := range fc.Sinks {
+		key := "sinks." + strconv.Itoa(i)
+		var probe sinkProbe
+		if err := md.PrimitiveDecode(prim, &probe); err != nil {
+			return nil, p.decodeError(key, reflect.TypeOf(Sink{}), err)
 		}
-		if err := md.PrimitiveDecode(p, &head); err != nil {
-			return nil, tomlError(name, err)
+		typ := ""
+		if probe.Type != nil {
+			typ = *probe.Type
 		}
-		s := DefaultSink("", head.Type)
-		if err := md.PrimitiveDecode(p, &s); err != nil {
-			// toml's key positions don't tell array elements apart, so
-			// resolve the key within this element.
-			e := tomlError(name, err)
-			if ce := (*Error)(nil); errors.As(e, &ce) {
-				k := fmt.Sprintf("sinks.%d", i)
-				if rest, ok := strings.CutPrefix(ce.Key, "sinks."); ok {
-					k += "." + rest
-				}
-				ce.Key = displayKey(k)
-				ce.Line = lines.line(k)
-			}
-			return nil, e
+		s := DefaultSink("", typ)
+		if err := md.PrimitiveDecode(prim, &s); err != nil {
+			return nil, p.decodeError(key, reflect.TypeOf(Sink{}), err)
 		}
-		if _, set := lines.exact[fmt.Sprintf("sinks.%d.kafka.when_full", i)]; s.Kafka != nil && !set {
+		if k := probe.Kafka; s.Kafka != nil {
 			// One when_full per sink: the spool follows the queue's policy
-			// unless [sinks.kafka] sets its own.
-			s.Kafka.WhenFull = s.WhenFull.String()
-		}
-		if _, set := lines.exact[fmt.Sprintf("sinks.%d.kafka.spool.dir", i)]; s.Kafka != nil && !set {
-			// Without a spool, records that were not acked when the agent
-			// stops are lost; "" stays available to turn it off.
-			s.Kafka.Spool.Dir = filepath.Join(DefaultSpoolRoot, s.Name)
+			// unless the kafka table sets its own.
+			if k == nil || k.WhenFull == nil {
+				s.Kafka.WhenFull = s.WhenFull
+			}
+			// Without a spool, records not acked when the agent stops are
+			// lost; "" stays available to turn it off.
+			if k == nil || k.Spool == nil || k.Spool.Dir == nil {
+				s.Kafka.Spool.Dir = DefaultSpoolDir(cfg.StateDir, s.Name)
+			}
 		}
 		cfg.Sinks = append(cfg.Sinks, s)
 	}
-	if len(dc.Sinks) == 0 {
+	if len(fc.Sinks) == 0 && !md.IsDefined("sinks") {
 		cfg.Sinks = Default().Sinks
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0].String()
-		line := lines.lineAny(k)
-		if ik := lines.indexed(k, line); ik != "" {
-			k = ik
-		}
-		return nil, &Error{File: name, Line: line, Key: displayKey(k), Msg: "unknown key"}
+		key := p.indexKey(und[0])
+		return nil, p.errorAt(key, "unknown key", nil)
 	}
-	if err := cfg.validate(); err != nil {
-		var ve *Error
-		if errors.As(err, &ve) {
-			ve.File = name
-			ve.Line = lines.line(ve.Key)
-			ve.Key = displayKey(ve.Key)
-		}
-		return nil, err
-	}
-	cfg.lines = lines
 	return &cfg, nil
 }
 
-func tomlError(name string, err error) error {
+// DefaultSpoolDir is a Kafka sink's spool unless spool.dir is set.
+func DefaultSpoolDir(stateDir, sink string) string {
+	return strings.TrimSuffix(stateDir, "/") + "/spool/" + sink
+}
+
+// decodeError turns a decoder error into an *Error. Syntax and value
+// errors are toml.ParseError; a value of the wrong TOML type is an
+// untyped error, so its key is found by walking the decoded tree against
+// the Go type (at prefix, e.g. "sinks.1", within the document).
+func (p *parser) decodeError(prefix string, t reflect.Type, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		key := pe.LastKey
+		if prefix != "" {
+			// Keys inside an array of tables carry no index; the prefix
+			// says which element failed.
+			key = prefix + strings.TrimPrefix(key, strings.SplitN(prefix, ".", 2)[0])
+		}
+		e := &Error{File: p.name, Key: displayKey(key), Msg: pe.Message, Err: err}
+		if p.tree == nil || key == "" {
+			e.Line = pe.Position.Line // a syntax error: the decoder knows where
+		} else {
+			e.Line = p.lines().line(key)
+		}
+		return e
 	}
-	if m := tomlErrRE.FindStringSubmatch(err.Error()); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &Error{File: name, Line: line, Key: m[2], Msg: m[3]}
+	if p.tree != nil {
+		sub := lookupTree(p.tree, prefix)
+		if key, msg := mismatch(t, sub, prefix); key != "" {
+			return p.errorAt(key, msg, err)
+		}
 	}
-	return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	return &Error{File: p.name, Msg: "cannot decode: " + err.Error(), Err: err}
+}
+
+// lookupTree returns the value at an internal key ("sinks.1"), or nil.
+func lookupTree(tree map[string]any, key string) any {
+	var v any = tree
+	if key == "" {
+		return v
+	}
+	for _, part := range strings.Split(key, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[part]
+		case []map[string]any:
+			i, err := strconv.Atoi(part)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		case []any:
+			i, err := strconv.Atoi(part)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// indexKey adds the array index to an undecoded key inside an array of
+// tables, which toml reports without one: the first element that holds
+// the key is the one that has it.
+func (p *parser) indexKey(k toml.Key) string {
+	if len(k) < 2 {
+		return strings.Join(k, ".")
+	}
+	var walk func(v any, rest toml.Key, path string) string
+	walk = func(v any, rest toml.Key, path string) string {
+		if len(rest) == 0 {
+			return path
+		}
+		switch x := v.(type) {
+		case map[string]any:
+			if c, ok := x[rest[0]]; ok {
+				return walk(c, rest[1:], join(path, rest[0]))
+			}
+		case []map[string]any:
+			for i, e := range x {
+				if r := walk(e, rest, path+"."+strconv.Itoa(i)); r != "" {
+					return r
+				}
+			}
+		case []any:
+			for i, e := range x {
+				if r := walk(e, rest, path+"."+strconv.Itoa(i)); r != "" {
+					return r
+				}
+			}
+		}
+		return ""
+	}
+	if r := walk(p.tree, k, ""); r != "" {
+		return r
+	}
+	return strings.Join(k, ".")
+}
+
+var (
+	unmarshalerType     = reflect.TypeFor[toml.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// mismatch finds the first value in v (under path) whose TOML type the Go
+// type t cannot hold, the way the decoder matches them, and says why.
+// Types that decode themselves report their own, typed, errors.
+func mismatch(t reflect.Type, v any, path string) (string, string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if pt := reflect.PointerTo(t); pt.Implements(unmarshalerType) || pt.Implements(textUnmarshalerType) || v == nil {
+		return "", ""
+	}
+	want := ""
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			want = "a table"
+			break
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if f, ok := fieldFor(t, k); ok {
+				if key, msg := mismatch(f.Type, m[k], join(path, k)); key != "" {
+					return key, msg
+				}
+			}
+		}
+		return "", ""
+	case reflect.Slice:
+		rv := reflect.ValueOf(v)
+		if rv.Kind() != reflect.Slice {
+			want = "an array"
+			break
+		}
+		for i := range rv.Len() {
+			if key, msg := mismatch(t.Elem(), rv.Index(i).Interface(), path+"."+strconv.Itoa(i)); key != "" {
+				return key, msg
+			}
+		}
+		return "", ""
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			want = "a string"
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			want = "a boolean (true or false)"
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if _, ok := v.(int64); !ok {
+			want = "an integer"
+		}
+	}
+	if want == "" {
+		return "", ""
+	}
+	return path, fmt.Sprintf("must be %s, not %s", want, tomlTypeName(v))
+}
+
+// fieldFor finds the struct field for a TOML key as the decoder does:
+// the exact tag name first, else one that differs only in case.
+func fieldFor(t reflect.Type, key string) (reflect.StructField, bool) {
+	var fold *reflect.StructField
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return f, true
+		}
+		if fold == nil && strings.EqualFold(name, key) {
+			fold = &f
+		}
+	}
+	if fold != nil {
+		return *fold, true
+	}
+	return reflect.StructField{}, false
 }
 
 // displayKey turns the internal "sinks.1.when_full" into "sinks[1].when_full".
@@ -185,221 +446,14 @@ func displayKey(k string) string {
 	return b.String()
 }
 
-func bad(key, format string, a ...any) error {
-	return &Error{Key: key, Msg: fmt.Sprintf(format, a...)}
-}
-
-var sinkNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// Validate checks a Config built in code (the watch command's). Its errors
-// name the key but no file or line.
-func (c *Config) Validate() error {
-	err := c.validate()
-	var ve *Error
-	if errors.As(err, &ve) {
-		ve.Key = displayKey(ve.Key)
+// KeyError builds a config error for key (dotted, sinks as "sinks.0.x")
+// with the key's line in the file the config came from, for problems
+// found after Parse, such as a watched path the capture cannot use or an
+// option a stage rejects. source names the config where it did not come
+// from a file (a config built in code).
+func (c *Config) KeyError(source, key string, err error) *Error {
+	if c.source != "" {
+		source = c.source
 	}
-	return err
-}
-
-// validate checks every value; keys are internal dotted keys ("sinks.0.x")
-// that Parse resolves to lines.
-func (c *Config) validate() error {
-	if len(c.Paths) == 0 {
-		return bad("paths", "must list at least one directory to watch")
-	}
-	for _, p := range c.Paths {
-		if !filepath.IsAbs(p) {
-			return bad("paths", "%q is not an absolute path", p)
-		}
-	}
-	for _, g := range [...]struct {
-		key   string
-		globs []string
-	}{{"include", c.Include}, {"exclude", c.Exclude}} {
-		for _, p := range g.globs {
-			if err := checkGlob(p); err != nil {
-				return bad(g.key, "%v", err)
-			}
-		}
-	}
-	for _, e := range c.Events {
-		if a, ok := record.ParseAction(e); !ok || a == record.ActionEventsLost {
-			return bad("events", "unknown event action %q (want %s)", e, actionList())
-		}
-	}
-	if c.MemoryLimitMB < 0 {
-		return bad("memory_limit_mb", "must be 0 (no limit) or a size in MiB, e.g. 64")
-	}
-	if c.ShutdownTimeout <= 0 {
-		return bad("shutdown_timeout", "must be positive, e.g. \"10s\"")
-	}
-	if c.StatsInterval < 0 {
-		return bad("stats_interval", "must not be negative (0 turns the stats line off)")
-	}
-	if c.Capture.ReadBuffer < 4096 || c.Capture.ReadBuffer > 64<<20 {
-		return bad("capture.read_buffer", "%d out of range (4096 to 67108864 bytes)", c.Capture.ReadBuffer)
-	}
-	if c.Capture.BatchDelay < 0 {
-		return bad("capture.batch_delay", "must not be negative")
-	}
-	switch c.Capture.Scope {
-	case "auto", "subtree", "filesystem":
-	default:
-		return bad("capture.scope", "%q is not one of auto, subtree, filesystem", c.Capture.Scope)
-	}
-	if c.Capture.SubtreeMaxDirs < 1 {
-		return bad("capture.subtree_max_dirs", "must be at least 1")
-	}
-	if c.Pipeline.CaptureChannel < 1 {
-		return bad("pipeline.capture_channel", "must be at least 1")
-	}
-	if c.Pipeline.EnrichChannel < 1 {
-		return bad("pipeline.enrich_channel", "must be at least 1")
-	}
-	if err := c.Enrich.validate(); err != nil {
-		return err
-	}
-	if c.Metrics.Listen == "" || !strings.Contains(c.Metrics.Listen, ":") {
-		return bad("metrics.listen", "%q is not a host:port address", c.Metrics.Listen)
-	}
-	if c.Health.SinkFailingAfter <= 0 {
-		return bad("health.sink_failing_after", "must be positive")
-	}
-	switch c.Logging.Level {
-	case "trace", "debug", "info", "warn", "error":
-	default:
-		return bad("logging.level", "unknown level %q (want trace, debug, info, warn or error)", c.Logging.Level)
-	}
-	switch c.Logging.Format {
-	case "json", "console", "auto":
-	default:
-		return bad("logging.format", "unknown format %q (want json, console or auto)", c.Logging.Format)
-	}
-	return c.validateSinks()
-}
-
-func (e *Enrich) validate() error {
-	if !filepath.IsAbs(e.ProcRoot) {
-		return bad("enrich.proc_root", "%q is not an absolute path", e.ProcRoot)
-	}
-	if e.CacheSize < 1 {
-		return bad("enrich.cache_size", "must be at least 1")
-	}
-	if e.CacheTTL <= 0 {
-		return bad("enrich.cache_ttl", "must be positive")
-	}
-	if e.CmdlineMax < 1 || e.CmdlineMax > 1<<20 {
-		return bad("enrich.cmdline_max", "%d out of range (1 to 1048576)", e.CmdlineMax)
-	}
-	if e.Hash.MaxSize < 1 {
-		return bad("enrich.hash.max_size", "must be positive")
-	}
-	if e.Hash.BytesPerSecond < 1 {
-		return bad("enrich.hash.bytes_per_second", "must be positive")
-	}
-	if e.Hash.Workers < 1 || e.Hash.Workers > 64 {
-		return bad("enrich.hash.workers", "%d out of range (1 to 64)", e.Hash.Workers)
-	}
-	return nil
-}
-
-func (c *Config) validateSinks() error {
-	if len(c.Sinks) == 0 {
-		return bad("sinks", "must configure at least one sink")
-	}
-	names := map[string]bool{}
-	stdout := 0
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		k := func(f string) string {
-			if f == "" {
-				return fmt.Sprintf("sinks.%d", i)
-			}
-			return fmt.Sprintf("sinks.%d.%s", i, f)
-		}
-		if !sinkNameRE.MatchString(s.Name) {
-			return bad(k("name"), "%q is not a valid sink name (1-64 of A-Z a-z 0-9 _ . -)", s.Name)
-		}
-		if names[s.Name] {
-			return bad(k("name"), "duplicate sink name %q", s.Name)
-		}
-		names[s.Name] = true
-		if s.QueueSize < 1 || s.QueueSize > 1<<24 {
-			return bad(k("queue_size"), "%d out of range (1 to 16777216)", s.QueueSize)
-		}
-		if s.File != nil && s.Type != SinkFile {
-			return bad(k("file"), "[sinks.file] given for a sink of type %q", s.Type)
-		}
-		if s.Kafka != nil && s.Type != SinkKafka {
-			return bad(k("kafka"), "[sinks.kafka] given for a sink of type %q", s.Type)
-		}
-		switch s.Type {
-		case SinkStdout:
-			stdout++
-			if stdout > 1 {
-				return bad(k("type"), "only one stdout sink is allowed")
-			}
-		case SinkFile:
-			if err := s.File.Validate(); err != nil {
-				return subKeyError(k("file"), err)
-			}
-		case SinkKafka:
-			if err := s.Kafka.Validate(); err != nil {
-				return subKeyError(k("kafka"), err)
-			}
-		default:
-			return bad(k("type"), "unknown sink type %q (want stdout, file or kafka)", s.Type)
-		}
-	}
-	return nil
-}
-
-// subKeyError maps a sink package's Validate error to a key: by convention
-// the message starts with the offending key ("path: must be ..."), which
-// then resolves to its line.
-func subKeyError(prefix string, err error) error {
-	msg := err.Error()
-	if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " \t") {
-		return bad(prefix+"."+msg[:i], "%s", msg[i+2:])
-	}
-	return bad(prefix, "%s", msg)
-}
-
-func checkGlob(p string) error {
-	if p == "" {
-		return errors.New("empty glob")
-	}
-	if _, err := path.Match(p, ""); err != nil {
-		return fmt.Errorf("bad glob %q: %w", p, err)
-	}
-	return nil
-}
-
-func actionList() string {
-	var names []string
-	for _, a := range record.FileActions() {
-		names = append(names, a.String())
-	}
-	return strings.Join(names, ", ")
-}
-
-// OutputGlobs lists globs for the files the sinks derive from their
-// outputs (rotated files), for the capture's Exclude.
-func (c *Config) OutputGlobs() []string {
-	var out []string
-	for i := range c.Sinks {
-		out = append(out, sinkOutputGlobs(&c.Sinks[i])...)
-	}
-	return out
-}
-
-// OutputPaths lists every file the configured sinks write, for the
-// capture's IgnorePaths.
-func (c *Config) OutputPaths() []string {
-	var out []string
-	for i := range c.Sinks {
-		out = append(out, sinkOutputPaths(&c.Sinks[i])...)
-	}
-	return out
+	return &Error{File: source, Line: c.lines.line(key), Key: displayKey(key), Msg: err.Error(), Err: err}
 }
