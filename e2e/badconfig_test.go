@@ -45,6 +45,22 @@ func TestBadInput(t *testing.T) {
 		// capture finds the path missing: still one line.
 		{"setup warning then config error", cfg("paths = [\"/nonexistent/fanaudit-e2e\"]\n[enrich]\netc_root = \"/nonexistent/etc\"\n"), []string{"key paths", ":1:"}},
 		{"watch a file", []string{"watch", "/etc/passwd"}, []string{"/etc/passwd"}},
+		// Issue #10: durations are strings; inline tables are checked like [tables].
+		{"duration as integer", cfg("paths = [\"/tmp\"]\nstats_interval = 5\n"), []string{"key stats_interval", ":2:", `"5s"`}},
+		{"inline bad policy", cfg("sinks = [\n  { name = \"s\", type = \"stdout\" },\n  { name = \"f\", type = \"file\", file = { path = \"/x\" }, when_full = \"drop_some\" },\n]\n"), []string{"sinks[1].when_full", ":3:"}},
+		{"inline unknown key", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nkafka = { brokers = [\"b:1\"], topic = \"t\", spool = { dri = \"/x\" } }\n"), []string{"sinks[0].kafka.spool.dri", ":4:"}},
+		// Issue #11: bad input.
+		{"config is /dev/zero", []string{"run", "--config", "/dev/zero"}, []string{"/dev/zero", "more than 4194304 bytes"}},
+		{"relative spool dir", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "spool = { dir = \"spool\" }\n"), []string{"key sinks[0].kafka.spool.dir", ":7:", "absolute"}},
+		{"relative spool dir, check-config", check("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "spool = { dir = \"spool\" }\n"), []string{"key sinks[0].kafka.spool.dir", ":7:", "absolute"}},
+		{"relative dead letter file", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "dead_letter_file = \"dead.json\"\n"), []string{"key sinks[0].kafka.dead_letter_file", ":7:"}},
+		{"two file sinks on one path", cfg("[[sinks]]\nname = \"a\"\ntype = \"file\"\nfile.path = \"/var/log/fa.json\"\n[[sinks]]\nname = \"b\"\ntype = \"file\"\nfile.path = \"/var/log/fa.json\"\n"), []string{"key sinks[1].file.path", ":8:", "sinks[0].file.path"}},
+		{"file path is a dead letter file", cfg("[[sinks]]\nname = \"a\"\ntype = \"file\"\nfile.path = \"/var/log/fa.json\"\n" + "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "dead_letter_file = \"/var/log/fa.json\"\n"), []string{"key sinks[1].kafka.dead_letter_file", ":11:"}},
+		{"two kafka sinks on one spool", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "spool.dir = \"/var/spool/fa\"\n[[sinks]]\nname = \"k2\"\ntype = \"kafka\"\nkafka = { brokers = [\"127.0.0.1:9\"], topic = \"t\", spool = { dir = \"/var/spool/fa\" } }\n"), []string{"key sinks[1].kafka.spool.dir", ":11:"}},
+		{"missing password file", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "[sinks.kafka.sasl]\nmechanism = \"scram-sha-512\"\nusername = \"u\"\npassword_file = \"/nonexistent/fanaudit-pw\"\n"), []string{"key sinks[0].kafka.sasl.password_file", ":10:"}},
+		{"missing ca file", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "tls = { enabled = true, ca_file = \"/nonexistent/fanaudit-ca.pem\" }\n"), []string{"key sinks[0].kafka.tls.ca_file", ":7:"}},
+		{"broker port 99999", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:99999\"]\ntopic = \"t\"\n"), []string{"key sinks[0].kafka.brokers[0]", ":5:", "99999"}},
+		{"memory limit 2^44", cfg("memory_limit_mb = 17592186044416\n"), []string{"key memory_limit_mb", ":1:"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

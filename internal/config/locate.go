@@ -241,8 +241,8 @@ func (p *locator) literalString() string {
 	return s
 }
 
-// multiline skips a """ or ''' string, which may hold quotes and newlines
-// and end in up to two extra quotes.
+// multiline skips a multi-line string (three quotes, double or single),
+// which may hold quotes and newlines and end in up to two extra quotes.
 func (p *locator) multiline(delim string) {
 	p.advance(3)
 	for !p.eof() {
