@@ -41,6 +41,7 @@ lint:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./internal/kernel -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 # ---- kafka (sinks/kafka, scripts/kafka.sh) ----
 .PHONY: kafka-fetch test-kafka bench-kafka
