@@ -90,8 +90,7 @@ func fileOptions(f *config.FileSink) sinks.FileOptions {
 	}
 }
 
-// kafkaConfig maps [sinks.kafka]. create_topics has no kafka.Config
-// field yet: the kafka sink wires it.
+// kafkaConfig maps [sinks.kafka].
 func kafkaConfig(k *config.KafkaSink) kafka.Config {
 	return kafka.Config{
 		Brokers:         append([]string(nil), k.Brokers...),
