@@ -64,6 +64,14 @@ bench-kafka:
 	trap 'bash scripts/kafka.sh stop --dir "$$FANAUDIT_KAFKA_DIR"' EXIT; \
 	$(GO) test -run '^$$' -bench BenchmarkSink -benchtime 200000x ./sinks/kafka/
 
+# ---- records (internal/record, internal/ecs) ----
+.PHONY: ecs-table
+# Regenerate the committed ECS field table from the published ecs_flat.yml.
+ECS_FLAT ?= ../shared/schemas/ecs_flat.yml
+ecs-table:
+	python3 scripts/ecs-table.py $(ECS_FLAT) > internal/ecs/testdata/ecs_fields.tsv.new
+	mv internal/ecs/testdata/ecs_fields.tsv.new internal/ecs/testdata/ecs_fields.tsv
+
 # ---- bench (bench/) ----
 bench:
 	bash bench/run.sh

@@ -408,7 +408,7 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 			miss |= missAudit
 		}
 	} else {
-		miss |= e.fillProcess(r, p)
+		miss |= e.fillProcess(r, p, t)
 	}
 	if miss == 0 {
 		r.Fanaudit.Enrichment = "full"
@@ -420,10 +420,18 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	e.partial.Add(1)
 }
 
-func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry) (miss uint32) {
+func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry, t time.Time) (miss uint32) {
 	pr := &r.Process
 	if p.HasPPid {
 		pr.PPid = p.PPid
+		// The parent's identity, from the cache (or /proc once per
+		// parent); not knowing it does not make the record partial.
+		if pp := e.cache.Resolve(p.PPid, t, true); pp != nil {
+			if pp.HasExe {
+				pr.ParentExecutable = pp.Exe
+			}
+			pr.ParentEntityID = pp.EntityID
+		}
 	} else {
 		miss |= missPPid
 	}
@@ -438,7 +446,7 @@ func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry) (miss uint32) {
 		miss |= missName
 	}
 	if p.HasCmdline {
-		pr.CommandLine = p.Cmdline
+		pr.CommandLine, pr.Args = p.Cmdline, p.Argv
 	} else {
 		miss |= missCmdline
 	}

@@ -199,7 +199,8 @@ func TestLateRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := (<-out)[0]
-	if r.Process.Executable != "/usr/bin/touch" || e.Stats().LateReads != 1 {
+	// Two reads: the process, and its parent (process.parent.*).
+	if r.Process.Executable != "/usr/bin/touch" || r.Process.ParentExecutable != "/sbin/init" || e.Stats().LateReads != 2 {
 		t.Fatalf("%+v %+v", r.Process, e.Stats())
 	}
 }

@@ -28,6 +28,7 @@ func readHost(procRoot, etcRoot string) (*record.Host, []error) {
 		Hostname: one(filepath.Join(procRoot, "sys/kernel/hostname")),
 		ID:       one(filepath.Join(etcRoot, "machine-id")),
 		BootID:   one(filepath.Join(procRoot, "sys/kernel/random/boot_id")),
+		Kernel:   one(filepath.Join(procRoot, "sys/kernel/osrelease")),
 	}, errs
 }
 

@@ -71,7 +71,11 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	}
 	defer capt.Close()
 
-	specs, closeSinks, err := buildSinks(cfg, source, enr.Host(), stdout, log)
+	runID, err := newRunID()
+	if err != nil {
+		return err
+	}
+	specs, closeSinks, err := buildSinks(cfg, source, enr.Host(), runID, stdout, log)
 	if err != nil {
 		return err
 	}
@@ -90,6 +94,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		StatsInterval:    cfg.StatsInterval.Duration,
 		SinkFailingAfter: cfg.Health.SinkFailingAfter.Duration,
 		Host:             enr.Host(),
+		Encoding:         record.Options{RunID: runID, Version: version},
 		StatsHook: func(e *zerolog.Event) {
 			e.Uint64("captured", stages.Captured()).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
 		},
@@ -171,7 +176,7 @@ func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) 
 
 // buildSinks creates every configured sink. The returned func closes
 // those that hold files, after the pipeline has stopped.
-func buildSinks(cfg *config.Config, source string, host *record.Host, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
+func buildSinks(cfg *config.Config, source string, host *record.Host, runID string, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
 	opts, err := sinkOptionsOf(cfg, source)
 	if err != nil {
 		return nil, nil, wrapConfig(err)
@@ -184,10 +189,6 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, stdout io.
 				log.Warn().Err(err).Msg("closing sink")
 			}
 		}
-	}
-	runID, err := newRunID()
-	if err != nil {
-		return nil, nil, err
 	}
 	for _, s := range opts {
 		slog := log.With().Str("sink", s.Name).Logger()
@@ -222,7 +223,8 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, stdout io.
 	return specs, closeAll, nil
 }
 
-// newRunID makes the per-run part of Kafka event ids.
+// newRunID makes the run id: fanaudit.run_id and the per-run part of
+// event.id (records and Kafka headers).
 func newRunID() (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -18,6 +18,7 @@ import (
 // one per sink per LossInterval, and all of them once the input is done.
 func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error {
 	f := fanState{
+		enc:        record.NewEncoder(p.opts.Encoding),
 		p:          p,
 		lastReport: make([]time.Time, len(p.queues)),
 		lineSize:   512,
@@ -92,7 +93,7 @@ func (f *fanState) settled() bool {
 }
 
 type fanState struct {
-	enc        record.Encoder
+	enc        *record.Encoder
 	p          *Pipeline
 	seq        uint64
 	lastReport []time.Time

@@ -62,6 +62,8 @@ type Options struct {
 	StatsHook func(e *zerolog.Event)
 	// Host is attached to the loss records the pipeline makes.
 	Host *record.Host
+	// Encoding is the encoders' per-run settings (run id, version).
+	Encoding record.Options
 	// Now is the clock, for tests; default time.Now.
 	Now func() time.Time
 }

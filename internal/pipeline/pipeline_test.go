@@ -536,7 +536,7 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	q := sinks.NewQueue("b", 1<<20, sinks.DropNewest)
 	p := &Pipeline{queues: []*sinks.Queue{q}, opts: Options{Now: time.Now, LossInterval: time.Second}}
-	f := fanState{p: p, lastReport: make([]time.Time, 1), lineSize: 512}
+	f := fanState{enc: record.NewEncoder(record.Options{}), p: p, lastReport: make([]time.Time, 1), lineSize: 512}
 	buf := make([]*sinks.Item, 0, per)
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -2,6 +2,7 @@ package record
 
 import (
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -9,24 +10,72 @@ import (
 // unsetID is the kernel's "not set" value for login uid and session id.
 const unsetID = 4294967295
 
-// AppendJSON appends the record as one compact JSON object (no newline) to
-// dst and returns the extended slice. Dotted contract names become nested
-// objects, unknown values are left out, and an object left with no member is
-// removed whole. It does not allocate when dst has room, because it runs
-// once per record on the hot path.
-func (r *Record) AppendJSON(dst []byte) []byte {
-	b := r.appendHead(dst, nil)
-	b = r.appendActor(b)
-	return r.appendTail(b)
+// ECSVersion is ecs.version: the ECS release whose field definitions the
+// JSON records follow (checked against ECS 9.5's ecs_flat.yml by the
+// tests, see testdata/ecs_fields.tsv).
+const ECSVersion = "9.5.0"
+
+// Options are an encoder's per-run settings, set once when it is made.
+type Options struct {
+	// RunID is fanaudit.run_id and the run part of event.id. Empty leaves
+	// both out (tests, tools that re-encode).
+	RunID string
+	// Version is the agent's version, OCSF's metadata.product.version.
+	Version string
+	// Color: the text encoder colours its lines (a terminal).
+	Color bool
 }
 
-// Encoder appends records exactly as AppendJSON does, but keeps the encoded
-// process, user, group, container and host members of the previous record
-// and reuses them while those fields are equal. Consecutive records mostly
-// come from one process, and those members are most of a record's bytes.
-// The comparison is cheap: the strings of one cached process share their
-// data, so equal strings are found by pointer. Not safe for concurrent use.
+// EventIDPrefix returns "<host.id>:<boot.id>:<run id>:", to which
+// AppendEventID adds event.sequence. Without a machine id (some
+// containers) the hostname stands in for host.id. It returns "" when no
+// unique id can be made: no run id, or neither host id nor hostname.
+// The Kafka sink's fanaudit.event_id header and the records' event.id are
+// both made with it, so they are the same string.
+func EventIDPrefix(h *Host, runID string) string {
+	if h == nil || runID == "" {
+		return ""
+	}
+	id := h.ID
+	if id == "" {
+		id = h.Hostname
+	}
+	if id == "" {
+		return ""
+	}
+	return id + ":" + h.BootID + ":" + runID + ":"
+}
+
+// AppendEventID appends the event id of sequence seq to b.
+func AppendEventID(b []byte, prefix string, seq uint64) []byte {
+	return strconv.AppendUint(append(b, prefix...), seq, 10)
+}
+
+// AppendJSON appends the record as one compact ECS JSON object (no
+// newline) to dst and returns the extended slice, as an Encoder with no
+// Options does. Dotted contract names become nested objects, unknown
+// values are left out, and an object left with no member is removed
+// whole. It does not allocate when dst has room.
+func (r *Record) AppendJSON(dst []byte) []byte {
+	b := r.appendHead(dst, nil, "")
+	b = r.appendActor(b)
+	return r.appendTail(b, "")
+}
+
+// Encoder appends records exactly as AppendJSON does, plus the per-run
+// fields of its Options (event.id, fanaudit.run_id), but keeps the
+// encoded process, user, group, container and host members of the
+// previous record and reuses them while those fields are equal.
+// Consecutive records mostly come from one process, and those members are
+// most of a record's bytes. The comparison is cheap: the strings of one
+// cached process share their data, so equal strings are found by pointer.
+// Not safe for concurrent use.
 type Encoder struct {
+	opts Options
+
+	idHost   *Host
+	idPrefix string
+
 	ts     time.Time
 	tsText []byte
 
@@ -42,6 +91,18 @@ type Encoder struct {
 	tailValid bool
 }
 
+// NewEncoder returns an ECS JSON encoder with the run's options.
+func NewEncoder(o Options) *Encoder { return &Encoder{opts: o} }
+
+// prefix returns the event id prefix for h, recomputed only when the host
+// changes (once per run in the agent).
+func (e *Encoder) prefix(h *Host) string {
+	if h != e.idHost || e.idHost == nil {
+		e.idHost, e.idPrefix = h, EventIDPrefix(h, e.opts.RunID)
+	}
+	return e.idPrefix
+}
+
 // Append appends r as one JSON object, like r.AppendJSON(dst).
 func (e *Encoder) Append(dst []byte, r *Record) []byte {
 	// The records of one read share their timestamp.
@@ -49,7 +110,7 @@ func (e *Encoder) Append(dst []byte, r *Record) []byte {
 		e.ts = r.Timestamp
 		e.tsText = AppendTimestamp(e.tsText[:0], r.Timestamp)
 	}
-	b := r.appendHead(dst, e.tsText)
+	b := r.appendHead(dst, e.tsText, e.prefix(r.Host))
 	if e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c {
 		b = append(b, e.actor...)
 	} else {
@@ -64,9 +125,10 @@ func (e *Encoder) Append(dst []byte, r *Record) []byte {
 	// one Missing slice per combination of missing fields, so the slice's
 	// identity stands for its contents.
 	if r.Action == ActionEventsLost || r.Fanaudit.Lost != (Lost{}) {
-		return r.appendTail(b)
+		return r.appendTail(b, e.opts.RunID)
 	}
-	k := tailKey{enrichment: r.Fanaudit.Enrichment, n: len(r.Fanaudit.Missing), hash: r.File.HashStatus}
+	k := tailKey{enrichment: r.Fanaudit.Enrichment, n: len(r.Fanaudit.Missing), hash: r.File.HashStatus,
+		ftype: r.File.Type, cgroup: r.Process.CgroupPath}
 	if k.n > 0 {
 		k.missing = &r.Fanaudit.Missing[0]
 	}
@@ -74,7 +136,7 @@ func (e *Encoder) Append(dst []byte, r *Record) []byte {
 		return append(b, e.tail...)
 	}
 	m := len(b)
-	b = r.appendTail(b)
+	b = r.appendTail(b, e.opts.RunID)
 	e.tail = append(e.tail[:0], b[m:]...)
 	e.tk, e.tailValid = k, true
 	return b
@@ -86,11 +148,14 @@ type tailKey struct {
 	missing    *string
 	n          int
 	hash       string
+	ftype      string
+	cgroup     string
 }
 
-// appendHead opens the object and appends @timestamp, event and file.
-// ts, when not nil, is r.Timestamp already formatted.
-func (r *Record) appendHead(dst, ts []byte) []byte {
+// appendHead opens the object and appends @timestamp, ecs, event and
+// file. ts, when not nil, is r.Timestamp already formatted; idPrefix, when
+// not empty, makes event.id.
+func (r *Record) appendHead(dst, ts []byte, idPrefix string) []byte {
 	b := append(dst, '{')
 	if !r.Timestamp.IsZero() {
 		b = key(b, "@timestamp")
@@ -102,11 +167,24 @@ func (r *Record) appendHead(dst, ts []byte) []byte {
 		}
 		b = append(b, '"')
 	}
+	b = key(b, "ecs")
+	b = append(b, `{"version":"`+ECSVersion+`"}`...)
 
 	m := len(b)
 	b = openObj(b, "event")
 	b = strField(b, "action", r.Action.String())
+	// Loss records are events too (something happened: records were
+	// lost), of type info and with no category: no ECS category fits
+	// the agent's own pipeline, and file rules must not match them.
+	b = key(b, "kind")
+	b = append(b, `"event"`...)
 	if r.Sequence != 0 {
+		if idPrefix != "" {
+			b = key(b, "id")
+			b = append(b, '"')
+			b = AppendEventID(b, idPrefix, r.Sequence)
+			b = append(b, '"')
+		}
 		b = key(b, "sequence")
 		b = strconv.AppendUint(b, r.Sequence, 10)
 	}
@@ -135,26 +213,95 @@ func (r *Record) appendActor(b []byte) []byte {
 		m = len(b)
 		b = openObj(b, "host")
 		b = strField(b, "hostname", h.Hostname)
+		// host.name: ECS's main host field, which Elastic's rules and
+		// dashboards key on; the hostname is what it holds on Unix.
+		b = strField(b, "name", h.Hostname)
 		b = strField(b, "id", h.ID)
 		m2 := len(b)
 		b = openObj(b, "boot")
 		b = strField(b, "id", h.BootID)
 		b = closeObj(b, m2)
+		b = key(b, "os")
+		b = append(b, `{"type":"linux"`...)
+		if h.Kernel != "" {
+			b = key(b, "kernel")
+			b = appendString(b, h.Kernel)
+		}
+		b = append(b, '}')
 		b = closeObj(b, m)
 	}
 	return b
 }
 
 // appendTail appends the fanaudit members and closes the object.
-func (r *Record) appendTail(b []byte) []byte {
+func (r *Record) appendTail(b []byte, runID string) []byte {
+	m := len(b)
+	b = openObj(b, "fanaudit")
+	b = strField(b, "run_id", runID)
 	b = r.Fanaudit.appendJSON(b, r.File.HashStatus)
+	if t := r.File.Type; t != "" && !ecsFileType(t) {
+		b = key(b, "file")
+		b = append(b, `{"type":`...)
+		b = appendString(b, t)
+		b = append(b, '}')
+	}
+	if p := r.Process.CgroupPath; p != "" {
+		// ECS has no cgroup field for a process.
+		b = key(b, "process")
+		b = append(b, `{"cgroup":{"path":`...)
+		b = appendString(b, p)
+		b = append(b, "}}"...)
+	}
+	b = closeObj(b, m)
 	return append(b, '}')
+}
+
+// ecsFileType reports whether t is one of the file.type values ECS lists
+// (file, dir, symlink). The other kinds of inode (char_device,
+// block_device, fifo, socket) go to fanaudit.file.type instead.
+func ecsFileType(t string) bool {
+	return t == "file" || t == "dir" || t == "symlink"
+}
+
+// SplitPath returns file.directory, file.name and file.extension for an
+// absolute path: the directory without a trailing slash ("/" for a top
+// level name), the last element, and what follows the name's last dot,
+// where the name has a dot that is neither its first nor its last byte
+// (".bashrc" and "a." have none). The root has no name. They are slices
+// of path: nothing is allocated.
+func SplitPath(path string) (dir, name, ext string) {
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return "", path, extOf(path)
+	}
+	name = path[i+1:]
+	dir = path[:i]
+	if i == 0 {
+		dir = "/"
+	}
+	if name == "" {
+		// "/" or a path ending in a slash: no name to speak of.
+		return "", "", ""
+	}
+	return dir, name, extOf(name)
+}
+
+func extOf(name string) string {
+	j := strings.LastIndexByte(name, '.')
+	if j <= 0 || j == len(name)-1 {
+		return ""
+	}
+	return name[j+1:]
 }
 
 func (f *File) appendJSON(b []byte) []byte {
 	m := len(b)
 	b = openObj(b, "file")
 	b = strField(b, "path", f.Path)
+	dir, name, ext := SplitPath(f.Path)
+	b = strField(b, "name", name)
+	b = strField(b, "directory", dir)
+	b = strField(b, "extension", ext)
 	if f.OriginalPath != "" {
 		// ECS has no field for a rename's source; Ext is its custom-field
 		// escape hatch, and Elastic's own agents use file.Ext.original.path.
@@ -163,7 +310,9 @@ func (f *File) appendJSON(b []byte) []byte {
 		b = appendString(b, f.OriginalPath)
 		b = append(b, "}}"...)
 	}
-	b = strField(b, "type", f.Type)
+	if ecsFileType(f.Type) {
+		b = strField(b, "type", f.Type)
+	}
 	if f.HasStat {
 		// ECS types inode, mode, uid and gid as keywords, so they are strings.
 		b = key(b, "inode")
@@ -200,15 +349,22 @@ func (p *Process) appendJSON(b []byte) []byte {
 		b = key(b, "pid")
 		b = strconv.AppendInt(b, int64(p.Pid), 10)
 	}
+	m2 := len(b)
+	b = openObj(b, "parent")
 	if p.PPid != 0 {
-		b = key(b, "parent")
-		b = append(b, `{"pid":`...)
+		b = key(b, "pid")
 		b = strconv.AppendInt(b, int64(p.PPid), 10)
-		b = append(b, '}')
 	}
+	b = strField(b, "executable", p.ParentExecutable)
+	b = strField(b, "entity_id", p.ParentEntityID)
+	b = closeObj(b, m2)
 	b = strField(b, "executable", p.Executable)
 	b = strField(b, "name", p.Name)
 	b = strField(b, "command_line", p.CommandLine)
+	if p.Args != "" {
+		b = key(b, "args")
+		b = appendArgs(b, p.Args)
+	}
 	if !p.Start.IsZero() {
 		b = key(b, "start")
 		b = append(b, '"')
@@ -216,8 +372,26 @@ func (p *Process) appendJSON(b []byte) []byte {
 		b = append(b, '"')
 	}
 	b = strField(b, "entity_id", p.EntityID)
-	b = nestedStr(b, "cgroup", `{"path":`, p.CgroupPath)
 	return closeObj(b, m)
+}
+
+// appendArgs appends argv, NUL-separated as in Process.Args, as a JSON
+// array of strings.
+func appendArgs(b []byte, args string) []byte {
+	b = append(b, '[')
+	for i := 0; ; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		j := strings.IndexByte(args, 0)
+		if j < 0 {
+			b = appendString(b, args)
+			break
+		}
+		b = appendString(b, args[:j])
+		args = args[j+1:]
+	}
+	return append(b, ']')
 }
 
 func (u *User) appendJSON(b []byte) []byte {
@@ -258,9 +432,9 @@ func (u *User) appendJSON(b []byte) []byte {
 	return closeObj(b, m)
 }
 
+// appendJSON appends the members of the fanaudit object, which the
+// caller opens and closes.
 func (f *Meta) appendJSON(b []byte, hashStatus string) []byte {
-	m := len(b)
-	b = openObj(b, "fanaudit")
 	b = strField(b, "enrichment", f.Enrichment)
 	if len(f.Missing) > 0 {
 		b = strArray(b, "missing", f.Missing)
@@ -281,7 +455,7 @@ func (f *Meta) appendJSON(b []byte, hashStatus string) []byte {
 		b = appendString(b, hashStatus)
 		b = append(b, '}')
 	}
-	return closeObj(b, m)
+	return b
 }
 
 // key appends a member name, preceded by a comma unless it is the first

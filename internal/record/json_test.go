@@ -19,8 +19,13 @@ var update = flag.Bool("update", false, "rewrite golden files")
 var (
 	ts    = time.Date(2026, 11, 22, 1, 2, 3, 4000, time.UTC)
 	start = time.Date(2026, 11, 21, 23, 0, 0, 500, time.FixedZone("CET", 3600))
-	host  = &Host{Hostname: "vm1", ID: "0123456789abcdef0123456789abcdef", BootID: "b6f0a3a8-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}
+	host  = &Host{Hostname: "vm1", ID: "0123456789abcdef0123456789abcdef", BootID: "b6f0a3a8-1c2d-4e5f-8a9b-0c1d2e3f4a5b", Kernel: "6.8.0-31-generic"}
+	// testOpts are the per-run options of the golden records.
+	testOpts = Options{RunID: "5f2c0a1b9d3e4f60"}
 )
+
+// encode encodes r alone with testOpts, as the agent's first record.
+func encode(r *Record) []byte { return NewEncoder(testOpts).Append(nil, r) }
 
 func fullRecord() Record {
 	return Record{
@@ -32,7 +37,8 @@ func fullRecord() Record {
 		},
 		Process: Process{
 			Pid: 4242, PPid: 1, Executable: "/usr/bin/vim", Name: "vim",
-			CommandLine: "vim report.txt", Start: start, EntityID: "vm1-4242-123456789",
+			CommandLine: "vim report.txt", Args: "vim\x00report.txt", Start: start, EntityID: "vm1-4242-123456789",
+			ParentExecutable: "/usr/lib/systemd/systemd", ParentEntityID: "vm1-1-1",
 			CgroupPath: "/user.slice/user-1000.slice/session-3.scope",
 		},
 		User: User{
@@ -69,6 +75,18 @@ func goldenCases() []struct {
 	hashSkipped.File.SHA256 = ""
 	hashSkipped.File.HashStatus = "skipped_size"
 
+	// An exec with quoted and empty arguments: argv keeps them apart.
+	execArgs := fullRecord()
+	execArgs.Action = ActionExec
+	execArgs.File = File{Path: "/usr/local/bin/tool.sh", Type: "file"}
+	execArgs.Process.CommandLine = "sh -c echo \"a b\"  'c'"
+	execArgs.Process.Args = "sh\x00-c\x00echo \"a b\"\x00\x00'c'"
+
+	// A device node: its type is not one ECS lists for file.type.
+	dev := fullRecord()
+	dev.Action = ActionAttrib
+	dev.File = File{Path: "/dev/.hidden", Type: "char_device"}
+
 	return []struct {
 		name string
 		rec  Record
@@ -78,6 +96,8 @@ func goldenCases() []struct {
 		{"rename_setuid_dir", rename},
 		{"delete_minimal", del},
 		{"hash_skipped", hashSkipped},
+		{"exec_args", execArgs},
+		{"char_device_dotfile", dev},
 		{"kernel_overflow", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 1, Host: host,
 			Fanaudit: Meta{Lost: Lost{Reason: ReasonKernelOverflow}}}},
 		{"queue_full", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 100, Host: host,
@@ -93,7 +113,7 @@ func goldenCases() []struct {
 func TestAppendJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
 	for _, tc := range goldenCases() {
-		line := tc.rec.AppendJSON(nil)
+		line := encode(&tc.rec)
 		if !json.Valid(line) {
 			t.Errorf("%s: invalid JSON: %s", tc.name, line)
 		}
@@ -196,7 +216,7 @@ func TestAppendJSONSchema(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, tc := range recs {
-		line := tc.rec.AppendJSON(nil)
+		line := encode(&tc.rec)
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
 		var v any
@@ -253,7 +273,8 @@ func walkSchema(s map[string]any, prefix string, f func(string)) {
 
 // validate implements the subset of JSON Schema the record schema uses:
 // type, properties, additionalProperties:false, required, items, enum,
-// pattern and minimum.
+// pattern and minimum. A string may be empty only where minLength is 0
+// (an argv element).
 func validate(s map[string]any, v any, at string) []string {
 	var errs []string
 	fail := func(f string, a ...any) { errs = append(errs, fmt.Sprintf("%s: %s", at, fmt.Sprintf(f, a...))) }
@@ -300,7 +321,7 @@ func validate(s map[string]any, v any, at string) []string {
 			fail("want string, got %T", v)
 			return errs
 		}
-		if str == "" {
+		if str == "" && s["minLength"] != 0.0 {
 			fail("empty string should have been omitted")
 		}
 		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(str) {
@@ -459,4 +480,74 @@ func BenchmarkEncoder(b *testing.B) {
 		buf = enc.Append(buf[:0], &r)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+func TestSplitPath(t *testing.T) {
+	tests := []struct{ path, dir, name, ext string }{
+		{"/etc/passwd", "/etc", "passwd", ""},
+		{"/a", "/", "a", ""},
+		{"/", "", "", ""},
+		{"/srv/x/archive.tar.gz", "/srv/x", "archive.tar.gz", "gz"},
+		{"/home/u/.bashrc", "/home/u", ".bashrc", ""},
+		{"/home/u/.config.bak", "/home/u", ".config.bak", "bak"},
+		{"/m/trailing.", "/m", "trailing.", ""},
+		{"/m/dir.d/file", "/m/dir.d", "file", ""},
+		{"/m/sub/", "", "", ""},
+	}
+	for _, tc := range tests {
+		dir, name, ext := SplitPath(tc.path)
+		if dir != tc.dir || name != tc.name || ext != tc.ext {
+			t.Errorf("SplitPath(%q) = %q, %q, %q; want %q, %q, %q", tc.path, dir, name, ext, tc.dir, tc.name, tc.ext)
+		}
+	}
+}
+
+func TestEventID(t *testing.T) {
+	if got := string(AppendEventID(nil, EventIDPrefix(host, "r1"), 42)); got != host.ID+":"+host.BootID+":r1:42" {
+		t.Errorf("event id %q", got)
+	}
+	noID := &Host{Hostname: "vm2", BootID: "b"}
+	if got := EventIDPrefix(noID, "r1"); got != "vm2:b:r1:" {
+		t.Errorf("without a machine id: %q", got)
+	}
+	for _, h := range []*Host{nil, {BootID: "b"}} {
+		if got := EventIDPrefix(h, "r1"); got != "" {
+			t.Errorf("EventIDPrefix(%v) = %q, want none", h, got)
+		}
+	}
+	if got := EventIDPrefix(host, ""); got != "" {
+		t.Errorf("no run id: %q", got)
+	}
+	// The encoder writes the same id.
+	r := fullRecord()
+	var got struct {
+		Event struct {
+			ID string `json:"id"`
+		} `json:"event"`
+		Fanaudit struct {
+			RunID string `json:"run_id"`
+		} `json:"fanaudit"`
+	}
+	if err := json.Unmarshal(encode(&r), &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := string(AppendEventID(nil, EventIDPrefix(host, testOpts.RunID), r.Sequence)); got.Event.ID != want || got.Fanaudit.RunID != testOpts.RunID {
+		t.Errorf("event.id %q run_id %q; want %q %q", got.Event.ID, got.Fanaudit.RunID, want, testOpts.RunID)
+	}
+}
+
+func TestEncoderNoAlloc(t *testing.T) {
+	r := fullRecord()
+	enc := NewEncoder(testOpts)
+	buf := make([]byte, 0, 4096)
+	// Alternate two processes so the cached members are rebuilt each time.
+	r2 := fullRecord()
+	r2.Process.Pid++
+	if n := testing.AllocsPerRun(100, func() {
+		r.Sequence++
+		buf = enc.Append(buf[:0], &r)
+		buf = enc.Append(buf[:0], &r2)
+	}); n != 0 {
+		t.Errorf("Encoder.Append allocates %v times per record", n)
+	}
 }

@@ -136,9 +136,19 @@ type Process struct {
 	Executable  string
 	Name        string // comm
 	CommandLine string // capped, see enrich
-	Start       time.Time
-	EntityID    string
-	CgroupPath  string // process.cgroup.path
+	// Args is argv as /proc/PID/cmdline has it: the arguments separated
+	// by NUL bytes, without the final NUL, capped like CommandLine. The
+	// encoders split it into process.args without allocating; one string
+	// (rather than a slice) keeps Process comparable and cheap to cache.
+	Args     string
+	Start    time.Time
+	EntityID string
+	// Parent's executable and entity id (process.parent.*), where known.
+	ParentExecutable string
+	ParentEntityID   string
+	// CgroupPath is not an ECS field; it is encoded as
+	// fanaudit.process.cgroup.path.
+	CgroupPath string
 }
 
 // User holds user.*, group.* and the audit login fields.
@@ -166,9 +176,10 @@ type Container struct {
 
 // Host holds host.* fields, read once at start.
 type Host struct {
-	Hostname string
+	Hostname string // also host.name
 	ID       string // /etc/machine-id
 	BootID   string // /proc/sys/kernel/random/boot_id
+	Kernel   string // host.os.kernel: /proc/sys/kernel/osrelease
 }
 
 // Meta holds fanaudit.* fields.

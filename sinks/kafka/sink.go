@@ -25,7 +25,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +37,8 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 )
 
-// HeaderEventID carries <host.id>:<boot.id>:<run id>:<event.sequence>, unique
+// HeaderEventID carries <host.id>:<boot.id>:<run id>:<event.sequence>
+// (record.EventIDPrefix, the records' event.id), unique
 // per record across hosts, boots and agent runs, so consumers can drop the
 // duplicates that at-least-once delivery produces.
 const HeaderEventID = "fanaudit.event_id"
@@ -130,7 +130,7 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	s := &Sink{
 		cfg:       cfg,
 		log:       log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
-		idPrefix:  hostID + ":" + host.BootID + ":" + runID + ":",
+		idPrefix:  record.EventIDPrefix(host, runID), // the records' event.id too
 		hostKey:   []byte(hostID),
 		spoolWait: newWindow(cfg.MaxInFlightByte),
 	}
@@ -342,7 +342,7 @@ func (s *Sink) message(it *sinks.Item) kafkago.Message {
 	case "path":
 		key = []byte(it.Path)
 	}
-	id := strconv.AppendUint(append(make([]byte, 0, len(s.idPrefix)+20), s.idPrefix...), it.Seq, 10)
+	id := record.AppendEventID(make([]byte, 0, len(s.idPrefix)+20), s.idPrefix, it.Seq)
 	return kafkago.Message{Key: key, Value: v, Headers: []kafkago.Header{{Key: HeaderEventID, Value: id}}}
 }
 

@@ -230,7 +230,7 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		if s.execPending && !cp.FromExec {
 			// The connector saw an exec after this snapshot: its image
 			// fields are the old program's.
-			cp.HasExe, cp.Exe, cp.HasComm, cp.Comm, cp.HasCmdline, cp.Cmdline = false, "", false, "", false, ""
+			cp.HasExe, cp.Exe, cp.HasComm, cp.Comm, cp.HasCmdline, cp.Cmdline, cp.Argv = false, "", false, "", false, "", ""
 		}
 		if !cp.HasCreds && lin.HasCreds {
 			cp.HasCreds, cp.Creds, cp.NoEffective = true, lin.Creds, lin.NoEffective
@@ -298,7 +298,7 @@ func (c *Cache) fillFrom(e, old *Entry) {
 		e.HasComm, e.Comm = true, old.Comm
 	}
 	if !e.HasCmdline && old.HasCmdline {
-		e.HasCmdline, e.Cmdline = true, old.Cmdline
+		e.HasCmdline, e.Cmdline, e.Argv = true, old.Cmdline, old.Argv
 	}
 	if !e.HasPPid && old.HasPPid {
 		e.HasPPid, e.PPid = true, old.PPid
@@ -326,7 +326,7 @@ func (c *Cache) fillFrom(e, old *Entry) {
 func (e *Entry) markExec(path string) {
 	e.HasExe, e.Exe = true, path
 	e.HasComm, e.Comm = false, ""
-	e.HasCmdline, e.Cmdline = false, ""
+	e.HasCmdline, e.Cmdline, e.Argv = false, "", ""
 	e.FromExec = true
 }
 

@@ -177,6 +177,12 @@ func ParseCgroup(b []byte) (string, error) {
 // ParseU32 parses a decimal id such as /proc/PID/loginuid.
 func ParseU32(b []byte) (uint32, error) { return parseU32(b) }
 
+// Argv is /proc/PID/cmdline as one string, the arguments still separated
+// by NUL bytes, without the trailing NUL.
+func Argv(b []byte) string {
+	return string(bytes.TrimRight(b, "\x00"))
+}
+
 // Cmdline turns the NUL-separated /proc/PID/cmdline into one line: NULs
 // between arguments become spaces, the trailing NUL goes.
 func Cmdline(b []byte) string {

@@ -33,6 +33,7 @@ type Info struct {
 
 	HasCmdline bool
 	Cmdline    string // capped at the reader's CmdlineMax bytes
+	Argv       string // the same bytes with their NUL separators (process.args)
 
 	HasCreds bool
 	Creds    Creds
@@ -189,7 +190,7 @@ func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []err
 	} else if n, _, err := d.ReadFile("cmdline", r.buf[:r.cmdlineMax]); err != nil {
 		partial = append(partial, err)
 	} else {
-		info.HasCmdline, info.Cmdline = true, Cmdline(r.buf[:n])
+		info.HasCmdline, info.Cmdline, info.Argv = true, Cmdline(r.buf[:n]), Argv(r.buf[:n])
 	}
 
 	if what&ReadLogin == 0 {
