@@ -97,10 +97,19 @@ func NewEncoder(o Options) *Encoder { return &Encoder{opts: o} }
 // prefix returns the event id prefix for h, recomputed only when the host
 // changes (once per run in the agent).
 func (e *Encoder) prefix(h *Host) string {
-	if h != e.idHost || e.idHost == nil {
-		e.idHost, e.idPrefix = h, EventIDPrefix(h, e.opts.RunID)
+	return cachedPrefix(&e.idHost, &e.idPrefix, h, e.opts.RunID)
+}
+
+// cachedPrefix returns EventIDPrefix(h, runID), made again only when h
+// differs from *host, the last non-nil host seen.
+func cachedPrefix(host **Host, prefix *string, h *Host, runID string) string {
+	if h == nil {
+		return ""
 	}
-	return e.idPrefix
+	if h != *host {
+		*host, *prefix = h, EventIDPrefix(h, runID)
+	}
+	return *prefix
 }
 
 // Append appends r as one JSON object, like r.AppendJSON(dst).
@@ -524,6 +533,12 @@ const hexDigits = "0123456789abcdef"
 // becomes U+FFFD so the output is always valid JSON.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends s escaped as in a JSON string, without quotes.
+func appendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if i+8 <= len(s) && plainWord(s[i:i+8]) {
@@ -574,8 +589,7 @@ func appendString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }
 
 // plainWord reports whether all 8 bytes of w are ASCII that JSON takes as
