@@ -1,0 +1,158 @@
+package audit
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+// run runs a command the test needs to succeed.
+func run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// mountDir makes a directory for a mount and unmounts and removes it when
+// the test ends.
+func mountDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("umount", "-l", dir).Run()
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// btrfs creates a btrfs image with a subvolume "sv", loop-mounts it, and
+// returns the mount point.
+func btrfs(t testing.TB) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
+		t.Skip("no mkfs.btrfs (btrfs-progs)")
+	}
+	img := filepath.Join(t.TempDir(), "btrfs.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(128 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	run(t, "mkfs.btrfs", "-q", "-f", img)
+	dir := mountDir(t, "fanaudit-btrfs-")
+	run(t, "mount", "-o", "loop", img, dir)
+	run(t, "btrfs", "-q", "subvolume", "create", filepath.Join(dir, "sv"))
+	return dir
+}
+
+// checkOps runs a few operations in dir and checks they are reported
+// with exact paths.
+func checkOps(t *testing.T, s *session, dir string) {
+	t.Helper()
+	sh(t, dir, `mkdir sub; echo x > sub/f; mv sub/f sub/g; rm sub/g; rmdir sub`)
+	s.mark(dir)
+	evs := s.take()
+	for _, want := range []struct {
+		a record.Action
+		p string
+	}{
+		{record.ActionCreate, "sub"}, {record.ActionCreate, "sub/f"}, {record.ActionCloseWrite, "sub/f"},
+		{record.ActionRename, "sub/g"}, {record.ActionDelete, "sub/g"},
+	} {
+		if !has(evs, want.a, filepath.Join(dir, want.p)) {
+			t.Errorf("no %s %s", want.a, want.p)
+		}
+	}
+	for _, e := range evs {
+		if e.Path == "" {
+			t.Errorf("no path: %s", line(&e, dir))
+		}
+	}
+}
+
+// TestBtrfsSubvolume: a btrfs subvolume directory and a subvol= mount
+// refuse filesystem marks (EXDEV); the agent starts on inode marks and
+// reports events, in every scope.
+func TestBtrfsSubvolume(t *testing.T) {
+	mnt := btrfs(t)
+	sv := filepath.Join(mnt, "sv")
+	svMount := mountDir(t, "fanaudit-subvol-")
+	var dev string
+	if b, err := exec.Command("findmnt", "-no", "SOURCE", mnt).Output(); err == nil {
+		dev = strings.TrimSpace(string(b))
+	}
+	if i := strings.IndexByte(dev, '['); i >= 0 {
+		dev = dev[:i]
+	}
+	run(t, "mount", "-o", "subvol=sv", dev, svMount)
+	for _, path := range []string{sv, svMount} {
+		for _, scope := range []string{ScopeFilesystem, ScopeAuto} {
+			t.Run(filepath.Base(path)+"/"+scope, func(t *testing.T) {
+				s := startSession(t, Options{Paths: []string{path}, Scope: scope})
+				if s.c.Stats().InodeMarks == 0 {
+					t.Errorf("no inode marks on a subvolume")
+				}
+				checkOps(t, s, path)
+			})
+		}
+	}
+}
+
+// TestOverlayfs: overlayfs as containers use it. The merged directory
+// refuses filesystem marks (EOPNOTSUPP) and is watched with inode marks;
+// it reports operations by their merged paths, a lower file's first write
+// included (copy-up). The upper directory is an ordinary directory on the
+// host's filesystem: it reports the overlay's writes as they land there,
+// by their upper paths, and nothing for reads of lower files.
+func TestOverlayfs(t *testing.T) {
+	base := tmpfs(t)
+	lower, upper, work := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work")
+	mkdirs(t, filepath.Join(lower, "etc"), upper, work)
+	if err := os.WriteFile(filepath.Join(lower, "etc", "conf"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	merged := mountDir(t, "fanaudit-ovl-")
+	run(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, merged)
+
+	t.Run("merged", func(t *testing.T) {
+		s := startSession(t, Options{Paths: []string{merged}})
+		if s.c.Stats().InodeMarks == 0 {
+			t.Errorf("no inode marks on the merged directory")
+		}
+		checkOps(t, s, merged)
+		sh(t, merged, `echo b >> etc/conf`)
+		s.mark(merged)
+		if evs := s.take(); !has(evs, record.ActionCloseWrite, filepath.Join(merged, "etc/conf")) {
+			t.Errorf("no close_write of the copied-up lower file")
+		}
+	})
+	t.Run("upper", func(t *testing.T) {
+		s := startSession(t, Options{Paths: []string{upper}})
+		sh(t, merged, `mkdir -p new; echo x > new/f; cat etc/conf >/dev/null`)
+		s.mark(upper)
+		evs := s.take()
+		for _, p := range []string{"new", "new/f"} {
+			if !has(evs, record.ActionCreate, filepath.Join(upper, p)) {
+				t.Errorf("no create %s in upper", p)
+			}
+		}
+		for _, e := range evs {
+			if e.Path == "" || !under(e.Path, upper) {
+				t.Errorf("unexpected: %s", line(&e, base))
+			}
+		}
+	})
+}
