@@ -170,6 +170,10 @@ type Capture struct {
 	raw      []kernel.RawEvent
 	scratch  []byte
 
+	roots  []rootState            // what each watched path was when marked, see mounts.go
+	mw     *mountWatch            // during Run
+	health atomic.Pointer[string] // why not every watched path is watched
+
 	running   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -204,6 +208,7 @@ func New(opts Options, log zerolog.Logger) (*Capture, error) {
 		}
 		return nil, err
 	}
+	c.recordRoots()
 	return c, nil
 }
 
@@ -499,9 +504,11 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 	}
 	stop := context.AfterFunc(ctx, func() { c.group.SetReadDeadline(time.Now()) })
 	defer stop()
+	defer c.startMountWatch()()
 	var timer *time.Timer
 	carry := 0 // bytes of held events at the start of c.buf
 	for {
+		c.mountsChanged()
 		n, err := c.group.TryRead(c.buf[carry:])
 		if err != nil {
 			return c.readErr(ctx, err)
@@ -539,6 +546,15 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 			}
 			n, err = c.group.Read(c.buf)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if ctx.Err() == nil {
+					// A mount table change woke the read (see
+					// mountsChanged). Every blocking read is preceded
+					// by a ctx check, so clearing a deadline ctx's
+					// end just set is harmless.
+					if err := c.group.SetReadDeadline(time.Time{}); err != nil {
+						return c.readErr(ctx, err)
+					}
+				}
 				continue
 			}
 			if err != nil {

@@ -45,6 +45,12 @@ func startSession(t testing.TB, opts Options) *session {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	return attachSession(t, c)
+}
+
+// attachSession runs c and collects everything it sends.
+func attachSession(t testing.TB, c *Capture) *session {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{t: t, c: c, cancel: cancel, done: make(chan error, 1), ch: make(chan []Event, 64)}
 	s.cond = sync.NewCond(&s.mu)

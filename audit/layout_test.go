@@ -1,11 +1,16 @@
 package audit
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/testutil"
@@ -62,7 +67,11 @@ func btrfs(t testing.TB) string {
 // with exact paths.
 func checkOps(t *testing.T, s *session, dir string) {
 	t.Helper()
-	sh(t, dir, `mkdir sub; echo x > sub/f; mv sub/f sub/g; rm sub/g; rmdir sub`)
+	sh(t, dir, `mkdir sub`)
+	// Under inode marks, writes count once the new directory's create is
+	// read (TestSubtreeScanRace covers what comes before).
+	s.waitFor("create sub", func(e *Event) bool { return e.Action == record.ActionCreate && e.Path == filepath.Join(dir, "sub") })
+	sh(t, dir, `echo x > sub/f; mv sub/f sub/g; rm sub/g; rmdir sub`)
 	s.mark(dir)
 	evs := s.take()
 	for _, want := range []struct {
@@ -155,4 +164,87 @@ func TestOverlayfs(t *testing.T) {
 			}
 		}
 	})
+}
+
+// waitHealth waits until the capture's health is ok (a guard bound, not
+// a timing assumption: the state changes on the mount table's signal).
+func waitHealth(t *testing.T, c *Capture, ok bool) string {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	for {
+		got, why := c.Health()
+		if got == ok {
+			return why
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health stayed %v (%s)", got, why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestUnmountedRoot: a watched filesystem unmounted with umount -l is
+// logged and reflected in Health; a new mount at the path is watched. A
+// tmpfs root takes the filesystem mark; a bind mount of a subdirectory
+// the inode marks.
+func TestUnmountedRoot(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, bind := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fs-root", true: "bind-subdir"}[bind], func(t *testing.T) {
+			path := mountDir(t, "fanaudit-umount-")
+			var src string
+			mountIt := func(i int) {
+				if !bind {
+					run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", path)
+					return
+				}
+				d := filepath.Join(src, fmt.Sprint(i))
+				mkdirs(t, d)
+				run(t, "mount", "--bind", d, path)
+			}
+			if bind {
+				src = tmpfs(t)
+			}
+			mountIt(1)
+			var logs syncBuffer
+			c, err := New(Options{Paths: []string{path}}, zerolog.New(&logs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Stats().InodeMarks; (got > 0) != bind {
+				t.Errorf("%d inode marks", got)
+			}
+			s := attachSession(t, c)
+			checkOps(t, s, path)
+			if ok, why := c.Health(); !ok {
+				t.Fatalf("unhealthy at start: %s", why)
+			}
+			run(t, "umount", "-l", path)
+			why := waitHealth(t, c, false)
+			if !strings.Contains(why, path) || !strings.Contains(logs.String(), "watched filesystem unmounted") {
+				t.Errorf("health %q, logs %s", why, logs.String())
+			}
+			mountIt(2)
+			waitHealth(t, c, true)
+			checkOps(t, s, path)
+		})
+	}
+}
+
+// syncBuffer is a log sink tests read while the capture writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

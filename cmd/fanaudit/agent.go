@@ -115,7 +115,13 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 				comps = append(comps, metrics.Component{Name: "kafka", Labels: prometheus.Labels{"sink": sp.Name}, Stats: func() any { return k.Stats() }})
 			}
 		}
-		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: p.Health, Captured: stages.Captured, Components: comps}, log)
+		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: func() (bool, string) {
+			// An unmounted watched filesystem makes the agent unhealthy.
+			if ok, why := capt.Health(); !ok {
+				return false, why
+			}
+			return p.Health()
+		}, Captured: stages.Captured, Components: comps}, log)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -194,65 +193,60 @@ func isOct(c byte) bool { return c >= '0' && c <= '7' }
 
 // MountWatch signals changes of the mount table: /proc/self/mountinfo
 // polls POLLPRI|POLLERR when a mount or unmount happens in the namespace.
+// The fd is a raw one, kept out of the runtime's epoll: the file's poll
+// consumes the change it reports, so the runtime's poller would eat it.
 type MountWatch struct {
-	f    *os.File
+	fd   int
 	wake [2]int // pipe: Close writes to end a Wait
+	buf  []byte
 }
 
 // OpenMountWatch opens /proc/self/mountinfo for change notification.
 func OpenMountWatch() (*MountWatch, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	fd, err := unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("mount watch: %w", err)
 	}
-	w := &MountWatch{f: f}
+	w := &MountWatch{fd: fd, buf: make([]byte, 64<<10)}
 	if err := unix.Pipe2(w.wake[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		f.Close()
+		unix.Close(fd)
 		return nil, fmt.Errorf("mount watch: pipe: %w", err)
 	}
 	return w, nil
 }
 
-// Read returns the current mount table and re-arms the change signal
-// (the kernel signals a change once per read of the table).
+// Read returns the current mount table.
 func (w *MountWatch) Read() ([]byte, error) {
-	if _, err := w.f.Seek(0, 0); err != nil {
+	if _, err := unix.Seek(w.fd, 0, 0); err != nil {
 		return nil, fmt.Errorf("mountinfo: %w", err)
 	}
 	var out []byte
-	buf := make([]byte, 64<<10)
 	for {
-		n, err := w.f.Read(buf)
-		out = append(out, buf[:n]...)
-		if n == 0 || err != nil {
-			break
-		}
-	}
-	return out, nil
-}
-
-// Wait blocks until the mount table changed since the last Read (true) or
-// Close was called (false).
-func (w *MountWatch) Wait() (bool, error) {
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		return false, fmt.Errorf("mount watch: %w", err)
-	}
-	for {
-		var n int
-		var perr error
-		var fds [2]unix.PollFd
-		if cerr := rc.Control(func(fd uintptr) {
-			fds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}, {Fd: int32(w.wake[0]), Events: unix.POLLIN}}
-			n, perr = unix.Poll(fds[:], -1)
-		}); cerr != nil {
-			return false, nil // closed
-		}
-		if errors.Is(perr, unix.EINTR) {
+		n, err := unix.Read(w.fd, w.buf)
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if perr != nil {
-			return false, fmt.Errorf("mount watch: poll: %w", perr)
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo: %w", err)
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		out = append(out, w.buf[:n]...)
+	}
+}
+
+// Wait blocks until the mount table changed (true) or Close was called
+// (false).
+func (w *MountWatch) Wait() (bool, error) {
+	for {
+		fds := [2]unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLPRI}, {Fd: int32(w.wake[0]), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds[:], -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("mount watch: poll: %w", err)
 		}
 		if n > 0 && fds[1].Revents != 0 {
 			return false, nil
@@ -263,15 +257,17 @@ func (w *MountWatch) Wait() (bool, error) {
 	}
 }
 
-// Close ends a Wait; call Wait's goroutine's end before releasing w.
+// Close ends a Wait.
 func (w *MountWatch) Close() error {
-	unix.Write(w.wake[1], []byte{1})
+	if _, err := unix.Write(w.wake[1], []byte{1}); err != nil {
+		return fmt.Errorf("mount watch: %w", err)
+	}
 	return nil
 }
 
 // Release frees the watch's fds once no Wait runs.
 func (w *MountWatch) Release() {
-	w.f.Close()
+	unix.Close(w.fd)
 	unix.Close(w.wake[0])
 	unix.Close(w.wake[1])
 }

@@ -1,0 +1,207 @@
+package audit
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+)
+
+// Unmounted watched filesystems.
+//
+// fanotify says nothing when a marked filesystem goes away (a lazy
+// unmount leaves the superblock alive while anyone holds it, and the
+// marks then simply never fire), so the capture watches the mount table:
+// /proc/self/mountinfo signals POLLPRI on every mount and unmount, which
+// costs nothing between changes. On a change the reader goroutine checks
+// each watched path: when it no longer is the directory that was marked
+// (another device or inode, or gone), the path is "unmounted": logged at
+// error level, reported by Health, the marks and the mount fd that kept
+// the old filesystem alive let go. When a directory on another device than
+// the one left behind appears at the path (something was mounted there),
+// it is marked like at start and Health recovers.
+
+// rootState is what a watched path was when it was marked.
+type rootState struct {
+	path     string // escaped
+	dev, ino uint64
+	fsid     uint64
+	gone     bool
+	leftDev  uint64 // the device at the path once it was gone (0: nothing there)
+}
+
+// mountWatch runs the mount table watcher for one Run.
+type mountWatch struct {
+	w       *kernel.MountWatch
+	changed atomic.Pointer[[]byte] // the new table, set by the watcher
+	wg      sync.WaitGroup
+}
+
+// startMountWatch watches the mount table until stop; a change wakes the
+// reader through the group's read deadline.
+func (c *Capture) startMountWatch() (stop func()) {
+	if c.fdMode || len(c.roots) == 0 {
+		return func() {}
+	}
+	w, err := kernel.OpenMountWatch()
+	if err != nil {
+		c.log.Warn().Err(err).Msg("cannot watch the mount table: unmounts of watched filesystems go unnoticed")
+		return func() {}
+	}
+	if _, err := w.Read(); err != nil { // arm
+		c.log.Warn().Err(err).Msg("cannot read the mount table")
+	}
+	mw := &mountWatch{w: w}
+	c.mw = mw
+	mw.wg.Add(1)
+	go func() {
+		defer mw.wg.Done()
+		for {
+			changed, err := w.Wait()
+			if err != nil {
+				c.log.Warn().Err(err).Msg("mount table watch ended")
+				return
+			}
+			if !changed {
+				return
+			}
+			tbl, err := w.Read()
+			if err != nil {
+				continue
+			}
+			mw.changed.Store(&tbl)
+			c.group.SetReadDeadline(time.Now()) // wake the reader
+		}
+	}()
+	return func() {
+		w.Close()
+		mw.wg.Wait()
+		w.Release()
+		c.mw = nil
+	}
+}
+
+// mountsChanged runs in the reader goroutine: it applies a pending mount
+// table change, if any.
+func (c *Capture) mountsChanged() {
+	if c.mw == nil {
+		return
+	}
+	tbl := c.mw.changed.Swap(nil)
+	if tbl == nil {
+		return
+	}
+	for i := range c.roots {
+		c.checkRoot(&c.roots[i], *tbl)
+	}
+}
+
+func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
+	dev, ino, isDir, err := kernel.StatDir(realPath(r.path))
+	if !r.gone {
+		if err == nil && dev == r.dev && ino == r.ino {
+			return
+		}
+		r.gone, r.leftDev = true, 0
+		if err == nil && isDir {
+			r.leftDev = dev
+		}
+		c.log.Error().Str("path", r.path).Msg("watched filesystem unmounted: nothing there is seen until something is mounted at the path again")
+		why := "watched filesystem unmounted: " + r.path
+		c.health.Store(&why)
+		c.release(r)
+		return
+	}
+	if err != nil || !isDir || dev == r.leftDev {
+		return
+	}
+	f, fsid, err := kernel.OpenMount(realPath(r.path))
+	if err != nil {
+		c.log.Warn().Err(err).Str("path", r.path).Msg("cannot open the new mount")
+		return
+	}
+	if c.mount(fsid) != nil {
+		f.Close()
+	} else {
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+	}
+	if err := c.markRoot(r.path, fsid, mountinfo); err != nil {
+		c.log.Error().Err(err).Str("path", r.path).Msg("cannot watch the new mount")
+		return
+	}
+	r.gone, r.dev, r.ino, r.fsid = false, dev, ino, fsid
+	clear(c.verdicts)
+	c.log.Warn().Str("path", r.path).Msg("a filesystem was mounted at a watched path: watched again")
+	if !c.anyGone() {
+		c.health.Store(nil)
+	}
+}
+
+func (c *Capture) anyGone() bool {
+	for i := range c.roots {
+		if c.roots[i].gone {
+			return true
+		}
+	}
+	return false
+}
+
+// release lets go of what kept an unmounted filesystem alive: the tree's
+// memory of its directories (the kernel frees the inode marks with the
+// superblock) and the mount fd, unless another watched path still uses
+// that filesystem.
+func (c *Capture) release(r *rootState) {
+	if t := c.tree; t != nil {
+		roots := t.roots[:0]
+		for _, rt := range t.roots {
+			if rt.path != r.path {
+				roots = append(roots, rt)
+			}
+		}
+		t.roots = roots
+		for k, v := range t.dirs {
+			if under(v, r.path) {
+				delete(t.dirs, k)
+			}
+		}
+		c.stats.inodeMarks.Store(uint64(len(t.dirs)))
+	}
+	for i := range c.roots {
+		if !c.roots[i].gone && c.roots[i].fsid == r.fsid {
+			return
+		}
+	}
+	delete(c.fsMark, r.fsid)
+	for i, m := range c.mounts {
+		if m.fsid == r.fsid {
+			m.f.Close()
+			c.mounts = append(c.mounts[:i], c.mounts[i+1:]...)
+			break
+		}
+	}
+}
+
+// Health reports whether every watched path is watched, and why not.
+func (c *Capture) Health() (ok bool, reason string) {
+	if p := c.health.Load(); p != nil {
+		return false, *p
+	}
+	return true, ""
+}
+
+// recordRoots remembers what each watched path is, after setup.
+func (c *Capture) recordRoots() {
+	for _, p := range c.scope.roots {
+		dev, ino, _, err := kernel.StatDir(realPath(p))
+		if err != nil {
+			continue
+		}
+		var fsid uint64
+		if f, id, err := kernel.OpenMount(realPath(p)); err == nil {
+			f.Close()
+			fsid = id
+		}
+		c.roots = append(c.roots, rootState{path: p, dev: dev, ino: ino, fsid: fsid})
+	}
+}
