@@ -165,7 +165,7 @@ func connErr(err error) error {
 // Its one failure is a closed group, reported as os.ErrClosed.
 func (g *Group) SetReadDeadline(t time.Time) error {
 	if err := g.f.SetReadDeadline(t); err != nil {
-		return fmt.Errorf("fanotify deadline: %w (%v)", os.ErrClosed, err)
+		return fmt.Errorf("fanotify deadline: %w: %w", os.ErrClosed, err)
 	}
 	return nil
 }
