@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // The file sink has its own small rotator rather than natefinch/lumberjack:
@@ -57,6 +59,8 @@ type File struct {
 
 	mu         sync.Mutex // guards everything below; Reopen and the syncer run beside Run
 	f          *os.File
+	dir        *safefile.Dir // the checked directory f was opened in
+	reopenFail bool          // reopening a replaced file is in an error streak
 	size       int64 // bytes of whole lines in f; the file never keeps more
 	badTail    bool  // the file may hold bytes past size that must be cut
 	opened     time.Time
@@ -116,12 +120,15 @@ func (s *File) Reopen() error {
 	if s.closed {
 		return nil
 	}
-	f, size, err := s.openFile()
+	f, dir, size, err := s.openFile()
 	if err != nil {
+		s.log.Error().Err(err).Msg("reopen failed; writing on to the file already open")
 		return err
 	}
-	s.closeLocked()
-	s.f, s.size, s.badTail, s.opened = f, size, false, s.now()
+	if err := s.closeLocked(); err != nil {
+		s.log.Warn().Err(err).Msg("closing the file before reopening")
+	}
+	s.f, s.dir, s.size, s.badTail, s.opened = f, dir, size, false, s.now()
 	s.log.Info().Msg("reopened")
 	return nil
 }
@@ -151,7 +158,10 @@ func (s *File) closeLocked() error {
 	if err := s.f.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("file sink: close %s: %w", s.f.Name(), err))
 	}
-	s.f, s.dirty = nil, false
+	if err := s.dir.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("file sink: close directory of %s: %w", s.opts.Path, err))
+	}
+	s.f, s.dir, s.dirty = nil, nil, false
 	return errors.Join(errs...)
 }
 
@@ -162,56 +172,54 @@ func (s *File) open() error {
 }
 
 func (s *File) openLocked() error {
-	f, size, err := s.openFile()
+	f, dir, size, err := s.openFile()
 	if err != nil {
 		return err
 	}
-	s.f, s.size, s.badTail, s.opened, s.dirty = f, size, false, s.now(), false
+	s.f, s.dir, s.size, s.badTail, s.opened, s.dirty = f, dir, size, false, s.now(), false
 	return nil
+}
+
+// openDir opens Path's directory through internal/safefile, creating
+// missing directories with dir_mode, and refuses one that a user other
+// than root could write (the error names the key "path").
+func (s *File) openDir(create bool) (*safefile.Dir, error) {
+	return safefile.OpenDir(filepath.Dir(s.opts.Path), safefile.Options{
+		Key: "path", Create: create, DirMode: os.FileMode(s.opts.DirMode),
+	})
 }
 
 // openFile opens Path for appending, creating it (and its directories)
 // with the configured modes, and cuts a partial final line left by a
-// crash so that the next line starts on a line of its own.
-func (s *File) openFile() (*os.File, int64, error) {
-	path := s.opts.Path
-	if err := mkdirAll(filepath.Dir(path), os.FileMode(s.opts.DirMode)); err != nil {
-		return nil, 0, fmt.Errorf("file sink: create directory for %s: %w", path, err)
+// crash so that the next line starts on a line of its own. It never
+// writes through a symbolic link: the directories are walked and checked
+// from "/" and the file is opened relative to its directory with
+// O_NOFOLLOW (internal/safefile). An existing file keeps its mode, which
+// logrotate or the admin chose, but must be root's, with one link.
+func (s *File) openFile() (*os.File, *safefile.Dir, int64, error) {
+	dir, err := s.openDir(true)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("file sink: %w", err)
 	}
 	// O_RDWR because the tail repair reads the end of the file.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL, os.FileMode(s.opts.FileMode))
-	switch {
-	case err == nil:
-		// The umask may have narrowed the mode given to open.
-		if err := f.Chmod(os.FileMode(s.opts.FileMode)); err != nil {
-			f.Close()
-			return nil, 0, fmt.Errorf("file sink: chmod %s: %w", path, err)
-		}
-		return f, 0, nil
-	case errors.Is(err, fs.ErrExist):
-		// An existing file keeps its mode: logrotate or the admin chose it.
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
-		if err != nil {
-			return nil, 0, fmt.Errorf("file sink: open %s: %w", path, err)
-		}
-	default:
-		return nil, 0, fmt.Errorf("file sink: create %s: %w", path, err)
+	f, err := dir.OpenFile(filepath.Base(s.opts.Path), os.O_RDWR|os.O_APPEND|os.O_CREATE, os.FileMode(s.opts.FileMode))
+	if err != nil {
+		dir.Close()
+		return nil, nil, 0, fmt.Errorf("file sink: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("file sink: stat %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, 0, fmt.Errorf("file sink: %s is not a regular file (%s)", path, fi.Mode().Type())
+		dir.Close()
+		return nil, nil, 0, fmt.Errorf("file sink: stat %s: %w", s.opts.Path, err)
 	}
 	size, err := s.repairTail(f, fi.Size())
 	if err != nil {
 		f.Close()
-		return nil, 0, err
+		dir.Close()
+		return nil, nil, 0, err
 	}
-	return f, size, nil
+	return f, dir, size, nil
 }
 
 // repairTail truncates f after its last newline. Only a crash mid-write
@@ -248,33 +256,6 @@ func (s *File) repairTail(f *os.File, size int64) (int64, error) {
 	}
 	s.log.Warn().Int64("bytes", size-keep).Msg("cut a partial last line left by an earlier crash")
 	return keep, nil
-}
-
-// mkdirAll is os.MkdirAll that also chmods each directory it creates, so
-// that the umask cannot narrow dir_mode.
-func mkdirAll(dir string, mode os.FileMode) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if parent := filepath.Dir(dir); parent != dir {
-		if err := mkdirAll(parent, mode); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, mode); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil // created by somebody else meanwhile
-		}
-		return err
-	}
-	return os.Chmod(dir, mode)
 }
 
 // Run implements Sink; it runs once and closes the file when it returns.
@@ -466,7 +447,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.size += int64(w)
 		s.dirty = true
 		s.bytes.Add(uint64(w))
-		return n, nil
+		return s.checkPathLocked(n)
 	}
 	s.writeErrs.Add(1)
 	keep := bytes.LastIndexByte(buf[:w], '\n') + 1
@@ -488,6 +469,53 @@ func (s *File) writeSome(items []*Item) (int, error) {
 	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
 }
 
+// checkPathLocked runs after n lines were written: one fstat and one
+// fstatat tell whether Path still leads to the open file. When the file
+// was deleted the lines went into an inode nobody can read: the file is
+// reopened (created anew) and 0 is returned, so that write writes the
+// same lines again, into the new file. When Path now leads to another
+// file (or link) the lines are in the old file, which still has a name;
+// the new one is opened for the next batch. A file merely moved away
+// (logrotate before its SIGHUP) is kept: Reopen or rotation deals with it.
+func (s *File) checkPathLocked(n int) (int, error) {
+	change, err := s.dir.Compare(s.f, filepath.Base(s.opts.Path))
+	if err != nil {
+		// Not a verdict on the file (EIO, say): the write itself worked.
+		return n, nil
+	}
+	switch change {
+	case safefile.Same, safefile.Moved:
+		return n, nil
+	case safefile.Unlinked:
+		s.log.Warn().Int("lines", n).Msg("output file was deleted under the sink; reopening it and writing those lines again")
+		if cerr := s.closeLocked(); cerr != nil {
+			s.log.Warn().Err(cerr).Msg("closing the deleted file")
+		}
+		if err := s.openLocked(); err != nil {
+			s.writeErrs.Add(1)
+			return 0, err
+		}
+		s.log.Info().Msg("reopened")
+		return 0, nil
+	default: // Replaced
+		f, dir, size, err := s.openFile()
+		if err != nil {
+			if !s.reopenFail {
+				s.log.Error().Err(err).Msg("output path now leads to another file, which cannot be opened; writing on to the file already open")
+			}
+			s.reopenFail = true
+			return n, nil
+		}
+		s.reopenFail = false
+		s.log.Warn().Msg("output path now leads to another file; reopened it")
+		if cerr := s.closeLocked(); cerr != nil {
+			s.log.Warn().Err(cerr).Msg("closing the replaced file")
+		}
+		s.f, s.dir, s.size, s.badTail, s.opened = f, dir, size, false, s.now()
+		return n, nil
+	}
+}
+
 func (s *File) dueForRotation(next int) bool {
 	if s.maxSize > 0 && s.size+int64(next) > s.maxSize {
 		return true
@@ -497,19 +525,41 @@ func (s *File) dueForRotation(next int) bool {
 
 // rotateLocked renames Path to a backup and opens a new Path. A failed
 // rename leaves the old file open; a failed open leaves none, which the
-// next write retries.
+// next write retries. Only the sink's own file is renamed: when Path no
+// longer leads to it (moved away without a Reopen, replaced), a new file
+// is started where it belongs and whatever is at Path is left alone. The
+// rename never replaces an existing name, so a name planted at the
+// backup's name is neither followed nor lost; the next free name is used.
 func (s *File) rotateLocked() error {
-	backup := s.backupName()
-	if err := os.Rename(s.opts.Path, backup); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
-		}
-		// Somebody moved the file away without a Reopen: start a new one
-		// where it belongs and leave theirs alone.
+	base := filepath.Base(s.opts.Path)
+	change, err := s.dir.Compare(s.f, base)
+	if err != nil {
+		return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
+	}
+	if change != safefile.Same {
+		s.log.Info().Stringer("change", change).Msg("output file is no longer at its path; starting a new one instead of rotating")
 		if err := s.closeLocked(); err != nil {
 			s.log.Warn().Err(err).Msg("closing the moved file")
 		}
 		return s.openLocked()
+	}
+	var backup string
+	for try := 0; ; try++ {
+		backup, err = s.backupName()
+		if err == nil {
+			err = s.dir.RenameNoReplace(base, backup)
+		}
+		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 100 {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
+	}
+	if s.opts.Fsync != FsyncNever {
+		if err := s.dir.Sync(); err != nil {
+			s.log.Warn().Err(err).Msg("syncing the directory after rotation")
+		}
 	}
 	if err := s.closeLocked(); err != nil {
 		s.log.Warn().Err(err).Msg("closing the rotated file")
@@ -524,15 +574,24 @@ func (s *File) rotateLocked() error {
 	return nil
 }
 
-// backupName returns Path.TIMESTAMP for a name no backup uses yet.
-func (s *File) backupName() string {
+// backupName returns the name (in Path's directory) Path.TIMESTAMP that
+// no backup uses yet, plain or gzipped.
+func (s *File) backupName() (string, error) {
 	t := s.now().UTC()
+	base := filepath.Base(s.opts.Path)
 	for {
-		name := s.opts.Path + "." + t.Format(backupLayout)
-		_, err1 := os.Lstat(name)
-		_, err2 := os.Lstat(name + ".gz")
-		if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
-			return name
+		name := base + "." + t.Format(backupLayout)
+		used, err := s.dir.Exists(name)
+		if err != nil {
+			return "", err
+		}
+		if !used {
+			if used, err = s.dir.Exists(name + ".gz"); err != nil {
+				return "", err
+			}
+		}
+		if !used {
+			return name, nil
 		}
 		t = t.Add(time.Nanosecond)
 	}
@@ -582,13 +641,21 @@ func (s *File) syncer(stop <-chan struct{}) {
 // closes. Once ctx ends it only prunes, so shutdown is not held up by gzip.
 func (s *File) janitor(ctx context.Context, jobs <-chan string) {
 	for backup := range jobs {
+		// A directory of its own: the sink may reopen (and close its
+		// directory) meanwhile, and the walk checks the path again.
+		dir, err := s.openDir(false)
+		if err != nil {
+			s.log.Error().Err(err).Str("backup", backup).Msg("opening the directory of a rotated file; leaving it uncompressed and unpruned")
+			continue
+		}
 		if s.opts.Compress && ctx.Err() == nil {
-			if err := compressFile(backup, os.FileMode(s.opts.FileMode)); err != nil {
+			if err := compressFile(dir, backup, os.FileMode(s.opts.FileMode)); err != nil {
 				s.log.Error().Err(err).Str("backup", backup).Msg("compressing a rotated file; leaving it uncompressed")
 			}
 		}
-		if err := s.prune(); err != nil {
+		if err := s.prune(dir); err != nil {
 			s.log.Error().Err(err).Msg("pruning rotated files")
 		}
+		dir.Close()
 	}
 }

@@ -11,27 +11,42 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // backup is one rotated file, possibly present both plain and gzipped
 // when a compression was cut short.
 type backup struct {
 	at    time.Time
-	names []string
+	names []string // in Path's directory
 }
 
-// backups lists Path's rotated files, oldest first. Names that do not
-// parse as Path.TIMESTAMP[.gz] are not ours and are left alone.
-func (s *File) backups() ([]backup, error) {
-	dir, base := filepath.Split(s.opts.Path)
-	ents, err := os.ReadDir(filepath.Clean(dir))
+// gzTmp is what follows a backup's name in its compression temp file,
+// before the random part: NAME.gz.tmp.RANDOM.
+const gzTmp = ".gz.tmp."
+
+// backups lists Path's rotated files in dir, oldest first. Names that do
+// not parse as Path.TIMESTAMP[.gz], and anything but regular files (a
+// planted symbolic link), are not ours and are left alone. It also
+// returns the temp files of compressions a crash cut short.
+func (s *File) backups(dir *safefile.Dir) ([]backup, []string, error) {
+	base := filepath.Base(s.opts.Path)
+	ents, err := dir.ReadDir()
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", dir, err)
+		return nil, nil, err
 	}
 	byTime := map[time.Time]*backup{}
+	var stale []string
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), base+".")
 		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if i := strings.Index(rest, gzTmp); i > 0 {
+			if _, err := time.Parse(backupLayout, rest[:i]); err == nil {
+				stale = append(stale, e.Name())
+			}
 			continue
 		}
 		at, err := time.Parse(backupLayout, strings.TrimSuffix(rest, ".gz"))
@@ -43,59 +58,66 @@ func (s *File) backups() ([]backup, error) {
 			b = &backup{at: at}
 			byTime[at] = b
 		}
-		b.names = append(b.names, filepath.Join(dir, e.Name()))
+		b.names = append(b.names, e.Name())
 	}
 	out := make([]backup, 0, len(byTime))
 	for _, b := range byTime {
 		out = append(out, *b)
 	}
 	slices.SortFunc(out, func(a, b backup) int { return a.at.Compare(b.at) })
-	return out, nil
+	return out, stale, nil
 }
 
-// prune removes the oldest backups beyond MaxBackups.
-func (s *File) prune() error {
-	if s.opts.MaxBackups == 0 {
-		return nil
-	}
-	bs, err := s.backups()
+// prune removes the oldest backups beyond MaxBackups, and temp files that
+// a crash left behind (the janitor is the only compressor, and it calls
+// prune between compressions).
+func (s *File) prune(dir *safefile.Dir) error {
+	bs, stale, err := s.backups(dir)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, b := range bs[:max(len(bs)-s.opts.MaxBackups, 0)] {
-		for _, name := range b.names {
-			if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
+	remove := func(name string) {
+		if err := dir.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range stale {
+		remove(name)
+	}
+	if s.opts.MaxBackups > 0 {
+		for _, b := range bs[:max(len(bs)-s.opts.MaxBackups, 0)] {
+			for _, name := range b.names {
+				remove(name)
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// compressFile gzips name into name.gz and removes name. The data goes
-// through name.gz.tmp so that a crash never leaves a truncated .gz that
-// looks complete; until the rename the plain file is the backup.
-func compressFile(name string, mode os.FileMode) (err error) {
-	src, err := os.Open(name)
+// compressFile gzips name into name.gz and removes name, all in dir. The
+// data goes through a temp file so that a crash never leaves a truncated
+// .gz that looks complete; until the rename the plain file is the backup.
+// The backup is opened without following a link (and must be root's),
+// the temp file is created exclusively under an unpredictable name
+// (NAME.gz.tmp.RANDOM), and the rename replaces whatever sits at
+// NAME.gz without writing through it.
+func compressFile(dir *safefile.Dir, name string, mode os.FileMode) (err error) {
+	src, err := dir.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
 	defer src.Close()
-	tmp := name + ".gz.tmp"
-	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	dst, tmp, err := dir.CreateTemp(name+gzTmp, mode)
 	if err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			dst.Close()
-			os.Remove(tmp)
+			_ = dir.Remove(tmp)
 		}
 	}()
-	if err := dst.Chmod(mode); err != nil {
-		return fmt.Errorf("compress: chmod %s: %w", tmp, err)
-	}
 	zw, err := gzip.NewWriterLevel(dst, gzip.BestSpeed)
 	if err != nil {
 		return fmt.Errorf("compress: %w", err)
@@ -112,11 +134,14 @@ func compressFile(name string, mode os.FileMode) (err error) {
 	if err := dst.Close(); err != nil {
 		return fmt.Errorf("compress: close %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, name+".gz"); err != nil {
+	if err := dir.Rename(tmp, name+".gz"); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
-	if err := os.Remove(name); err != nil {
+	if err := dir.Remove(name); err != nil {
 		return fmt.Errorf("compress: remove %s: %w", name, err)
+	}
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("compress: %w", err)
 	}
 	return nil
 }

@@ -196,7 +196,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 			}
 		}
 	}
-	for _, s := range opts {
+	for i, s := range opts {
 		slog := log.With().Str("sink", s.Name).Logger()
 		var sink sinks.Sink
 		switch s.Type {
@@ -206,7 +206,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 			f, err := sinks.NewFile(s.File, slog)
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
+				return nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
 			closers = append(closers, f)
 			sink = f
@@ -214,7 +214,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 			k, err := kafka.New(s.Kafka, host, runID, slog)
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("sink %s: %w", s.Name, err)
+				return nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
 			if c, ok := any(k).(io.Closer); ok {
 				closers = append(closers, c)

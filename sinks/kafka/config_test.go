@@ -119,7 +119,8 @@ func TestNewErrors(t *testing.T) {
 			c.SASL = SASL{Mechanism: "plain", Username: "u", PasswordEnv: "FANAUDIT_TEST_UNSET_VARIABLE"}
 		}, "sasl.password_env"},
 		{"empty password file", func(c *Config) { c.SASL = SASL{Mechanism: "plain", Username: "u", PasswordFile: empty} }, "sasl.password_file"},
-		{"dead letter dir missing", func(c *Config) { c.DeadLetterFile = filepath.Join(dir, "no", "dead.jsonl") }, "dead_letter_file"},
+		// A missing directory is created (0700); one that is a file is an error.
+		{"dead letter dir not a dir", func(c *Config) { c.DeadLetterFile = filepath.Join(empty, "dead.jsonl") }, "dead_letter_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

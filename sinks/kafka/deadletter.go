@@ -2,19 +2,25 @@ package kafka
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // deadLetters appends permanently rejected messages to a JSONL file, one
-// object per message, so an operator can inspect and re-send them.
+// object per message, so an operator can inspect and re-send them. The
+// file goes through internal/safefile: never through a symbolic link,
+// only in a directory no other user can write, and reopened when it was
+// deleted or replaced under the sink.
 type deadLetters struct {
 	path  string
 	topic string
 	mu    sync.Mutex
-	f     *os.File
+	f     *safefile.File
 }
 
 type deadLetter struct {
@@ -35,10 +41,19 @@ func openDeadLetters(path, topic string) (*deadLetters, error) {
 	return d, nil
 }
 
+func (d *deadLetters) open() (*safefile.File, error) {
+	f, err := safefile.Open(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600,
+		safefile.Options{Key: "dead_letter_file", Create: true})
+	if err != nil && !errors.Is(err, safefile.ErrUnsafe) { // a refusal names the key already
+		err = fmt.Errorf("dead_letter_file: %w", err)
+	}
+	return f, err
+}
+
 func (d *deadLetters) reopen() error {
-	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := d.open()
 	if err != nil {
-		return fmt.Errorf("dead_letter_file: %w", err)
+		return err
 	}
 	d.mu.Lock()
 	old := d.f
@@ -68,6 +83,16 @@ func (d *deadLetters) write(id string, key, value []byte, cause error) error {
 	defer d.mu.Unlock()
 	if d.f == nil {
 		return fmt.Errorf("dead letter write %s: file closed", d.path)
+	}
+	// Dead letters are rare: check every time that the path still leads
+	// to the open file, so that none goes into a deleted one.
+	if change, err := d.f.Compare(); err == nil && change != safefile.Same && change != safefile.Moved {
+		f, err := d.open()
+		if err != nil {
+			return fmt.Errorf("dead letter write: the file was %s and cannot be reopened: %w", change, err)
+		}
+		_ = d.f.Close()
+		d.f = f
 	}
 	if _, err := d.f.Write(b); err != nil {
 		return fmt.Errorf("dead letter write %s: %w", d.path, err)

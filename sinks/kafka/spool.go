@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/safefile"
 	"github.com/fanaudit/fanaudit/sinks"
 )
 
@@ -128,22 +129,39 @@ type goneRecs struct {
 }
 
 func openSpool(cfg Spool, policy sinks.Policy, onLoss spoolLoss) (*spool, error) {
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	// The spool is replayed into Kafka, so nobody but the agent may have
+	// put anything there: internal/safefile walks the path (no directory
+	// other users can write, no link they own), creates what is missing
+	// 0700, and wants the spool directory itself to be the agent's own.
+	// Files in it are checked below before anything is read.
+	sdir, err := safefile.OpenDir(cfg.Dir, safefile.Options{Key: "spool.dir", Create: true, DirMode: 0o700, Private: true})
+	if err != nil {
+		if errors.Is(err, safefile.ErrUnsafe) {
+			return nil, err // names the key
+		}
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
+	defer sdir.Close()
 	s := &spool{
 		dir: cfg.Dir, segBytes: cfg.SegmentBytes, maxBytes: cfg.MaxBytes,
 		fsync: cfg.Fsync, interval: cfg.FsyncInterval.Duration, policy: policy,
 		space: make(chan struct{}), notify: make(chan struct{}, 1),
 		onLoss: onLoss,
 	}
-	ents, err := os.ReadDir(cfg.Dir)
+	ents, err := sdir.ReadDir()
 	if err != nil {
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
 	var ids []uint64
 	for _, e := range ents {
 		n := e.Name()
+		if n == "cursor" || strings.HasPrefix(n, "seg-") {
+			// A forged or planted segment (a link, another owner, a
+			// mode others can write) is refused, not replayed.
+			if err := sdir.Check(n); err != nil {
+				return nil, err
+			}
+		}
 		if !strings.HasPrefix(n, "seg-") || !strings.HasSuffix(n, ".log") {
 			continue
 		}
