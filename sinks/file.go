@@ -61,8 +61,8 @@ type File struct {
 	f          *os.File
 	dir        *safefile.Dir // the checked directory f was opened in
 	reopenFail bool          // reopening a replaced file is in an error streak
-	size       int64 // bytes of whole lines in f; the file never keeps more
-	badTail    bool  // the file may hold bytes past size that must be cut
+	size       int64         // bytes of whole lines in f; the file never keeps more
+	badTail    bool          // the file may hold bytes past size that must be cut
 	opened     time.Time
 	dirty      bool // written since the last sync
 	closed     bool

@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+// TestUnsafeOutputPaths: directories and files that the unprivileged user
+// nobody controls are refused at start-up, as config errors: exit 2 and
+// one stderr line naming the key and its line. The victim file that a
+// planted link points to stays byte-identical, and a forged spool segment
+// is never read.
+func TestUnsafeOutputPaths(t *testing.T) {
+	testutil.RequireRoot(t)
+	m := testutil.TmpfsMount(t, "16m")
+	if err := os.Chmod(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	watched := filepath.Join(m, "watched")
+	if err := os.Mkdir(watched, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nobody := func(argv ...string) {
+		t.Helper()
+		args := append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, argv...)
+		if out, err := exec.Command("setpriv", args...).CombinedOutput(); err != nil {
+			t.Fatalf("as nobody %v: %v: %s", argv, err, out)
+		}
+	}
+	mkdir := func(name string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(m, name)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	victim := filepath.Join(m, "victim")
+	want := []byte("root:secret:1\nroot:secret:2 (no newline)")
+	if err := os.WriteFile(victim, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	sticky := mkdir("sticky", os.ModeSticky|0o777) // like /tmp: accepted
+	nobody("ln", "-s", victim, filepath.Join(sticky, "events.json"))
+	world := mkdir("world", 0o777) // anyone can write: refused
+	owned := mkdir("owned", 0o755)
+	if err := os.Chown(owned, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	nobody("ln", "-s", victim, filepath.Join(owned, "events.json"))
+	// nobody pre-creates the spool directory, with a "segment" in it.
+	spool := filepath.Join(sticky, "spool")
+	nobody("mkdir", "-m", "0700", spool)
+	nobody("sh", "-c", `printf forged > "$1"`, "sh", filepath.Join(spool, "seg-00000000000000000001.log"))
+
+	fileCfg := func(path string) string {
+		return fmt.Sprintf("paths = [%q]\n\n[[sinks]]\nname = \"f\"\ntype = \"file\"\n[sinks.file]\npath = %q\n", watched, path)
+	}
+	kafkaCfg := func(key, path string) string {
+		return fmt.Sprintf("paths = [%q]\n\n[[sinks]]\nname = \"s\"\ntype = \"stdout\"\n\n[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:1\"]\ntopic = \"t\"\n%s = %q\n", watched, key, path)
+	}
+	for _, tc := range []struct {
+		name, cfg string
+		want      []string
+	}{
+		{"planted link", fileCfg(filepath.Join(sticky, "events.json")), []string{"key sinks[0].file.path", ":7:", "symbolic link"}},
+		{"nobody's directory", fileCfg(filepath.Join(owned, "events.json")), []string{"key sinks[0].file.path", ":7:", "owned by uid 65534"}},
+		{"world-writable directory", fileCfg(filepath.Join(world, "events.json")), []string{"key sinks[0].file.path", "any user can write it"}},
+		{"dead-letter link", kafkaCfg("dead_letter_file", filepath.Join(sticky, "events.json")), []string{"key sinks[1].kafka.dead_letter_file", ":13:", "symbolic link"}},
+		{"nobody's spool", kafkaCfg("spool.dir", spool), []string{"key sinks[1].kafka.spool.dir", "owned by uid 65534"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			if strings.Contains(tc.name, "spool") {
+				// spool.dir is a key of the [sinks.kafka.spool] table.
+				cfg = strings.Replace(cfg, "spool.dir = ", "[sinks.kafka.spool]\ndir = ", 1)
+			}
+			a := start(t, false, "run", "--config", writeConfig(t, cfg))
+			code := a.wait()
+			errs := a.stderr()
+			if code != 2 {
+				t.Errorf("exit %d, want 2; stderr:\n%s", code, errs)
+			}
+			if strings.Contains(errs, "\n") || errs == "" {
+				t.Errorf("want exactly one stderr line, got:\n%s", errs)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr %q does not contain %q", errs, w)
+				}
+			}
+		})
+	}
+	got, err := os.ReadFile(victim)
+	if fi, serr := os.Stat(victim); err != nil || serr != nil || !bytes.Equal(got, want) || fi.Mode() != 0o600 {
+		t.Errorf("victim changed: %q %v %v", got, err, serr)
+	}
+	if b, err := os.ReadFile(filepath.Join(spool, "seg-00000000000000000001.log")); err != nil || string(b) != "forged" {
+		t.Errorf("forged segment touched: %q %v", b, err)
+	}
+}
