@@ -119,7 +119,7 @@ func TestSpoolForged(t *testing.T) {
 	m := attackMount(t)
 	// A genuine segment, to forge from.
 	genuine := filepath.Join(m, "genuine")
-	s, err := openSpool(testSpoolCfg(genuine), sinks.Block)
+	s, err := openSpool(testSpoolCfg(genuine), sinks.Block, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestSpoolForged(t *testing.T) {
 		{linkDir, "symbolic link"},
 		{groupDir, "must not be writable by group or others"},
 	} {
-		_, err := openSpool(testSpoolCfg(tc.dir), sinks.Block)
+		_, err := openSpool(testSpoolCfg(tc.dir), sinks.Block, nil)
 		wantKeyRefusal(t, err, "spool.dir", tc.want)
 
 		c := Defaults()
@@ -206,7 +206,7 @@ func TestSpoolForged(t *testing.T) {
 
 	// A spool directory the agent creates itself under the sticky one
 	// is its own (0700) and is accepted.
-	s, err = openSpool(testSpoolCfg(filepath.Join(shared, "fresh")), sinks.Block)
+	s, err = openSpool(testSpoolCfg(filepath.Join(shared, "fresh")), sinks.Block, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
