@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
@@ -267,7 +268,7 @@ func (s *File) repairTail(f *os.File, size int64) (int64, error) {
 // pushes back, the drop policies drop and count). Rotated files are
 // compressed and pruned by a helper goroutine so that a large gzip does
 // not stall writing; Run waits for it before returning.
-func (s *File) Run(ctx context.Context, q *Queue) error {
+func (s *File) Run(ctx context.Context, q Input) error {
 	jobs := make(chan string, 16)
 	s.mu.Lock()
 	if s.closed || s.jobs != nil {
@@ -326,14 +327,14 @@ func (s *File) Run(ctx context.Context, q *Queue) error {
 
 // write writes items, retrying until all are settled or ctx ends; it only
 // fails with ctx's error, after failing whatever was left.
-func (s *File) write(ctx context.Context, q *Queue, items []*Item) error {
+func (s *File) write(ctx context.Context, q Input, items []*Item) error {
 	valid := items[:0]
 	for _, it := range items {
 		if validLine(it.Line) {
 			valid = append(valid, it)
 			continue
 		}
-		q.Failed(1)
+		q.Failed(1, record.ReasonSinkError)
 		s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
 	}
 	items = valid
@@ -385,7 +386,7 @@ func (s *File) write(ctx context.Context, q *Queue, items []*Item) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			q.Failed(len(items) + unsynced)
+			q.Failed(len(items)+unsynced, record.ReasonSinkError)
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, s.retryMax)

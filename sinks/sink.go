@@ -1,36 +1,70 @@
-// Package sinks owns delivery: the bounded per-sink queue with its
-// when-full policy and exact accounting, and the stdout and file sinks.
-// Kafka lives in sinks/kafka on the same interface.
+// Package sinks owns delivery of encoded records to an output: the Sink
+// interface every sink implements and the stdout and file sinks. Kafka
+// lives in sinks/kafka on the same interface. Queues, their when_full
+// policies and the accounting belong to the pipeline
+// (internal/pipeline/queue); a sink sees its queue only as an Input.
 package sinks
 
 import (
 	"context"
 
-	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 )
 
-// Item is one encoded record, shared read-only by every sink's queue.
-type Item struct {
-	Seq    uint64
-	Action record.Action
-	Path   string // file.path, for sinks that key by path
-	Line   []byte // one compact JSON object followed by '\n'
-	Loss   bool   // an events_lost record; queues never drop these
+// Item is one encoded record, shared read-only by every sink.
+type Item = queue.Item
+
+// Policy is a when_full policy; sinks with a spool of their own (Kafka)
+// apply the same vocabulary to it.
+type Policy = queue.Policy
+
+// The when_full policies, named here for sinks and config.
+const (
+	Block      = queue.Block
+	DropNewest = queue.DropNewest
+	DropOldest = queue.DropOldest
+)
+
+// ParsePolicy maps a when_full value to a Policy.
+func ParsePolicy(s string) (Policy, error) { return queue.ParsePolicy(s) }
+
+// Input is what a sink sees of its queue: it takes batches and settles
+// every item it took exactly once, as delivered or as failed with a
+// reason, possibly later and from another goroutine (an asynchronous ack).
+type Input interface {
+	// Next blocks until at least one item is queued and returns up to
+	// cap(buf) of them (at least one when cap(buf) is 0) in order,
+	// reusing buf. It returns io.EOF once the input is closed and
+	// drained, and ctx.Err() when ctx ends first.
+	Next(ctx context.Context, buf []*Item) ([]*Item, error)
+	// Len is how many items wait; a sink flushes when it has caught up.
+	Len() int
+	// Delivered settles n taken items as delivered.
+	Delivered(n int)
+	// Failed settles n taken items as lost for reason (record.ReasonSinkError,
+	// "dead_letter", "spool_full", ...); the pipeline announces them
+	// in-band as events_lost records to every sink.
+	Failed(n int, reason string)
+	// LostEarlier reports n records of an earlier agent run (runID) lost
+	// in this run (a replayed spool): announced naming that run, outside
+	// this run's accounting.
+	LostEarlier(n uint64, reason, runID string)
 }
 
-// Sink delivers items taken from its own Queue.
+// Sink delivers items taken from its Input.
 //
-// Run takes items with q.Next and must settle every item it takes, exactly
-// once, with q.Delivered or q.Failed, possibly later and from another
-// goroutine (an asynchronous ack). It returns nil once q is closed and
-// everything it took is settled, ctx.Err() when ctx ends first, or the
-// error that made it give up (stdout's EPIPE, say); on every return it has
-// settled what it took, failing what it could not deliver. Items still
-// queued stay there: after an error return nobody takes from q, so the
-// caller must stop pushing to it (a Block queue would block for good).
+// Run takes batches with in.Next, writes them and settles every item it
+// takes. A failed write is the sink's own business: it settles the items
+// as failed (with a reason) or keeps retrying them, and goes on; it never
+// ends Run, because one broken output must not stop the others. Run
+// returns nil once in is closed and everything it took is settled, or
+// ctx.Err() when ctx ends first (the shutdown timeout or another stage's
+// failure), after settling what it took. Close releases the output; the
+// pipeline calls it once Run has returned, and it is idempotent, so the
+// owner may also call it when Run never ran.
 type Sink interface {
-	Name() string
-	Run(ctx context.Context, q *Queue) error
+	Run(ctx context.Context, in Input) error
 	// Reopen reopens output files (SIGHUP). Sinks without files return nil.
 	Reopen() error
+	Close() error
 }

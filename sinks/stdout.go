@@ -1,15 +1,16 @@
 package sinks
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 const (
@@ -30,6 +31,15 @@ func validLine(line []byte) bool {
 }
 
 // Stdout writes each Item.Line to a writer, os.Stdout by default.
+//
+// A failed write (EPIPE when the reader went away, ENOSPC when stdout is a
+// file on a full disk) is this sink's failure only: the lines that did not
+// get out are settled as failed with reason sink_error, so the pipeline
+// announces them to the other sinks, and the sink goes on with the next
+// batch; when writing works again, so does the stream. A line a write cut
+// in two is never left torn: on a regular file the file is cut back to
+// its last whole line, elsewhere the rest of the line is written first
+// when writing works again.
 type Stdout struct {
 	w   io.Writer
 	log zerolog.Logger
@@ -43,59 +53,141 @@ func NewStdout(w io.Writer, log zerolog.Logger) *Stdout {
 	return &Stdout{w: w, log: log.With().Str("component", "sink").Str("sink", "stdout").Logger()}
 }
 
-// Name implements Sink.
+// Name is the sink's kind.
 func (s *Stdout) Name() string { return "stdout" }
 
 // Reopen implements Sink; stdout has no file to reopen.
 func (s *Stdout) Reopen() error { return nil }
 
+// Close implements Sink; stdout belongs to the process, not to the sink.
+func (s *Stdout) Close() error { return nil }
+
+// stdoutRun is the state of one Run.
+type stdoutRun struct {
+	s       *Stdout
+	in      Input
+	buf     []byte // whole lines not yet written
+	pending int    // items whose lines are in buf
+	tail    []byte // the rest of a line a failed write cut, to be written first
+	failing bool   // in a streak of failed writes
+}
+
 // Run implements Sink. Output is buffered and flushed whenever the queue
 // runs empty, so an interactive watch shows events promptly while a busy
-// one makes large writes. Items count as delivered once flushed. A write
-// error (EPIPE when the reader went away, for instance) fails every
-// unflushed item and ends Run with that error.
-func (s *Stdout) Run(ctx context.Context, q *Queue) error {
-	bw := bufio.NewWriterSize(s.w, stdoutBuffer)
-	buf := make([]*Item, 0, batchSize)
-	pending := 0 // items in bw, not yet settled
-	flush := func() error {
-		if err := bw.Flush(); err != nil {
-			q.Failed(pending)
-			pending = 0
-			return fmt.Errorf("stdout sink: write: %w", err)
-		}
-		q.Delivered(pending)
-		pending = 0
-		return nil
+// one makes large writes. Items count as delivered once written.
+func (s *Stdout) Run(ctx context.Context, in Input) error {
+	r := &stdoutRun{s: s, in: in, buf: make([]byte, 0, stdoutBuffer)}
+	items := make([]*Item, 0, batchSize)
+	if d, ok := s.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		// A write blocked on a pipe nobody reads must not outlast the
+		// shutdown timeout: the end of ctx interrupts it, where the
+		// writer is pollable (a pipe or socket the agent set up so).
+		defer context.AfterFunc(ctx, func() { _ = d.SetWriteDeadline(time.Now()) })()
 	}
 	for {
-		items, err := q.Next(ctx, buf)
+		var err error
+		items, err = in.Next(ctx, items)
 		if err != nil {
-			ferr := flush()
-			if errors.Is(err, io.EOF) {
-				return ferr
+			r.flush()
+			if r.tail != nil {
+				in.Failed(1, record.ReasonSinkError)
+				r.tail = nil
 			}
-			return errors.Join(err, ferr)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
 		}
-		for i, it := range items {
+		for _, it := range items {
 			if !validLine(it.Line) {
-				q.Failed(1)
+				in.Failed(1, record.ReasonSinkError)
 				s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
 				continue
 			}
-			if _, err := bw.Write(it.Line); err != nil {
-				// bufio keeps failing once it has failed, so nothing more
-				// of this batch can be written.
-				q.Failed(pending + len(items) - i)
-				pending = 0
-				return fmt.Errorf("stdout sink: write: %w", err)
+			r.buf = append(r.buf, it.Line...)
+			r.pending++
+			if len(r.buf) >= stdoutBuffer {
+				r.flush()
 			}
-			pending++
 		}
-		if pending >= maxUnflushed || q.Len() == 0 {
-			if err := flush(); err != nil {
-				return err
-			}
+		if r.pending >= maxUnflushed || in.Len() == 0 {
+			r.flush()
 		}
 	}
+}
+
+// flush writes the buffered lines and settles their items.
+func (r *stdoutRun) flush() {
+	if r.tail != nil {
+		if _, err := r.s.w.Write(r.tail); err != nil {
+			r.fail(err, 0)
+			return
+		}
+		r.tail = nil
+		r.in.Delivered(1) // the line a failed write had cut, now whole
+	}
+	if r.pending == 0 {
+		return
+	}
+	n, err := r.s.w.Write(r.buf)
+	if err == nil {
+		r.in.Delivered(r.pending)
+		if r.failing {
+			r.failing = false
+			r.s.log.Info().Msg("writing again")
+		}
+		r.buf, r.pending = r.buf[:0], 0
+		return
+	}
+	r.fail(err, n)
+}
+
+// fail settles the buffered items after a write that got n bytes of buf
+// out and then failed with err.
+func (r *stdoutRun) fail(err error, n int) {
+	whole := bytes.Count(r.buf[:n], []byte{'\n'})
+	r.in.Delivered(whole)
+	lost := r.pending - whole
+	if cut := n - (bytes.LastIndexByte(r.buf[:n], '\n') + 1); cut > 0 {
+		// A line is torn: cut it off a regular file, or hold its rest
+		// (and its item) until writing works again.
+		lost--
+		end := n + bytes.IndexByte(r.buf[n:], '\n') + 1
+		if !r.truncate(int64(cut)) {
+			r.tail = append([]byte(nil), r.buf[n:end]...)
+		} else {
+			lost++
+		}
+	}
+	if lost > 0 {
+		r.in.Failed(lost, record.ReasonSinkError)
+	}
+	if !r.failing {
+		// Once per streak: a closed pipe would otherwise log every batch.
+		r.failing = true
+		r.s.log.Error().Err(err).Int("lost", lost).Msg("write failed; records are dropped (and announced) until writing works again")
+	}
+	r.buf, r.pending = r.buf[:0], 0
+}
+
+// truncate cuts the last cut bytes off the output when it is a regular
+// file, and reports whether it did.
+func (r *stdoutRun) truncate(cut int64) bool {
+	f, ok := r.s.w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil || off < cut {
+		return false
+	}
+	if err := f.Truncate(off - cut); err != nil {
+		return false
+	}
+	_, err = f.Seek(off-cut, io.SeekStart)
+	return err == nil
 }

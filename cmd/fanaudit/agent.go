@@ -75,10 +75,12 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	if err != nil {
 		return err
 	}
-	specs, closeSinks, err := buildSinks(cfg, source, enr.Host(), runID, stdout, log)
+	specs, sinkMetrics, closeSinks, err := buildSinks(cfg, source, enr.Host(), runID, stdout, log)
 	if err != nil {
 		return err
 	}
+	// The pipeline closes every sink after its Run; this is for a setup
+	// that fails below (Close is idempotent).
 	defer closeSinks()
 
 	stages := &pipeline.Stages[audit.Event]{
@@ -96,7 +98,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		Host:             enr.Host(),
 		Encoding:         record.Options{RunID: runID, Version: version},
 		StatsHook: func(e *zerolog.Event) {
-			e.Uint64("captured", stages.Captured()).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
+			e.Uint64("captured", capt.Stats().Emitted).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
 		},
 	}, log)
 	if err != nil {
@@ -110,18 +112,14 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 			{Name: "capture", Stats: func() any { return capt.Stats() }},
 			{Name: "enrich", Stats: func() any { return enr.Stats() }},
 		}
-		for _, sp := range specs {
-			if k, ok := sp.Sink.(*kafka.Sink); ok {
-				comps = append(comps, metrics.Component{Name: "kafka", Labels: prometheus.Labels{"sink": sp.Name}, Stats: func() any { return k.Stats() }})
-			}
-		}
+		comps = append(comps, sinkMetrics...)
 		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: func() (bool, string) {
 			// An unmounted watched filesystem makes the agent unhealthy.
 			if ok, why := capt.Health(); !ok {
 				return false, why
 			}
 			return p.Health()
-		}, Captured: stages.Captured, Components: comps}, log)
+		}, Captured: func() uint64 { return capt.Stats().Emitted }, Components: comps}, log)
 		if err != nil {
 			return err
 		}
@@ -165,7 +163,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// Back to ignoring, not to the default action (which kills): a SIGHUP
+	// while the agent drains is as harmless as one during start-up.
+	defer signal.Ignore(syscall.SIGHUP)
 	for {
 		select {
 		case <-ctx.Done():
@@ -180,19 +180,20 @@ func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) 
 	}
 }
 
-// buildSinks creates every configured sink. The returned func closes
-// those that hold files, after the pipeline has stopped.
-func buildSinks(cfg *config.Config, source string, host *record.Host, runID string, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, func(), error) {
+// buildSinks creates every configured sink, with the metrics of those
+// that count more than their queue does. The returned func closes them
+// all (the pipeline does after a run; Close is idempotent).
+func buildSinks(cfg *config.Config, source string, host *record.Host, runID string, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, []metrics.Component, func(), error) {
 	opts, err := sinkOptionsOf(cfg, source)
 	if err != nil {
-		return nil, nil, wrapConfig(err)
+		return nil, nil, nil, wrapConfig(err)
 	}
 	var specs []pipeline.SinkSpec
-	var closers []io.Closer
+	var comps []metrics.Component
 	closeAll := func() {
-		for _, c := range closers {
-			if err := c.Close(); err != nil {
-				log.Warn().Err(err).Msg("closing sink")
+		for _, s := range specs {
+			if err := s.Sink.Close(); err != nil {
+				log.Warn().Err(err).Str("sink", s.Name).Msg("closing sink")
 			}
 		}
 	}
@@ -206,27 +207,25 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 			f, err := sinks.NewFile(s.File, slog)
 			if err != nil {
 				closeAll()
-				return nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
+				return nil, nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
-			closers = append(closers, f)
+			comps = append(comps, metrics.Component{Name: "file", Labels: prometheus.Labels{"sink": s.Name}, Stats: func() any { return f.Stats() }})
 			sink = f
 		case config.SinkKafka:
 			k, err := kafka.New(s.Kafka, host, runID, slog)
 			if err != nil {
 				closeAll()
-				return nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
+				return nil, nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
-			if c, ok := any(k).(io.Closer); ok {
-				closers = append(closers, c)
-			}
+			comps = append(comps, metrics.Component{Name: "kafka", Labels: prometheus.Labels{"sink": s.Name}, Stats: func() any { return k.Stats() }})
 			sink = k
 		default:
 			closeAll()
-			return nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
+			return nil, nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
 		}
 		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy})
 	}
-	return specs, closeAll, nil
+	return specs, comps, closeAll, nil
 }
 
 // newRunID makes the run id: fanaudit.run_id and the per-run part of

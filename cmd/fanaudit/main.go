@@ -13,6 +13,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	// Imported for its initializer: SIGHUP and SIGPIPE are ignored from
+	// the first moments of the process, before any slower initializer.
+	_ "github.com/fanaudit/fanaudit/cmd/fanaudit/internal/earlysig"
 )
 
 // version is set at link time (-X main.version=...).
@@ -26,15 +30,45 @@ const (
 )
 
 func main() {
+	// Signal handling comes before anything slow: SIGTERM or SIGINT at any
+	// point of the start-up is a clean stop (exit 0). SIGHUP and SIGPIPE
+	// are ignored already (earlysig).
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	// The first signal starts a clean stop; restoring the default action
 	// lets a second one end a drain that takes too long.
 	context.AfterFunc(ctx, stop)
 	stopProfile := benchProfile(os.Stderr)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stdout, restore := pollableStdout(os.Stdout)
+	code := run(ctx, os.Args[1:], stdout, os.Stderr)
+	restore()
 	stop()
 	stopProfile()
 	os.Exit(code)
+}
+
+// pollableStdout returns stdout as a file the runtime's poller drives when
+// it is a pipe or a socket, so that the stdout sink's write to a reader
+// that stopped reading can be interrupted at the shutdown timeout instead
+// of holding the agent for good. O_NONBLOCK belongs to the open file
+// description, which others may share, so restore puts it back.
+func pollableStdout(f *os.File) (w *os.File, restore func()) {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&(os.ModeNamedPipe|os.ModeSocket) == 0 {
+		return f, func() {}
+	}
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return f, func() {}
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return f, func() {}
+	}
+	w = os.NewFile(uintptr(fd), f.Name())
+	return w, func() {
+		_ = syscall.SetNonblock(fd, false)
+		w.Close()
+	}
 }
 
 // usageError is a command-line or config error: exit 2, one stderr line.

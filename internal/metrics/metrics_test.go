@@ -18,13 +18,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/pipeline"
-	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 )
 
 func fakeSource(healthy bool) Source {
 	return Source{
 		Stats: func() pipeline.Stats {
-			return pipeline.Stats{Received: 10, Produced: 12, LossRecords: 2, KernelOverflows: 5, Sinks: []sinks.QueueStats{
+			return pipeline.Stats{Received: 10, Produced: 12, LossRecords: 2, KernelOverflows: 5, Sinks: []queue.Stats{
 				{Sink: "out", Received: 12, Delivered: 10, Dropped: 1, InFlight: 1, Depth: 1, Capacity: 100},
 				{Sink: "kafka-1", Received: 12, Delivered: 12, Capacity: 50},
 			}}

@@ -7,15 +7,17 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
-	"github.com/fanaudit/fanaudit/sinks"
 )
 
 // fanOut is the only writer of event.sequence. It numbers each record,
 // encodes it once, and pushes the shared Item to every queue in order, so
 // each sink sees the sequence in increasing order with gaps only where its
-// own queue dropped. Drops are announced as events_lost records, at most
-// one per sink per LossInterval, and all of them once the input is done.
+// own queue dropped. Losses are announced as events_lost records, per sink
+// and reason, at most one round per sink per LossInterval, and all of them
+// once the input is done. It ends when its input is closed and drained;
+// after an abort (ctx ended) it reads what is left without pushing it.
 func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error {
 	f := fanState{
 		enc:        record.NewEncoder(p.opts.Encoding),
@@ -25,27 +27,34 @@ func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error
 	}
 	tick := time.NewTicker(p.opts.LossInterval)
 	defer tick.Stop()
+	aborted := false
+	if p.opts.Start != nil {
+		aborted = f.emit(ctx, p.opts.Start) != nil
+	}
 	for {
 		select {
 		case batch, ok := <-in:
 			if !ok {
+				if aborted || ctx.Err() != nil {
+					return nil
+				}
 				return f.finalLosses(ctx)
 			}
-			p.received.Add(uint64(len(batch)))
-			if err := f.emitBatch(ctx, batch); err != nil {
-				return err
+			if aborted || ctx.Err() != nil {
+				aborted = true
+				continue
 			}
-			if err := f.reportLosses(ctx, false); err != nil {
-				return err
+			p.received.Add(uint64(len(batch)))
+			if f.emitBatch(ctx, batch) != nil || f.reportLosses(ctx, false) != nil {
+				// Only a cancelled push fails: the chain is aborting.
+				aborted = true
 			}
 		case <-tick.C:
 			// Drops only happen while pushing, but a quiet period after a
 			// burst must still get its report.
-			if err := f.reportLosses(ctx, false); err != nil {
-				return err
+			if !aborted && f.reportLosses(ctx, false) != nil {
+				aborted = true
 			}
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }
@@ -55,41 +64,27 @@ func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error
 // everything cannot keep the shutdown going.
 const finalLossRounds = 3
 
-// finalLosses announces every drop once the input is done. A sink can still
-// fail records it holds while it flushes, so it waits for each queue to
-// settle everything it was given before the last report; the queues stay
-// open until then, so those failures reach every sink in-band too. ctx
-// ends the wait at the shutdown timeout.
+// finalLosses announces every loss once the input is done. A sink can
+// still fail records it holds while it flushes, so it waits until each
+// queue has settled everything it was given before the last report; the
+// queues stay open until then, so those failures reach every sink in-band
+// too. ctx ends the wait (the shutdown timeout).
 func (f *fanState) finalLosses(ctx context.Context) error {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
 	for round := 0; round < finalLossRounds; round++ {
-		for !f.settled() {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				return ctx.Err()
+		for _, q := range f.p.queues {
+			if err := q.WaitSettled(ctx); err != nil {
+				return nil // aborted: the cause is reported where it happened
 			}
 		}
 		before := f.p.lossRecs.Load()
 		if err := f.reportLosses(ctx, true); err != nil {
-			return err
+			return nil
 		}
 		if f.p.lossRecs.Load() == before {
 			return nil
 		}
 	}
 	return nil
-}
-
-// settled reports whether every queue has settled everything pushed to it.
-func (f *fanState) settled() bool {
-	for _, q := range f.p.queues {
-		if q.Stats().InFlight != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 type fanState struct {
@@ -128,11 +123,11 @@ func (f *fanState) emitBatch(ctx context.Context, batch []*record.Record) error 
 		// Size the next buffer for this batch's average line.
 		f.lineSize = max(f.lineSize, len(buf)/n+64)
 	}
-	items := make([]sinks.Item, len(batch))
+	items := make([]queue.Item, len(batch))
 	start := 0
 	for i, r := range batch {
 		it := &items[i]
-		*it = sinks.Item{
+		*it = queue.Item{
 			Seq:    r.Sequence,
 			Action: r.Action,
 			Path:   r.File.Path,
@@ -161,23 +156,29 @@ type lossEntry struct {
 	reason, runID string
 }
 
-// lossEntries lists the loss records one queue's unreported drops make, in a
-// stable order: queue_full, sink_error, the sinks' own reasons, then
+// lossEntries lists the loss records one queue's unreported losses make, in
+// a stable order: queue_full, sink_error, the sinks' own reasons, then
 // losses of earlier runs' records.
-func lossEntries(u sinks.Unreported) []lossEntry {
+func lossEntries(u queue.Unreported) []lossEntry {
 	var out []lossEntry
-	if u.Full > 0 {
-		out = append(out, lossEntry{n: u.Full, reason: record.ReasonQueueFull})
+	rank := func(r string) int {
+		switch r {
+		case record.ReasonQueueFull:
+			return 0
+		case record.ReasonSinkError:
+			return 1
+		}
+		return 2
 	}
-	if u.Failed > 0 {
-		out = append(out, lossEntry{n: u.Failed, reason: record.ReasonSinkError})
-	}
-	for _, r := range slices.Sorted(maps.Keys(u.Reasons)) {
+	reasons := slices.SortedFunc(maps.Keys(u.Reasons), func(a, b string) int {
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b))
+	})
+	for _, r := range reasons {
 		if n := u.Reasons[r]; n > 0 {
 			out = append(out, lossEntry{n: n, reason: r})
 		}
 	}
-	earlier := slices.SortedFunc(maps.Keys(u.Earlier), func(a, b sinks.EarlierLoss) int {
+	earlier := slices.SortedFunc(maps.Keys(u.Earlier), func(a, b queue.EarlierLoss) int {
 		return cmp.Or(cmp.Compare(a.RunID, b.RunID), cmp.Compare(a.Reason, b.Reason))
 	})
 	for _, k := range earlier {
@@ -188,10 +189,12 @@ func lossEntries(u sinks.Unreported) []lossEntry {
 	return out
 }
 
-// reportLosses emits queue_full, sink_error and sink-specific records for every sink with unannounced
-// drops whose last report is at least LossInterval old, or for every sink
-// with drops when final is set. Loss records are never dropped by a queue,
-// so after a final pass nothing is left unannounced.
+// reportLosses emits one events_lost record per reason (and earlier run)
+// for every sink with unannounced losses whose last report is at least
+// LossInterval old, or for every sink with losses when final is set. Loss
+// records are never dropped by a queue's policy, so after a final pass
+// nothing is left unannounced (a sink that fails them announces that in
+// turn).
 func (f *fanState) reportLosses(ctx context.Context, final bool) error {
 	now := f.p.opts.Now()
 	for i, q := range f.p.queues {

@@ -1,8 +1,9 @@
-// Package pipeline wires the agent's stages: the record source (capture
-// and enrichment), the fan-out that owns event.sequence, encodes each
-// record once and turns sink drops into events_lost records, and one
-// bounded queue plus one goroutine per sink. It also owns the counters of
-// every stage, the periodic stats log line and the health verdict.
+// Package pipeline owns the agent's one chain of stages under one
+// errgroup: capture → enrich → fan-out (event.sequence, encode once, loss
+// records) → one bounded queue per sink (internal/pipeline/queue) → sink.
+// It owns the shutdown (stop reading, drain, flush, within a timeout), the
+// isolation of a failing sink, the counters of every stage, the periodic
+// stats log line and the health verdict.
 package pipeline
 
 import (
@@ -14,16 +15,20 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/sinks"
 )
 
-// Source produces record batches. Run sends to out until stop ends, then
-// drains whatever it still holds and returns nil; abort ends it at once.
-// Run must not close out: the pipeline does, once Run has returned.
+// Source is the head of the chain: the stages that produce records. The
+// production source is Stages (capture and enrichment).
 type Source interface {
-	Run(stop, abort context.Context, out chan<- []*record.Record) error
+	// start adds the source's stages to g. stop ends the reading; ctx
+	// (g's context) ends on a failure or the shutdown timeout, and abort
+	// ends it with a cause. The last stage closes out when it is done.
+	start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func())
 }
 
 // SinkSpec is one configured sink with its queue settings.
@@ -31,28 +36,24 @@ type SinkSpec struct {
 	Name      string // the config's name: queue, metrics and fanaudit.lost.sink
 	Sink      sinks.Sink
 	QueueSize int
-	Policy    sinks.Policy
+	Policy    queue.Policy
 }
 
 // Options configures a Pipeline.
 type Options struct {
 	Source Source
 	Sinks  []SinkSpec
-
 	// RecordChannel is the capacity, in batches, of the channel between
-	// the source and the fan-out.
+	// enrichment and the fan-out.
 	RecordChannel int
 	// ShutdownTimeout bounds the drain and flush after the run context
-	// ends; past it everything is aborted and Run returns an error.
+	// ends; past it every stage is cancelled and Run returns
+	// ErrShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// StatsInterval is the period of the stats log line; 0 turns it off.
 	StatsInterval time.Duration
-	// AbortGrace is how long Run waits for the stages after an abort (a
-	// failure or the shutdown timeout) before it returns without them;
-	// default 2s.
-	AbortGrace time.Duration
-	// LossInterval is the minimum time between two queue_full records for
-	// one sink; default one second.
+	// LossInterval is the minimum time between two rounds of loss records
+	// for one sink; default one second.
 	LossInterval time.Duration
 	// SinkFailingAfter is how long a sink with pending items may go
 	// without delivering before Health reports it; default 60s.
@@ -60,26 +61,30 @@ type Options struct {
 	// StatsHook adds other stages' counters (capture, enrichment) to each
 	// stats log line; optional.
 	StatsHook func(e *zerolog.Event)
-	// Host is attached to the loss records the pipeline makes.
+	// Host is attached to the records the pipeline makes.
 	Host *record.Host
 	// Encoding is the encoders' per-run settings (run id, version).
 	Encoding record.Options
+	// Start, when set, is emitted first, before any record of the source:
+	// the agent_restart record of a run that follows an unclean stop.
+	Start *record.Record
 	// Now is the clock, for tests; default time.Now.
 	Now func() time.Time
 }
 
-// Pipeline runs the stages. Create it with New, run it once with Run.
+// Pipeline runs the chain. Create it with New, run it once with Run.
 type Pipeline struct {
 	opts   Options
 	log    zerolog.Logger
-	queues []*sinks.Queue
+	queues []*queue.Queue
 
 	received        atomic.Uint64 // records from the source
 	produced        atomic.Uint64 // records given a sequence, loss records included
 	lossRecs        atomic.Uint64 // events_lost records produced
 	kernelOverflows atomic.Uint64 // kernel_queue_overflow records
-	sourceDone      atomic.Bool   // the source returned
+	sourceDone      atomic.Bool   // the reader returned
 	stopping        atomic.Bool   // the run context ended
+	queuesClosed    atomic.Bool   // the fan-out closed the queues
 
 	mu       sync.Mutex
 	progress []sinkProgress // guarded by mu
@@ -90,6 +95,7 @@ type Pipeline struct {
 type sinkProgress struct {
 	delivered uint64
 	okSince   time.Time // last time it delivered or had nothing pending
+	stopped   error     // the sink's Run returned early with this
 }
 
 // New checks opts and builds the queues.
@@ -105,9 +111,6 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
-	}
-	if opts.AbortGrace <= 0 {
-		opts.AbortGrace = 2 * time.Second
 	}
 	if opts.LossInterval <= 0 {
 		opts.LossInterval = time.Second
@@ -129,7 +132,7 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 			return nil, fmt.Errorf("pipeline: duplicate sink name %q", s.Name)
 		}
 		seen[s.Name] = true
-		p.queues = append(p.queues, sinks.NewQueue(s.Name, s.QueueSize, s.Policy))
+		p.queues = append(p.queues, queue.New(s.Name, s.QueueSize, s.Policy))
 		p.progress = append(p.progress, sinkProgress{okSince: now})
 	}
 	return p, nil
@@ -139,11 +142,14 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 // finish within Options.ShutdownTimeout.
 var ErrShutdownTimeout = errors.New("shutdown timeout: not every record was flushed")
 
-// Run runs every stage until ctx ends and everything is drained, or a
-// stage fails. When ctx ends the source stops reading and drains, the
-// fan-out drains the channel and announces every remaining drop, the
-// queues are closed, and the sinks flush; all of it within
-// ShutdownTimeout. It returns nil after a complete drain.
+// Run runs the chain until ctx ends and everything is drained, or a stage
+// fails. When ctx ends the capture stops reading, drains the kernel queue
+// and closes its output; every later stage ends when its input is closed
+// and drained: the fan-out announces every remaining loss and closes the
+// queues, and each sink flushes and returns. A stage's failure or the
+// shutdown timeout cancels the one context every stage runs under. A sink
+// that stops early is isolated (its queue fails what it gets, announced
+// in-band) and the others go on. Run returns nil after a complete drain.
 func (p *Pipeline) Run(ctx context.Context) error {
 	p.mu.Lock()
 	if p.started {
@@ -152,134 +158,96 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	p.started = true
 	p.mu.Unlock()
+	defer func() { p.logStats("final stats", p.Stats(), nil, 0) }()
 
-	// abort is what really stops everything: it outlives ctx by at most
-	// ShutdownTimeout, so that stages downstream of the reader can drain.
-	abort, cancelAbort := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancelAbort(nil)
-
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
-	fail := func(stage string, err error) {
-		if err == nil {
-			return
-		}
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = fmt.Errorf("%s: %w", stage, err)
-		}
-		errMu.Unlock()
-		cancelAbort(err)
-	}
-	// stop ends the reading: on ctx's end or on a failure anywhere.
-	stop, cancelStop := context.WithCancel(ctx)
-	defer cancelStop()
-	go func() {
-		<-abort.Done()
-		cancelStop()
-	}()
+	// base outlives ctx: after a stop the stages drain under it, until
+	// they are done, a stage fails, or the shutdown timeout cancels it.
+	base, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer abort(nil)
+	g, gctx := errgroup.WithContext(base)
+	stopTimer := context.AfterFunc(ctx, func() {
+		p.stopping.Store(true)
+		p.log.Info().Dur("timeout", p.opts.ShutdownTimeout).Msg("stopping: draining and flushing")
+		t := time.AfterFunc(p.opts.ShutdownTimeout, func() {
+			p.log.Error().Dur("timeout", p.opts.ShutdownTimeout).Msg("shutdown timeout: aborting the flush")
+			abort(ErrShutdownTimeout)
+		})
+		context.AfterFunc(base, func() { t.Stop() })
+	})
+	defer stopTimer()
 
 	records := make(chan []*record.Record, p.opts.RecordChannel)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(records)
-		err := p.opts.Source.Run(stop, abort, records)
-		p.sourceDone.Store(true)
-		if err == nil && stop.Err() == nil {
-			err = errors.New("stopped before it was asked to")
-		}
-		if err != nil && abort.Err() == nil {
-			fail("source", err)
-		}
-	}()
-
-	var queuesClosed atomic.Bool
-	sinkWG := sync.WaitGroup{}
-	for i, s := range p.opts.Sinks {
-		q := p.queues[i]
-		sinkWG.Add(1)
-		go func() {
-			defer sinkWG.Done()
-			err := s.Sink.Run(abort, q)
-			if err == nil && !queuesClosed.Load() {
-				// Its queue would fill and, under block, stall every sink.
-				err = errors.New("stopped before its queue was closed")
-			}
-			if err != nil && abort.Err() == nil {
-				fail("sink "+s.Name, err)
+	p.opts.Source.start(g, ctx, gctx, abort, records, func() { p.sourceDone.Store(true) })
+	g.Go(func() error {
+		defer func() {
+			p.queuesClosed.Store(true)
+			for _, q := range p.queues {
+				q.Close()
 			}
 		}()
+		if err := p.fanOut(gctx, records); err != nil {
+			return fmt.Errorf("fan-out: %w", err)
+		}
+		return nil
+	})
+	// The watcher lives as long as the last sink.
+	watchCtx, stopWatch := context.WithCancel(gctx)
+	defer stopWatch()
+	var running sync.WaitGroup
+	running.Add(len(p.queues))
+	for i := range p.queues {
+		g.Go(func() error {
+			defer running.Done()
+			p.runSink(gctx, i)
+			return nil
+		})
 	}
+	g.Go(func() error {
+		p.watch(watchCtx)
+		return nil
+	})
+	g.Go(func() error {
+		running.Wait()
+		stopWatch()
+		return nil
+	})
 
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := p.fanOut(abort, records)
-		queuesClosed.Store(true)
-		for _, q := range p.queues {
-			q.Close()
-		}
-		// After an abort, keep the source's sends from blocking forever.
-		for range records {
-		}
-		if err != nil && abort.Err() == nil {
-			fail("fan-out", err)
-		}
-	}()
-
-	// The watchdog turns the end of ctx into a bounded drain, and samples
-	// sink progress and logs stats meanwhile.
-	drained := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.watch(ctx, abort, drained, cancelAbort)
-	}()
-
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		// The fan-out and source finish before the sinks can (the queues
-		// are closed last), except on abort, where all of them return
-		// promptly.
-		sinkWG.Wait()
-		cancelStop()
-		close(drained)
-		wg.Wait()
-	}()
-	select {
-	case <-finished:
-	case <-abort.Done():
-		// A sink blocked in a write(2) to a stalled pipe cannot be
-		// interrupted, and the shutdown timeout must stay a bound: after
-		// a grace period, return without the stuck goroutines (the
-		// process exits right after).
-		t := time.NewTimer(p.opts.AbortGrace)
-		defer t.Stop()
-		select {
-		case <-finished:
-		case <-t.C:
-			p.log.Error().Dur("grace", p.opts.AbortGrace).Msg("some stages did not stop after the abort; giving up on them")
-		}
-	}
-
-	p.logStats("final stats", p.Stats(), nil, 0)
-	errMu.Lock()
-	defer errMu.Unlock()
-	if firstErr != nil {
-		return firstErr
-	}
-	if errors.Is(context.Cause(abort), ErrShutdownTimeout) {
+	err := g.Wait()
+	if errors.Is(context.Cause(base), ErrShutdownTimeout) {
 		return ErrShutdownTimeout
 	}
-	return nil
+	return err
 }
 
-// watch runs until drained is closed. Once ctx ends it allows
-// ShutdownTimeout for the drain, then aborts.
-func (p *Pipeline) watch(ctx, abort context.Context, drained <-chan struct{}, cancelAbort context.CancelCauseFunc) {
+// runSink runs one sink until its queue is closed and drained. A sink that
+// returns early (an error, or nil before its queue was closed) is
+// isolated: its queue fails everything it holds and gets, so that it
+// neither blocks the others nor loses a record without an events_lost
+// record, and Health reports it. Only a cancelled chain ends it silently.
+func (p *Pipeline) runSink(ctx context.Context, i int) {
+	spec, q := p.opts.Sinks[i], p.queues[i]
+	err := spec.Sink.Run(ctx, q)
+	if cerr := spec.Sink.Close(); cerr != nil {
+		p.log.Error().Err(cerr).Str("sink", spec.Name).Msg("closing the sink")
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil && !p.queuesClosed.Load() {
+		err = errors.New("stopped before its queue was closed")
+	}
+	if err == nil {
+		return
+	}
+	p.log.Error().Err(err).Str("sink", spec.Name).Msg("sink stopped; its records are dropped and announced from now on")
+	p.mu.Lock()
+	p.progress[i].stopped = err
+	p.mu.Unlock()
+	q.Abandon(record.ReasonSinkError)
+}
+
+// watch samples sink progress and logs stats until ctx ends.
+func (p *Pipeline) watch(ctx context.Context) {
 	sample := time.NewTicker(time.Second)
 	defer sample.Stop()
 	var statsC <-chan time.Time
@@ -288,28 +256,12 @@ func (p *Pipeline) watch(ctx, abort context.Context, drained <-chan struct{}, ca
 		defer t.Stop()
 		statsC = t.C
 	}
-	var deadline <-chan time.Time
-	done := ctx.Done()
 	prev := p.Stats()
 	prevAt := p.opts.Now()
 	for {
 		select {
-		case <-drained:
+		case <-ctx.Done():
 			return
-		case <-abort.Done():
-			// Keep waiting for drained: the stages return promptly now.
-			abort = context.Background()
-		case <-done:
-			done = nil
-			p.stopping.Store(true)
-			t := time.NewTimer(p.opts.ShutdownTimeout)
-			defer t.Stop()
-			deadline = t.C
-			p.log.Info().Dur("timeout", p.opts.ShutdownTimeout).Msg("stopping: draining and flushing")
-		case <-deadline:
-			deadline = nil
-			p.log.Error().Dur("timeout", p.opts.ShutdownTimeout).Msg("shutdown timeout: aborting the flush")
-			cancelAbort(ErrShutdownTimeout)
 		case <-sample.C:
 			p.sampleProgress()
 		case <-statsC:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/sinks"
 )
@@ -38,19 +41,35 @@ func newSource(n, per int) *fakeSource {
 	return s
 }
 
-func (s *fakeSource) Run(stop, abort context.Context, out chan<- []*record.Record) error {
+// start makes the fake the capture of a chain whose enrichment passes
+// records through.
+func (s *fakeSource) start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func()) {
+	st := &Stages[*record.Record]{Capture: s.capture, Enrich: passThrough}
+	st.start(g, stop, ctx, abort, out, done)
+}
+
+// capture sends like the real one: unconditionally, since the next stage
+// reads until its input is closed.
+func (s *fakeSource) capture(ctx context.Context, out chan<- []*record.Record) error {
 	for _, b := range s.batches {
-		select {
-		case out <- b:
-		case <-abort.Done():
-			return abort.Err()
-		}
+		out <- b
 	}
 	close(s.sent)
 	if s.err != nil {
 		return s.err
 	}
-	<-stop.Done()
+	<-ctx.Done()
+	return nil
+}
+
+func passThrough(ctx context.Context, in <-chan []*record.Record, out chan<- []*record.Record) error {
+	for b := range in {
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 
@@ -73,10 +92,10 @@ var errQuit = errors.New("quit")
 
 func newSink(want int) *fakeSink { return &fakeSink{want: want, reached: make(chan struct{})} }
 
-func (s *fakeSink) Name() string  { return "fake" }
 func (s *fakeSink) Reopen() error { return nil }
+func (s *fakeSink) Close() error  { return nil }
 
-func (s *fakeSink) Run(ctx context.Context, q *sinks.Queue) error {
+func (s *fakeSink) Run(ctx context.Context, q sinks.Input) error {
 	if errors.Is(s.fail, errQuit) {
 		return nil
 	}
@@ -349,32 +368,31 @@ func TestBlockedSinkShutdownTimeout(t *testing.T) {
 	checkInvariantLoose(t, p.Stats())
 }
 
-// TestStuckSinkShutdownIsBounded: a sink that ignores its context (as one
-// blocked in write(2) does) cannot hold the shutdown past timeout + grace.
+// TestStuckSinkShutdownIsBounded: a stdout sink blocked in write(2) on a
+// pipe nobody reads cannot hold the shutdown past its timeout: the end of
+// its context interrupts the write.
 func TestStuckSinkShutdownIsBounded(t *testing.T) {
-	src := newSource(100, 10)
-	never := make(chan struct{})
-	defer close(never)
-	p, err := New(Options{Source: src, ShutdownTimeout: 20 * time.Millisecond, AbortGrace: 20 * time.Millisecond, Sinks: []SinkSpec{
-		{Name: "stuck", Sink: stuckSink{never}, QueueSize: 5, Policy: sinks.Block},
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	const n = 20000 // far more than a pipe buffer holds
+	src := newSource(n, 100)
+	p, err := New(Options{Source: src, ShutdownTimeout: 50 * time.Millisecond, Sinks: []SinkSpec{
+		{Name: "stuck", Sink: sinks.NewStdout(w, zerolog.Nop()), QueueSize: 5, Policy: sinks.Block},
 	}}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cancel, done := runPipeline(t, p)
+	waitFor(t, func() bool { return p.Stats().Sinks[0].InFlight > 0 })
 	cancel()
 	if err := <-done; !errors.Is(err, ErrShutdownTimeout) {
 		t.Fatalf("Run = %v, want ErrShutdownTimeout", err)
 	}
-}
-
-type stuckSink struct{ never chan struct{} }
-
-func (stuckSink) Name() string  { return "stuck" }
-func (stuckSink) Reopen() error { return nil }
-func (s stuckSink) Run(ctx context.Context, q *sinks.Queue) error {
-	<-s.never
-	return nil
+	checkInvariantLoose(t, p.Stats())
 }
 
 func checkInvariantLoose(t *testing.T, st Stats) {
@@ -404,13 +422,45 @@ func TestStageFailures(t *testing.T) {
 			src.err = tc.srcErr
 			s := newSink(-1)
 			s.fail = tc.sinkEr
-			p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: s, QueueSize: 100}}}, zerolog.Nop())
+			other := newSink(10)
+			p, err := New(Options{Source: src, Sinks: []SinkSpec{{Name: "s", Sink: s, QueueSize: 100}, {Name: "other", Sink: other, QueueSize: 100}}}, zerolog.Nop())
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, done := runPipeline(t, p)
-			if err := <-done; err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
-				t.Fatalf("Run = %v, want %q", err, tc.wantMsg)
+			cancel, done := runPipeline(t, p)
+			if tc.srcErr != nil {
+				if err := <-done; err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("Run = %v, want %q", err, tc.wantMsg)
+				}
+				return
+			}
+			// A sink that stops is isolated: the agent and the other sink
+			// go on, Health names it, and its losses are announced.
+			<-other.reached
+			waitFor(t, func() bool { ok, _ := p.Health(); return !ok })
+			if _, why := p.Health(); !strings.Contains(why, tc.wantMsg) || !strings.Contains(why, "sink s") {
+				t.Errorf("Health = %q, want it to name sink s and %q", why, tc.wantMsg)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v, want nil: one sink's failure stops nothing else", err)
+			}
+			st := p.Stats()
+			checkInvariant(t, st)
+			var announced uint64
+			for _, it := range other.got() {
+				if it.Loss {
+					l := decode(t, it)
+					if l.Fanaudit.Lost.Sink != "s" || l.Fanaudit.Lost.Reason != "sink_error" {
+						t.Fatalf("loss record %s", it.Line)
+					}
+					announced += l.Fanaudit.Lost.Count
+				}
+			}
+			if st.Sinks[0].Delivered != 0 || announced == 0 || announced+2 < st.Sinks[0].Dropped {
+				// The last round of loss records (at most finalLossRounds-1
+				// records) may itself be dropped unannounced.
+				t.Errorf("sink s dropped %d, announced %d", st.Sinks[0].Dropped, announced)
 			}
 		})
 	}
@@ -520,8 +570,8 @@ func TestStages(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-sink.reached
-	if st.Captured() != n+2 || p.Stats().Produced != n+2 {
-		t.Errorf("captured %d produced %d", st.Captured(), p.Stats().Produced)
+	if got := len(sink.got()); got != n+2 || p.Stats().Produced != n+2 {
+		t.Errorf("sink got %d, produced %d", got, p.Stats().Produced)
 	}
 }
 
@@ -534,8 +584,8 @@ func BenchmarkFanOut(b *testing.B) {
 		batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, File: record.File{Path: "/srv/data/file.txt", HasStat: true, Mode: 0o644, Size: 10},
 			Process: record.Process{Pid: 42, Name: "bench", Executable: "/usr/bin/bench"}}
 	}
-	q := sinks.NewQueue("b", 1<<20, sinks.DropNewest)
-	p := &Pipeline{queues: []*sinks.Queue{q}, opts: Options{Now: time.Now, LossInterval: time.Second}}
+	q := queue.New("b", 1<<20, sinks.DropNewest)
+	p := &Pipeline{queues: []*queue.Queue{q}, opts: Options{Now: time.Now, LossInterval: time.Second}}
 	f := fanState{enc: record.NewEncoder(record.Options{}), p: p, lastReport: make([]time.Time, 1), lineSize: 512}
 	buf := make([]*sinks.Item, 0, per)
 	ctx := context.Background()
@@ -631,7 +681,14 @@ func TestStatsLogLine(t *testing.T) {
 }
 
 func TestReaderStoppedIsUnhealthy(t *testing.T) {
-	early := &earlySource{}
+	early := &Stages[int]{
+		Capture: func(context.Context, chan<- []int) error { return nil },
+		Enrich: func(_ context.Context, in <-chan []int, _ chan<- []*record.Record) error {
+			for range in {
+			}
+			return nil
+		},
+	}
 	p, err := New(Options{Source: early, Sinks: []SinkSpec{{Name: "s", Sink: newSink(-1), QueueSize: 10}}}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -644,11 +701,6 @@ func TestReaderStoppedIsUnhealthy(t *testing.T) {
 		t.Errorf("Health = %v %q", ok, why)
 	}
 }
-
-// earlySource returns at once, as a reader that died without an error.
-type earlySource struct{}
-
-func (earlySource) Run(stop, abort context.Context, out chan<- []*record.Record) error { return nil }
 
 func TestStagesEnrichQuitsEarly(t *testing.T) {
 	st := &Stages[int]{
@@ -678,9 +730,9 @@ func TestStagesEnrichQuitsEarly(t *testing.T) {
 // discardSink settles everything at once.
 type discardSink struct{}
 
-func (discardSink) Name() string  { return "discard" }
 func (discardSink) Reopen() error { return nil }
-func (discardSink) Run(ctx context.Context, q *sinks.Queue) error {
+func (discardSink) Close() error  { return nil }
+func (discardSink) Run(ctx context.Context, q sinks.Input) error {
 	buf := make([]*sinks.Item, 0, 512)
 	for {
 		items, err := q.Next(ctx, buf)
@@ -701,7 +753,12 @@ type benchSource struct {
 	sent chan struct{}
 }
 
-func (s *benchSource) Run(stop, abort context.Context, out chan<- []*record.Record) error {
+func (s *benchSource) start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func()) {
+	st := &Stages[*record.Record]{Capture: s.capture, Enrich: passThrough}
+	st.start(g, stop, ctx, abort, out, done)
+}
+
+func (s *benchSource) capture(stop context.Context, out chan<- []*record.Record) error {
 	batch := make([]*record.Record, 256)
 	for i := range batch {
 		r := s.rec
@@ -754,9 +811,9 @@ type failEvenSink struct {
 	failed uint64
 }
 
-func (*failEvenSink) Name() string  { return "failing" }
 func (*failEvenSink) Reopen() error { return nil }
-func (s *failEvenSink) Run(ctx context.Context, q *sinks.Queue) error {
+func (*failEvenSink) Close() error  { return nil }
+func (s *failEvenSink) Run(ctx context.Context, q sinks.Input) error {
 	buf := make([]*sinks.Item, 0, 64)
 	for {
 		items, err := q.Next(ctx, buf)
@@ -771,7 +828,7 @@ func (s *failEvenSink) Run(ctx context.Context, q *sinks.Queue) error {
 				s.mu.Lock()
 				s.failed++
 				s.mu.Unlock()
-				q.Failed(1)
+				q.Failed(1, record.ReasonSinkError)
 				continue
 			}
 			q.Delivered(1)
@@ -829,9 +886,9 @@ type reasonSink struct {
 
 var sinkReasons = []string{record.ReasonDeadLetter, record.ReasonSpoolFull, record.ReasonSpoolCorrupt}
 
-func (*reasonSink) Name() string  { return "reasons" }
 func (*reasonSink) Reopen() error { return nil }
-func (s *reasonSink) Run(ctx context.Context, q *sinks.Queue) error {
+func (*reasonSink) Close() error  { return nil }
+func (s *reasonSink) Run(ctx context.Context, q sinks.Input) error {
 	q.LostEarlier(7, record.ReasonSpoolCorrupt, "run-before")
 	buf := make([]*sinks.Item, 0, 64)
 	for {
@@ -848,7 +905,7 @@ func (s *reasonSink) Run(ctx context.Context, q *sinks.Queue) error {
 				s.mu.Lock()
 				s.failed[reason]++
 				s.mu.Unlock()
-				q.FailedWith(1, reason)
+				q.Failed(1, reason)
 				continue
 			}
 			q.Delivered(1)

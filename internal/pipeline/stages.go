@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fanaudit/fanaudit/internal/record"
 )
@@ -16,103 +16,75 @@ import (
 // enricher to build and test.
 type Stages[E any] struct {
 	// Capture reads events until its ctx ends, then drains the kernel
-	// queue and returns nil (audit.Capture.Run).
+	// queue and returns nil (audit.Capture.Run). It never closes out.
 	Capture func(ctx context.Context, out chan<- []E) error
 	// Enrich turns event batches into record batches, in order, and
 	// returns nil once in is closed and drained (enrich.Enricher.Run).
+	// It never closes out.
 	Enrich func(ctx context.Context, in <-chan []E, out chan<- []*record.Record) error
 	// Channel is the capacity, in batches, of the capture→enrich channel.
 	Channel int
-
-	captured atomic.Uint64
 }
 
-// Captured counts the events the capture stage has handed on.
-func (s *Stages[E]) Captured() uint64 { return s.captured.Load() }
-
-// Run implements Source. Capture gets stop; Enrich gets abort, so that it
-// finishes what the capture drained after a stop.
-func (s *Stages[E]) Run(stop, abort context.Context, out chan<- []*record.Record) error {
-	if s.Capture == nil || s.Enrich == nil {
-		return errors.New("stages: capture and enrich are both required")
-	}
+// start implements Source: two stages of the chain. The capture's context
+// ends on stop as well as on an abort; the enrichment's only on an abort.
+func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func()) {
 	n := s.Channel
 	if n < 1 {
 		n = 64
 	}
-	// A failure in one stage must end the others at once.
-	abortCtx, cancel := context.WithCancel(abort)
-	defer cancel()
-	stopCtx, cancelStop := context.WithCancel(stop)
-	defer cancelStop()
-	go func() {
-		<-abortCtx.Done()
-		cancelStop()
-	}()
-
 	events := make(chan []E, n)
-	counted := make(chan []E, n)
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
+	g.Go(func() error {
 		defer close(events)
-		if err := s.Capture(stopCtx, events); err != nil {
-			errs[0] = fmt.Errorf("capture: %w", err)
-			cancel()
+		capCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(stop, cancel)()
+		err := errors.New("capture and enrich are both required")
+		if s.Capture != nil && s.Enrich != nil {
+			err = s.Capture(capCtx, events)
 		}
-	}()
-	// The relay counts what the capture produced without reaching into
-	// either stage; it costs one hand-off per batch, not per event.
-	go func() {
-		defer wg.Done()
-		defer close(counted)
-		for b := range events {
-			s.captured.Add(uint64(len(b)))
-			select {
-			case counted <- b:
-			case <-abortCtx.Done():
-				errs[1] = abortCtx.Err()
-				// Keep draining so the capture never blocks on a full
-				// channel while it returns.
-				for range events {
-				}
-				return
-			}
+		done()
+		if ctx.Err() != nil {
+			return nil // aborted: the cause is reported where it happened
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		err := s.Enrich(abortCtx, counted, out)
-		if err == nil && stopCtx.Err() == nil {
+		if err == nil && stop.Err() == nil {
+			err = errors.New("stopped before it was asked to")
+		}
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(out)
+		var err error
+		if s.Enrich != nil {
+			err = s.Enrich(ctx, events, out)
+		}
+		if err == nil && stop.Err() == nil && ctx.Err() == nil {
 			// Its input can't be closed yet: the capture runs until stop.
 			err = errors.New("returned before its input was closed")
 		}
-		if err != nil {
-			errs[2] = fmt.Errorf("enrich: %w", err)
-			cancel()
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("enrich: %w", err)
+			abort(err)
 		}
-		// Whatever Enrich left unread must not block the relay; left
-		// unread without an error, it would be lost without a trace.
+		// A stage ends when its input is closed: what the enrichment left
+		// is read, so the capture can finish its drain; left unread
+		// without an error, it would be lost without a trace.
 		left := 0
-		for b := range counted {
+		for b := range events {
 			left += len(b)
 		}
-		if errs[2] == nil && left > 0 && abortCtx.Err() == nil {
-			errs[2] = fmt.Errorf("enrich: returned with %d events unread", left)
+		if ctx.Err() != nil {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
 		}
-	}()
-	wg.Wait()
-	if errs[0] != nil {
-		return errs[0]
-	}
-	if errs[2] != nil && !errors.Is(errs[2], context.Canceled) {
-		return errs[2]
-	}
-	if abort.Err() != nil {
-		return abort.Err()
-	}
-	return nil
+		if left > 0 {
+			return fmt.Errorf("enrich: returned with %d events unread", left)
+		}
+		return nil
+	})
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 )
 
 // Stats is a snapshot of the pipeline's counters.
@@ -27,7 +27,7 @@ type Stats struct {
 	// SourceDone is set once the source (the reader) has returned.
 	SourceDone bool
 	// Sinks holds one consistent snapshot per sink queue, in config order.
-	Sinks []sinks.QueueStats
+	Sinks []queue.Stats
 }
 
 // Stats returns the current counters.
@@ -38,7 +38,7 @@ func (p *Pipeline) Stats() Stats {
 		LossRecords:     p.lossRecs.Load(),
 		KernelOverflows: p.kernelOverflows.Load(),
 		SourceDone:      p.sourceDone.Load(),
-		Sinks:           make([]sinks.QueueStats, len(p.queues)),
+		Sinks:           make([]queue.Stats, len(p.queues)),
 	}
 	for i, q := range p.queues {
 		s.Sinks[i] = q.Stats()
@@ -74,8 +74,10 @@ func (p *Pipeline) sampleProgress() {
 }
 
 // Health says whether the agent is healthy, and why not. It is unhealthy
-// when the reader stopped while the agent was not stopping, or when a
-// sink with pending records has delivered none for SinkFailingAfter.
+// when the reader stopped while the agent was not stopping, when a sink
+// stopped, when a sink's last settlement was a failure (a write error:
+// its records are being dropped and announced), or when a sink with
+// pending records has delivered none for SinkFailingAfter.
 func (p *Pipeline) Health() (ok bool, reason string) {
 	if p.sourceDone.Load() && !p.stopping.Load() {
 		return false, "reader stopped"
@@ -85,8 +87,15 @@ func (p *Pipeline) Health() (ok bool, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, pr := range p.progress {
+		name := p.queues[i].Name()
+		if pr.stopped != nil {
+			return false, fmt.Sprintf("sink %s stopped: %v", name, pr.stopped)
+		}
+		if f := p.queues[i].Stats().Failing; f != "" {
+			return false, fmt.Sprintf("sink %s is failing (%s): its records are dropped and announced", name, f)
+		}
 		if d := now.Sub(pr.okSince); d >= p.opts.SinkFailingAfter {
-			return false, fmt.Sprintf("sink %s has delivered nothing for %s", p.queues[i].Name(), d.Truncate(time.Second))
+			return false, fmt.Sprintf("sink %s has delivered nothing for %s", name, d.Truncate(time.Second))
 		}
 	}
 	return true, ""

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/sinks"
 )
 
@@ -55,7 +56,7 @@ func BenchmarkSink(b *testing.B) {
 			for i := 1; i <= b.N; i++ {
 				items[i] = testItem(uint64(i))
 			}
-			q := sinks.NewQueue("kafka", 8192, sinks.Block)
+			q := queue.New("kafka", 8192, sinks.Block)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
@@ -127,7 +128,7 @@ func BenchmarkReplay(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q := sinks.NewQueue("kafka", 16, sinks.Block)
+	q := queue.New("kafka", 16, sinks.Block)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -121,7 +121,7 @@ func TestProtocolFaults(t *testing.T) {
 			if qs.Dropped != uint64(tt.wantDead) {
 				t.Errorf("queue dropped %d, want %d", qs.Dropped, tt.wantDead)
 			}
-			if u := r.q.TakeUnreported(); u.Reasons["dead_letter"] != uint64(tt.wantDead) || u.Failed != 0 {
+			if u := r.q.TakeUnreported(); u.Reasons["dead_letter"] != uint64(tt.wantDead) || u.Reasons["sink_error"] != 0 {
 				t.Errorf("unreported %+v, want %d dead_letter", u, tt.wantDead)
 			}
 			dead := readDeadLetters(t, cfg.DeadLetterFile)

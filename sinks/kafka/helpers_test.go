@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/rs/zerolog"
@@ -187,7 +188,7 @@ func testLogger(t testing.TB) zerolog.Logger {
 type running struct {
 	sink  *Sink
 	runID string
-	q     *sinks.Queue
+	q     *queue.Queue
 	done  chan error
 	stop  context.CancelFunc
 }
@@ -203,7 +204,7 @@ func startSink(t testing.TB, cfg Config, runID string) *running {
 
 func startExisting(t testing.TB, s *Sink, runID string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{sink: s, runID: runID, q: sinks.NewQueue("kafka", 4096, sinks.Block), done: make(chan error, 1), stop: cancel}
+	r := &running{sink: s, runID: runID, q: queue.New("kafka", 4096, sinks.Block), done: make(chan error, 1), stop: cancel}
 	go func() { r.done <- s.Run(ctx, r.q) }()
 	t.Cleanup(func() {
 		cancel()
@@ -240,7 +241,7 @@ func (r *running) closeAndWait(t testing.TB, within time.Duration) error {
 }
 
 // settledQueue checks the invariant and that nothing is left in flight.
-func settledQueue(t testing.TB, q *sinks.Queue) sinks.QueueStats {
+func settledQueue(t testing.TB, q *queue.Queue) queue.Stats {
 	t.Helper()
 	st := q.Stats()
 	if st.Received != st.Delivered+st.Dropped+st.InFlight {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/rs/zerolog"
@@ -272,7 +273,7 @@ func TestReplayLossesAnnounced(t *testing.T) {
 		if u.Reasons[reason] != k {
 			t.Errorf("run two: %s announced %d, want %d", reason, u.Reasons[reason], k)
 		}
-		if e := u.Earlier[sinks.EarlierLoss{Reason: reason, RunID: "one"}]; e != k {
+		if e := u.Earlier[queue.EarlierLoss{Reason: reason, RunID: "one"}]; e != k {
 			t.Errorf("run one's records: %s announced %d, want %d", reason, e, k)
 		}
 	}

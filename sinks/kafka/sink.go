@@ -7,13 +7,13 @@
 // acknowledges it, directly or replayed from the spool; a spooled item
 // stays in flight on the queue until then, so a broker outage shows in
 // the queue's accounting (and /healthz) as records in flight not moving.
-// An item is settled with Queue.FailedWith when the broker can never take
+// An item is settled with Input.Failed when the broker can never take
 // it (dead_letter), when the spool's when_full discards it (spool_full),
 // or when it cannot be read back from the spool (spool_corrupt); the
 // pipeline announces each in-band. When Run returns, this run's records
 // still in the spool are settled as delivered: they are handed to the next
 // run, which replays them under their own event ids and reports any loss
-// of them with Queue.LostEarlier, naming their run
+// of them with Input.LostEarlier, naming their run
 // (fanaudit.lost.previous_run_id).
 package kafka
 
@@ -68,7 +68,7 @@ type Sink struct {
 	spoolWait                              *window // batches waiting for their turn to spool
 
 	// q is the queue Run serves; the spool's loss callback settles on it.
-	q atomic.Pointer[sinks.Queue]
+	q atomic.Pointer[sinks.Input]
 
 	// onAck lets tests observe acknowledgements of directly sent items.
 	onAck func(items []*sinks.Item)
@@ -244,8 +244,8 @@ func (s *Sink) Close() error {
 // written to the spool (when one is configured) and settled; Run then
 // returns ctx.Err(). Without a spool, or past a spool that refuses them,
 // they are settled as failed, so the loss is counted and announced.
-func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
-	s.q.Store(q)
+func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
+	s.q.Store(&q)
 	win := newWindow(s.cfg.MaxInFlightByte)
 	var senders sync.WaitGroup
 	replayCtx, stopReplay := context.WithCancel(ctx)
@@ -290,7 +290,7 @@ func (s *Sink) Run(ctx context.Context, q *sinks.Queue) error {
 
 // gather takes up to batch_size items, waiting at most batch_timeout after
 // the first one for more.
-func (s *Sink) gather(ctx context.Context, q *sinks.Queue) (*batch, error) {
+func (s *Sink) gather(ctx context.Context, q sinks.Input) (*batch, error) {
 	buf := make([]*sinks.Item, 0, s.cfg.BatchSize)
 	items, err := q.Next(ctx, buf)
 	if len(items) == 0 {
@@ -363,7 +363,7 @@ func msgSize(m *kafkago.Message) int64 {
 // partition behind it, keep the queue's order; the one exception is a
 // direct batch that fails while a later one succeeds (a leader change
 // between two requests), which at-least-once delivery re-sends after it.
-func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *window, senders *sync.WaitGroup) {
+func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *window, senders *sync.WaitGroup) {
 	b = s.rejectOversize(q, b)
 	if b == nil {
 		return
@@ -371,7 +371,7 @@ func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *wind
 	if s.spool == nil {
 		if err := win.acquire(ctx, b.bytes); err != nil {
 			s.log.Error().Int("records", len(b.items)).Msg("aborted with unacknowledged records and no spool; counted as lost")
-			q.Failed(len(b.items))
+			q.Failed(len(b.items), record.ReasonSinkError)
 			return
 		}
 		senders.Add(1)
@@ -402,7 +402,7 @@ func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *wind
 	if err := s.spoolWait.acquire(ctx, b.bytes); err != nil {
 		s.order.done(t)
 		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
-		q.Failed(len(b.items))
+		q.Failed(len(b.items), record.ReasonSinkError)
 		return
 	}
 	senders.Add(1)
@@ -416,7 +416,7 @@ func (s *Sink) dispatch(ctx context.Context, q *sinks.Queue, b *batch, win *wind
 
 // spoolInTurn spools b, whose turn it is, and passes the turn on. When the
 // spool cannot take it, b is sent from memory, bounded by the window.
-func (s *Sink) spoolInTurn(ctx context.Context, q *sinks.Queue, b *batch, win *window, senders *sync.WaitGroup, t uint64) {
+func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, win *window, senders *sync.WaitGroup, t uint64) {
 	ok := s.toSpool(ctx, q, b)
 	s.order.done(t)
 	if ok {
@@ -424,7 +424,7 @@ func (s *Sink) spoolInTurn(ctx context.Context, q *sinks.Queue, b *batch, win *w
 	}
 	if err := win.acquire(ctx, b.bytes); err != nil {
 		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
-		q.Failed(len(b.items))
+		q.Failed(len(b.items), record.ReasonSinkError)
 		return
 	}
 	senders.Add(1)
@@ -437,12 +437,12 @@ func (s *Sink) spoolInTurn(ctx context.Context, q *sinks.Queue, b *batch, win *w
 
 // rejectOversize dead-letters messages over max_message_bytes, which no
 // retry can deliver.
-func (s *Sink) rejectOversize(q *sinks.Queue, b *batch) *batch {
+func (s *Sink) rejectOversize(q sinks.Input, b *batch) *batch {
 	keep := 0
 	for i := range b.msgs {
 		if msgSize(&b.msgs[i]) > s.cfg.MaxMessageBytes {
 			s.deadLetter(&b.msgs[i], fmt.Errorf("message of %d bytes exceeds max_message_bytes %d: %w", msgSize(&b.msgs[i]), s.cfg.MaxMessageBytes, kafkago.MessageSizeTooLarge))
-			q.FailedWith(1, record.ReasonDeadLetter)
+			q.Failed(1, record.ReasonDeadLetter)
 			continue
 		}
 		b.msgs[keep], b.items[keep] = b.msgs[i], b.items[i]
@@ -459,7 +459,7 @@ func (s *Sink) rejectOversize(q *sinks.Queue, b *batch) *batch {
 // until the replayer settles them, or settles them as lost when a full
 // spool refuses them. It returns false when the spool could not take the
 // batch and the caller still owns it.
-func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
+func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch) bool {
 	recs := make([]spoolRec, len(b.msgs))
 	for i := range b.msgs {
 		recs[i] = spoolRec{ID: string(b.msgs[i].Headers[0].Value), Key: b.msgs[i].Key, Value: b.msgs[i].Value}
@@ -475,7 +475,7 @@ func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
 		if n, k, ok := s.conds.note("spool full (drop_newest)", len(recs)); ok {
 			s.log.Warn().Uint64("times", n).Uint64("records", k).Msg("spool full (when_full = drop_newest): records dropped, announced as events_lost spool_full")
 		}
-		q.FailedWith(len(recs), record.ReasonSpoolFull)
+		q.Failed(len(recs), record.ReasonSpoolFull)
 		return true
 	default:
 		if n, k, ok := s.conds.note("spool write", len(recs)); ok {
@@ -488,7 +488,7 @@ func (s *Sink) toSpool(ctx context.Context, q *sinks.Queue, b *batch) bool {
 // sendDirect sends b until every message is acknowledged, dead-lettered,
 // or (on a transient error, with a spool) spooled, in ticket t's turn.
 // Without a spool it retries forever with jittered backoff.
-func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch, t uint64) {
+func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t uint64) {
 	turnDone := false
 	passTurn := func() {
 		if !turnDone {
@@ -509,7 +509,7 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch, t uint6
 				acked = append(acked, b.items[i])
 			case deadLetterable(err):
 				s.deadLetter(&b.msgs[i], err)
-				q.FailedWith(1, record.ReasonDeadLetter)
+				q.Failed(1, record.ReasonDeadLetter)
 			default:
 				if firstErr == nil {
 					firstErr = err
@@ -549,7 +549,7 @@ func (s *Sink) sendDirect(ctx context.Context, q *sinks.Queue, b *batch, t uint6
 		if !sleep(ctx, backoff(attempt)) {
 			// Aborted: the spool already refused them, or there is none.
 			s.log.Error().Int("records", len(b.items)).Msg("aborted while retrying; counted as lost")
-			q.Failed(len(b.items))
+			q.Failed(len(b.items), record.ReasonSinkError)
 			return
 		}
 	}
@@ -730,15 +730,16 @@ func (r *replaySettle) add(s *Sink, m *kafkago.Message, dead bool) {
 // were left in flight when spooled; earlier runs' losses are reported
 // apart, naming their run.
 func (s *Sink) settleReplay(r *replaySettle) {
-	q := s.q.Load()
-	if q == nil {
+	qp := s.q.Load()
+	if qp == nil {
 		return
 	}
+	q := *qp
 	if n := s.spool.settleRun(r.acked); n > 0 {
 		q.Delivered(int(n))
 	}
 	if n := s.spool.settleRun(r.dead); n > 0 {
-		q.FailedWith(int(n), record.ReasonDeadLetter)
+		q.Failed(int(n), record.ReasonDeadLetter)
 	}
 	for run, n := range r.earlierDead {
 		s.lostEarlier.Add(n)
@@ -759,12 +760,13 @@ func (s *Sink) spoolLost(reason, run string, n int64) {
 		s.log.Warn().Str("reason", reason).Uint64("times", t).Uint64("records", k).
 			Msg("spooled records lost; announced as events_lost")
 	}
-	q := s.q.Load()
-	if q == nil {
+	qp := s.q.Load()
+	if qp == nil {
 		return
 	}
+	q := *qp
 	if run == "" {
-		q.FailedWith(int(n), reason)
+		q.Failed(int(n), reason)
 		return
 	}
 	s.lostEarlier.Add(uint64(n))

@@ -1,4 +1,10 @@
-package sinks
+// Package queue owns the bounded queue between the pipeline's fan-out and
+// one sink: its when_full policies (block, drop_newest, drop_oldest), the
+// exact accounting received = delivered + dropped + in flight, the
+// per-reason count of losses not yet announced in-band, and the signal
+// that everything pushed so far is settled. The pipeline pushes; a sink
+// sees a queue only as sinks.Input (take a batch, settle each item).
+package queue
 
 import (
 	"context"
@@ -6,7 +12,18 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/fanaudit/fanaudit/internal/record"
 )
+
+// Item is one encoded record, shared read-only by every sink's queue.
+type Item struct {
+	Seq    uint64
+	Action record.Action
+	Path   string // file.path, for sinks that key by path
+	Line   []byte // one compact JSON object followed by '\n'
+	Loss   bool   // an events_lost record; queues never drop these
+}
 
 // Policy says what Push does when a queue is full.
 type Policy int
@@ -64,10 +81,10 @@ func (p *Policy) UnmarshalText(b []byte) error {
 // ErrClosed is returned by Push after Close.
 var ErrClosed = errors.New("sink queue closed")
 
-// QueueStats is one consistent snapshot of a queue's accounting.
+// Stats is one consistent snapshot of a queue's accounting.
 // Received == Delivered + Dropped + InFlight always holds; InFlight counts
 // both queued items (Depth) and items a sink has taken but not settled.
-type QueueStats struct {
+type Stats struct {
 	Sink      string
 	Received  uint64
 	Delivered uint64
@@ -76,6 +93,11 @@ type QueueStats struct {
 	Depth     int
 	Capacity  int
 	Policy    Policy
+	// Failing is the reason of the sink's last settlement when that was a
+	// failure ("" once it delivers again, or while it never failed).
+	Failing string
+	// Abandoned is set once the sink stopped taking from the queue.
+	Abandoned bool
 	// LostEarlier counts records of earlier runs this sink lost in this
 	// run (see Queue.LostEarlier); they are not part of Received.
 	LostEarlier uint64
@@ -104,30 +126,35 @@ type Queue struct {
 	dropped     uint64
 	unreported  Unreported
 	lostEarlier uint64 // LostEarlier total; outside Received
+	failing     string // reason of the last settlement, when it failed
+	abandoned   string // set by Abandon: every item is failed with this reason
 	closed      bool
-	dataWait    int // goroutines waiting in Next
-	roomWait    int // goroutines waiting in Push (Block)
+	dataWait    int           // goroutines waiting in Next
+	roomWait    int           // goroutines waiting in Push (Block)
+	idle        chan struct{} // closed when nothing is in flight; made by WaitSettled
 
-	dataCh chan struct{}
-	roomCh chan struct{}
-	doneCh chan struct{}
+	dataCh    chan struct{}
+	roomCh    chan struct{}
+	doneCh    chan struct{}
+	abandonCh chan struct{} // closed by Abandon: blocked pushes retry
 }
 
-// NewQueue returns an empty queue for the named sink. A capacity below 1
+// New returns an empty queue for the named sink. A capacity below 1
 // is raised to 1: the config validates the value, and a queue that can
 // never hold an item would block or drop everything.
-func NewQueue(sink string, capacity int, policy Policy) *Queue {
+func New(sink string, capacity int, policy Policy) *Queue {
 	if capacity < 1 {
 		capacity = 1
 	}
 	return &Queue{
-		sink:     sink,
-		capacity: capacity,
-		policy:   policy,
-		ring:     make([]*Item, capacity),
-		dataCh:   make(chan struct{}, 1),
-		roomCh:   make(chan struct{}, 1),
-		doneCh:   make(chan struct{}),
+		sink:      sink,
+		capacity:  capacity,
+		policy:    policy,
+		ring:      make([]*Item, capacity),
+		dataCh:    make(chan struct{}, 1),
+		roomCh:    make(chan struct{}, 1),
+		doneCh:    make(chan struct{}),
+		abandonCh: make(chan struct{}),
 	}
 }
 
@@ -148,6 +175,15 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 		if q.closed {
 			q.mu.Unlock()
 			return fmt.Errorf("sink %s: %w", q.sink, ErrClosed)
+		}
+		if q.abandoned != "" {
+			// Nobody takes from this queue any more: the item is lost for
+			// this sink, counted and announced like any other failure.
+			q.received++
+			q.dropped++
+			q.unreported.add(q.abandoned, 1)
+			q.mu.Unlock()
+			return nil
 		}
 		if q.count < q.capacity || it.Loss {
 			q.received++
@@ -188,6 +224,7 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 		select {
 		case <-q.roomCh:
 		case <-q.doneCh:
+		case <-q.abandonCh:
 		case <-ctx.Done():
 			q.mu.Lock()
 			q.roomWait--
@@ -238,7 +275,17 @@ func (q *Queue) evictOldest() bool {
 
 func (q *Queue) drop(n uint64) {
 	q.dropped += n
-	q.unreported.Full += n
+	q.unreported.add(record.ReasonQueueFull, n)
+	q.wakeIdle()
+}
+
+// wakeIdle closes the idle channel once nothing is in flight. Called with
+// mu held after anything that lowers the in-flight count.
+func (q *Queue) wakeIdle() {
+	if q.idle != nil && q.count == 0 && q.taken == 0 {
+		close(q.idle)
+		q.idle = nil
+	}
 }
 
 // wakeAfterPush signals a waiting consumer. Called with mu held.
@@ -313,27 +360,37 @@ func (q *Queue) Next(ctx context.Context, buf []*Item) ([]*Item, error) {
 
 // Delivered settles n taken items as delivered.
 func (q *Queue) Delivered(n int) {
-	q.settle(n, false)
+	q.settle(n, "")
 }
 
-// Failed settles n taken items as lost; they count as dropped and are
-// reported by TakeUnreported like policy drops.
-func (q *Queue) Failed(n int) {
-	q.settle(n, true)
+// Failed settles n taken items as lost for reason (record.ReasonSinkError,
+// "dead_letter", ...; "" means sink_error); they count as dropped and are
+// returned by TakeUnreported under that reason.
+func (q *Queue) Failed(n int, reason string) {
+	if reason == "" {
+		reason = record.ReasonSinkError
+	}
+	q.settle(n, reason)
 }
 
-// FailedWith settles n taken items as lost for a documented reason
-// (record.Reason*, e.g. dead_letter, spool_full, spool_corrupt); they count
-// as dropped and are announced under that reason instead of sink_error.
-func (q *Queue) FailedWith(n int, reason string) {
+// settle clamps n to what is actually outstanding so that a sink's
+// miscount cannot break the Received invariant.
+func (q *Queue) settle(n int, failed string) {
 	if n <= 0 {
 		return
 	}
 	q.mu.Lock()
 	u := min(uint64(n), q.taken)
 	q.taken -= u
-	q.dropped += u
-	q.unreported.add(&q.unreported.Reasons, reason, u)
+	if failed != "" {
+		q.dropped += u
+		q.unreported.add(failed, u)
+		q.failing = failed
+	} else {
+		q.delivered += u
+		q.failing = ""
+	}
+	q.wakeIdle()
 	q.mu.Unlock()
 }
 
@@ -355,22 +412,49 @@ func (q *Queue) LostEarlier(n uint64, reason, runID string) {
 	q.mu.Unlock()
 }
 
-// settle clamps n to what is actually outstanding so that a sink's
-// miscount cannot break the Received invariant.
-func (q *Queue) settle(n int, failed bool) {
-	if n <= 0 {
+// Abandon is called when the sink stopped taking from the queue (its Run
+// returned early): everything queued is failed with reason, and so is
+// every later push, so that a dead sink neither blocks the pipeline nor
+// loses records silently. Items the sink took stay its to settle.
+func (q *Queue) Abandon(reason string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.abandoned != "" {
 		return
 	}
+	q.abandoned = reason
+	q.failing = reason
+	for q.count > 0 {
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+		q.count--
+		q.dropped++
+		q.unreported.add(reason, 1)
+	}
+	q.wakeIdle()
+	close(q.abandonCh)
+}
+
+// WaitSettled blocks until nothing is in flight: every item pushed so far
+// was delivered, failed or dropped. It returns ctx.Err() when ctx ends
+// first. Items pushed while it waits are waited for too.
+func (q *Queue) WaitSettled(ctx context.Context) error {
 	q.mu.Lock()
-	u := min(uint64(n), q.taken)
-	q.taken -= u
-	if failed {
-		q.dropped += u
-		q.unreported.Failed += u
-	} else {
-		q.delivered += u
+	for q.count > 0 || q.taken > 0 {
+		if q.idle == nil {
+			q.idle = make(chan struct{})
+		}
+		idle := q.idle
+		q.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		q.mu.Lock()
 	}
 	q.mu.Unlock()
+	return nil
 }
 
 // Close stops further pushes and wakes everybody waiting. Next keeps
@@ -394,9 +478,9 @@ func (q *Queue) Len() int {
 }
 
 // Stats returns one snapshot taken under the queue lock.
-func (q *Queue) Stats() QueueStats {
+func (q *Queue) Stats() Stats {
 	q.mu.Lock()
-	s := QueueStats{
+	s := Stats{
 		Sink:      q.sink,
 		Received:  q.received,
 		Delivered: q.delivered,
@@ -405,6 +489,8 @@ func (q *Queue) Stats() QueueStats {
 		Depth:     q.count,
 		Capacity:  q.capacity,
 		Policy:    q.policy,
+		Failing:   q.failing,
+		Abandoned: q.abandoned != "",
 
 		LostEarlier: q.lostEarlier,
 	}
@@ -412,16 +498,11 @@ func (q *Queue) Stats() QueueStats {
 	return s
 }
 
-// Unreported counts drops not yet announced in an events_lost record, by
-// cause: Full for when_full policy drops, Failed for items the sink gave up
-// on (Failed), Reasons for FailedWith and Earlier for LostEarlier, so that
-// the loss record can say which it was.
+// Unreported counts losses not yet announced in an events_lost record:
+// Reasons by reason (queue_full for when_full drops, the sink's reason
+// for items it failed), Earlier for LostEarlier by reason and run.
 type Unreported struct {
-	Full   uint64
-	Failed uint64
-	// Reasons counts FailedWith by reason.
 	Reasons map[string]uint64
-	// Earlier counts LostEarlier by reason and run.
 	Earlier map[EarlierLoss]uint64
 }
 
@@ -431,16 +512,16 @@ type EarlierLoss struct {
 	RunID  string
 }
 
-func (u *Unreported) add(m *map[string]uint64, reason string, n uint64) {
-	if *m == nil {
-		*m = map[string]uint64{}
+func (u *Unreported) add(reason string, n uint64) {
+	if u.Reasons == nil {
+		u.Reasons = map[string]uint64{}
 	}
-	(*m)[reason] += n
+	u.Reasons[reason] += n
 }
 
-// Total is every unannounced drop.
+// Total is every unannounced loss.
 func (u Unreported) Total() uint64 {
-	t := u.Full + u.Failed
+	var t uint64
 	for _, n := range u.Reasons {
 		t += n
 	}

@@ -1,4 +1,4 @@
-package sinks
+package queue
 
 import (
 	"context"
@@ -17,7 +17,7 @@ func lossItem(seq uint64) *Item {
 	return &Item{Seq: seq, Line: []byte("{}\n"), Loss: true}
 }
 
-func checkInvariant(t testing.TB, s QueueStats) {
+func checkInvariant(t testing.TB, s Stats) {
 	t.Helper()
 	if s.Received != s.Delivered+s.Dropped+s.InFlight {
 		t.Fatalf("invariant broken: %+v", s)
@@ -96,7 +96,7 @@ func TestQueuePolicies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			q := NewQueue("t", 3, tc.policy)
+			q := New("t", 3, tc.policy)
 			for _, it := range tc.push {
 				if err := q.Push(context.Background(), it); err != nil {
 					t.Fatalf("push %d: %v", it.Seq, err)
@@ -135,7 +135,7 @@ func TestQueuePolicies(t *testing.T) {
 }
 
 func TestQueueNextBatchesInOrder(t *testing.T) {
-	q := NewQueue("t", 100, Block)
+	q := New("t", 100, Block)
 	for i := uint64(1); i <= 10; i++ {
 		if err := q.Push(context.Background(), item(i)); err != nil {
 			t.Fatal(err)
@@ -152,7 +152,7 @@ func TestQueueNextBatchesInOrder(t *testing.T) {
 			t.Fatalf("batch of %d, want %d", len(got), want)
 		}
 		all = append(all, seqs(got)...)
-		q.Failed(len(got) / 2)
+		q.Failed(len(got)/2, "sink_error")
 		q.Delivered(len(got) - len(got)/2)
 		checkInvariant(t, q.Stats())
 	}
@@ -176,7 +176,7 @@ func TestQueueNextBatchesInOrder(t *testing.T) {
 }
 
 func TestQueueBlockWaitsForRoom(t *testing.T) {
-	q := NewQueue("t", 1, Block)
+	q := New("t", 1, Block)
 	ctx := context.Background()
 	if err := q.Push(ctx, item(1)); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestQueueCancelAndClose(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			q := NewQueue("t", 1, Block)
+			q := New("t", 1, Block)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if err := q.Push(ctx, item(1)); err != nil {
@@ -231,7 +231,7 @@ func TestQueueCancelAndClose(t *testing.T) {
 	}
 
 	// Next on an empty queue returns on ctx end and on Close.
-	q := NewQueue("t", 1, Block)
+	q := New("t", 1, Block)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { _, err := q.Next(ctx, nil); done <- err }()
@@ -255,7 +255,7 @@ func TestQueueHammer(t *testing.T) {
 	for _, policy := range []Policy{Block, DropNewest, DropOldest} {
 		t.Run(policy.String(), func(t *testing.T) {
 			const producers, consumers, perProducer = 4, 3, 20000
-			q := NewQueue("t", 64, policy)
+			q := New("t", 64, policy)
 			ctx := context.Background()
 			var prodWG, consWG sync.WaitGroup
 			var lossPushed uint64 = producers * (perProducer / 1000)
@@ -300,7 +300,7 @@ func TestQueueHammer(t *testing.T) {
 							}
 						}
 						if n%7 == 0 {
-							q.Failed(1)
+							q.Failed(1, "sink_error")
 							q.Delivered(len(got) - 1)
 						} else {
 							q.Delivered(len(got))
@@ -355,7 +355,7 @@ func TestQueueHammer(t *testing.T) {
 func BenchmarkQueue(b *testing.B) {
 	for _, batch := range []int{1, 64, 512} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			q := NewQueue("b", 4096, Block)
+			q := New("b", 4096, Block)
 			ctx := context.Background()
 			it := item(1)
 			done := make(chan struct{})
