@@ -50,7 +50,7 @@ func TestBadInput(t *testing.T) {
 		{"inline bad policy", cfg("sinks = [\n  { name = \"s\", type = \"stdout\" },\n  { name = \"f\", type = \"file\", file = { path = \"/x\" }, when_full = \"drop_some\" },\n]\n"), []string{"sinks[1].when_full", ":3:"}},
 		{"inline unknown key", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nkafka = { brokers = [\"b:1\"], topic = \"t\", spool = { dri = \"/x\" } }\n"), []string{"sinks[0].kafka.spool.dri", ":4:"}},
 		// Issue #11: bad input.
-		{"config is /dev/zero", []string{"run", "--config", "/dev/zero"}, []string{"/dev/zero", "more than 4194304 bytes"}},
+		{"config is /dev/zero", []string{"run", "--config", "/dev/zero"}, []string{"/dev/zero", "larger than the limit of 1048576 bytes"}},
 		{"relative spool dir", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "spool = { dir = \"spool\" }\n"), []string{"key sinks[0].kafka.spool.dir", ":7:", "absolute"}},
 		{"relative spool dir, check-config", check("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "spool = { dir = \"spool\" }\n"), []string{"key sinks[0].kafka.spool.dir", ":7:", "absolute"}},
 		{"relative dead letter file", cfg("[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"t\"\n" + "dead_letter_file = \"dead.json\"\n"), []string{"key sinks[0].kafka.dead_letter_file", ":7:"}},

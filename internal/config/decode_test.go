@@ -538,6 +538,30 @@ func TestSizeLimit(t *testing.T) {
 	t.Logf("%v in %v", err, time.Since(start))
 }
 
+// TestNestingAndSinkLimits: documents the decoder would take minutes
+// over, and more sinks than anyone runs, are refused quickly.
+func TestNestingAndSinkLimits(t *testing.T) {
+	for _, open := range []string{"[", "{a=", "[{a=["} {
+		src := "paths = [\"/a\"]\n\nx = " + strings.Repeat(open, MaxFileSize/len(open)/2)
+		start := time.Now()
+		_, err := Parse("t.toml", []byte(src))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Line != 3 || !strings.Contains(err.Error(), "nested deeper") {
+			t.Errorf("%q: %v", open, err)
+		}
+		t.Logf("%q: %v", open, time.Since(start))
+	}
+	ok := "x = " + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + "\n"
+	if _, err := Parse("t.toml", []byte(ok)); err == nil || strings.Contains(err.Error(), "nested") {
+		t.Errorf("%d levels: %v (want only the unknown key)", MaxNesting-1, err)
+	}
+	var b strings.Builder
+	for i := range MaxSinks + 1 {
+		fmt.Fprintf(&b, "[[sinks]]\nname = \"s%d\"\ntype = \"file\"\nfile.path = \"/var/log/%d\"\n", i, i)
+	}
+	checkBad(t, []badCase{{"sinks", b.String(), "sinks[64]", 4*MaxSinks + 1, "more than 64 sinks"}})
+}
+
 func TestSecretRedacts(t *testing.T) {
 	s := NewSecret("hunter2")
 	type holder struct {
@@ -619,7 +643,10 @@ kafka.tls.enabled = true
 topic = 't'
 other = [ { a = 1 }, { b = [ [1, 2], { c = 3 } ] } ]
 `
-	kl := locate([]byte(src))
+	kl, deep := locate([]byte(src))
+	if deep != 0 {
+		t.Errorf("deepAt = %d", deep)
+	}
 	tests := []struct {
 		key  string
 		want int

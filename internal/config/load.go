@@ -15,9 +15,16 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
+// MaxSinks bounds the number of sinks; each has its own queue and
+// goroutines, and their outputs are checked against each other.
+const MaxSinks = 64
+
 // MaxFileSize bounds how much of a config file is read: a config is a
-// few KiB, and `--config /dev/zero` must fail at once, not fill memory.
-const MaxFileSize = 4 << 20
+// few KiB (the full example is 12 KiB), and `--config /dev/zero` must
+// fail at once, not fill memory. The decoder is not fast on pathological
+// input: 4 MiB of keys took it 15 s and 330 MiB on a loaded machine, so
+// the bound is 1 MiB rather than more.
+const MaxFileSize = 1 << 20
 
 // Error is a config error: it names the file, the key and, where the key
 // appears in the file, its line. Its message is always one line, because
@@ -82,7 +89,7 @@ func readLimited(name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading the file: %w", unwrapPath(err))
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+		return nil, fmt.Errorf("%w: larger than the limit of %d bytes", ErrTooLarge, limit)
 	}
 	return b, nil
 }
@@ -140,9 +147,14 @@ type sinkProbe struct {
 // have, and validates the result. name is used in error messages.
 func Parse(name string, src []byte) (*Config, error) {
 	if len(src) > MaxFileSize {
-		return nil, &Error{File: name, Msg: fmt.Sprintf("more than %d bytes", MaxFileSize), Err: ErrTooLarge}
+		return nil, &Error{File: name, Msg: fmt.Sprintf("%v: larger than the limit of %d bytes", ErrTooLarge, MaxFileSize), Err: ErrTooLarge}
 	}
 	p := parser{name: name, src: src}
+	var deepAt int
+	p.index, deepAt = locate(src)
+	if deepAt > 0 {
+		return nil, &Error{File: name, Line: deepAt, Msg: fmt.Sprintf("arrays or inline tables nested deeper than %d levels", MaxNesting)}
+	}
 	cfg, err := p.parse()
 	if err != nil {
 		return nil, err
@@ -159,15 +171,10 @@ type parser struct {
 	name  string
 	src   []byte
 	tree  map[string]any // the decoder's generic view, to locate type errors
-	index lineIndex      // built on the first error that needs a line
+	index lineIndex
 }
 
-func (p *parser) lines() lineIndex {
-	if p.index == nil {
-		p.index = locate(p.src)
-	}
-	return p.index
-}
+func (p *parser) lines() lineIndex { return p.index }
 
 // errorAt builds the error for an internal key ("sinks.0.x").
 func (p *parser) errorAt(key, msg string, err error) *Error {
@@ -186,15 +193,14 @@ func (p *parser) keyed(err error) error {
 }
 
 func (p *parser) parse() (*Config, error) {
-	// Syntax first, into the generic tree: no type can fail here.
-	if _, err := toml.NewDecoder(bytes.NewReader(p.src)).Decode(&p.tree); err != nil {
-		return nil, p.decodeError("", reflect.TypeOf(Config{}), err)
-	}
 	fc := fileConfig{Config: Default()}
 	fc.Config.Sinks = nil
 	md, err := toml.NewDecoder(bytes.NewReader(p.src)).Decode(&fc)
 	if err != nil {
 		return nil, p.decodeError("", reflect.TypeOf(Config{}), err)
+	}
+	if len(fc.Sinks) > MaxSinks {
+		return nil, p.errorAt("sinks."+strconv.Itoa(MaxSinks), fmt.Sprintf("more than %d sinks", MaxSinks), nil)
 	}
 	cfg := fc.Config
 	cfg.Sinks = make([]Sink, 0, len(fc.Sinks))
@@ -230,6 +236,9 @@ func (p *parser) parse() (*Config, error) {
 		cfg.Sinks = Default().Sinks
 	}
 	if und := md.Undecoded(); len(und) > 0 {
+		if err := p.decodeTree(); err != nil {
+			return nil, err
+		}
 		key := p.indexKey(und[0])
 		return nil, p.errorAt(key, "unknown key", nil)
 	}
@@ -241,11 +250,32 @@ func DefaultSpoolDir(stateDir, sink string) string {
 	return strings.TrimSuffix(stateDir, "/") + "/spool/" + sink
 }
 
-// decodeError turns a decoder error into an *Error. Syntax and value
-// errors are toml.ParseError; a value of the wrong TOML type is an
-// untyped error, so its key is found by walking the decoded tree against
-// the Go type (at prefix, e.g. "sinks.1", within the document).
+// decodeTree decodes the document generically, into p.tree, which no
+// type can fail: the tree locates errors of the typed decode.
+func (p *parser) decodeTree() error {
+	if p.tree != nil {
+		return nil
+	}
+	_, err := toml.NewDecoder(bytes.NewReader(p.src)).Decode(&p.tree)
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return &Error{File: p.name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message, Err: err}
+	}
+	if err != nil {
+		return &Error{File: p.name, Msg: "cannot decode: " + err.Error(), Err: err}
+	}
+	return nil
+}
+
+// decodeError turns an error of the typed decode into an *Error. A syntax
+// error is the generic decode's too, and says where it is. A value a type
+// rejects is a toml.ParseError naming the key. A value of the wrong TOML
+// type is an untyped error, so its key is found by walking the tree
+// against the Go type (at prefix, e.g. "sinks.1", within the document).
 func (p *parser) decodeError(prefix string, t reflect.Type, err error) error {
+	if terr := p.decodeTree(); terr != nil {
+		return terr
+	}
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		key := pe.LastKey
@@ -254,19 +284,10 @@ func (p *parser) decodeError(prefix string, t reflect.Type, err error) error {
 			// says which element failed.
 			key = prefix + strings.TrimPrefix(key, strings.SplitN(prefix, ".", 2)[0])
 		}
-		e := &Error{File: p.name, Key: displayKey(key), Msg: pe.Message, Err: err}
-		if p.tree == nil || key == "" {
-			e.Line = pe.Position.Line // a syntax error: the decoder knows where
-		} else {
-			e.Line = p.lines().line(key)
-		}
-		return e
+		return p.errorAt(key, pe.Message, err)
 	}
-	if p.tree != nil {
-		sub := lookupTree(p.tree, prefix)
-		if key, msg := mismatch(t, sub, prefix); key != "" {
-			return p.errorAt(key, msg, err)
-		}
+	if key, msg := mismatch(t, lookupTree(p.tree, prefix), prefix); key != "" {
+		return p.errorAt(key, msg, err)
 	}
 	return &Error{File: p.name, Msg: "cannot decode: " + err.Error(), Err: err}
 }

@@ -30,9 +30,14 @@ func (l lineIndex) line(key string) int {
 	return 0
 }
 
-// maxNesting bounds the recursion into nested arrays and inline tables;
-// deeper values are skipped, their keys left unlocated.
-const maxNesting = 64
+// MaxNesting bounds how deeply arrays and inline tables may nest. The
+// decoder's time grows with the square of the depth (100000 levels took
+// minutes), so Parse refuses deeper documents before decoding them; no
+// config needs more than a few levels.
+const MaxNesting = 64
+
+// maxElementLines bounds the array elements whose lines are recorded.
+const maxElementLines = 4096
 
 // locator is a forgiving TOML scanner that records where keys are.
 type locator struct {
@@ -41,12 +46,25 @@ type locator struct {
 	line   int
 	lines  lineIndex
 	arrays map[string]int // array-of-tables path (indexed) -> elements so far
+	deepAt int            // line where values nest deeper than MaxNesting
 }
 
-func locate(src []byte) lineIndex {
+// locate indexes the lines of src's keys. deepAt is the line where values
+// nest deeper than MaxNesting, where it stopped; 0 if they do not.
+func locate(src []byte) (lines lineIndex, deepAt int) {
 	p := &locator{src: string(src), line: 1, lines: lineIndex{}, arrays: map[string]int{}}
 	p.document()
-	return p.lines
+	return p.lines, p.deepAt
+}
+
+// tooDeep stops the scan at the first value nested beyond MaxNesting.
+func (p *locator) tooDeep(depth int) bool {
+	if depth < MaxNesting {
+		return false
+	}
+	p.deepAt = p.line
+	p.i = len(p.src)
+	return true
 }
 
 func (p *locator) set(key string) {
@@ -286,6 +304,9 @@ func (p *locator) value(path string, depth int) {
 }
 
 func (p *locator) array(path string, depth int) {
+	if p.tooDeep(depth) {
+		return
+	}
 	p.advance(1)
 	for n := 0; ; {
 		p.skipSpace(true)
@@ -302,10 +323,10 @@ func (p *locator) array(path string, depth int) {
 		}
 		start := p.i
 		elem := path + "." + strconv.Itoa(n)
-		p.set(elem)
-		if depth < maxNesting {
-			p.value(elem, depth+1)
+		if n < maxElementLines {
+			p.set(elem)
 		}
+		p.value(elem, depth+1)
 		if p.i == start {
 			p.advance(1) // never loop on a byte no rule takes
 		}
@@ -314,6 +335,9 @@ func (p *locator) array(path string, depth int) {
 }
 
 func (p *locator) inlineTable(path string, depth int) {
+	if p.tooDeep(depth) {
+		return
+	}
 	p.advance(1)
 	for {
 		p.skipSpace(true)
@@ -334,9 +358,7 @@ func (p *locator) inlineTable(path string, depth int) {
 		if len(parts) > 0 && p.peek("=") {
 			p.advance(1)
 			full := p.keyPath(path, parts)
-			if depth < maxNesting {
-				p.value(full, depth+1)
-			}
+			p.value(full, depth+1)
 		}
 		if p.i == start {
 			p.advance(1)
