@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
@@ -108,5 +109,65 @@ func TestUnsafeOutputPaths(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(spool, "seg-00000000000000000001.log")); err != nil || string(b) != "forged" {
 		t.Errorf("forged segment touched: %q %v", b, err)
+	}
+}
+
+// TestOutputDeletedUnderAgent: the file sink's output is deleted while
+// the agent runs. The agent says so, creates the file anew, and every
+// record from the deletion on is in the new file, gapless up to the last
+// one; the final stats count nothing lost.
+func TestOutputDeletedUnderAgent(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	outDir := testutil.TmpfsMount(t, "16m")
+	out := filepath.Join(outDir, "events.json")
+	a := start(t, false, "run", "--config", writeConfig(t, fileSinkConfig(watched, out, "")))
+	a.waitLog("running", startTimeout)
+	if err := os.WriteFile(filepath.Join(watched, "before"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if b, _ := os.ReadFile(out); bytes.Count(b, []byte("\n")) >= 2 {
+			break
+		}
+		a.waitAnyLogOrTick()
+	}
+	if err := os.Remove(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(watched, "after-0"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLog("output file was deleted under the sink; reopening it and writing those lines again", 10*time.Second)
+	for i := 1; i <= 50; i++ {
+		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("after-%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.stop()
+	final := a.waitLog("final stats", time.Second)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := parseRecords(t, data)
+	if len(recs) == 0 {
+		t.Fatal("the new file is empty")
+	}
+	for i, r := range recs {
+		if r.Event.Sequence != recs[0].Event.Sequence+uint64(i) {
+			t.Fatalf("record %d has event.sequence %d, want %d: a gap", i, r.Event.Sequence, recs[0].Event.Sequence+uint64(i))
+		}
+	}
+	if last := recs[len(recs)-1].Event.Sequence; float64(last) != final["produced"] {
+		t.Errorf("the new file ends at sequence %d, the agent produced %v", last, final["produced"])
+	}
+	for i := 0; i <= 50; i++ {
+		if !bytes.Contains(data, []byte(fmt.Sprintf("%q", filepath.Join(watched, fmt.Sprintf("after-%d", i))))) {
+			t.Errorf("no record of after-%d in the new file", i)
+		}
+	}
+	if s := finalSink(t, final, "out"); s["dropped"] != 0 || s["in_flight"] != 0 || s["delivered"] != final["produced"] {
+		t.Errorf("final stats %v", final)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	tailChunk = 64 << 10
 	// backupLayout sorts lexically in time order and has a fixed width.
 	backupLayout = "20060102T150405.000000000Z"
+	// pathCheckEvery is how often the sink checks, after a write, that
+	// Path still leads to its file (a deleted file is checked every write).
+	pathCheckEvery = time.Second
 )
 
 // FileStats counts what the file sink did since it was created.
@@ -58,19 +61,20 @@ type File struct {
 	retryMax          time.Duration
 	onStall, onResume func()
 
-	mu         sync.Mutex // guards everything below; Reopen and the syncer run beside Run
-	f          *os.File
-	dir        *safefile.Dir // the checked directory f was opened in
-	reopenFail bool          // reopening a replaced file is in an error streak
-	size       int64         // bytes of whole lines in f; the file never keeps more
-	badTail    bool          // the file may hold bytes past size that must be cut
-	opened     time.Time
-	dirty      bool // written since the last sync
-	closed     bool
-	syncFail   bool // the interval syncer is in an error streak
-	rotateFail bool // rotation is in an error streak
-	jobs       chan string
-	buf        []byte
+	mu          sync.Mutex // guards everything below; Reopen and the syncer run beside Run
+	f           *os.File
+	dir         *safefile.Dir // the checked directory f was opened in
+	reopenFail  bool          // reopening a replaced file is in an error streak
+	pathChecked time.Time     // when checkPathLocked last compared f with Path
+	size        int64         // bytes of whole lines in f; the file never keeps more
+	badTail     bool          // the file may hold bytes past size that must be cut
+	opened      time.Time
+	dirty       bool // written since the last sync
+	closed      bool
+	syncFail    bool // the interval syncer is in an error streak
+	rotateFail  bool // rotation is in an error streak
+	jobs        chan string
+	buf         []byte
 
 	lines, bytes, rotations, writeErrs, syncErrs, syncs atomic.Uint64
 }
@@ -470,19 +474,25 @@ func (s *File) writeSome(items []*Item) (int, error) {
 	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
 }
 
-// checkPathLocked runs after n lines were written: one fstat and one
-// fstatat tell whether Path still leads to the open file. When the file
-// was deleted the lines went into an inode nobody can read: the file is
-// reopened (created anew) and 0 is returned, so that write writes the
-// same lines again, into the new file. When Path now leads to another
-// file (or link) the lines are in the old file, which still has a name;
-// the new one is opened for the next batch. A file merely moved away
-// (logrotate before its SIGHUP) is kept: Reopen or rotation deals with it.
+// checkPathLocked runs after n lines were written. One fstat (no
+// allocation) tells whether the file was deleted: then the lines went
+// into an inode nobody can read, so the file is reopened (created anew)
+// and 0 is returned, and write writes the same lines again, into the new
+// file. At most once a second (pathCheckEvery) one more fstatat tells
+// whether Path now leads to another file (or link): the lines are then
+// in the old file, which still has a name, and the new one is opened for
+// the next batch. A file merely moved away (logrotate before its SIGHUP)
+// is kept: Reopen or rotation deals with it.
 func (s *File) checkPathLocked(n int) (int, error) {
-	change, err := s.dir.Compare(s.f, filepath.Base(s.opts.Path))
-	if err != nil {
-		// Not a verdict on the file (EIO, say): the write itself worked.
-		return n, nil
+	change := safefile.Same
+	if gone, err := safefile.Deleted(s.f); err == nil && gone {
+		change = safefile.Unlinked
+	} else if now := s.now(); now.Sub(s.pathChecked) >= pathCheckEvery || now.Before(s.pathChecked) {
+		s.pathChecked = now
+		if c, err := s.dir.Compare(s.f, filepath.Base(s.opts.Path)); err == nil {
+			// An error (EIO, say) is no verdict on the file: the write worked.
+			change = c
+		}
 	}
 	switch change {
 	case safefile.Same, safefile.Moved:

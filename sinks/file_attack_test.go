@@ -324,3 +324,35 @@ func TestRotationPlantedLinks(t *testing.T) {
 		c()
 	}
 }
+
+// TestFileReplacedWithoutReopen: the file is moved away and a new one
+// created at the path (logrotate's create) but no SIGHUP comes. Within a
+// second of the next write the sink notices, says so, and writes on into
+// the new file; nothing is lost (the lines before went into the moved
+// file, which still has a name).
+func TestFileReplacedWithoutReopen(t *testing.T) {
+	o := testOpts(t.TempDir())
+	s, logs := newLoggedFile(t, o)
+	now := time.Date(2026, 11, 30, 20, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	q := NewQueue("file", 8, Block)
+	writeSync(t, s, q, 1, 5)
+	if err := os.Rename(o.Path, o.Path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(o.Path, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	writeSync(t, s, q, 6, 6) // within the second: into the moved file
+	now = now.Add(pathCheckEvery)
+	writeSync(t, s, q, 7, 7) // still into the moved file; then the check
+	writeSync(t, s, q, 8, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantRange(t, readSeqs(t, o.Path+".1"), 1, 7)
+	wantRange(t, readSeqs(t, o.Path), 8, 10)
+	if !strings.Contains(logs.String(), "output path now leads to another file; reopened it") {
+		t.Errorf("log does not say so:\n%s", logs)
+	}
+}

@@ -113,19 +113,13 @@ func LstatAt(dir *os.File, name string) (NodeStat, error) {
 	return nodeStat(&st), nil
 }
 
-// Fstat stats an open file.
+// Fstat stats an open file. It allocates nothing, so that the file sink
+// can check its file on every batch.
 func Fstat(f *os.File) (NodeStat, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return NodeStat{}, fmt.Errorf("fstat %s: %w", f.Name(), err)
-	}
+	defer runtime.KeepAlive(f)
 	var st unix.Stat_t
-	var serr error
-	if cerr := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); cerr != nil {
-		return NodeStat{}, fmt.Errorf("fstat %s: %w", f.Name(), cerr)
-	}
-	if serr != nil {
-		return NodeStat{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: serr}
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return NodeStat{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	return nodeStat(&st), nil
 }

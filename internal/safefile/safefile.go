@@ -511,8 +511,18 @@ func (c Change) String() string {
 	return fmt.Sprintf("Change(%d)", int(c))
 }
 
+// Deleted reports whether f was unlinked: what is written to it now is
+// lost. One fstat, no allocation: cheap enough for every write.
+func Deleted(f *os.File) (bool, error) {
+	st, err := kernel.Fstat(f)
+	if err != nil {
+		return false, err
+	}
+	return st.Nlink == 0, nil
+}
+
 // Compare tells whether name in d still leads to f: one fstat and one
-// fstatat, cheap enough for every batch.
+// fstatat (which allocates the name's C string).
 func (d *Dir) Compare(f *os.File, name string) (Change, error) {
 	fst, err := kernel.Fstat(f)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -357,3 +358,33 @@ func TestCompare(t *testing.T) {
 }
 
 func umask(m int) int { return kernel.Umask(m) }
+
+// BenchmarkCompare is the per-batch cost of the file sink's check that
+// its open file is still at its path.
+func BenchmarkCompare(b *testing.B) {
+	f, err := Open(filepath.Join(b.TempDir(), "out"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if c, err := f.Compare(); err != nil || c != Same {
+			b.Fatal(c, err)
+		}
+	}
+}
+
+func BenchmarkDeleted(b *testing.B) {
+	f, err := Open(filepath.Join(b.TempDir(), "out"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if gone, err := Deleted(f.File); err != nil || gone {
+			b.Fatal(gone, err)
+		}
+	}
+}
