@@ -96,7 +96,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		StatsInterval:    cfg.StatsInterval.Duration,
 		SinkFailingAfter: cfg.Health.SinkFailingAfter.Duration,
 		Host:             enr.Host(),
-		Encoding:         record.Options{RunID: runID, Version: version},
+		// Colour is for watch --format text on a terminal.
+		Encoding: record.Options{RunID: runID, Version: version, Color: isTerminal(stdout)},
 		StatsHook: func(e *zerolog.Event) {
 			e.Uint64("captured", capt.Stats().Emitted).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
 		},
@@ -223,7 +224,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 			closeAll()
 			return nil, nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
 		}
-		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy})
+		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy, Format: s.Format})
 	}
 	return specs, comps, closeAll, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/config"
+	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // configError marks config errors (exit 2); config.Error already names
@@ -36,6 +37,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var excludes listFlag
 	fs.Var(&excludes, "exclude", "glob of paths to leave out (repeatable)")
 	duration := fs.Duration("duration", 0, "stop after this long")
+	format := fs.String("format", "ecs", "record format: ecs (JSON, default), ocsf (JSON) or text (one line per event)")
 	pos, err := parseFlags("watch", fs, args)
 	if err != nil {
 		return err
@@ -67,6 +69,12 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return usagef("watch: %v", err)
 	}
+	// Set after Validate: text is watch's own format, not a sink format
+	// a config file may choose.
+	if _, ok := record.ParseFormat(*format); !ok {
+		return usagef("watch: --format: unknown format %q (want ecs, ocsf or text)", *format)
+	}
+	cfg.Sinks[0].Format = *format
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
@@ -191,6 +199,12 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 
 // newLogger builds the agent's own log on stderr: JSON, or a console
 // format on a terminal (format auto) or on request.
+// isTerminal reports whether w is a terminal (text records get colour).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
 func newLogger(w io.Writer, lc config.Logging) zerolog.Logger {
 	console := lc.Format == "console"
 	tty := w

@@ -81,7 +81,11 @@ func usagef(format string, a ...any) error {
 }
 
 const usageText = `usage:
-  fanaudit watch [--events LIST] [--exclude GLOB]... [--duration D] PATH...
+  fanaudit watch [--events LIST] [--exclude GLOB]... [--duration D]
+                 [--format ecs|ocsf|text] PATH...
+      --format: ecs (default: ECS JSON lines), ocsf (OCSF File System
+      Activity JSON lines) or text (one line per event, for people;
+      coloured on a terminal)
   fanaudit run [--config FILE]
   fanaudit check-config [--config FILE]
   fanaudit version

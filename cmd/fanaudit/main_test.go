@@ -42,6 +42,7 @@ func TestUsageErrors(t *testing.T) {
 		{"watch bad duration", []string{"watch", "--duration", "soon", "/tmp"}, "--duration"},
 		{"watch negative duration", []string{"watch", "--duration=-1s", "/tmp"}, "--duration"},
 		{"watch unknown flag", []string{"watch", "--follow", "/tmp"}, "--follow"},
+		{"watch bad format", []string{"watch", "--format", "json", "/tmp"}, "--format"},
 		{"watch missing flag value", []string{"watch", "/tmp", "--events"}, "--events"},
 		{"watch missing path", []string{"watch", "/nonexistent/fanaudit"}, "/nonexistent/fanaudit"},
 		{"run unknown flag", []string{"run", "--confg", "x"}, "--confg"},

@@ -29,6 +29,7 @@ type sinkOptions struct {
 	Type      string
 	Policy    sinks.Policy
 	QueueSize int
+	Format    record.Format
 	File      sinks.FileOptions // Type file
 	Kafka     kafka.Config      // Type kafka
 }
@@ -53,6 +54,14 @@ func sinkOptionsOf(cfg *config.Config, source string) ([]sinkOptions, error) {
 			return nil, cfg.KeyError(source, key+".when_full", err)
 		}
 		so.Policy = p
+		if s.Format != "" {
+			// config allows ecs and ocsf; text is watch's (--format text).
+			f, ok := record.ParseFormat(s.Format)
+			if !ok {
+				return nil, cfg.KeyError(source, key+".format", fmt.Errorf("unknown format %q (want ecs or ocsf)", s.Format))
+			}
+			so.Format = f
+		}
 		switch s.Type {
 		case config.SinkFile:
 			so.File = fileOptions(s.File)

@@ -12,19 +12,15 @@ import (
 )
 
 // fanOut is the only writer of event.sequence. It numbers each record,
-// encodes it once, and pushes the shared Item to every queue in order, so
-// each sink sees the sequence in increasing order with gaps only where its
+// encodes it once per format in use (not once per sink), and pushes the
+// shared Item of its sink's format to every queue in order, so each sink
+// sees the sequence in increasing order with gaps only where its
 // own queue dropped. Losses are announced as events_lost records, per sink
 // and reason, at most one round per sink per LossInterval, and all of them
 // once the input is done. It ends when its input is closed and drained;
 // after an abort (ctx ended) it reads what is left without pushing it.
 func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error {
-	f := fanState{
-		enc:        record.NewEncoder(p.opts.Encoding),
-		p:          p,
-		lastReport: make([]time.Time, len(p.queues)),
-		lineSize:   512,
-	}
+	f := newFanState(p)
 	tick := time.NewTicker(p.opts.LossInterval)
 	defer tick.Stop()
 	aborted := false
@@ -88,13 +84,47 @@ func (f *fanState) finalLosses(ctx context.Context) error {
 }
 
 type fanState struct {
-	enc        *record.Encoder
 	p          *Pipeline
 	seq        uint64
 	lastReport []time.Time
-	ends       []int             // emitBatch: end of each record's line
-	lineSize   int               // emitBatch: bytes to reserve per line
-	one        [1]*record.Record // emit: a batch of one without allocating
+	// encs has one encoder per format some sink uses, so a record is
+	// encoded once per format, not once per sink; qfmt is each queue's
+	// index into encs.
+	encs  []fanEncoder
+	qfmt  []int
+	items [][]queue.Item    // emitBatch: per encoder, the batch's items
+	one   [1]*record.Record // emit: a batch of one without allocating
+}
+
+// fanEncoder is one format's encoder with its line bookkeeping.
+type fanEncoder struct {
+	enc      record.LineEncoder
+	ends     []int // emitBatch: end of each record's line
+	lineSize int   // emitBatch: bytes to reserve per line
+}
+
+func newFanState(p *Pipeline) *fanState {
+	f := &fanState{p: p, lastReport: make([]time.Time, len(p.queues))}
+	idx := map[record.Format]int{}
+	for _, s := range p.opts.Sinks {
+		i, ok := idx[s.Format]
+		if !ok {
+			i = len(f.encs)
+			idx[s.Format] = i
+			f.encs = append(f.encs, fanEncoder{enc: record.NewFormatEncoder(s.Format, p.opts.Encoding), lineSize: 512})
+		}
+		f.qfmt = append(f.qfmt, i)
+	}
+	for len(f.qfmt) < len(p.queues) {
+		// Queues without a spec (tests that build a Pipeline by hand) get ECS.
+		if _, ok := idx[record.FormatECS]; !ok {
+			idx[record.FormatECS] = len(f.encs)
+			f.encs = append(f.encs, fanEncoder{enc: record.NewEncoder(p.opts.Encoding), lineSize: 512})
+		}
+		f.qfmt = append(f.qfmt, idx[record.FormatECS])
+	}
+	f.items = make([][]queue.Item, len(f.encs))
+	return f
 }
 
 func (f *fanState) emit(ctx context.Context, r *record.Record) error {
@@ -103,52 +133,64 @@ func (f *fanState) emit(ctx context.Context, r *record.Record) error {
 }
 
 // emitBatch numbers, encodes and pushes a batch. The lines of a batch share
-// one buffer and its items one slice: two allocations per batch instead of
-// two per record, which the garbage collector notices at a million records
-// a second. A sink holding one item keeps its batch's buffer alive; queues
+// one buffer and its items one slice, per format: two allocations per
+// batch and format instead of two per record, which the garbage collector
+// notices at a million records a second. A sink holding one item keeps its batch's buffer alive; queues
 // are bounded, so that is bounded too.
 func (f *fanState) emitBatch(ctx context.Context, batch []*record.Record) error {
-	if len(f.ends) < len(batch) {
-		f.ends = make([]int, len(batch))
-	}
-	buf := make([]byte, 0, len(batch)*f.lineSize)
-	for i, r := range batch {
+	for _, r := range batch {
 		f.seq++
 		r.Sequence = f.seq
-		buf = f.enc.Append(buf, r)
-		buf = append(buf, '\n')
-		f.ends[i] = len(buf)
 	}
-	if n := len(batch); n > 0 {
-		// Size the next buffer for this batch's average line.
-		f.lineSize = max(f.lineSize, len(buf)/n+64)
+	for e := range f.encs {
+		f.items[e] = f.encs[e].encode(batch)
 	}
-	items := make([]queue.Item, len(batch))
-	start := 0
 	for i, r := range batch {
-		it := &items[i]
-		*it = queue.Item{
-			Seq:    r.Sequence,
-			Action: r.Action,
-			Path:   r.File.Path,
-			Line:   buf[start:f.ends[i]:f.ends[i]],
-			Loss:   r.Action == record.ActionEventsLost,
-		}
-		start = f.ends[i]
-		f.p.produced.Store(it.Seq)
-		if it.Loss {
+		f.p.produced.Store(r.Sequence)
+		if r.Action == record.ActionEventsLost {
 			f.p.lossRecs.Add(1)
 			if r.Fanaudit.Lost.Reason == record.ReasonKernelOverflow {
 				f.p.kernelOverflows.Add(1)
 			}
 		}
-		for _, q := range f.p.queues {
-			if err := q.Push(ctx, it); err != nil {
+		for qi, q := range f.p.queues {
+			if err := q.Push(ctx, &f.items[f.qfmt[qi]][i]); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// encode encodes a numbered batch into one new line buffer and one new
+// item slice.
+func (fe *fanEncoder) encode(batch []*record.Record) []queue.Item {
+	if len(fe.ends) < len(batch) {
+		fe.ends = make([]int, len(batch))
+	}
+	buf := make([]byte, 0, len(batch)*fe.lineSize)
+	for i, r := range batch {
+		buf = fe.enc.Append(buf, r)
+		buf = append(buf, '\n')
+		fe.ends[i] = len(buf)
+	}
+	if n := len(batch); n > 0 {
+		// Size the next buffer for this batch's average line.
+		fe.lineSize = max(fe.lineSize, len(buf)/n+64)
+	}
+	items := make([]queue.Item, len(batch))
+	start := 0
+	for i, r := range batch {
+		items[i] = queue.Item{
+			Seq:    r.Sequence,
+			Action: r.Action,
+			Path:   r.File.Path,
+			Line:   buf[start:fe.ends[i]:fe.ends[i]],
+			Loss:   r.Action == record.ActionEventsLost,
+		}
+		start = fe.ends[i]
+	}
+	return items
 }
 
 type lossEntry struct {

@@ -37,6 +37,8 @@ type SinkSpec struct {
 	Sink      sinks.Sink
 	QueueSize int
 	Policy    queue.Policy
+	// Format is the encoding the sink's items carry (ecs by default).
+	Format record.Format
 }
 
 // Options configures a Pipeline.

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -586,7 +587,7 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	q := queue.New("b", 1<<20, sinks.DropNewest)
 	p := &Pipeline{queues: []*queue.Queue{q}, opts: Options{Now: time.Now, LossInterval: time.Second}}
-	f := fanState{enc: record.NewEncoder(record.Options{}), p: p, lastReport: make([]time.Time, 1), lineSize: 512}
+	f := newFanState(p)
 	buf := make([]*sinks.Item, 0, per)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -969,5 +970,38 @@ func TestSinkFailuresReportedWithReason(t *testing.T) {
 	}
 	if q := st.Sinks[1]; q.Dropped != rs.failed[sinkReasons[0]]+rs.failed[sinkReasons[1]]+rs.failed[sinkReasons[2]] || q.LostEarlier != 7 {
 		t.Errorf("queue stats %+v disagree with the failures %v", q, rs.failed)
+	}
+}
+
+// TestFormatsEncodedOncePerFormat: two ECS sinks share the very items
+// (one encoding), the OCSF sink gets its own, with the same sequence.
+func TestFormatsEncodedOncePerFormat(t *testing.T) {
+	src := newSource(4, 2)
+	a, b, o := newSink(4), newSink(4), newSink(4)
+	p, err := New(Options{Source: src, Encoding: record.Options{RunID: "r1"}, Sinks: []SinkSpec{
+		{Name: "a", Sink: a, QueueSize: 8, Policy: sinks.Block},
+		{Name: "o", Sink: o, QueueSize: 8, Policy: sinks.Block, Format: record.FormatOCSF},
+		{Name: "b", Sink: b, QueueSize: 8, Policy: sinks.Block, Format: record.FormatECS},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-src.sent
+	<-a.reached
+	<-b.reached
+	<-o.reached
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ia, ib, io := a.got(), b.got(), o.got()
+	for i := range ia {
+		if ia[i] != ib[i] {
+			t.Errorf("record %d: the ECS sinks got different items (encoded twice)", i)
+		}
+		if io[i].Seq != ia[i].Seq || !bytes.HasPrefix(io[i].Line, []byte(`{"activity_id":14,`)) || !bytes.HasPrefix(ia[i].Line, []byte(`{"@timestamp"`)) {
+			t.Errorf("record %d: ecs %s ocsf %s", i, ia[i].Line, io[i].Line)
+		}
 	}
 }
