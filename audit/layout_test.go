@@ -130,8 +130,10 @@ func TestOverlayfs(t *testing.T) {
 	base := tmpfs(t)
 	lower, upper, work := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work")
 	mkdirs(t, filepath.Join(lower, "etc"), upper, work)
-	if err := os.WriteFile(filepath.Join(lower, "etc", "conf"), []byte("a\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{"conf", "ro", "gone"} {
+		if err := os.WriteFile(filepath.Join(lower, "etc", n), []byte("a\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	merged := mountDir(t, "fanaudit-ovl-")
 	run(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, merged)
@@ -142,15 +144,17 @@ func TestOverlayfs(t *testing.T) {
 			t.Errorf("no inode marks on the merged directory")
 		}
 		checkOps(t, s, merged)
-		sh(t, merged, `echo b >> etc/conf`)
+		sh(t, merged, `cat etc/conf > /dev/null; echo b >> etc/conf`)
 		s.mark(merged)
-		if evs := s.take(); !has(evs, record.ActionCloseWrite, filepath.Join(merged, "etc/conf")) {
-			t.Errorf("no close_write of the copied-up lower file")
+		evs := s.take()
+		if !has(evs, record.ActionCloseNowrite, filepath.Join(merged, "etc/conf")) ||
+			!has(evs, record.ActionCloseWrite, filepath.Join(merged, "etc/conf")) {
+			t.Errorf("no close_nowrite and close_write of a lower file")
 		}
 	})
 	t.Run("upper", func(t *testing.T) {
 		s := startSession(t, Options{Paths: []string{upper}})
-		sh(t, merged, `mkdir -p new; echo x > new/f; cat etc/conf >/dev/null`)
+		sh(t, merged, `mkdir -p new; echo x > new/f; cat etc/ro >/dev/null; rm etc/gone`)
 		s.mark(upper)
 		evs := s.take()
 		for _, p := range []string{"new", "new/f"} {
@@ -158,8 +162,13 @@ func TestOverlayfs(t *testing.T) {
 				t.Errorf("no create %s in upper", p)
 			}
 		}
+		// A deleted lower file is a whiteout made in the work directory
+		// and moved into place.
+		if !has(evs, record.ActionRename, filepath.Join(upper, "etc/gone")) {
+			t.Errorf("no rename of the whiteout etc/gone")
+		}
 		for _, e := range evs {
-			if e.Path == "" || !under(e.Path, upper) {
+			if e.Path == "" || !under(e.Path, upper) || strings.HasSuffix(e.Path, "/ro") {
 				t.Errorf("unexpected: %s", line(&e, base))
 			}
 		}
