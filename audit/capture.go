@@ -68,7 +68,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // ReasonDecodeError is events_lost's reason when a read buffer could not be
@@ -91,11 +90,11 @@ var (
 
 // Options configure a Capture.
 type Options struct {
-	Paths          []string        // watched roots, absolute; recursive
-	Include        []string        // globs on file.path; empty = everything
-	Exclude        []string        // globs; excluded directories also get in-kernel ignore marks
-	IgnorePaths    []string        // the agent's own outputs: ignore marks + user-space filter
-	Actions        []record.Action // wanted actions; empty = all file actions
+	Paths          []string // watched roots, absolute; recursive
+	Include        []string // globs on file.path; empty = everything
+	Exclude        []string // globs; excluded directories also get in-kernel ignore marks
+	IgnorePaths    []string // the agent's own outputs: ignore marks + user-space filter
+	Actions        []Action // wanted actions; empty = all file actions
 	UnlimitedQueue bool
 	ReadBuffer     int           // bytes, default 256 KiB
 	BatchDelay     time.Duration // sleep when the queue is empty (0 = block in poll)
@@ -254,10 +253,10 @@ func (c *Capture) validate() error {
 		return err
 	}
 	if len(o.Actions) == 0 {
-		o.Actions = record.FileActions()
+		o.Actions = FileActions()
 	}
 	for _, a := range o.Actions {
-		if a <= record.ActionUnknown || a >= record.ActionEventsLost {
+		if a <= ActionUnknown || a >= ActionEventsLost {
 			return fmt.Errorf("%w: action %d is not a file action", ErrOptions, a)
 		}
 	}
@@ -311,7 +310,7 @@ func (c *Capture) setup() error {
 	if o.Observer != nil {
 		// Exec events tell enrichment a process's executable while it
 		// lives; the observer gets them even where they are not reported.
-		kwant |= 1 << record.ActionExec
+		kwant |= 1 << ActionExec
 	}
 	mask := markMask(kwant, c.feat, c.fdMode)
 	c.mask = mask

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // TestExactEvents asserts the exact events, in order, with exact paths,
@@ -141,13 +139,13 @@ func TestExactEvents(t *testing.T) {
 				s.mark(root)
 				var got []string
 				for _, e := range s.take() {
-					if e.Pid <= 0 && e.Action != record.ActionDeleteSelf {
+					if e.Pid <= 0 && e.Action != ActionDeleteSelf {
 						t.Errorf("%s: pid %d", line(&e, root), e.Pid)
 					}
 					l := line(&e, root)
 					// Repeated access/modify of one file merge in the queue
 					// only while unread, so their count depends on timing.
-					if n := len(got); n > 0 && got[n-1] == l && (e.Action == record.ActionAccess || e.Action == record.ActionModify) {
+					if n := len(got); n > 0 && got[n-1] == l && (e.Action == ActionAccess || e.Action == ActionModify) {
 						continue
 					}
 					got = append(got, l)
@@ -242,21 +240,21 @@ func TestSelfExclusion(t *testing.T) {
 func TestBurst(t *testing.T) {
 	root := tmpfs(t)
 	const n = 100000
-	s := startSession(t, Options{Paths: []string{root}, Actions: []record.Action{record.ActionCreate}})
+	s := startSession(t, Options{Paths: []string{root}, Actions: []Action{ActionCreate}})
 	runHelper(t, "burst", root, fmt.Sprint(n))
 	s.mark(root)
 	seen := make(map[string]bool, n)
 	lost := 0
 	for _, e := range s.take() {
 		switch e.Action {
-		case record.ActionCreate:
+		case ActionCreate:
 			if seen[e.Path] {
 				t.Fatalf("duplicate create %s", e.Path)
 			}
 			seen[e.Path] = true
-		case record.ActionEventsLost:
+		case ActionEventsLost:
 			lost++
-			if e.LostReason != record.ReasonKernelOverflow || e.HasLost {
+			if e.LostReason != ReasonKernelOverflow || e.HasLost {
 				t.Errorf("lost event %+v", e)
 			}
 		default:
@@ -291,7 +289,7 @@ func TestForcedOverflow(t *testing.T) {
 	lost := 0
 	for evs := range out {
 		for i := range evs {
-			if evs[i].Action == record.ActionEventsLost && evs[i].LostReason == record.ReasonKernelOverflow {
+			if evs[i].Action == ActionEventsLost && evs[i].LostReason == ReasonKernelOverflow {
 				lost++
 			}
 			evs[i].Release()
@@ -324,7 +322,7 @@ func TestDrainOnCancel(t *testing.T) {
 	creates := 0
 	for evs := range out {
 		for i := range evs {
-			if evs[i].Action == record.ActionCreate {
+			if evs[i].Action == ActionCreate {
 				creates++
 			}
 			evs[i].Release()
@@ -375,7 +373,7 @@ func TestFDLeak(t *testing.T) {
 			last := filepath.Join(root, "last")
 			runHelper(t, "touch", last)
 			s.waitFor("close_write of last", func(e *Event) bool {
-				return e.Action == record.ActionCloseWrite && e.Path == last
+				return e.Action == ActionCloseWrite && e.Path == last
 			})
 			if err := s.stop(); err != nil {
 				t.Fatal(err)
@@ -408,7 +406,7 @@ func TestFDMode(t *testing.T) {
 	f, g := filepath.Join(root, "f"), filepath.Join(root, "g")
 	runHelper(t, "read", f)
 	runHelper(t, "touch", g)
-	s.waitFor("close_write g", func(e *Event) bool { return e.Action == record.ActionCloseWrite && e.Path == g })
+	s.waitFor("close_write g", func(e *Event) bool { return e.Action == ActionCloseWrite && e.Path == g })
 	var got []string
 	for _, e := range s.take() {
 		got = append(got, line(&e, root))
@@ -455,7 +453,7 @@ func TestIgnoreAndExclude(t *testing.T) {
 // each, and both are named right.
 func TestTwoFilesystems(t *testing.T) {
 	a, b := tmpfs(t), tmpfs(t)
-	s := startSession(t, Options{Paths: []string{a, b}, Actions: []record.Action{record.ActionCreate}})
+	s := startSession(t, Options{Paths: []string{a, b}, Actions: []Action{ActionCreate}})
 	runHelper(t, "mkdir", filepath.Join(a, "x"))
 	runHelper(t, "mkdir", filepath.Join(b, "y"))
 	runHelper(t, "touch", filepath.Join(a, "x", "f"))
@@ -533,19 +531,18 @@ func TestStatOpenForHashPidFD(t *testing.T) {
 					t.Errorf("%s: pidfd names pid %d", line(&e, root), p)
 				}
 			}
-			var rf record.File
 			switch {
-			case e.Action == record.ActionCreate && e.Path == d:
-				if err := e.Stat(&rf); err != nil || rf.Type != "dir" || !e.Dir {
+			case e.Action == ActionCreate && e.Path == d:
+				if rf, err := e.Stat(); err != nil || rf.Type != "dir" || !e.Dir {
 					t.Errorf("dir stat %+v %v", rf, err)
 				}
 				sawDir = true
-			case e.Action == record.ActionCreate && e.Path == f:
-				if err := e.Stat(&rf); err != nil || rf.Type != "file" || !rf.HasStat || rf.Inode == 0 {
+			case e.Action == ActionCreate && e.Path == f:
+				if rf, err := e.Stat(); err != nil || rf.Type != "file" || rf.Ino == 0 {
 					t.Errorf("file stat %+v %v", rf, err)
 				}
 				sawFile = true
-			case e.Action == record.ActionCloseWrite && e.Path == f:
+			case e.Action == ActionCloseWrite && e.Path == f:
 				if e.File == nil {
 					t.Fatal("close_write without File")
 				}
@@ -553,7 +550,7 @@ func TestStatOpenForHashPidFD(t *testing.T) {
 				if err != nil || string(b) != "hello" {
 					t.Errorf("hash file read %q %v", b, err)
 				}
-				if err := e.Stat(&rf); err != nil || rf.Size != 5 {
+				if rf, err := e.Stat(); err != nil || rf.Size != 5 {
 					t.Errorf("stat via File %+v %v", rf, err)
 				}
 				sawHash = true
@@ -605,13 +602,13 @@ func TestSelfDeleteSelf(t *testing.T) {
 			}
 		}
 	}
-	held = next(func(e *Event) bool { return e.Action == record.ActionCloseWrite && e.File != nil })
+	held = next(func(e *Event) bool { return e.Action == ActionCloseWrite && e.File != nil })
 	runHelper(t, "unlink", f)
-	if e := next(func(e *Event) bool { return e.Action == record.ActionDelete }); e.Path != f || e.Pid <= 0 {
+	if e := next(func(e *Event) bool { return e.Action == ActionDelete }); e.Path != f || e.Pid <= 0 {
 		t.Fatalf("delete %s pid %d", e.Path, e.Pid)
 	}
 	held.Release()
-	e := next(func(e *Event) bool { return e.Action == record.ActionDeleteSelf })
+	e := next(func(e *Event) bool { return e.Action == ActionDeleteSelf })
 	if e.Path != f || e.Pid != 0 {
 		t.Fatalf("delete_self %q pid %d, want %q pid 0", e.Path, e.Pid, f)
 	}
@@ -673,7 +670,7 @@ func TestBatchDelayObserver(t *testing.T) {
 type execObserver struct{ execs []string }
 
 func (o *execObserver) Observe(ev *Event) {
-	if ev.Action == record.ActionExec {
+	if ev.Action == ActionExec {
 		o.execs = append(o.execs, ev.Path)
 	}
 }
@@ -689,7 +686,7 @@ func TestObserverSeesUnreportedExec(t *testing.T) {
 	}
 	copyTrue(t, root)
 	obs := &execObserver{}
-	s := startSession(t, Options{Paths: []string{watched}, Actions: []record.Action{record.ActionCreate}, Observer: obs})
+	s := startSession(t, Options{Paths: []string{watched}, Actions: []Action{ActionCreate}, Observer: obs})
 	bin := filepath.Join(root, "true")
 	runHelper(t, "exec", bin)
 	s.mark(watched)
@@ -700,7 +697,7 @@ func TestObserverSeesUnreportedExec(t *testing.T) {
 		t.Fatalf("observer saw execs %q, want %s", obs.execs, bin)
 	}
 	for _, e := range s.take() {
-		if e.Action != record.ActionCreate {
+		if e.Action != ActionCreate {
 			t.Errorf("reported %s %s; only create is wanted", e.Action, e.Path)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
@@ -84,8 +83,8 @@ func TestDrainRate(t *testing.T) {
 		readers = append(readers, r)
 	}
 
-	actions := []record.Action{record.ActionCreate, record.ActionOpen, record.ActionModify,
-		record.ActionCloseWrite, record.ActionCloseNowrite, record.ActionRename, record.ActionDelete}
+	actions := []Action{ActionCreate, ActionOpen, ActionModify,
+		ActionCloseWrite, ActionCloseNowrite, ActionRename, ActionDelete}
 	c, err := New(Options{Paths: []string{root}, UnlimitedQueue: true, Actions: actions}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

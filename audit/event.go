@@ -7,18 +7,17 @@ import (
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // Event is one captured action. A kernel event whose mask merges several
-// actions is split into one Event per action, in record.Action order.
+// actions is split into one Event per action, in Action order.
 //
 // Everything in an Event is copied out of the read buffer. An Event may hold
 // kernel resources (an open file for hashing, a pidfd); whoever receives it
 // must call Release exactly once.
 type Event struct {
 	Time    time.Time
-	Action  record.Action
+	Action  Action
 	Mask    uint64 // the kernel mask this action was split from
 	Pid     int32  // thread group id from the metadata; 0 for overflow
 	Path    string // absolute, escaped where not valid UTF-8
@@ -110,37 +109,41 @@ func (e *Event) release() {
 	}
 }
 
-// Stat fills f's stat fields (HasStat, Inode, Mode, Size, UID, GID) and
-// Type for the event's object: fstat of File when held, else
-// open_by_handle_at(O_PATH) on the filesystem's mount fd and fstat, else
-// the stat taken when a fd-mode event was read. Directories get Type "dir".
-func (e *Event) Stat(f *record.File) error {
+// FileStat is what capture knows of an event's object.
+type FileStat struct {
+	Ino   uint64
+	Mode  uint32
+	Nlink uint64
+	Size  int64
+	UID   uint32
+	GID   uint32
+	Type  string // "file", "dir", "symlink", …; "" when unknown
+}
+
+// Stat returns the event's object's stat: fstat of File when held, else
+// the stat capture took when it read the event (fd mode), else
+// open_by_handle_at(O_PATH) on the filesystem's mount fd and fstat, once
+// per kernel event. ErrGone means the object no longer exists.
+func (e *Event) Stat() (FileStat, error) {
 	var st kernel.Stat
 	var err error
 	switch {
 	case e.File != nil:
 		st, err = kernel.FileStat(e.File)
-	case e.fid != nil:
-		st, err = e.fid.stat()
 	case e.st != nil:
 		st = *e.st
+	case e.fid != nil:
+		st, err = e.fid.stat()
 	default:
-		return ErrNoIdentity
+		return FileStat{}, ErrNoIdentity
 	}
 	if err != nil {
 		if kernel.IsStale(err) {
-			return ErrGone
+			return FileStat{}, ErrGone
 		}
-		return fmt.Errorf("stat %s: %w", e.Path, err)
+		return FileStat{}, fmt.Errorf("stat %s: %w", e.Path, err)
 	}
-	f.HasStat = true
-	f.Inode = st.Ino
-	f.Mode = st.Mode
-	f.Size = st.Size
-	f.UID = st.UID
-	f.GID = st.GID
-	f.Type = fileType(st.Mode)
-	return nil
+	return FileStat{Ino: st.Ino, Mode: st.Mode, Nlink: st.Nlink, Size: st.Size, UID: st.UID, GID: st.GID, Type: fileType(st.Mode)}, nil
 }
 
 func fileType(mode uint32) string {

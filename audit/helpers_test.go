@@ -13,7 +13,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
@@ -130,7 +129,7 @@ func (s *session) mark(dir string) string {
 	s.t.Helper()
 	p := filepath.Join(dir, fmt.Sprintf(".mark-%d", time.Now().UnixNano()))
 	runHelper(s.t, "touch", p)
-	s.waitFor("marker "+p, func(e *Event) bool { return e.Action == record.ActionCreate && e.Path == p })
+	s.waitFor("marker "+p, func(e *Event) bool { return e.Action == ActionCreate && e.Path == p })
 	return p
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
@@ -70,16 +69,16 @@ func checkOps(t *testing.T, s *session, dir string) {
 	sh(t, dir, `mkdir sub`)
 	// Under inode marks, writes count once the new directory's create is
 	// read (TestSubtreeScanRace covers what comes before).
-	s.waitFor("create sub", func(e *Event) bool { return e.Action == record.ActionCreate && e.Path == filepath.Join(dir, "sub") })
+	s.waitFor("create sub", func(e *Event) bool { return e.Action == ActionCreate && e.Path == filepath.Join(dir, "sub") })
 	sh(t, dir, `echo x > sub/f; mv sub/f sub/g; rm sub/g; rmdir sub`)
 	s.mark(dir)
 	evs := s.take()
 	for _, want := range []struct {
-		a record.Action
+		a Action
 		p string
 	}{
-		{record.ActionCreate, "sub"}, {record.ActionCreate, "sub/f"}, {record.ActionCloseWrite, "sub/f"},
-		{record.ActionRename, "sub/g"}, {record.ActionDelete, "sub/g"},
+		{ActionCreate, "sub"}, {ActionCreate, "sub/f"}, {ActionCloseWrite, "sub/f"},
+		{ActionRename, "sub/g"}, {ActionDelete, "sub/g"},
 	} {
 		if !has(evs, want.a, filepath.Join(dir, want.p)) {
 			t.Errorf("no %s %s", want.a, want.p)
@@ -147,8 +146,8 @@ func TestOverlayfs(t *testing.T) {
 		sh(t, merged, `cat etc/conf > /dev/null; echo b >> etc/conf`)
 		s.mark(merged)
 		evs := s.take()
-		if !has(evs, record.ActionCloseNowrite, filepath.Join(merged, "etc/conf")) ||
-			!has(evs, record.ActionCloseWrite, filepath.Join(merged, "etc/conf")) {
+		if !has(evs, ActionCloseNowrite, filepath.Join(merged, "etc/conf")) ||
+			!has(evs, ActionCloseWrite, filepath.Join(merged, "etc/conf")) {
 			t.Errorf("no close_nowrite and close_write of a lower file")
 		}
 	})
@@ -158,13 +157,13 @@ func TestOverlayfs(t *testing.T) {
 		s.mark(upper)
 		evs := s.take()
 		for _, p := range []string{"new", "new/f"} {
-			if !has(evs, record.ActionCreate, filepath.Join(upper, p)) {
+			if !has(evs, ActionCreate, filepath.Join(upper, p)) {
 				t.Errorf("no create %s in upper", p)
 			}
 		}
 		// A deleted lower file is a whiteout made in the work directory
 		// and moved into place.
-		if !has(evs, record.ActionRename, filepath.Join(upper, "etc/gone")) {
+		if !has(evs, ActionRename, filepath.Join(upper, "etc/gone")) {
 			t.Errorf("no rename of the whiteout etc/gone")
 		}
 		for _, e := range evs {

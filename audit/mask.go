@@ -2,29 +2,28 @@ package audit
 
 import (
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // actionBits maps each file action to the kernel mask bits that report
-// it, in record.Action order, which is also the order split events are
+// it, in Action order, which is also the order split events are
 // emitted in. rename lists FAN_RENAME and, for kernels before 5.17, the
 // moved_from/moved_to pair.
 var actionBits = [...]struct {
-	action record.Action
+	action Action
 	bits   uint64
 }{
-	{record.ActionCreate, kernel.FanCreate},
-	{record.ActionOpen, kernel.FanOpen},
-	{record.ActionExec, kernel.FanOpenExec},
-	{record.ActionAccess, kernel.FanAccess},
-	{record.ActionModify, kernel.FanModify},
-	{record.ActionAttrib, kernel.FanAttrib},
-	{record.ActionCloseWrite, kernel.FanCloseWrite},
-	{record.ActionCloseNowrite, kernel.FanCloseNowrite},
-	{record.ActionRename, kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo},
-	{record.ActionMoveSelf, kernel.FanMoveSelf},
-	{record.ActionDelete, kernel.FanDelete},
-	{record.ActionDeleteSelf, kernel.FanDeleteSelf},
+	{ActionCreate, kernel.FanCreate},
+	{ActionOpen, kernel.FanOpen},
+	{ActionExec, kernel.FanOpenExec},
+	{ActionAccess, kernel.FanAccess},
+	{ActionModify, kernel.FanModify},
+	{ActionAttrib, kernel.FanAttrib},
+	{ActionCloseWrite, kernel.FanCloseWrite},
+	{ActionCloseNowrite, kernel.FanCloseNowrite},
+	{ActionRename, kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo},
+	{ActionMoveSelf, kernel.FanMoveSelf},
+	{ActionDelete, kernel.FanDelete},
+	{ActionDeleteSelf, kernel.FanDeleteSelf},
 }
 
 // fdModeBits are the events a group without FID reporting can deliver.
@@ -40,12 +39,12 @@ const allActionBits = kernel.FanCreate | kernel.FanOpen | kernel.FanOpenExec | k
 // dirEntryBits are reported on the parent directory only.
 const dirEntryBits = kernel.FanCreate | kernel.FanDelete | kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo
 
-// actionSet is a set of record.Action values.
+// actionSet is a set of Action values.
 type actionSet uint32
 
-func (s actionSet) has(a record.Action) bool { return s&(1<<a) != 0 }
+func (s actionSet) has(a Action) bool { return s&(1<<a) != 0 }
 
-func setOf(actions []record.Action) actionSet {
+func setOf(actions []Action) actionSet {
 	var s actionSet
 	for _, a := range actions {
 		s |= 1 << a
@@ -66,7 +65,7 @@ func markMask(want actionSet, ft kernel.Features, fdMode bool) uint64 {
 			continue
 		}
 		b := ab.bits
-		if ab.action == record.ActionRename {
+		if ab.action == ActionRename {
 			if ft.Rename {
 				b = kernel.FanRename
 			} else {
@@ -81,7 +80,7 @@ func markMask(want actionSet, ft kernel.Features, fdMode bool) uint64 {
 		if ft.Rename {
 			m |= kernel.FanRename
 		}
-		if want.has(record.ActionDeleteSelf) {
+		if want.has(ActionDeleteSelf) {
 			m |= kernel.FanDelete
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 func TestValidateRejectsBadOptions(t *testing.T) {
@@ -14,15 +13,15 @@ func TestValidateRejectsBadOptions(t *testing.T) {
 		opts Options
 	}{
 		{"no paths", Options{}},
-		{"no paths but actions", Options{Actions: []record.Action{record.ActionOpen}}},
+		{"no paths but actions", Options{Actions: []Action{ActionOpen}}},
 		{"relative path", Options{Paths: []string{"tmp"}}},
 		{"missing path", Options{Paths: []string{"/nonexistent/fanaudit"}}},
 		{"file as path", Options{Paths: []string{"/proc/self/status"}}},
 		{"relative ignore", Options{Paths: []string{"/"}, IgnorePaths: []string{"x"}}},
 		{"bad include", Options{Paths: []string{"/"}, Include: []string{"["}}},
 		{"bad exclude", Options{Paths: []string{"/"}, Exclude: []string{"a[\\"}}},
-		{"events_lost action", Options{Paths: []string{"/"}, Actions: []record.Action{record.ActionEventsLost}}},
-		{"unknown action", Options{Paths: []string{"/"}, Actions: []record.Action{record.ActionUnknown}}},
+		{"events_lost action", Options{Paths: []string{"/"}, Actions: []Action{ActionEventsLost}}},
+		{"unknown action", Options{Paths: []string{"/"}, Actions: []Action{ActionUnknown}}},
 		{"tiny buffer", Options{Paths: []string{"/"}, ReadBuffer: 100}},
 		{"negative delay", Options{Paths: []string{"/"}, BatchDelay: -1}},
 	}
@@ -46,17 +45,17 @@ func TestMarkMask(t *testing.T) {
 	old := kernel.Features{FID: true}
 	tests := []struct {
 		name   string
-		want   []record.Action
+		want   []Action
 		ft     kernel.Features
 		fdMode bool
 		mask   uint64
 	}{
-		{"open only", []record.Action{record.ActionOpen}, all, false, kernel.FanOpen | kernel.FanRename | kernel.FanOnDir},
-		{"exec only", []record.Action{record.ActionExec}, all, false, kernel.FanOpenExec | kernel.FanRename | kernel.FanOnDir},
-		{"delete_self adds delete", []record.Action{record.ActionDeleteSelf}, all, false, kernel.FanDeleteSelf | kernel.FanDelete | kernel.FanRename | kernel.FanOnDir},
-		{"rename before 5.17", []record.Action{record.ActionRename}, old, false, kernel.FanMovedFrom | kernel.FanMovedTo | kernel.FanOnDir},
-		{"fd mode drops FID-only actions", []record.Action{record.ActionCreate, record.ActionCloseWrite}, all, true, kernel.FanCloseWrite | kernel.FanOnDir},
-		{"fd mode with nothing left", []record.Action{record.ActionCreate}, all, true, 0},
+		{"open only", []Action{ActionOpen}, all, false, kernel.FanOpen | kernel.FanRename | kernel.FanOnDir},
+		{"exec only", []Action{ActionExec}, all, false, kernel.FanOpenExec | kernel.FanRename | kernel.FanOnDir},
+		{"delete_self adds delete", []Action{ActionDeleteSelf}, all, false, kernel.FanDeleteSelf | kernel.FanDelete | kernel.FanRename | kernel.FanOnDir},
+		{"rename before 5.17", []Action{ActionRename}, old, false, kernel.FanMovedFrom | kernel.FanMovedTo | kernel.FanOnDir},
+		{"fd mode drops FID-only actions", []Action{ActionCreate, ActionCloseWrite}, all, true, kernel.FanCloseWrite | kernel.FanOnDir},
+		{"fd mode with nothing left", []Action{ActionCreate}, all, true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

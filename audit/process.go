@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // batch is one read's worth of output. Handles and stats the events point
@@ -128,7 +127,7 @@ func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Ev
 }
 
 func (c *Capture) lostEvent(now time.Time, reason string) Event {
-	return Event{Time: now, Action: record.ActionEventsLost, LostReason: reason, PidFD: -1}
+	return Event{Time: now, Action: ActionEventsLost, LostReason: reason, PidFD: -1}
 }
 
 // event handles raw[i]; it reports whether it also consumed raw[i+1].
@@ -143,7 +142,7 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 	case r.Mask&kernel.FanQOverflow != 0:
 		b.overflows++
 		closeRes(r.FD, r.PidFD)
-		b.evs = append(b.evs, c.lostEvent(b.now, record.ReasonKernelOverflow))
+		b.evs = append(b.evs, c.lostEvent(b.now, ReasonKernelOverflow))
 	case c.fdMode:
 		c.fdEvent(b, r)
 	case c.dropOutside(b, raw, i):
@@ -325,7 +324,7 @@ func (c *Capture) movedName(b *batch, obj *kernel.Handle, prev []kernel.RawEvent
 // record names the child (FAN_REPORT_TARGET_FID).
 func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *kernel.Handle, path string, dir bool) {
 	m := r.Mask
-	if !dir && m&kernel.FanDelete != 0 && c.want.has(record.ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
+	if !dir && m&kernel.FanDelete != 0 && c.want.has(ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
 		// Usually delete_self came just before. When it didn't, something
 		// still holds the inode (a reader, or the agent's hashing file) and
 		// delete_self comes when that reference drops, when the handle no
@@ -423,10 +422,10 @@ func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *
 			continue
 		}
 		a := ab.action
-		if a == record.ActionOpen && r.Mask&kernel.FanOpenExec != 0 && c.want.has(record.ActionExec) {
+		if a == ActionOpen && r.Mask&kernel.FanOpenExec != 0 && c.want.has(ActionExec) {
 			continue // exec implies the open
 		}
-		if a == record.ActionExec && (!inScope || !c.want.has(a)) && c.opts.Observer != nil && !self {
+		if a == ActionExec && (!inScope || !c.want.has(a)) && c.opts.Observer != nil && !self {
 			// Observed in order with the batch's other events, then
 			// dropped: see Options.Observer.
 			b.evs = append(b.evs, Event{Time: b.now, Action: a, Mask: r.Mask, Pid: r.Pid, Path: path, Dir: dir, PidFD: -1, observeOnly: true})
@@ -439,20 +438,20 @@ func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *
 		}
 		pid := r.Pid
 		if self {
-			if a != record.ActionDeleteSelf {
+			if a != ActionDeleteSelf {
 				b.self++
 				continue
 			}
 			pid = 0 // the agent only dropped the last reference
 		}
 		ev := Event{Time: b.now, Action: a, Mask: r.Mask, Pid: pid, Path: path, Dir: dir, PidFD: -1, fid: fid, st: st}
-		if a == record.ActionRename {
+		if a == ActionRename {
 			ev.OldPath = oldPath
 		}
 		if pidfd >= 0 && !self {
 			ev.PidFD, ev.ownsPidFD, pidfd = int(pidfd), true, -1
 		}
-		if a == record.ActionCloseWrite && c.opts.OpenForHash && !dir {
+		if a == ActionCloseWrite && c.opts.OpenForHash && !dir {
 			switch {
 			case fd >= 0:
 				ev.File, fd = kernel.NewFile(fd, path), -1

@@ -12,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // seedBuffer reads a FuzzDecode seed: a buffer captured from a real read.
@@ -75,7 +74,7 @@ func BenchmarkProcess(b *testing.B) {
 	b.ReportMetric(float64(emitted)/float64(b.N), "events/kevent")
 }
 
-func actionBits2() (out []record.Action) {
+func actionBits2() (out []Action) {
 	for _, ab := range actionBits {
 		out = append(out, ab.action)
 	}

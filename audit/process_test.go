@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // hkey builds a handle the way a record lays it out: fsid, handle_bytes,
@@ -152,7 +151,7 @@ func TestConvert(t *testing.T) {
 			c := &Capture{
 				log:   zerolog.Nop(),
 				feat:  kernel.Features{FID: true, TargetFID: !tt.noRename, Rename: !tt.noRename},
-				want:  setOf(record.FileActions()),
+				want:  setOf(FileActions()),
 				dirs:  newPathCache(16),
 				gone:  newPathCache(16),
 				scope: scope{roots: []string{"/m"}, ignore: []string{"/m/d1/ignored"}},
@@ -165,11 +164,11 @@ func TestConvert(t *testing.T) {
 			for _, e := range c.convert(tt.raw, tt.derr, time.Unix(1, 0)) {
 				s := e.Action.String()
 				switch {
-				case e.Action == record.ActionEventsLost:
+				case e.Action == ActionEventsLost:
 					s += " " + e.LostReason
 				default:
 					s += " " + e.Path
-					if e.Action == record.ActionRename {
+					if e.Action == ActionRename {
 						s += " <- " + e.OldPath
 					}
 					s += " " + itoa(int(e.Pid))

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // Scope modes (Options.Scope, the contract's [capture] scope).
@@ -169,7 +168,7 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) bool 
 		ents, _ := os.ReadDir(rp)
 		for _, e := range ents {
 			cp := joinEscaped(p, e.Name())
-			if synth && b != nil && c.want.has(record.ActionCreate) && c.scope.allowed(cp) {
+			if synth && b != nil && c.want.has(ActionCreate) && c.scope.allowed(cp) {
 				c.synthCreate(b, cp, e.IsDir())
 			}
 			if e.IsDir() {
@@ -192,7 +191,13 @@ func (c *Capture) synthCreate(b *batch, p string, dir bool) {
 		clear(t.synth) // at worst a duplicate create later
 	}
 	t.synth[p] = struct{}{}
-	b.evs = append(b.evs, Event{Time: b.now, Action: record.ActionCreate, Path: p, Dir: dir, PidFD: -1, Scanned: true})
+	ev := Event{Time: b.now, Action: ActionCreate, Path: p, Dir: dir, PidFD: -1, Scanned: true}
+	// The scan's stat is handed over: the entry may be gone by the time
+	// enrichment looks.
+	if st, err := kernel.Lstat(realPath(p)); err == nil {
+		ev.st = &st
+	}
+	b.evs = append(b.evs, ev)
 }
 
 // fallback covers rt's filesystem with a filesystem mark after the tree
@@ -227,7 +232,7 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 				delete(t.synth, path)
 				kept := b.evs[:from]
 				for _, e := range b.evs[from:] {
-					if e.Action == record.ActionCreate && e.Path == path {
+					if e.Action == ActionCreate && e.Path == path {
 						b.filtered++
 						continue
 					}

@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-
-	"github.com/fanaudit/fanaudit/internal/record"
 )
 
 // sh runs a shell script in dir from a child process (not the agent's pid).
@@ -35,14 +33,14 @@ func mkdirs(t testing.TB, dirs ...string) {
 func creates(evs []Event, root string) map[string]int {
 	m := map[string]int{}
 	for _, e := range evs {
-		if e.Action == record.ActionCreate {
+		if e.Action == ActionCreate {
 			m["."+strings.TrimPrefix(e.Path, root)]++
 		}
 	}
 	return m
 }
 
-func has(evs []Event, a record.Action, p string) bool {
+func has(evs []Event, a Action, p string) bool {
 	for _, e := range evs {
 		if e.Action == a && e.Path == p {
 			return true
@@ -92,18 +90,18 @@ func TestSubtreeScope(t *testing.T) {
 			// Writes in a directory made or moved in count once its create
 			// or rename is read; before that only what exists is known
 			// (TestSubtreeScanRace, see tree).
-			s.waitFor("rename in", func(e *Event) bool { return e.Action == record.ActionRename && e.Path == filepath.Join(w, "in") })
+			s.waitFor("rename in", func(e *Event) bool { return e.Action == ActionRename && e.Path == filepath.Join(w, "in") })
 			sh(t, w, `echo b > new/g; echo c > in/inner/h; rm old/deep/f`)
 			s.mark(w)
 			evs := s.take()
 			for _, want := range []struct {
-				a record.Action
+				a Action
 				p string
 			}{
-				{record.ActionCreate, "old/deep/f"}, {record.ActionCloseWrite, "old/deep/f"},
-				{record.ActionCreate, "new"}, {record.ActionCreate, "new/g"}, {record.ActionCloseWrite, "new/g"},
-				{record.ActionRename, "in"}, {record.ActionCreate, "in/inner/h"}, {record.ActionCloseWrite, "in/inner/h"},
-				{record.ActionDelete, "old/deep/f"},
+				{ActionCreate, "old/deep/f"}, {ActionCloseWrite, "old/deep/f"},
+				{ActionCreate, "new"}, {ActionCreate, "new/g"}, {ActionCloseWrite, "new/g"},
+				{ActionRename, "in"}, {ActionCreate, "in/inner/h"}, {ActionCloseWrite, "in/inner/h"},
+				{ActionDelete, "old/deep/f"},
 			} {
 				if !has(evs, want.a, filepath.Join(w, want.p)) {
 					t.Errorf("no %s %s", want.a, want.p)
@@ -177,7 +175,7 @@ func TestFilesystemRootUsesFSMark(t *testing.T) {
 		t.Fatalf("%d inode marks on a filesystem root", got)
 	}
 	sh(t, mnt, `: > a/b/f`)
-	s.waitFor("create a/b/f", func(e *Event) bool { return e.Action == record.ActionCreate && e.Path == filepath.Join(mnt, "a/b/f") })
+	s.waitFor("create a/b/f", func(e *Event) bool { return e.Action == ActionCreate && e.Path == filepath.Join(mnt, "a/b/f") })
 }
 
 func TestScopeOption(t *testing.T) {
@@ -204,7 +202,7 @@ func TestScopeVerdictCache(t *testing.T) {
 	s.mark(w)
 	evs := s.take()
 	for _, want := range []string{"w/d/g"} {
-		if !has(evs, record.ActionCloseWrite, filepath.Join(mnt, want)) {
+		if !has(evs, ActionCloseWrite, filepath.Join(mnt, want)) {
 			t.Errorf("no close_write %s", want)
 		}
 	}

@@ -47,7 +47,7 @@ func sleeperPid(b *testing.B) int32 {
 func BenchmarkFillCached(b *testing.B) {
 	pid := sleeperPid(b)
 	e := benchEnricher(b, func(o *Options) { o.ProcRoot = "/proc"; o.EtcRoot = "/etc"; o.CacheTTL = time.Hour })
-	ev := audit.Event{Time: time.Now(), Action: record.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
+	ev := audit.Event{Time: time.Now(), Action: audit.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
 	e.Observe(&ev)
 	var r record.Record
 	b.ReportAllocs()
@@ -64,7 +64,7 @@ func BenchmarkFillCached(b *testing.B) {
 func BenchmarkObserveCached(b *testing.B) {
 	pid := sleeperPid(b)
 	e := benchEnricher(b, func(o *Options) { o.ProcRoot = "/proc"; o.EtcRoot = "/etc"; o.CacheTTL = time.Hour })
-	ev := audit.Event{Time: time.Now(), Action: record.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
+	ev := audit.Event{Time: time.Now(), Action: audit.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
 	e.Observe(&ev)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -89,7 +89,7 @@ func BenchmarkObserveUncached(b *testing.B) {
 				o.ProcRoot, o.EtcRoot, o.CacheTTL = "/proc", "/etc", time.Nanosecond
 				v.mod(o)
 			})
-			ev := audit.Event{Time: time.Now(), Action: record.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
+			ev := audit.Event{Time: time.Now(), Action: audit.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
 			b.ReportAllocs()
 			for b.Loop() {
 				ev.Time = ev.Time.Add(time.Millisecond)
@@ -109,7 +109,7 @@ func BenchmarkRun(b *testing.B) {
 	})
 	const n = 256
 	now := time.Now()
-	warm := audit.Event{Time: now, Action: record.ActionCloseWrite, Pid: pid, PidFD: -1}
+	warm := audit.Event{Time: now, Action: audit.ActionCloseWrite, Pid: pid, PidFD: -1}
 	e.Observe(&warm)
 	in := make(chan []audit.Event, 64)
 	out := make(chan []*record.Record, 64)
@@ -128,7 +128,7 @@ func BenchmarkRun(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		bt := batches[i%len(batches)]
 		for j := range bt {
-			bt[j] = audit.Event{Time: now, Action: record.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
+			bt[j] = audit.Event{Time: now, Action: audit.ActionCloseWrite, Pid: pid, Path: "/m/f", PidFD: -1}
 		}
 		in <- bt
 	}

@@ -180,7 +180,7 @@ func (e *Enricher) Host() *record.Host { return e.host }
 // Observe implements audit.Observer. For a pid the cache can vouch for it
 // costs a map lookup; otherwise it reads /proc at once.
 func (e *Enricher) Observe(ev *audit.Event) {
-	if ev.Action == record.ActionEventsLost || ev.Pid <= 0 {
+	if ev.Action == audit.ActionEventsLost || ev.Pid <= 0 {
 		return
 	}
 	if !e.observed.Load() {
@@ -190,7 +190,7 @@ func (e *Enricher) Observe(ev *audit.Event) {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	e.cache.Observe(ev.Pid, t, ev.Action == record.ActionExec, ev.Path, ev.PidFD)
+	e.cache.Observe(ev.Pid, t, ev.Action == audit.ActionExec, ev.Path, ev.PidFD)
 }
 
 // Stats returns the counters.
@@ -345,7 +345,7 @@ func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<-
 		r := &slab[i]
 		p.recs[i] = r
 		e.fill(r, ev, late)
-		if jobs != nil && ev.Action == record.ActionCloseWrite && e.hashDecision(r, ev, now) {
+		if jobs != nil && ev.Action == audit.ActionCloseWrite && e.hashDecision(r, ev, now) {
 			hashes = append(hashes, i)
 			continue
 		}
@@ -373,9 +373,9 @@ func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<-
 func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	e.events.Add(1)
 	r.Timestamp = ev.Time
-	r.Action = ev.Action
+	r.Action = RecordAction(ev.Action)
 	r.Host = e.host
-	if ev.Action == record.ActionEventsLost {
+	if ev.Action == audit.ActionEventsLost {
 		r.Fanaudit.Lost = record.Lost{Reason: ev.LostReason, HasCount: ev.HasLost, Count: ev.Lost}
 		e.lost.Add(1)
 		return
@@ -387,11 +387,17 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	}
 	var miss uint32
 	if e.opts.FileStat {
-		if err := ev.Stat(&r.File); err != nil {
+		if st, err := ev.Stat(); err == nil {
+			f := &r.File
+			f.HasStat, f.Inode, f.Mode, f.Size, f.UID, f.GID = true, st.Ino, st.Mode, st.Size, st.UID, st.GID
+			if st.Type != "" {
+				f.Type = st.Type
+			}
+		} else {
 			e.statErrs.Add(1)
 			// A deleted file has no stat to take; that is not a gap in
 			// enrichment.
-			if ev.Action != record.ActionDelete && ev.Action != record.ActionDeleteSelf {
+			if ev.Action != audit.ActionDelete && ev.Action != audit.ActionDeleteSelf {
 				miss |= missFileStat
 			}
 		}

@@ -102,21 +102,21 @@ func run(t *testing.T, e *Enricher, batches ...[]audit.Event) []*record.Record {
 	return recs
 }
 
-func ev(pid int32, a record.Action, path string) audit.Event {
+func ev(pid int32, a audit.Action, path string) audit.Event {
 	return audit.Event{Time: t0, Action: a, Pid: pid, Path: path, PidFD: -1}
 }
 
 func TestGolden(t *testing.T) {
 	e := newTest(t, nil)
-	dir := ev(200, record.ActionCreate, "/m/d")
+	dir := ev(200, audit.ActionCreate, "/m/d")
 	dir.Dir = true
-	ren := ev(100, record.ActionRename, "/m/new")
+	ren := ev(100, audit.ActionRename, "/m/new")
 	ren.OldPath = "/m/old"
-	lost := audit.Event{Time: t0, Action: record.ActionEventsLost, LostReason: record.ReasonKernelOverflow, PidFD: -1}
-	lost2 := audit.Event{Time: t0, Action: record.ActionEventsLost, LostReason: record.ReasonQueueFull, HasLost: true, Lost: 7, PidFD: -1}
+	lost := audit.Event{Time: t0, Action: audit.ActionEventsLost, LostReason: record.ReasonKernelOverflow, PidFD: -1}
+	lost2 := audit.Event{Time: t0, Action: audit.ActionEventsLost, LostReason: record.ReasonQueueFull, HasLost: true, Lost: 7, PidFD: -1}
 	recs := run(t, e,
-		[]audit.Event{ev(100, record.ActionCreate, "/m/shadow"), ev(100, record.ActionCloseWrite, "/m/shadow"), ren},
-		[]audit.Event{dir, ev(4242, record.ActionDelete, "/m/gone"), lost, lost2},
+		[]audit.Event{ev(100, audit.ActionCreate, "/m/shadow"), ev(100, audit.ActionCloseWrite, "/m/shadow"), ren},
+		[]audit.Event{dir, ev(4242, audit.ActionDelete, "/m/gone"), lost, lost2},
 	)
 	got, err := json.MarshalIndent(recs, "", "  ")
 	if err != nil {
@@ -146,7 +146,7 @@ func TestGolden(t *testing.T) {
 // the only guard.
 func TestFields(t *testing.T) {
 	e := newTest(t, nil)
-	recs := run(t, e, []audit.Event{ev(100, record.ActionCreate, "/m/f"), ev(4242, record.ActionCreate, "/m/g")})
+	recs := run(t, e, []audit.Event{ev(100, audit.ActionCreate, "/m/f"), ev(4242, audit.ActionCreate, "/m/g")})
 	r := recs[0]
 	p, u := r.Process, r.User
 	if p.Pid != 100 || p.PPid != 1 || p.Executable != "/usr/bin/passwd" || p.Name != "passwd" || p.CommandLine != "passwd alice" {
@@ -193,7 +193,7 @@ func TestLateRead(t *testing.T) {
 	e := newTest(t, nil)
 	in := make(chan []audit.Event, 1)
 	out := make(chan []*record.Record, 1)
-	in <- []audit.Event{ev(200, record.ActionCreate, "/m/f")}
+	in <- []audit.Event{ev(200, audit.ActionCreate, "/m/f")}
 	close(in)
 	if err := e.Run(context.Background(), in, out); err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestFileStatMissing(t *testing.T) {
 	e := newTest(t, func(o *Options) { o.FileStat = true })
 	// Events built here carry no file identity, so stat must fail and
 	// say so, except on a delete where there is nothing to stat.
-	recs := run(t, e, []audit.Event{ev(200, record.ActionCreate, "/m/f"), ev(200, record.ActionDelete, "/m/f")})
+	recs := run(t, e, []audit.Event{ev(200, audit.ActionCreate, "/m/f"), ev(200, audit.ActionDelete, "/m/f")})
 	if recs[0].Fanaudit.Enrichment != "partial" || !contains(recs[0].Fanaudit.Missing, "file.stat") || recs[0].File.HasStat {
 		t.Fatalf("%+v", recs[0].Fanaudit)
 	}
@@ -238,13 +238,13 @@ func TestHash(t *testing.T) {
 		}
 		// A moved file offset must not change the hash.
 		f.Seek(100, 0)
-		x := ev(200, record.ActionCloseWrite, p)
+		x := ev(200, audit.ActionCloseWrite, p)
 		x.File = f
 		return x
 	}
 	var batches [][]audit.Event
 	for range 20 {
-		batches = append(batches, []audit.Event{open(small), ev(200, record.ActionModify, small), open(big), ev(200, record.ActionCloseWrite, small)})
+		batches = append(batches, []audit.Event{open(small), ev(200, audit.ActionModify, small), open(big), ev(200, audit.ActionCloseWrite, small)})
 	}
 	recs := run(t, e, batches...)
 	want := sha256sum(t, small)
@@ -284,7 +284,7 @@ func TestHashBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		x := ev(200, record.ActionCloseWrite, p)
+		x := ev(200, audit.ActionCloseWrite, p)
 		x.File = f
 		return x
 	}
@@ -345,7 +345,7 @@ func TestRunCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := make(chan []audit.Event, 1)
 	out := make(chan []*record.Record) // nobody reads
-	in <- []audit.Event{ev(200, record.ActionCreate, "/m/f")}
+	in <- []audit.Event{ev(200, audit.ActionCreate, "/m/f")}
 	cancel()
 	if err := e.Run(ctx, in, out); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)

@@ -62,7 +62,7 @@ func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	ao := audit.Options{Paths: []string{mnt}, Actions: actions, PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled, UnlimitedQueue: v.unlimited, ExecPaths: execPaths}
+	ao := audit.Options{Paths: []string{mnt}, Actions: CaptureActions(actions), PidFD: v.fanPidfd, OpenForHash: opts.Hash.Enabled, UnlimitedQueue: v.unlimited, ExecPaths: execPaths}
 	if v.observe {
 		ao.Observer = e
 	}

@@ -49,7 +49,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		Include:        cfg.Include,
 		Exclude:        append(append([]string(nil), cfg.Exclude...), outputGlobs(cfg)...),
 		IgnorePaths:    cfg.OutputPaths(),
-		Actions:        eventActions(cfg),
+		Actions:        enrich.CaptureActions(eventActions(cfg)),
 		UnlimitedQueue: cfg.Capture.UnlimitedQueue,
 		ReadBuffer:     cfg.Capture.ReadBuffer,
 		BatchDelay:     cfg.Capture.BatchDelay.Duration,

@@ -271,3 +271,12 @@ func (w *MountWatch) Release() {
 	unix.Close(w.wake[0])
 	unix.Close(w.wake[1])
 }
+
+// Lstat stats path without following a final symlink.
+func Lstat(path string) (Stat, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return Stat{}, fmt.Errorf("lstat %s: %w", path, err)
+	}
+	return Stat{Ino: st.Ino, Mode: st.Mode, Nlink: st.Nlink, Size: st.Size, UID: st.Uid, GID: st.Gid}, nil
+}
