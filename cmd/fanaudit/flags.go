@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"path"
 	"path/filepath"
@@ -24,13 +25,14 @@ func newFlagSet(name string) *flag.FlagSet {
 // parseFlags parses flags that may come before, between or after the
 // positional arguments, as users expect from `watch /tmp --duration 5s`.
 func parseFlags(cmd string, fs *flag.FlagSet, args []string) ([]string, error) {
+	bad := watchValues(fs)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
 			}
-			return nil, usagef("%s: %s", cmd, flagErr(err))
+			return nil, usagef("%s: %s", cmd, flagProblem(fs, args, bad))
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -45,17 +47,67 @@ func parseFlags(cmd string, fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// flagErr rewrites the flag package's messages to name the flag with the
-// double dash the contract uses.
-func flagErr(err error) string {
-	msg := err.Error()
-	msg = strings.Replace(msg, "flag provided but not defined: -", "unknown flag --", 1)
-	if i := strings.Index(msg, " for flag -"); i >= 0 {
-		// `invalid value "x" for flag -duration: parse error`
-		msg = "--" + strings.TrimPrefix(msg[i:], " for flag -") + " (" + msg[:i] + ")"
+// badValue records the flag value that failed to parse.
+type badValue struct {
+	flag, value string
+	err         error
+}
+
+// checkedValue wraps a flag's Value so that a value it rejects is
+// recorded, typed, instead of read back from the flag package's message.
+type checkedValue struct {
+	flag.Value
+	name string
+	bad  *badValue
+}
+
+func (v checkedValue) Set(s string) error {
+	err := v.Value.Set(s)
+	if err != nil && v.bad.flag == "" {
+		*v.bad = badValue{flag: v.name, value: s, err: err}
 	}
-	msg = strings.Replace(msg, "flag needs an argument: -", "flag needs an argument: --", 1)
-	return msg
+	return err
+}
+
+// IsBoolFlag keeps `--flag` without a value working for bool flags.
+func (v checkedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func watchValues(fs *flag.FlagSet) *badValue {
+	bad := &badValue{}
+	fs.VisitAll(func(f *flag.Flag) { f.Value = checkedValue{Value: f.Value, name: f.Name, bad: bad} })
+	return bad
+}
+
+// flagProblem says, naming the flag with the contract's double dash,
+// why fs.Parse(args) failed: a value the flag rejected (recorded by its
+// checkedValue), else the first flag that is unknown or lacks its value,
+// found by walking args the way the flag package does.
+func flagProblem(fs *flag.FlagSet, args []string, bad *badValue) string {
+	if bad.flag != "" {
+		return fmt.Sprintf("--%s: invalid value %q: %v", bad.flag, bad.value, bad.err)
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			return fmt.Sprintf("unknown flag --%s", name)
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); hasValue || ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 == len(args) {
+			return fmt.Sprintf("flag needs an argument: --%s", name)
+		}
+		i++
+	}
+	return "bad flags"
 }
 
 // listFlag collects a repeatable flag.
