@@ -27,6 +27,15 @@
 #       --keep is given.
 #   kafka.sh kill --dir D
 #       SIGKILL the broker on D and keep its data (crash tests).
+#   kafka.sh fetch-tools
+#       Resolve org.apache.kafka:kafka-tools at the broker's version with mvn
+#       into $FANAUDIT_KAFKA_CACHE/tools-libs (for perf).
+#   kafka.sh perf --brokers B --topic T --payload-file F [--num-records N]
+#                 [--compression C] [--linger-ms L] [--batch-size S] [--throughput R]
+#       Kafka's own producer benchmark, org.apache.kafka.tools.ProducerPerformance,
+#       with acks=all and the given settings (defaults: 1500000 records, zstd,
+#       linger.ms 20, batch.size 1048576, unthrottled). F holds one record
+#       per line (fanaudit's real records). Prints its summary line.
 set -euo pipefail
 
 KAFKA_VERSION="${FANAUDIT_KAFKA_VERSION:-3.9.1}"
@@ -80,6 +89,74 @@ EOF
 	touch "$CACHE/libs.tmp/.complete"
 	rm -rf "$CACHE/libs"
 	mv "$CACHE/libs.tmp" "$CACHE/libs"
+}
+
+fetch_tools() {
+	if [ -f "$CACHE/tools-libs/.complete" ]; then
+		return 0
+	fi
+	command -v mvn >/dev/null || die "mvn not found (install maven and a JDK 17)"
+	mkdir -p "$CACHE/tools"
+	cat >"$CACHE/tools/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.fanaudit.test</groupId>
+  <artifactId>kafka-tools-classpath</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>${KAFKA_VERSION}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-reload4j</artifactId>
+      <version>${SLF4J_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+	rm -rf "$CACHE/tools-libs.tmp"
+	log "fetching kafka-tools $KAFKA_VERSION with mvn (first run only)"
+	if ! mvn -B -q -f "$CACHE/tools/pom.xml" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$CACHE/tools-libs.tmp" >"$CACHE/tools/mvn.log" 2>&1; then
+		tail -n 30 "$CACHE/tools/mvn.log" >&2
+		die "mvn failed, log in $CACHE/tools/mvn.log"
+	fi
+	touch "$CACHE/tools-libs.tmp/.complete"
+	rm -rf "$CACHE/tools-libs"
+	mv "$CACHE/tools-libs.tmp" "$CACHE/tools-libs"
+}
+
+perf() {
+	local brokers="" topic="" payload="" n=1500000 comp=zstd linger=20 bsize=1048576 rate=-1
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--brokers) brokers="$2"; shift 2 ;;
+		--topic) topic="$2"; shift 2 ;;
+		--payload-file) payload="$2"; shift 2 ;;
+		--num-records) n="$2"; shift 2 ;;
+		--compression) comp="$2"; shift 2 ;;
+		--linger-ms) linger="$2"; shift 2 ;;
+		--batch-size) bsize="$2"; shift 2 ;;
+		--throughput) rate="$2"; shift 2 ;;
+		*) die "perf: unknown argument $1" ;;
+		esac
+	done
+	[ -n "$brokers" ] && [ -n "$topic" ] && [ -f "$payload" ] || die "perf: --brokers, --topic and --payload-file are required"
+	fetch_tools
+	command -v java >/dev/null || die "java not found (install a JDK 17)"
+	local l4j
+	l4j="$(mktemp)"
+	echo "log4j.rootLogger=WARN" >"$l4j"
+	java -Xms256m -Xmx1g -Dlog4j.configuration="file:$l4j" -cp "$CACHE/tools-libs/*" \
+		org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$n" \
+		--payload-file "$payload" --payload-delimiter $'\n' --throughput "$rate" \
+		--producer-props bootstrap.servers="$brokers" acks=all compression.type="$comp" \
+		linger.ms="$linger" batch.size="$bsize" buffer.memory=268435456
+	rm -f "$l4j"
 }
 
 free_port() {
@@ -275,8 +352,10 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
 fetch) fetch ;;
+fetch-tools) fetch_tools ;;
+perf) perf "$@" ;;
 start) start "$@" ;;
 stop) stop "$@" ;;
 kill) stop --kill "$@" ;;
-*) die "usage: kafka.sh fetch | start [--dir D] [--port P] … | stop [--dir D] [--keep] | kill --dir D" ;;
+*) die "usage: kafka.sh fetch | start [--dir D] [--port P] … | stop [--dir D] [--keep] | kill --dir D | fetch-tools | perf --brokers B --topic T --payload-file F …" ;;
 esac
