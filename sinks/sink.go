@@ -49,6 +49,12 @@ type Input interface {
 	// in this run (a replayed spool): announced naming that run, outside
 	// this run's accounting.
 	LostEarlier(n uint64, reason, runID string)
+	// Park marks n taken items as held durably by the sink beyond this
+	// run (a spool): in flight for Health, but the pipeline's final loss
+	// report does not wait for them; Unpark undoes it before they are
+	// settled. Sinks without durable storage never call them.
+	Park(n int)
+	Unpark(n int)
 }
 
 // Sink delivers items taken from its Input.

@@ -171,6 +171,7 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 		if s.spool, err = openSpool(cfg.Spool, pol, s.spoolLost); err != nil {
 			return nil, err
 		}
+		s.spool.onOwed = s.parkSpooled
 		if st := s.spool.stats(); st.Pending > 0 {
 			s.log.Info().Int64("records", st.Pending).Msg("spool holds records from an earlier run; replaying them first")
 		}
@@ -744,6 +745,21 @@ func (s *Sink) settleReplay(r *replaySettle) {
 	for run, n := range r.earlierDead {
 		s.lostEarlier.Add(n)
 		q.LostEarlier(n, record.ReasonDeadLetter, run)
+	}
+}
+
+// parkSpooled keeps the queue's parked count equal to this run's records
+// in the spool (see Queue.Park): the spool calls it, under its lock, before
+// the records are settled.
+func (s *Sink) parkSpooled(delta int64) {
+	qp := s.q.Load()
+	if qp == nil {
+		return
+	}
+	if delta > 0 {
+		(*qp).Park(int(delta))
+	} else {
+		(*qp).Unpark(int(-delta))
 	}
 }
 

@@ -119,6 +119,7 @@ type spool struct {
 	// from a segment drop_oldest then removed: they are the replayer's to
 	// settle, unless it rewinds.
 	onLoss  spoolLoss
+	onOwed  func(delta int64) // told of every runOwed change, under the lock
 	runOwed int64
 	gone    []goneRecs
 }
@@ -443,7 +444,7 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 		last.count++
 		s.total += int64(len(b))
 		s.pending++
-		s.runOwed++
+		s.oweLocked(1)
 		written++
 	}
 	select {
@@ -462,7 +463,19 @@ func (s *spool) append(ctx context.Context, recs []spoolRec) error {
 // wrote before failing: the caller keeps the whole batch and settles it
 // itself, so their spooled copies are duplicates owed to nobody.
 func (s *spool) unwriteLocked(n int64) {
-	s.runOwed -= n
+	s.oweLocked(-n)
+}
+
+// oweLocked changes runOwed and tells the sink, which parks and unparks
+// the items on its queue in step.
+func (s *spool) oweLocked(delta int64) {
+	if delta == 0 {
+		return
+	}
+	s.runOwed += delta
+	if s.onOwed != nil {
+		s.onOwed(delta)
+	}
 }
 
 // settleRun records that n of this run's spooled records were settled by
@@ -471,8 +484,8 @@ func (s *spool) unwriteLocked(n int64) {
 func (s *spool) settleRun(n int64) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n = min(n, s.runOwed)
-	s.runOwed -= n
+	n = max(min(n, s.runOwed), 0)
+	s.oweLocked(-n)
 	return n
 }
 
@@ -482,7 +495,7 @@ func (s *spool) takeRunOwed() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.runOwed
-	s.runOwed = 0
+	s.oweLocked(-n)
 	return n
 }
 
@@ -492,7 +505,7 @@ func (s *spool) lostLocked(reason, run string, n int64) {
 	}
 	if run == "" {
 		n = min(n, s.runOwed)
-		s.runOwed -= n
+		s.oweLocked(-n)
 	}
 	if s.onLoss != nil && n > 0 {
 		s.onLoss(reason, run, n)

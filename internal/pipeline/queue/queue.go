@@ -101,6 +101,8 @@ type Stats struct {
 	// LostEarlier counts records of earlier runs this sink lost in this
 	// run (see Queue.LostEarlier); they are not part of Received.
 	LostEarlier uint64
+	// Parked counts in-flight items the sink holds durably (Park).
+	Parked uint64
 }
 
 // Queue is a bounded FIFO between the pipeline and one sink.
@@ -121,6 +123,7 @@ type Queue struct {
 	head        int
 	count       int
 	taken       uint64 // handed out by Next, not yet settled
+	parked      uint64 // of taken, held durably by the sink (Park)
 	received    uint64
 	delivered   uint64
 	dropped     uint64
@@ -282,7 +285,7 @@ func (q *Queue) drop(n uint64) {
 // wakeIdle closes the idle channel once nothing is in flight. Called with
 // mu held after anything that lowers the in-flight count.
 func (q *Queue) wakeIdle() {
-	if q.idle != nil && q.count == 0 && q.taken == 0 {
+	if q.idle != nil && q.count == 0 && q.taken == q.parked {
 		close(q.idle)
 		q.idle = nil
 	}
@@ -382,6 +385,7 @@ func (q *Queue) settle(n int, failed string) {
 	q.mu.Lock()
 	u := min(uint64(n), q.taken)
 	q.taken -= u
+	q.parked = min(q.parked, q.taken)
 	if failed != "" {
 		q.dropped += u
 		q.unreported.add(failed, u)
@@ -391,6 +395,31 @@ func (q *Queue) settle(n int, failed string) {
 		q.failing = ""
 	}
 	q.wakeIdle()
+	q.mu.Unlock()
+}
+
+// Park marks n taken, unsettled items as held durably by the sink (the
+// Kafka sink's spool): still in flight, so Health sees them not moving,
+// but WaitSettled (the final loss report) does not wait for them, because
+// they outlive the run: the sink settles them as delivered when it stops,
+// handing them to its next run. Unpark undoes it before they are settled.
+func (q *Queue) Park(n int) {
+	if n <= 0 {
+		return
+	}
+	q.mu.Lock()
+	q.parked = min(q.parked+uint64(n), q.taken)
+	q.wakeIdle()
+	q.mu.Unlock()
+}
+
+// Unpark ends Park for n items, before the sink settles them.
+func (q *Queue) Unpark(n int) {
+	if n <= 0 {
+		return
+	}
+	q.mu.Lock()
+	q.parked -= min(uint64(n), q.parked)
 	q.mu.Unlock()
 }
 
@@ -435,12 +464,13 @@ func (q *Queue) Abandon(reason string) {
 	close(q.abandonCh)
 }
 
-// WaitSettled blocks until nothing is in flight: every item pushed so far
-// was delivered, failed or dropped. It returns ctx.Err() when ctx ends
-// first. Items pushed while it waits are waited for too.
+// WaitSettled blocks until nothing is in flight but what the sink parked:
+// every item pushed so far was delivered, failed, dropped or parked. It
+// returns ctx.Err() when ctx ends first. Items pushed while it waits are
+// waited for too.
 func (q *Queue) WaitSettled(ctx context.Context) error {
 	q.mu.Lock()
-	for q.count > 0 || q.taken > 0 {
+	for q.count > 0 || q.taken > q.parked {
 		if q.idle == nil {
 			q.idle = make(chan struct{})
 		}
@@ -493,6 +523,7 @@ func (q *Queue) Stats() Stats {
 		Abandoned: q.abandoned != "",
 
 		LostEarlier: q.lostEarlier,
+		Parked:      q.parked,
 	}
 	q.mu.Unlock()
 	return s
