@@ -384,3 +384,40 @@ func BenchmarkQueue(b *testing.B) {
 		})
 	}
 }
+
+// TestQueuePark: parked items stay in flight (the invariant and Health see
+// them) but WaitSettled does not wait for them; unparked and settled, they
+// leave the in-flight count.
+func TestQueuePark(t *testing.T) {
+	q := New("s", 10, Block)
+	ctx := context.Background()
+	for i := uint64(1); i <= 5; i++ {
+		if err := q.Push(ctx, item(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.Next(ctx, make([]*Item, 0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	q.Delivered(1)
+	q.Park(3)
+	waitCtx, cancel := context.WithTimeout(ctx, 0)
+	if err := q.WaitSettled(waitCtx); err == nil {
+		t.Fatal("WaitSettled returned with an unparked item in flight")
+	}
+	cancel()
+	q.Failed(1, "dead_letter") // the one not parked
+	if err := q.WaitSettled(ctx); err != nil {
+		t.Fatalf("WaitSettled with only parked items in flight: %v", err)
+	}
+	st := q.Stats()
+	checkInvariant(t, st)
+	if st.InFlight != 3 || st.Parked != 3 {
+		t.Fatalf("stats %+v; want 3 in flight, all parked", st)
+	}
+	q.Unpark(3)
+	q.Delivered(3)
+	if st := q.Stats(); st.InFlight != 0 || st.Parked != 0 || st.Delivered != 4 || st.Dropped != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
