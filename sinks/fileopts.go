@@ -80,7 +80,11 @@ func optErr(key, format string, args ...any) error {
 
 // FileOptions configures the file sink.
 type FileOptions struct {
-	// Path of the live file; rotated files are Path.TIMESTAMP[.gz].
+	// Path of the live file; rotated files are Path.TIMESTAMP[.gz]. No
+	// directory on the way may be writable by a user other than root
+	// (unless sticky and root's), and the file is never a symbolic link:
+	// see internal/safefile and the security section of
+	// docs/operations.md.
 	Path string `toml:"path"`
 	// FileMode is applied to files the sink creates, whatever the umask.
 	FileMode Perm `toml:"file_mode"`

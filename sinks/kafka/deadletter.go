@@ -86,13 +86,17 @@ func (d *deadLetters) write(id string, key, value []byte, cause error) error {
 	}
 	// Dead letters are rare: check every time that the path still leads
 	// to the open file, so that none goes into a deleted one.
-	if change, err := d.f.Compare(); err == nil && change != safefile.Same && change != safefile.Moved {
+	if change, err := d.f.Compare(); err == nil && (change == safefile.Unlinked || change == safefile.Replaced) {
 		f, err := d.open()
-		if err != nil {
-			return fmt.Errorf("dead letter write: the file was %s and cannot be reopened: %w", change, err)
+		switch {
+		case err == nil:
+			_ = d.f.Close()
+			d.f = f
+		case change == safefile.Unlinked:
+			return fmt.Errorf("dead letter write: the file was deleted and cannot be created again: %w", err)
 		}
-		_ = d.f.Close()
-		d.f = f
+		// Replaced by something that cannot be opened (a planted link):
+		// the old file still has a name; write on to it.
 	}
 	if _, err := d.f.Write(b); err != nil {
 		return fmt.Errorf("dead letter write %s: %w", d.path, err)

@@ -86,6 +86,27 @@ func TestDeadLetterLink(t *testing.T) {
 	_, err = New(c, testHost, "r", zerolog.Nop())
 	wantKeyRefusal(t, err, "dead_letter_file", "symbolic link")
 
+	// Swapped: the file is moved away and nobody plants a link at the
+	// path before the SIGHUP. The reopen is refused, and dead letters go
+	// on into the moved file.
+	swapped := filepath.Join(dir, "swapped.jsonl")
+	sd, err := openDeadLetters(swapped, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.close()
+	if err := os.Rename(swapped, swapped+".1"); err != nil {
+		t.Fatal(err)
+	}
+	nobodyDo(t, "ln", "-s", filepath.Join(m, "victim"), swapped)
+	wantKeyRefusal(t, sd.reopen(), "dead_letter_file", "symbolic link")
+	if err := sd.write("id0", nil, []byte(`{"a":0}`), errors.New("too big")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(swapped + ".1"); err != nil || !strings.Contains(string(b), `"event_id":"id0"`) {
+		t.Fatalf("dead letter after the swap: %q %v", b, err)
+	}
+
 	// Deleted under the sink: the next dead letter goes to a new file.
 	good := filepath.Join(m, "good", "dead.jsonl") // the directory is created 0700
 	d, err := openDeadLetters(good, "t")
