@@ -52,3 +52,17 @@ func (c *pathCache) movePrefix(oldDir, newDir string) {
 		}
 	}
 }
+
+// swapPrefix exchanges the cached subtrees of a and b (renameat2
+// RENAME_EXCHANGE): what was under a is under b now, and the other way
+// round.
+func (c *pathCache) swapPrefix(a, b string) {
+	for k, v := range c.m {
+		switch {
+		case under(v, a):
+			c.m[k] = b + v[len(a):]
+		case under(v, b):
+			c.m[k] = a + v[len(b):]
+		}
+	}
+}

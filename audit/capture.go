@@ -133,11 +133,12 @@ type Stats struct {
 	InodeMarks      uint64 // directories under inode marks (subtree scope)
 	MarkFailures    uint64 // inode marks the kernel refused
 	ScopeDrops      uint64 // kernel events dropped by their directory's cached out-of-scope verdict (also in Filtered)
+	Unnamed         uint64 // file events sent without a path: no record named them
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
-	inodeMarks, markFails, scopeDrops                                                  atomic.Uint64
+	inodeMarks, markFails, scopeDrops, unnamed                                         atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -153,7 +154,8 @@ type Capture struct {
 	feat   kernel.Features
 	fdMode bool
 	want   actionSet
-	mask   uint64 // what the group asks the kernel for
+	fold   actionSet // echo actions folded into their operation's record (see foldable)
+	mask   uint64    // what the group asks the kernel for
 	group  *kernel.Group
 	mounts []mountRef
 	scope  scope
@@ -172,6 +174,10 @@ type Capture struct {
 	roots  []rootState            // what each watched path was when marked, see mounts.go
 	mw     *mountWatch            // during Run
 	health atomic.Pointer[string] // why not every watched path is watched
+
+	pend       pendingNames // events waiting for a record that names them
+	swapped    string       // the handle of a RENAME_EXCHANGE's second half
+	lastRename renameNote   // names the inode a rename replaced
 
 	running   atomic.Bool
 	closeOnce sync.Once
@@ -252,6 +258,7 @@ func (c *Capture) validate() error {
 	if err := checkGlobs("exclude", o.Exclude); err != nil {
 		return err
 	}
+	explicit := setOf(o.Actions)
 	if len(o.Actions) == 0 {
 		o.Actions = FileActions()
 	}
@@ -260,7 +267,7 @@ func (c *Capture) validate() error {
 			return fmt.Errorf("%w: action %d is not a file action", ErrOptions, a)
 		}
 	}
-	c.want = setOf(o.Actions)
+	c.want, c.fold = foldable(setOf(o.Actions), explicit)
 	switch {
 	case o.ReadBuffer == 0:
 		o.ReadBuffer = DefaultReadBuffer
@@ -341,11 +348,10 @@ func (c *Capture) setup() error {
 		if err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
-		if c.mount(fsid) != nil {
-			f.Close()
-		} else {
-			c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
-		}
+		// Every root's mount is kept: a bind mount shows only part of the
+		// filesystem, and a handle resolves to a usable path only through a
+		// mount that shows it (see Capture.resolve).
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
 		if c.fdMode {
 			// A mount mark covers one mount only, so fd mode marks every root.
 			if err := g.Mark(kernel.MarkAdd|kernel.MarkMount, mask, realPath(root)); err != nil {
@@ -482,6 +488,7 @@ func (c *Capture) Stats() Stats {
 		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
 		ResolveFailures: s.resolveFails.Load(),
 		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(), ScopeDrops: s.scopeDrops.Load(),
+		Unnamed: s.unnamed.Load(),
 	}
 }
 
@@ -525,6 +532,12 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 					out <- evs
 				}
 				continue
+			}
+		}
+		if n == 0 && c.pend.n > 0 {
+			// The queue is empty: nothing will name the held events now.
+			if evs := c.flushHeld(); len(evs) > 0 {
+				out <- evs
 			}
 		}
 		if n == 0 {

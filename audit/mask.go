@@ -89,3 +89,18 @@ func markMask(want actionSet, ft kernel.Features, fdMode bool) uint64 {
 	}
 	return m
 }
+
+// echoActions are the kernel's echoes of an operation reported on its own
+// record: the link count attrib and the delete_self after an unlink (or a
+// rename over the object), the move_self after a rename.
+const echoActions = actionSet(1<<ActionAttrib | 1<<ActionDeleteSelf | 1<<ActionMoveSelf)
+
+// foldable returns the actions to report and the echoes to fold: an echo
+// is reported raw only when the caller asked for it by name (explicit).
+// delete_self and move_self are never anything but echoes, so folding
+// them means not asking the kernel for them; attrib also reports chmod and
+// the like, so only its link-count events are folded (see Capture.emit).
+func foldable(want, explicit actionSet) (actionSet, actionSet) {
+	fold := want & echoActions &^ explicit
+	return want &^ (fold &^ (1 << ActionAttrib)), fold
+}

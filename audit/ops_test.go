@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // helperOp performs op in the helper process. a holds two arguments.
@@ -38,6 +40,8 @@ func helperOp(op string, a []string) error {
 			return err
 		}
 		return f.Close()
+	case "exchange": // renameat2(RENAME_EXCHANGE)
+		return unix.Renameat2(unix.AT_FDCWD, a[0], unix.AT_FDCWD, a[1], unix.RENAME_EXCHANGE)
 	case "truncate":
 		return os.Truncate(a[0], 1)
 	case "exec":

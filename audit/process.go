@@ -48,13 +48,18 @@ func (c *Capture) holdFrom(raw []kernel.RawEvent) int {
 	}
 	for i := max(0, len(raw)-lookAhead); i < len(raw); i++ {
 		r := &raw[i]
+		if r.Err == nil && r.Mask&(kernel.FanRename|kernel.FanOnDir) == kernel.FanRename|kernel.FanOnDir && !otherRename(raw, i) {
+			return i // the other half of a RENAME_EXCHANGE may follow
+		}
 		if r.Err != nil || r.Dir.Valid() || !r.FID.Valid() || r.Mask&kernel.FanOnDir != 0 ||
 			r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) == 0 {
 			continue
 		}
-		if _, ok := c.gone.get(r.FID.Key); ok {
-			continue
+		if r.Mask&^(kernel.FanAttrib|kernel.FanOnDir) == 0 && c.fold.has(ActionAttrib) {
+			continue // a folded echo needs no name
 		}
+		// A name in gone may be stale (another link unlinked earlier):
+		// the delete that follows is the one to wait for.
 		named := false
 		for j := i + 1; j < len(raw) && !named; j++ {
 			named = raw[j].Mask&kernel.FanDelete != 0 && string(raw[j].FID.Key) == string(r.FID.Key)
@@ -64,6 +69,17 @@ func (c *Capture) holdFrom(raw []kernel.RawEvent) int {
 		}
 	}
 	return len(raw)
+}
+
+// otherRename reports whether raw holds a rename record of raw[i]'s
+// process other than raw[i].
+func otherRename(raw []kernel.RawEvent, i int) bool {
+	for j := range raw {
+		if j != i && raw[j].Mask&kernel.FanRename != 0 && raw[j].Pid == raw[i].Pid {
+			return true
+		}
+	}
+	return false
 }
 
 // convert turns decoded events into Events; derr is Decode's error.
@@ -89,6 +105,7 @@ func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Ev
 			i++ // the next event was paired with this one
 		}
 	}
+	c.countUnnamed(b.evs)
 	if derr != nil {
 		b.decodeErrs++
 		c.log.Warn().Err(derr).Msg("undecodable read buffer; the rest of it is lost")
@@ -176,7 +193,7 @@ func (c *Capture) fdEvent(b *batch, r *kernel.RawEvent) {
 			st = &b.stats[len(b.stats)-1]
 		}
 	}
-	c.emit(b, r, path, "", nil, st)
+	c.emit(b, r, path, "", nil, st, false)
 }
 
 // fidEvent names an FID event from its records and keeps the handle→path
@@ -185,7 +202,9 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 	r, next := &raw[i], raw[i+1:]
 	dir := r.Mask&kernel.FanOnDir != 0
 	var path, oldPath string
+	var w wait
 	obj := &r.FID
+	echo := false // only a handle: an attrib here echoes a link count change
 	switch {
 	case r.Mask&kernel.FanRename != 0 && (r.OldDir.Valid() || r.NewDir.Valid()):
 		// Under inode marks the kernel names only the marked side: a
@@ -195,67 +214,68 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
 		}
 		if r.NewDir.Valid() {
-			path = c.join(b, c.resolveDir(b, &r.NewDir), r.NewName)
+			nd := c.resolveDir(b, &r.NewDir)
+			if nd == "" {
+				w = wait{key: string(r.NewDir.Key), name: EscapePath(r.NewName)}
+				if dir && obj.Valid() {
+					w.child = string(obj.Key)
+				}
+			}
+			path = c.join(b, nd, r.NewName)
 		} else if obj.Valid() {
 			path = c.resolve(b, obj, dir)
 		}
 		if dir && oldPath != "" && path != "" {
-			if obj.Valid() && c.feat.TargetFID {
-				c.dirs.put(obj.Key, path)
-			}
-			c.dirs.movePrefix(oldPath, path)
+			c.renameDir(raw, i, obj, oldPath, path)
 		}
+		if obj.Valid() && path != "" {
+			c.named(b, obj.Key, path)
+		}
+		c.lastRename = renameNote{pid: r.Pid, path: path, fid: string(obj.Key)}
 	case r.Dir.Valid():
 		self := len(r.Name) == 0 || (len(r.Name) == 1 && r.Name[0] == '.')
 		if self && !obj.Valid() {
 			obj = &r.Dir
 		}
-		if self && r.Mask&kernel.FanDeleteSelf != 0 {
-			path = c.goneDir(obj)
-			if path == "" {
-				path = c.unlinkedName(b, obj, next)
-			}
+		if self && dir && r.Mask&kernel.FanDeleteSelf != 0 {
+			path, w = c.deletedDir(b, obj, next)
+			break
 		}
-		if path == "" {
-			path = c.resolveDir(b, &r.Dir)
+		d := c.resolveDir(b, &r.Dir)
+		path = d
+		if !self {
+			path = c.join(b, d, r.Name)
+		}
+		if d == "" && c.feat.TargetFID {
+			w = wait{key: string(r.Dir.Key)}
 			if !self {
-				path = c.join(b, path, r.Name)
+				w.name = EscapePath(r.Name)
+				if dir && obj.Valid() {
+					w.child = string(obj.Key)
+				}
 			}
 		}
 		// Before FAN_REPORT_TARGET_FID a directory entry event has no
 		// handle of the child, so the caches learn nothing from it.
 		if obj.Valid() && path != "" && !self && c.feat.TargetFID {
 			c.dirChange(raw[:i], r, obj, path, dir)
+			c.named(b, obj.Key, path)
 		}
 	case obj.Valid():
-		// Only a handle: the object is unlinked (or on its way). Its name
-		// is in the gone cache when the delete came first, in a delete
-		// record just ahead otherwise.
-		if r.Mask&kernel.FanDeleteSelf != 0 {
-			path = c.goneDir(obj)
-		} else if p, ok := c.gone.get(obj.Key); ok {
-			path = p
+		echo = !dir
+		if echo && c.fold.has(ActionAttrib) && r.Mask&^(kernel.FanAttrib|kernel.FanOnDir) == 0 {
+			b.filtered++ // a folded echo alone: not worth naming
+			closeRes(r.FD, r.PidFD)
+			return false
 		}
-		if path == "" && r.Mask&kernel.FanMoveSelf != 0 {
-			path = c.movedName(b, obj, raw[:i])
-		}
-		if path == "" {
-			path = c.unlinkedName(b, obj, next)
-		}
-		if path == "" {
-			if dir {
-				path = c.resolveDir(b, obj)
-			} else {
-				path = c.resolve(b, obj, false)
-			}
-		}
+		path, w = c.handleName(b, raw, i, obj, dir)
 	}
 	if r.Mask&(kernel.FanMovedFrom|kernel.FanRename) == kernel.FanMovedFrom {
 		// Before FAN_RENAME the two names come as separate events, queued
 		// one after the other: pair them into one rename when the next
 		// event is the moved_to of the same process. Otherwise report the
 		// old name alone, as OldPath.
-		oldPath, path = path, ""
+		oldPath, path, w = path, "", wait{}
 		if len(next) > 0 {
 			n := &next[0]
 			if n.Mask&kernel.FanMovedTo != 0 && n.Pid == r.Pid && n.Err == nil && n.Dir.Valid() &&
@@ -271,40 +291,119 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		}
 	}
 	from := len(b.evs)
-	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil)
+	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil, echo)
 	c.follow(b, from, r, obj, path, oldPath)
+	if w.waiting() {
+		c.hold(b, from, w)
+	}
 	return paired
 }
 
-// goneDir returns and forgets the path of an object being deleted: a
-// cached directory, or a file whose delete came first (see dirChange).
-func (c *Capture) goneDir(obj *kernel.Handle) string {
-	if p, ok := c.dirs.take(obj.Key); ok {
-		return p
+// handleName names an object the event gives only a handle of: it is
+// unlinked (attrib of the link count, delete_self), moved (move_self), or
+// a live object. In order: the delete record that follows and names it
+// (the kernel queues attrib and delete_self of an unlinked inode before
+// the parent's delete, and by the time they are read the handle no longer
+// opens; FAN_REPORT_TARGET_FID puts the child's handle in the delete);
+// the name its delete gave when that came first (gone); the rename just
+// before a move_self; the rename that replaced it; open_by_handle_at.
+// Failing all, the event waits for a record naming the handle.
+func (c *Capture) handleName(b *batch, raw []kernel.RawEvent, i int, obj *kernel.Handle, dir bool) (string, wait) {
+	r, next := &raw[i], raw[i+1:]
+	if dir && r.Mask&kernel.FanDeleteSelf != 0 {
+		return c.deletedDir(b, obj, next)
 	}
-	if p, ok := c.gone.take(obj.Key); ok {
+	if p, w, ok := c.unlinkedName(b, obj, next, lookAhead); ok {
+		return p, w
+	}
+	if p, ok := c.gone.get(obj.Key); ok {
+		return p, wait{}
+	}
+	if r.Mask&kernel.FanMoveSelf != 0 {
+		if p := c.movedName(b, obj, raw[:i]); p != "" {
+			return p, wait{}
+		}
+	}
+	if r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) != 0 {
+		if p := c.replacedName(b, r, raw[:i]); p != "" {
+			if r.Mask&kernel.FanDeleteSelf == 0 {
+				c.gone.put(obj.Key, p) // for its delete_self
+			}
+			return p, wait{}
+		}
+	}
+	var p string
+	if dir {
+		p = c.resolveDir(b, obj)
+	} else {
+		p = c.resolve(b, obj, false)
+	}
+	if p == "" && c.feat.TargetFID {
+		return "", wait{key: string(obj.Key)}
+	}
+	return p, wait{}
+}
+
+// deletedDir names a directory's delete_self. The kernel merges it into
+// an earlier queued event for the directory (rm -rf's opendir, a
+// move_self), so the cache may still hold an old name and the directory's
+// children may still come: its delete record, which follows, has the
+// final name. The cache entry goes with that delete (dirChange).
+func (c *Capture) deletedDir(b *batch, obj *kernel.Handle, next []kernel.RawEvent) (string, wait) {
+	if p, w, ok := c.unlinkedName(b, obj, next, len(next)); ok {
+		return p, w
+	}
+	p, _ := c.dirs.get(obj.Key)
+	if !c.feat.TargetFID {
+		return p, wait{}
+	}
+	return "", wait{key: string(obj.Key), fallback: p}
+}
+
+// unlinkedName looks in the next n events for the delete record that names
+// obj. ok reports whether one was found; its directory may still be
+// unknown, and then the wait says so.
+func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEvent, n int) (string, wait, bool) {
+	for i := range min(len(next), n) {
+		e := &next[i]
+		if e.Mask&kernel.FanDelete != 0 && e.FID.Valid() && e.Dir.Valid() && string(e.FID.Key) == string(obj.Key) {
+			d := c.resolveDir(b, &e.Dir)
+			if d == "" {
+				return "", wait{key: string(e.Dir.Key), name: EscapePath(e.Name)}, true
+			}
+			return c.join(b, d, e.Name), wait{}, true
+		}
+	}
+	return "", wait{}, false
+}
+
+// replacedName names the inode a rename replaced (mv -f t.tmp t): the
+// kernel queues the rename record, then the victim's attrib (its link
+// count) and, later, its delete_self, both with only a handle. The victim
+// had the rename's new name. The rename may have gone out with the
+// previous read (see holdFrom), so the last one is remembered.
+func (c *Capture) replacedName(b *batch, r *kernel.RawEvent, prev []kernel.RawEvent) string {
+	for i := len(prev) - 1; i >= 0 && i >= len(prev)-3; i-- {
+		p := &prev[i]
+		if p.Mask&kernel.FanRename != 0 && p.Pid == r.Pid && p.NewDir.Valid() &&
+			(!p.FID.Valid() || string(p.FID.Key) != string(r.FID.Key)) {
+			return c.join(b, c.resolveDir(b, &p.NewDir), p.NewName)
+		}
+	}
+	if l := &c.lastRename; l.pid == r.Pid && l.path != "" && l.fid != string(r.FID.Key) {
+		p := l.path
+		*l = renameNote{}
 		return p
 	}
 	return ""
 }
 
-// unlinkedName names an object that has only a handle left. The kernel
-// queues attrib (link count) and delete_self of an unlinked inode before
-// the parent's delete, and by the time they are read the handle no longer
-// opens; the delete record that follows names it (FAN_REPORT_TARGET_FID
-// puts the child's handle in it). Usually it is the next event, so the
-// look-ahead is short, and it is capped so that handle-only events of
-// live objects (writes to an unlinked but open file) can't make a batch
-// quadratic. When the delete falls into the next read the path stays
-// unknown and counts as a resolve failure.
-func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEvent) string {
-	for i := range min(len(next), lookAhead) {
-		n := &next[i]
-		if n.Mask&kernel.FanDelete != 0 && n.FID.Valid() && n.Dir.Valid() && string(n.FID.Key) == string(obj.Key) {
-			return c.join(b, c.resolveDir(b, &n.Dir), n.Name)
-		}
-	}
-	return ""
+// renameNote is the last rename record read: who, its new path, the
+// moved object's handle.
+type renameNote struct {
+	pid  int32
+	path string
+	fid  string
 }
 
 // movedName names a move_self from the object's rename record, which the
@@ -320,16 +419,52 @@ func (c *Capture) movedName(b *batch, obj *kernel.Handle, prev []kernel.RawEvent
 	return ""
 }
 
+// renameDir moves a renamed directory's cached subtree. renameat2
+// RENAME_EXCHANGE queues two rename records, one per side: the first
+// swaps the two subtrees, the second has nothing left to do.
+func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, oldPath, path string) {
+	r := &raw[i]
+	if c.swapped != "" && obj.Valid() && string(obj.Key) == c.swapped {
+		c.swapped = ""
+		return
+	}
+	moved := false
+	for j := i + 1; j < len(raw) && j <= i+3 && !moved; j++ {
+		p := &raw[j]
+		if p.Mask&kernel.FanRename != 0 && p.Pid == r.Pid && p.OldDir.Valid() && p.NewDir.Valid() &&
+			string(p.OldName) == string(r.NewName) && string(p.NewName) == string(r.OldName) &&
+			string(p.OldDir.Key) == string(r.NewDir.Key) && string(p.NewDir.Key) == string(r.OldDir.Key) {
+			c.dirs.swapPrefix(oldPath, path)
+			if p.Mask&kernel.FanOnDir != 0 && p.FID.Valid() {
+				c.swapped = string(p.FID.Key)
+			}
+			moved = true
+		}
+	}
+	if !moved {
+		c.dirs.movePrefix(oldPath, path)
+	}
+	// After the move: the swap must not move this entry back.
+	if obj.Valid() && c.feat.TargetFID {
+		c.dirs.put(obj.Key, path)
+	}
+}
+
 // dirChange keeps the caches current for directory entry events whose
 // record names the child (FAN_REPORT_TARGET_FID).
 func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *kernel.Handle, path string, dir bool) {
 	m := r.Mask
-	if !dir && m&kernel.FanDelete != 0 && c.want.has(ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
-		// Usually delete_self came just before. When it didn't, something
-		// still holds the inode (a reader, or the agent's hashing file) and
-		// delete_self comes when that reference drops, when the handle no
-		// longer opens: remember the name.
-		c.gone.put(obj.Key, path)
+	if !dir && m&kernel.FanDelete != 0 && c.want.has(ActionDeleteSelf) {
+		if deleteSelfBefore(prev, obj) {
+			c.gone.del(obj.Key) // a name an earlier unlink of another link left
+		} else {
+			// Usually delete_self came just before. When it didn't, the
+			// inode has other links, or something still holds it (a
+			// reader, or the agent's hashing file) and delete_self comes
+			// when that reference drops, when the handle no longer opens:
+			// remember the name it was last unlinked as.
+			c.gone.put(obj.Key, path)
+		}
 	}
 	if dir && m&(kernel.FanCreate|kernel.FanMovedTo) != 0 {
 		c.dirs.put(obj.Key, path)
@@ -379,18 +514,39 @@ func (c *Capture) resolveDir(b *batch, h *kernel.Handle) string {
 
 // resolve names a handle by open_by_handle_at(O_PATH) and readlink.
 // Live directories are cached; the " (deleted)" suffix never appears.
+// With several watched mounts of one filesystem (a bind mount of a
+// subdirectory and its source), a handle is named through the first mount
+// that shows it under a watched root: through a bind mount, an object
+// outside the bound directory has no path under it.
 func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
-	m := c.mount(h.Fsid())
-	if m == nil {
+	fsid := h.Fsid()
+	var p string
+	var st kernel.Stat
+	found := false
+	for i := range c.mounts {
+		m := &c.mounts[i]
+		if m.fsid != fsid {
+			continue
+		}
+		q, s, err := kernel.ResolveHandle(m.f, h.Type(), h.Bytes())
+		if err != nil {
+			if kernel.IsStale(err) {
+				break // gone: no other mount shows it either
+			}
+			continue
+		}
+		q = escapeString(q)
+		if !found || underAny(q, c.scope.roots) {
+			p, st, found = q, s, true
+		}
+		if underAny(q, c.scope.roots) {
+			break
+		}
+	}
+	if !found {
 		b.resolveFails++
 		return ""
 	}
-	p, st, err := kernel.ResolveHandle(m.f, h.Type(), h.Bytes())
-	if err != nil {
-		b.resolveFails++
-		return ""
-	}
-	p = escapeString(p)
 	if cache && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
 		c.dirs.put(h.Key, p)
 	}
@@ -411,8 +567,11 @@ func (c *Capture) join(b *batch, dir string, name []byte) string {
 	return string(s)
 }
 
-// emit splits r's mask into one Event per wanted, in-scope action.
-func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *fileID, st *kernel.Stat) {
+// emit splits r's mask into one Event per wanted, in-scope action. echo:
+// the event has only the object's handle, so its attrib is the link count
+// change of a link, unlink or rename over it, folded into that record
+// unless attrib was asked for by name.
+func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *fileID, st *kernel.Stat, echo bool) {
 	dir := r.Mask&kernel.FanOnDir != 0
 	self := r.Pid == c.self
 	pidfd, fd := r.PidFD, r.FD
@@ -432,7 +591,7 @@ func (c *Capture) emit(b *batch, r *kernel.RawEvent, path, oldPath string, fid *
 			b.filtered++
 			continue
 		}
-		if !inScope || !c.want.has(a) {
+		if !inScope || !c.want.has(a) || (echo && a == ActionAttrib && c.fold.has(a)) {
 			b.filtered++
 			continue
 		}

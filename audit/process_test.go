@@ -137,6 +137,68 @@ func TestConvert(t *testing.T) {
 			want: []string{"rename /m/d2/sub2 <- /m/d1/sub 7 dir", "create /m/d2/sub2/f 7", "create /m/d2/sub2/deeper/g 7"},
 		},
 		{
+			name: "rm -rf of an uncached tree: children named by their directory's delete",
+			raw: []kernel.RawEvent{
+				withFID(ev(kernel.FanDelete, 7, hkey(20), "f"), hkey(30)),
+				withFID(ev(kernel.FanDelete|kernel.FanOnDir, 7, hkey(21), "c"), hkey(20)),
+				withFID(ev(kernel.FanDelete, 7, hkey(21), "g"), hkey(31)),
+				ev(kernel.FanOpen, 7, d1, "unrelated"),
+				withFID(ev(kernel.FanDelete|kernel.FanOnDir, 7, d1, "b"), hkey(21)),
+			},
+			want: []string{"open /m/d1/unrelated 7", "delete /m/d1/b/c/f 7", "delete /m/d1/b/c 7 dir", "delete /m/d1/b/g 7", "delete /m/d1/b 7 dir"},
+		},
+		{
+			name: "merged delete_self of a cached directory keeps the cache for its children",
+			raw: []kernel.RawEvent{
+				withFID(ev(kernel.FanOpen|kernel.FanDeleteSelf|kernel.FanOnDir, 7, sub, "."), sub),
+				withFID(ev(kernel.FanDelete, 7, sub, "f"), hkey(30)),
+				withFID(ev(kernel.FanDelete|kernel.FanOnDir, 7, d1, "sub"), sub),
+			},
+			want: []string{"open /m/d1/sub 7 dir", "delete_self /m/d1/sub 7 dir", "delete /m/d1/sub/f 7", "delete /m/d1/sub 7 dir"},
+		},
+		{
+			name: "directory through a temporary directory, then removed: delete_self has the final name",
+			raw: []kernel.RawEvent{
+				withFID(rename(kernel.FanRename|kernel.FanOnDir, d1, "s", d2, "s"), hkey(40)),
+				withFID(ev(kernel.FanMoveSelf|kernel.FanDeleteSelf|kernel.FanOnDir, 7, kernel.Handle{}, ""), hkey(40)),
+				withFID(rename(kernel.FanRename|kernel.FanOnDir, d2, "s", d1, "final"), hkey(40)),
+				withFID(ev(kernel.FanDelete|kernel.FanOnDir, 7, d1, "final"), hkey(40)),
+			},
+			want: []string{"rename /m/d2/s <- /m/d1/s 7 dir", "move_self /m/d1/final 7 dir", "delete_self /m/d1/final 7 dir",
+				"rename /m/d1/final <- /m/d2/s 7 dir", "delete /m/d1/final 7 dir"},
+		},
+		{
+			name: "rename over a file names the replaced inode",
+			raw: []kernel.RawEvent{
+				withFID(rename(kernel.FanRename, d1, "t.tmp", d1, "t"), x),
+				withFID(ev(kernel.FanAttrib, 7, kernel.Handle{}, ""), hkey(41)),
+				withFID(ev(kernel.FanMoveSelf, 7, kernel.Handle{}, ""), x),
+				withFID(ev(kernel.FanDeleteSelf, 7, kernel.Handle{}, ""), hkey(41)),
+			},
+			want: []string{"rename /m/d1/t <- /m/d1/t.tmp 7", "attrib /m/d1/t 7", "move_self /m/d1/t 7", "delete_self /m/d1/t 7"},
+		},
+		{
+			name: "hardlinks: delete_self has the name last unlinked",
+			raw: []kernel.RawEvent{
+				withFID(ev(kernel.FanAttrib, 7, kernel.Handle{}, ""), x),
+				withFID(ev(kernel.FanDelete, 7, d1, "b"), x),
+				withFID(ev(kernel.FanAttrib|kernel.FanDeleteSelf, 7, kernel.Handle{}, ""), x),
+				withFID(ev(kernel.FanDelete, 7, d1, "a"), x),
+			},
+			want: []string{"attrib /m/d1/b 7", "delete /m/d1/b 7", "attrib /m/d1/a 7", "delete_self /m/d1/a 7", "delete /m/d1/a 7"},
+		},
+		{
+			name: "RENAME_EXCHANGE of two directories swaps their subtrees",
+			raw: []kernel.RawEvent{
+				withFID(rename(kernel.FanRename|kernel.FanOnDir, d1, "sub", d1, "other"), sub),
+				withFID(rename(kernel.FanRename|kernel.FanOnDir, d1, "other", d1, "sub"), hkey(42)),
+				ev(kernel.FanCreate, 7, deep, "g"),
+				ev(kernel.FanCreate, 7, hkey(43), "h"),
+			},
+			want: []string{"rename /m/d1/other <- /m/d1/sub 7 dir", "rename /m/d1/sub <- /m/d1/other 7 dir",
+				"create /m/d1/other/deeper/g 7", "create /m/d1/sub/x/h 7"},
+		},
+		{
 			name:     "directory moved_from/moved_to pair moves cached subtree",
 			noRename: true,
 			raw: []kernel.RawEvent{
@@ -146,6 +208,7 @@ func TestConvert(t *testing.T) {
 			want: []string{"rename /m/d2/sub2 <- /m/d1/sub 7 dir", "create /m/d2/sub2/f 7"},
 		},
 	}
+	h43 := hkey(43)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &Capture{
@@ -157,11 +220,13 @@ func TestConvert(t *testing.T) {
 				scope: scope{roots: []string{"/m"}, ignore: []string{"/m/d1/ignored"}},
 				self:  self,
 			}
-			for h, p := range map[*kernel.Handle]string{&d1: "/m/d1", &d2: "/m/d2", &out: "/elsewhere", &sub: "/m/d1/sub", &deep: "/m/d1/sub/deeper"} {
+			for h, p := range map[*kernel.Handle]string{&d1: "/m/d1", &d2: "/m/d2", &out: "/elsewhere", &sub: "/m/d1/sub", &deep: "/m/d1/sub/deeper", &h43: "/m/d1/other/x"} {
 				c.dirs.put(h.Key, p)
 			}
 			var got []string
-			for _, e := range c.convert(tt.raw, tt.derr, time.Unix(1, 0)) {
+			evs := c.convert(tt.raw, tt.derr, time.Unix(1, 0))
+			evs = append(evs, c.flushHeld()...) // the queue ran empty
+			for _, e := range evs {
 				s := e.Action.String()
 				switch {
 				case e.Action == ActionEventsLost:

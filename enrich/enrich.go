@@ -3,6 +3,7 @@ package enrich
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -34,6 +35,7 @@ const (
 	missAudit
 	missFileStat
 	missEffective
+	missPath
 	numMissBits = iota
 )
 
@@ -41,6 +43,7 @@ var missingNames = [numMissBits]string{
 	"process", "process.executable", "process.name", "process.command_line",
 	"process.start", "process.parent.pid", "process.cgroup.path",
 	"user.id", "group.id", "user.audit", "file.stat", "user.effective.id",
+	"file.path",
 }
 
 // maxPendingBatches bounds the batches waiting for hashes before Run stops
@@ -386,6 +389,11 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 		r.File.Type = "dir"
 	}
 	var miss uint32
+	if ev.Path == "" {
+		// The capture could not name it (it counts these); say so
+		// rather than leave the reader to guess.
+		miss |= missPath
+	}
 	if e.opts.FileStat {
 		if st, err := ev.Stat(); err == nil {
 			f := &r.File
@@ -446,12 +454,17 @@ func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry, t time.Time) (mi
 	} else {
 		miss |= missExe
 	}
-	if p.HasComm {
+	switch {
+	case p.HasComm:
 		pr.Name = p.Comm
-	} else {
+	case p.HasExe && p.Exe != "":
+		// comm is gone with the process; the kernel set it from the
+		// executable's base name at exec.
+		pr.Name = filepath.Base(p.Exe)
+	default:
 		miss |= missName
 	}
-	if p.HasCmdline {
+	if p.HasCmdline && p.Cmdline != "" {
 		pr.CommandLine, pr.Args = p.Cmdline, p.Argv
 	} else {
 		miss |= missCmdline
@@ -492,6 +505,22 @@ func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry, t time.Time) (mi
 		miss |= missAudit
 	}
 	return miss
+}
+
+// CheckNamed returns an error for a file event record that has no
+// file.path and does not say so in fanaudit.missing: the contract promises
+// that every file event is named or marked. Tests assert it on every
+// record they read.
+func CheckNamed(r *record.Record) error {
+	if r.Action == record.ActionEventsLost || r.File.Path != "" {
+		return nil
+	}
+	for _, m := range r.Fanaudit.Missing {
+		if m == "file.path" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s record without file.path and without fanaudit.missing file.path", r.Action)
 }
 
 // missing returns the shared, read-only names for a set of missing bits.

@@ -189,7 +189,9 @@ func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []err
 	if what&ReadCmdline == 0 {
 	} else if n, _, err := d.ReadFile("cmdline", r.buf[:r.cmdlineMax]); err != nil {
 		partial = append(partial, err)
-	} else {
+	} else if n > 0 {
+		// Empty once the process has dropped its memory (exiting, a
+		// zombie): that is not its command line.
 		info.HasCmdline, info.Cmdline, info.Argv = true, Cmdline(r.buf[:n]), Argv(r.buf[:n])
 	}
 

@@ -1,0 +1,185 @@
+package audit
+
+import (
+	"slices"
+
+)
+
+// wait says that an event's path is not known yet: it is the path of the
+// object whose handle is key (a directory, or the event's object itself),
+// followed by name. The record that names key comes later in the queue:
+//
+//   - rm -rf of a tree the capture has not seen: the children's deletes
+//     carry their directory's handle, which no longer opens by the time
+//     they are read; the directory's own delete, queued after them, names
+//     it (FAN_REPORT_TARGET_FID puts its handle in the record).
+//   - a directory's delete_self that the kernel merged into an earlier
+//     event for it: its final name is in its delete record.
+//
+// Such events are held (see pendingNames) until that record is read, and
+// go out just before it. When the kernel queue runs empty first, nothing
+// can name them any more: they go out with fallback, or unnamed (counted
+// in Stats.Unnamed; enrichment marks fanaudit.missing file.path).
+type wait struct {
+	key      string // handle key (copied out of the read buffer)
+	name     string // escaped name below key's path; "" = key's object itself
+	child    string // the event's own object when it is a directory: naming the event names it
+	fallback string // the path to report if key is never named
+}
+
+func (w *wait) waiting() bool { return w.key != "" }
+
+// pendingItem is one held kernel event's Events.
+type pendingItem struct {
+	seq uint64
+	w   wait
+	evs []Event
+}
+
+// pendingNames holds events waiting for a record that names a handle. It
+// is bounded by maxPending events; past that everything held goes out as
+// it is. Its zero value is ready to use.
+type pendingNames struct {
+	byKey map[string][]*pendingItem
+	n     int
+	seq   uint64
+}
+
+// maxPending bounds the events held for a name: the kernel's default
+// queue length, so that one rm -rf of a directory as large as the queue is
+// still named.
+const maxPending = 16384
+
+func (p *pendingNames) add(w wait, evs []Event) {
+	if p.byKey == nil {
+		p.byKey = make(map[string][]*pendingItem)
+	}
+	p.seq++
+	p.byKey[w.key] = append(p.byKey[w.key], &pendingItem{seq: p.seq, w: w, evs: slices.Clone(evs)})
+	p.n += len(evs)
+}
+
+// hold moves the Events emitted from b.evs[start:] into the pending set.
+func (c *Capture) hold(b *batch, start int, w wait) {
+	if len(b.evs) == start {
+		return
+	}
+	c.pend.add(w, b.evs[start:])
+	clear(b.evs[start:])
+	b.evs = b.evs[:start]
+	if c.pend.n > maxPending {
+		b.evs = c.flushPending(b.evs, &b.filtered)
+	}
+}
+
+// named releases, into b, the events waiting for key, now known to be
+// path, before the event that named it. A held event that names a
+// directory of its own releases that directory's waiters first: they were
+// queued before it.
+func (c *Capture) named(b *batch, key []byte, path string) {
+	if len(c.pend.byKey) == 0 || path == "" {
+		return
+	}
+	items, ok := c.pend.byKey[string(key)]
+	if !ok {
+		return
+	}
+	delete(c.pend.byKey, string(key))
+	for _, it := range items {
+		p := path
+		if it.w.name != "" {
+			p = joinName(path, it.w.name)
+		}
+		if it.w.child != "" {
+			c.named(b, []byte(it.w.child), p)
+		}
+		b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
+	}
+}
+
+// releaseHeld appends it's events named p (scope decides now), and forgets it.
+func (c *Capture) releaseHeld(out []Event, it *pendingItem, p string, filtered *uint64) []Event {
+	c.pend.n -= len(it.evs)
+	for i := range it.evs {
+		ev := it.evs[i]
+		ev.Path = p
+		if p != "" && !c.scope.allowed(p) && (ev.OldPath == "" || !c.scope.allowed(ev.OldPath)) {
+			ev.Release()
+			*filtered++
+			continue
+		}
+		out = append(out, ev)
+	}
+	it.evs = nil
+	return out
+}
+
+// flushPending appends every held event, oldest first, with its fallback
+// path (often none): nothing will name them any more.
+func (c *Capture) flushPending(out []Event, filtered *uint64) []Event {
+	if c.pend.n == 0 && len(c.pend.byKey) == 0 {
+		return out
+	}
+	var items []*pendingItem
+	for _, its := range c.pend.byKey {
+		items = append(items, its...)
+	}
+	clear(c.pend.byKey)
+	slices.SortFunc(items, func(a, b *pendingItem) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+	for _, it := range items {
+		out = c.releaseHeld(out, it, it.w.fallback, filtered)
+	}
+	c.pend.n = 0
+	return out
+}
+
+// flushHeld returns the events still waiting for a name, with what is
+// known of their paths. Run calls it when the kernel queue is empty: every
+// record that could have named them has been read.
+func (c *Capture) flushHeld() []Event {
+	var filtered uint64
+	evs := c.flushPending(nil, &filtered)
+	if filtered > 0 {
+		c.stats.filtered.Add(filtered)
+	}
+	if o := c.opts.Observer; o != nil {
+		for i := range evs {
+			o.Observe(&evs[i])
+		}
+	}
+	c.countUnnamed(evs)
+	c.stats.emitted.Add(uint64(len(evs)))
+	return evs
+}
+
+// countUnnamed counts file events that go out without a path.
+func (c *Capture) countUnnamed(evs []Event) {
+	var n uint64
+	for i := range evs {
+		if evs[i].Path == "" && evs[i].Action != ActionEventsLost {
+			n++
+		}
+	}
+	if n > 0 {
+		c.stats.unnamed.Add(n)
+	}
+}
+
+// joinName builds dir/name from an already escaped name.
+func joinName(dir, name string) string {
+	if dir == "" {
+		return ""
+	}
+	if dir[len(dir)-1] == '/' {
+		return dir + name
+	}
+	return dir + "/" + name
+}

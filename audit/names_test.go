@@ -1,0 +1,372 @@
+package audit
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+// TestNames checks that every event of the operations that used to lose
+// or confuse names is named exactly, on tmpfs, ext4, xfs and btrfs, with
+// trees that existed before the capture started. One image per
+// filesystem serves every case, each in its own directory.
+func TestNames(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, fs := range []struct {
+		name  string
+		mount func(testing.TB) string
+	}{
+		{"tmpfs", tmpfs},
+		{"ext4", func(t testing.TB) string { return loopFS(t, "ext4", 64<<20) }},
+		{"xfs", func(t testing.TB) string { return loopFS(t, "xfs", 300<<20) }},
+		{"btrfs", func(t testing.TB) string { return loopFS(t, "btrfs", 128<<20) }},
+	} {
+		t.Run(fs.name, func(t *testing.T) {
+			root := fs.mount(t)
+			cases, events := 0, 0
+			for _, tc := range nameCases() {
+				ok := t.Run(tc.name, func(t *testing.T) {
+					dir := filepath.Join(root, strings.NewReplacer(" ", "_", "/", "_").Replace(tc.name))
+					if err := os.Mkdir(dir, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					events += tc.check(t, dir)
+				})
+				if ok {
+					cases++
+				}
+			}
+			t.Logf("%s: %d cases passed, %d events checked", fs.name, cases, events)
+		})
+	}
+}
+
+// nameCase is one operation checked in raw mode (every action asked for
+// by name, so the kernel's echoes come as they are) or in the default
+// (echoes folded).
+type nameCase struct {
+	name  string
+	raw   bool
+	setup func(t *testing.T, dir string) // before the capture starts
+	run   func(t *testing.T, s *session, dir string)
+	only  []Action // actions compared; others are only checked for names
+	want  func(dir string) []string
+	// sorted compares as sets (the kernel merges queued events of one
+	// object, so their order varies).
+	sorted bool
+	paths  func(dir string) []string // the capture's paths; default dir
+	markIn string                    // where the end marker goes, below dir
+}
+
+// check runs the case and returns how many events it checked.
+func (tc *nameCase) check(t *testing.T, dir string) int {
+	if tc.setup != nil {
+		tc.setup(t, dir)
+	}
+	opts := Options{Paths: []string{dir}}
+	if tc.paths != nil {
+		opts.Paths = tc.paths(dir)
+	}
+	if tc.raw {
+		opts.Actions = FileActions()
+	}
+	s := startSession(t, opts)
+	tc.run(t, s, dir)
+	s.mark(filepath.Join(dir, tc.markIn))
+	evs := s.take()
+	requireNamed(t, s, evs)
+	var got []string
+	for i := range evs {
+		if slices.Contains(tc.only, evs[i].Action) {
+			got = append(got, line(&evs[i], dir))
+		}
+	}
+	want := tc.want(dir)
+	if tc.sorted {
+		slices.Sort(got)
+		slices.Sort(want)
+	}
+	if !slices.Equal(got, want) {
+		var all []string
+		for i := range evs {
+			all = append(all, line(&evs[i], dir))
+		}
+		t.Errorf("events:\n got %q\nwant %q\n all %q", got, want, all)
+	}
+	return len(evs)
+}
+
+// requireNamed: no file event goes without a path unless the capture
+// counted it as unnamed (enrichment then marks fanaudit.missing); in these
+// cases every name is knowable, so none may be missing at all.
+func requireNamed(t testing.TB, s *session, evs []Event) {
+	t.Helper()
+	n := 0
+	for i := range evs {
+		if evs[i].Action != ActionEventsLost && evs[i].Path == "" {
+			n++
+			t.Errorf("unnamed: %s mask=%#x", evs[i].Action, evs[i].Mask)
+		}
+	}
+	if st := s.c.Stats(); st.Unnamed < uint64(n) {
+		t.Errorf("%d events without a path, but Stats.Unnamed = %d", n, st.Unnamed)
+	}
+}
+
+func nameCases() []nameCase {
+	tree := func(t *testing.T, dir string) { mkTree(t, filepath.Join(dir, "t"), 3) }
+	treeWant := func(actions ...string) func(dir string) []string {
+		return func(dir string) []string {
+			var out []string
+			for _, p := range treePaths(filepath.Join(dir, "t"), 3) {
+				for _, a := range actions {
+					out = append(out, a+" "+p)
+				}
+			}
+			return out
+		}
+	}
+	rmrf := func(t *testing.T, s *session, dir string) { sh(t, dir, "rm -rf t") }
+	return []nameCase{
+		{
+			name: "rm -rf of a pre-existing tree", setup: tree, run: rmrf,
+			only: []Action{ActionDelete, ActionDeleteSelf, ActionAttrib},
+			want: treeWant("delete"), sorted: true,
+		},
+		{
+			name: "rm -rf of a pre-existing tree raw", raw: true, setup: tree, run: rmrf,
+			only: []Action{ActionDelete, ActionDeleteSelf},
+			want: treeWant("delete", "delete_self"), sorted: true,
+		},
+		{
+			// The directories are cached (find opens each one), and rm -rf's
+			// own opendir events take the directories' delete_self.
+			name: "rm -rf of a cached tree raw", raw: true, setup: tree,
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "find t >/dev/null")
+				s.mark(dir)
+				s.take()
+				sh(t, dir, "rm -rf t")
+			},
+			only: []Action{ActionDelete, ActionDeleteSelf},
+			want: treeWant("delete", "delete_self"), sorted: true,
+		},
+		{
+			name: "rename over a file", setup: files("t"),
+			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "echo new > t.tmp && mv -f t.tmp t") },
+			only: []Action{ActionRename, ActionAttrib, ActionDeleteSelf, ActionMoveSelf, ActionDelete},
+			want: func(string) []string { return []string{"rename ./t <- ./t.tmp"} },
+		},
+		{
+			name: "rename over a file raw", raw: true, setup: files("t"),
+			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "echo new > t.tmp && mv -f t.tmp t") },
+			only: []Action{ActionRename, ActionAttrib, ActionDeleteSelf, ActionMoveSelf, ActionDelete},
+			want: func(string) []string {
+				return []string{"attrib ./t", "delete_self ./t", "move_self ./t", "rename ./t <- ./t.tmp"}
+			},
+			sorted: true,
+		},
+		{
+			name: "hardlinks", setup: files("a"),
+			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "ln a b && rm b && rm a") },
+			only: []Action{ActionCreate, ActionDelete, ActionDeleteSelf, ActionAttrib},
+			want: func(string) []string { return []string{"create ./b", "delete ./b", "delete ./a"} },
+		},
+		{
+			name: "hardlinks raw", raw: true, setup: files("a"),
+			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "ln a b && rm b && rm a") },
+			only: []Action{ActionCreate, ActionDelete, ActionDeleteSelf},
+			want: func(string) []string { return []string{"create ./b", "delete ./b", "delete_self ./a", "delete ./a"} },
+		},
+		{
+			name: "exchange of two directories", setup: files("x/", "x/sub/", "y/", "y/sub/"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "touch x/sub/f1 y/sub/f1") // the capture caches both
+				runHelper(t, "exchange", filepath.Join(dir, "x"), filepath.Join(dir, "y"))
+				sh(t, dir, "touch x/sub/f2 y/sub/f3")
+			},
+			only: []Action{ActionCreate, ActionRename},
+			want: func(string) []string {
+				return []string{"create ./x/sub/f1", "create ./y/sub/f1", "rename ./y <- ./x (dir)", "rename ./x <- ./y (dir)",
+					"create ./x/sub/f2", "create ./y/sub/f3"}
+			},
+		},
+		{
+			name: "directory moved through a temporary directory then removed", setup: files("d/", "d/f"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "mkdir tmp && mv d tmp/d && mv tmp/d e && rm -r e")
+			},
+			only: []Action{ActionDelete, ActionDeleteSelf, ActionMoveSelf, ActionRename},
+			want: func(string) []string {
+				return []string{"rename ./tmp/d <- ./d (dir)", "rename ./e <- ./tmp/d (dir)", "delete ./e/f", "delete ./e (dir)"}
+			},
+		},
+		{
+			name: "directory moved through a temporary directory then removed raw", raw: true, setup: files("d/", "d/f"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "mkdir tmp && mv d tmp/d && mv tmp/d e && rm -r e")
+			},
+			only: []Action{ActionDelete, ActionDeleteSelf},
+			want: func(string) []string {
+				return []string{"delete ./e/f", "delete_self ./e/f", "delete_self ./e (dir)", "delete ./e (dir)"}
+			},
+			sorted: true,
+		},
+		{
+			// One operation, one record: the echoes are folded by default.
+			name: "unlink rename rmdir folded", setup: files("f", "a", "d/"),
+			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "rm f && mv a b && rmdir d") },
+			only: FileActions(),
+			want: func(string) []string { return []string{"delete ./f", "rename ./b <- ./a", "delete ./d (dir)"} },
+		},
+		bindCase("bind mount listed first", true),
+		bindCase("bind mount listed last", false),
+	}
+}
+
+// bindCase watches a bind mount of src/sub together with src, in either
+// order: events in src outside sub are named through src's mount, never
+// through the bind mount, which does not show them.
+func bindCase(name string, bindFirst bool) nameCase {
+	var bind string
+	return nameCase{
+		name: name,
+		setup: func(t *testing.T, dir string) {
+			files("src/", "src/sub/", "src/other/", "src/other/deep/")(t, dir)
+			bind = bindMount(t, filepath.Join(dir, "src", "sub"))
+		},
+		paths: func(dir string) []string {
+			if bindFirst {
+				return []string{bind, filepath.Join(dir, "src")}
+			}
+			return []string{filepath.Join(dir, "src"), bind}
+		},
+		run: func(t *testing.T, s *session, dir string) {
+			sh(t, dir, "touch src/other/x src/other/deep/y src/sub/z")
+		},
+		markIn: "src",
+		only:   []Action{ActionCreate},
+		want: func(string) []string {
+			// Inside the bound directory both names are true; the first
+			// watched mount that shows the object names it.
+			z := "create ./src/sub/z"
+			if bindFirst {
+				z = "create ." + bind + "/z"
+			}
+			return []string{"create ./src/other/x", "create ./src/other/deep/y", z}
+		},
+	}
+}
+
+// bindMount bind-mounts src on a new directory, undone when the test ends.
+func bindMount(t *testing.T, src string) string {
+	t.Helper()
+	dst, err := os.MkdirTemp("", "fanaudit-bind-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", src, dst).CombinedOutput(); err != nil {
+		os.Remove(dst)
+		t.Fatalf("mount --bind: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dst).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dst, err, out)
+		}
+		os.Remove(dst)
+	})
+	return dst
+}
+
+// mkTree makes a tree of the given depth: each directory holds three
+// files and, above the last level, two subdirectories.
+func mkTree(t *testing.T, root string, depth int) {
+	t.Helper()
+	base := filepath.Dir(root)
+	for _, p := range treePaths(root, depth) {
+		p = filepath.Join(base, p)
+		if strings.HasSuffix(p, " (dir)") {
+			if err := os.MkdirAll(strings.TrimSuffix(p, " (dir)"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, p := range treePaths(root, depth) {
+		p = filepath.Join(base, p)
+		if !strings.HasSuffix(p, " (dir)") {
+			if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// treePaths lists mkTree's paths, directories with a " (dir)" suffix;
+// relative to the case directory when root's parent is it ("./t/...").
+func treePaths(root string, depth int) []string {
+	base := filepath.Dir(root)
+	var out []string
+	var walk func(d string, level int)
+	walk = func(d string, level int) {
+		out = append(out, "."+strings.TrimPrefix(d, base)+" (dir)")
+		for i := range 3 {
+			out = append(out, "."+strings.TrimPrefix(filepath.Join(d, fmt.Sprintf("f%d", i)), base))
+		}
+		if level < depth {
+			for i := range 2 {
+				walk(filepath.Join(d, fmt.Sprintf("d%d", i)), level+1)
+			}
+		}
+	}
+	walk(root, 1)
+	return out
+}
+
+// loopFS makes a filesystem image of the given type and size under the
+// test's temp dir and loop-mounts it on a new directory; both go when the
+// test ends.
+func loopFS(t testing.TB, fstype string, size int64) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	mkfs := "mkfs." + fstype
+	if _, err := exec.LookPath(mkfs); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no %s (.ci/run installs it)", mkfs)
+		}
+		t.Skipf("no %s", mkfs)
+	}
+	img := filepath.Join(t.TempDir(), fstype+".img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	args := map[string][]string{"ext4": {"-q", "-F"}, "xfs": {"-q", "-f"}, "btrfs": {"-q", "-f"}}[fstype]
+	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", mkfs, err, out)
+	}
+	dir, err := os.MkdirTemp("", "fanaudit-"+fstype+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		t.Fatalf("loop mount %s: %v: %s", fstype, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
