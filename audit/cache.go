@@ -32,15 +32,6 @@ func (c *pathCache) del(key []byte) {
 	delete(c.m, string(key))
 }
 
-// take returns and removes the entry.
-func (c *pathCache) take(key []byte) (string, bool) {
-	p, ok := c.m[string(key)]
-	if ok {
-		delete(c.m, string(key))
-	}
-	return p, ok
-}
-
 // movePrefix rewrites oldDir and every cached path below it to newDir:
 // a directory rename changes the path of every directory beneath it, and
 // their handles stay the same. Directory renames are rare, so a full scan

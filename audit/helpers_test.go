@@ -3,8 +3,6 @@ package audit
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -181,41 +179,7 @@ func contextBackground() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
 
-// ext4 creates a small ext4 image, loop-mounts it on a new directory and
-// removes both when the test ends. It skips where the tools are missing.
+// ext4 loop-mounts a fresh ext4 image (see loopFS).
 func ext4(t testing.TB) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("no mkfs.ext4")
-	}
-	img := filepath.Join(t.TempDir(), "fs.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(64 << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	dir, err := os.MkdirTemp("", "fanaudit-ext4-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		os.Remove(dir)
-		t.Skipf("loop mount: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-		os.Remove(dir)
-	})
-	// lost+found is there from mkfs; tests expect an empty root.
-	os.Remove(filepath.Join(dir, "lost+found"))
-	return dir
+	return loopFS(t, "ext4", 64<<20)
 }

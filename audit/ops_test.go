@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"golang.org/x/sys/unix"
+	"github.com/fanaudit/fanaudit/internal/kernel"
 )
 
 // helperOp performs op in the helper process. a holds two arguments.
@@ -41,7 +41,7 @@ func helperOp(op string, a []string) error {
 		}
 		return f.Close()
 	case "exchange": // renameat2(RENAME_EXCHANGE)
-		return unix.Renameat2(unix.AT_FDCWD, a[0], unix.AT_FDCWD, a[1], unix.RENAME_EXCHANGE)
+		return kernel.RenameExchange(a[0], a[1])
 	case "truncate":
 		return os.Truncate(a[0], 1)
 	case "exec":
