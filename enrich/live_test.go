@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/audit"
+	"github.com/fanaudit/fanaudit/internal/config"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
@@ -30,10 +31,17 @@ type variant struct {
 	connector bool // proc connector lineage
 	unlimited bool // FAN_UNLIMITED_QUEUE, so a slow -race build loses nothing
 	execFS    bool // the shell lives on a second filesystem, marked through ExecPaths
+	// agent: exactly what `fanaudit run` with the default config and
+	// `fanaudit watch` set up: every action (echoes folded), the default
+	// scope, exec marks on config.DefaultExecPaths(), and /bin/sh where
+	// the system keeps it (the unwatched root filesystem); a second
+	// workload writes files beside the short-lived processes.
+	agent bool
 }
 
 type attribution struct {
 	records, right int
+	full           int // fanaudit.enrichment "full"
 	wrongExe       int
 	wrongUID       int
 	stats          Stats
@@ -191,6 +199,10 @@ func runAttribution(t *testing.T, v variant, uid uint32, n int) attribution {
 		actions = append(actions, record.ActionExec)
 	}
 	var execPaths []string
+	if v.agent {
+		actions = nil
+		execPaths = config.DefaultExecPaths()
+	}
 	if v.execFS {
 		bins := testutil.TmpfsMount(t, "16m")
 		b, err := os.ReadFile(shell)
@@ -211,7 +223,28 @@ func runAttribution(t *testing.T, v variant, uid uint32, n int) attribution {
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	var load *exec.Cmd
+	stop := filepath.Join(mnt, "stop")
+	if v.agent {
+		// Other work beside them: one long-lived process rewriting files
+		// in a sibling directory until the spawn loop is done.
+		w := filepath.Join(mnt, "w")
+		if err := os.Mkdir(w, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		load = exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do for i in 0 1 2 3 4 5 6 7 8 9; do echo y > "$0/g$i"; done; done`, w, stop)
+		if err := load.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if load != nil {
+		os.WriteFile(stop, nil, 0o644)
+		if werr := load.Wait(); werr != nil {
+			t.Errorf("load: %v", werr)
+		}
+	}
+	if err != nil {
 		t.Fatalf("spawn loop: %v: %s", err, out)
 	}
 	recs := s.collect(t, 2*n, func(r *record.Record) bool {
@@ -220,6 +253,12 @@ func runAttribution(t *testing.T, v variant, uid uint32, n int) attribution {
 	s.stop(t)
 	a := attribution{records: len(recs), stats: s.e.Stats()}
 	for _, r := range recs {
+		if err := CheckNamed(r); err != nil {
+			t.Error(err)
+		}
+		if r.Fanaudit.Enrichment == "full" {
+			a.full++
+		}
 		okExe := r.Process.Executable == shell
 		okUID := r.User.HasID && r.User.ID == uid
 		if okExe && okUID {
@@ -255,6 +294,9 @@ var variants = []variant{
 	// The shell on an unwatched filesystem, as /usr usually is: exec
 	// events come through [capture] exec_paths.
 	{name: "defaults+exec_paths", observe: true, execFS: true, pidfdInfo: true, connector: true},
+	// The agent as shipped (run with the default config, or watch), under
+	// concurrent load, with /bin/sh on the root filesystem.
+	{name: "agent", observe: true, pidfdInfo: true, connector: true, agent: true},
 }
 
 // TestAttribution is the issue's test: 2,000 processes that each create
@@ -267,14 +309,14 @@ func TestAttribution(t *testing.T) {
 	n := 2000
 	for _, v := range variants {
 		for _, uid := range []uint32{0, 4321} {
-			asserted := v.name == "all" || v.name == "defaults" || v.name == "defaults+exec_paths"
+			asserted := v.name == "all" || v.name == "defaults" || v.name == "defaults+exec_paths" || v.name == "agent"
 			if testing.Short() && !asserted {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/uid%d", v.name, uid), func(t *testing.T) {
 				a := runAttribution(t, v, uid, n)
-				t.Logf("attribution %s uid %d: %d/%d = %.2f%% (wrong or missing exe %d, uid %d); cache hits %d misses %d gone %d gone-hits %d execs %d late %d lineage %d",
-					v.name, uid, a.right, a.records, 100*a.rate(), a.wrongExe, a.wrongUID,
+				t.Logf("attribution %s uid %d: %d/%d = %.2f%% (wrong or missing exe %d, uid %d), full %d = %.2f%%; cache hits %d misses %d gone %d gone-hits %d execs %d late %d lineage %d",
+					v.name, uid, a.right, a.records, 100*a.rate(), a.wrongExe, a.wrongUID, a.full, 100*float64(a.full)/float64(a.records),
 					a.stats.CacheHits, a.stats.CacheMisses, a.stats.ProcGone, a.stats.ProcGoneHits, a.stats.Execs, a.stats.LateReads, a.stats.LineageHits)
 				if asserted && a.rate() < 0.999 {
 					t.Errorf("attribution %.3f%% < 99.9%%", 100*a.rate())

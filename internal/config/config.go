@@ -101,7 +101,8 @@ type Capture struct {
 	// ExecPaths are directories on the filesystems that hold executables
 	// (e.g. "/usr"), marked for exec events alone so that enrichment
 	// learns the executable of processes that exit before /proc can be
-	// read. Nothing on them is reported. Empty by default.
+	// read. Nothing on them is reported. Default: DefaultExecPaths();
+	// an empty list turns the exec marks off.
 	ExecPaths []string `toml:"exec_paths"`
 	// Scope chooses the marks: "auto" (default), "subtree" (inode marks
 	// on every directory under each path) or "filesystem" (one
@@ -254,6 +255,7 @@ func Default() Config {
 		StatsInterval:   Duration{60 * time.Second},
 		StateDir:        DefaultStateDir,
 		Capture: Capture{
+			ExecPaths:      DefaultExecPaths(),
 			ReadBuffer:     256 << 10,
 			ExecPaths:      []string{},
 			Scope:          ScopeAuto,
