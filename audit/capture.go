@@ -32,8 +32,13 @@
 //     read yet, the reader holds such events back for up to holdWait (2 ms)
 //     for it. A path from readlink never keeps the kernel's " (deleted)"
 //     suffix.
-//   - An event whose path cannot be resolved is still reported, with an
-//     empty Path, and counted in Stats.ResolveFailures.
+//   - An event whose directory handle no longer opens waits for the
+//     record that names the directory (its delete or rename, queued later;
+//     see wait in names.go). An event nothing can name is still reported,
+//     with an empty Path, and counted in Stats.Unnamed.
+//   - By default the kernel's echoes (link-count attrib, delete_self,
+//     move_self) are folded into their operation's record; naming the
+//     action in Options.Actions brings them back (see foldable).
 //   - Groups ask only for the wanted actions' bits, plus FAN_RENAME (so a
 //     directory rename keeps the cache right) and, when delete_self is
 //     wanted, FAN_DELETE; what they add is counted as filtered.

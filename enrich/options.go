@@ -53,8 +53,11 @@
 //     process, process.executable, process.name, process.command_line,
 //     process.start (with process.entity_id), process.parent.pid,
 //     process.cgroup.path, user.id, group.id, user.audit, file.stat,
-//     user.effective.id.
-//     Nothing is ever guessed.
+//     user.effective.id, file.path (the capture could not name the
+//     object; see CheckNamed). An empty /proc/PID/cmdline (the process is
+//     exiting) is not a command line. When comm can no longer be read,
+//     process.name is the executable's base name, which is what the
+//     kernel set comm from at exec. Nothing is ever guessed.
 //   - fanaudit.hash.status (record.File.HashStatus) says why a close_write
 //     has no file.hash.sha256: "skipped_size" (above Hash.MaxSize),
 //     "skipped_budget" (the I/O budget was spent), "unavailable" (the
