@@ -257,7 +257,6 @@ func Default() Config {
 		Capture: Capture{
 			ExecPaths:      DefaultExecPaths(),
 			ReadBuffer:     256 << 10,
-			ExecPaths:      []string{},
 			Scope:          ScopeAuto,
 			SubtreeMaxDirs: 8192,
 		},
