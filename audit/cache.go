@@ -32,6 +32,15 @@ func (c *pathCache) del(key []byte) {
 	delete(c.m, string(key))
 }
 
+// take returns and removes the entry.
+func (c *pathCache) take(key []byte) (string, bool) {
+	p, ok := c.m[string(key)]
+	if ok {
+		delete(c.m, string(key))
+	}
+	return p, ok
+}
+
 // movePrefix rewrites oldDir and every cached path below it to newDir:
 // a directory rename changes the path of every directory beneath it, and
 // their handles stay the same. Directory renames are rare, so a full scan
@@ -44,16 +53,11 @@ func (c *pathCache) movePrefix(oldDir, newDir string) {
 	}
 }
 
-// swapPrefix exchanges the cached subtrees of a and b (renameat2
-// RENAME_EXCHANGE): what was under a is under b now, and the other way
-// round.
-func (c *pathCache) swapPrefix(a, b string) {
+// dropPrefix forgets dir and every cached path below it.
+func (c *pathCache) dropPrefix(dir string) {
 	for k, v := range c.m {
-		switch {
-		case under(v, a):
-			c.m[k] = b + v[len(a):]
-		case under(v, b):
-			c.m[k] = a + v[len(b):]
+		if under(v, dir) {
+			delete(c.m, k)
 		}
 	}
 }

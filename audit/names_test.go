@@ -35,7 +35,7 @@ func TestNames(t *testing.T) {
 				// inode mark on the parent reports a file's delete, not its
 				// delete_self.
 				scopes := []string{ScopeFilesystem, ScopeSubtree}
-				if tc.raw {
+				if tc.raw || tc.fsOnly {
 					scopes = scopes[:1]
 				}
 				for _, sc := range scopes {
@@ -72,6 +72,10 @@ type nameCase struct {
 	sorted bool
 	paths  func(dir string) []string // the capture's paths; default dir
 	markIn string                    // where the end marker goes, below dir
+	// fsOnly: under inode marks a directory moved into a new directory
+	// that is not marked yet has no new name in the rename record, so
+	// the exact intermediate names exist only under a filesystem mark.
+	fsOnly bool
 	// accept maps each of several true names of one event to the one want
 	// lists.
 	accept func(dir string, got []string) []string
@@ -204,6 +208,7 @@ func nameCases() []nameCase {
 			name: "exchange of two directories", setup: files("x/", "x/sub/", "y/", "y/sub/"),
 			run: func(t *testing.T, s *session, dir string) {
 				sh(t, dir, "touch x/sub/f1 y/sub/f1") // the capture caches both
+				s.mark(dir)
 				runHelper(t, "exchange", filepath.Join(dir, "x"), filepath.Join(dir, "y"))
 				sh(t, dir, "touch x/sub/f2 y/sub/f3")
 			},
@@ -214,7 +219,7 @@ func nameCases() []nameCase {
 			},
 		},
 		{
-			name: "directory moved through a temporary directory then removed", setup: files("d/", "d/f"),
+			name: "directory moved through a temporary directory then removed", setup: files("d/", "d/f"), fsOnly: true,
 			run: func(t *testing.T, s *session, dir string) {
 				sh(t, dir, "mkdir tmp && mv d tmp/d && mv tmp/d e && rm -r e")
 			},

@@ -227,6 +227,13 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		}
 		if dir && oldPath != "" && path != "" {
 			c.renameDir(raw, i, obj, oldPath, path)
+		} else if dir && oldPath != "" {
+			// Moved where no name is known yet: the cached names below
+			// the old path are wrong now; they are named afresh.
+			c.dirs.dropPrefix(oldPath)
+			if obj.Valid() {
+				c.dirs.del(obj.Key)
+			}
 		}
 		if obj.Valid() && path != "" {
 			c.named(b, obj.Key, path)
@@ -353,6 +360,9 @@ func (c *Capture) deletedDir(b *batch, obj *kernel.Handle, next []kernel.RawEven
 	if p, w, ok := c.unlinkedName(b, obj, next, len(next)); ok {
 		return p, w
 	}
+	if p, ok := c.gone.take(obj.Key); ok {
+		return p, wait{} // its delete came first
+	}
 	p, _ := c.dirs.get(obj.Key)
 	if !c.feat.TargetFID {
 		return p, wait{}
@@ -421,7 +431,7 @@ func (c *Capture) movedName(b *batch, obj *kernel.Handle, prev []kernel.RawEvent
 
 // renameDir moves a renamed directory's cached subtree. renameat2
 // RENAME_EXCHANGE queues two rename records, one per side: the first
-// swaps the two subtrees, the second has nothing left to do.
+// forgets both subtrees, the second has nothing left to do.
 func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, oldPath, path string) {
 	r := &raw[i]
 	if c.swapped != "" && obj.Valid() && string(obj.Key) == c.swapped {
@@ -434,7 +444,12 @@ func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, ol
 		if p.Mask&kernel.FanRename != 0 && p.Pid == r.Pid && p.OldDir.Valid() && p.NewDir.Valid() &&
 			string(p.OldName) == string(r.NewName) && string(p.NewName) == string(r.OldName) &&
 			string(p.OldDir.Key) == string(r.NewDir.Key) && string(p.NewDir.Key) == string(r.OldDir.Key) {
-			c.dirs.swapPrefix(oldPath, path)
+			// The two subtrees traded places. Forget both rather than swap
+			// them: a directory resolved by handle after the exchange
+			// (the reader lags) is already right, and a swap would undo
+			// it; what is forgotten is resolved again.
+			c.dirs.dropPrefix(oldPath)
+			c.dirs.dropPrefix(path)
 			if p.Mask&kernel.FanOnDir != 0 && p.FID.Valid() {
 				c.swapped = string(p.FID.Key)
 			}
@@ -471,6 +486,11 @@ func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *ker
 	}
 	if dir && m&kernel.FanDelete != 0 {
 		c.dirs.del(obj.Key)
+		if c.want.has(record.ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
+			// Its delete_self may come later still (btrfs evicts the
+			// inode after the rmdir returns).
+			c.gone.put(obj.Key, path)
+		}
 	}
 }
 
