@@ -486,7 +486,7 @@ func (c *Capture) dirChange(prev []kernel.RawEvent, r *kernel.RawEvent, obj *ker
 	}
 	if dir && m&kernel.FanDelete != 0 {
 		c.dirs.del(obj.Key)
-		if c.want.has(record.ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
+		if c.want.has(ActionDeleteSelf) && !deleteSelfBefore(prev, obj) {
 			// Its delete_self may come later still (btrfs evicts the
 			// inode after the rmdir returns).
 			c.gone.put(obj.Key, path)
