@@ -2,7 +2,6 @@ package audit
 
 import (
 	"slices"
-
 )
 
 // wait says that an event's path is not known yet: it is the path of the
