@@ -90,6 +90,8 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type", "stats_interval = true\n", "stats_interval", 1},
 		{"zero shutdown", "shutdown_timeout = \"0s\"\n", "shutdown_timeout", 1},
 		{"read buffer", "[capture]\n\nread_buffer = 12\n", "capture.read_buffer", 3},
+		{"scope", "[capture]\nscope = \"tree\"\n", "capture.scope", 2},
+		{"subtree max dirs", "[capture]\nsubtree_max_dirs = 0\n", "capture.subtree_max_dirs", 2},
 		{"hash workers", "[enrich.hash]\nworkers = 0\n", "enrich.hash.workers", 2},
 		{"log level", "[logging]\nlevel = \"loud\"\n", "logging.level", 2},
 		{"log format", "[logging]\nformat = \"xml\"\n", "logging.format", 2},
