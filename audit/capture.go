@@ -171,6 +171,7 @@ type Capture struct {
 	// Reader state, touched only by Run.
 	dirs     *pathCache      // directory handle → path
 	verdicts map[string]bool // directory handle → nothing in it is in scope, see dropOutside
+	drop     []bool          // dropPass's flags, reused
 	gone     *pathCache      // unlinked files still referenced → path, for delete_self
 	buf      []byte
 	raw      []kernel.RawEvent

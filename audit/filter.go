@@ -147,6 +147,31 @@ func (s *scope) outside(p string) bool {
 	return true
 }
 
+// dropPass marks the events dropOutside drops, before the batch's slices
+// are sized; nil when none is dropped (or in fd mode, where no event has
+// a directory handle).
+func (c *Capture) dropPass(b *batch, raw []kernel.RawEvent) []bool {
+	if c.fdMode {
+		return nil
+	}
+	var drop []bool
+	for i := range raw {
+		r := &raw[i]
+		if r.Err != nil || r.Mask&kernel.FanQOverflow != 0 || !c.dropOutside(b, raw, i) {
+			continue
+		}
+		if drop == nil {
+			if cap(c.drop) < len(raw) {
+				c.drop = make([]bool, len(raw))
+			}
+			drop = c.drop[:len(raw)]
+			clear(drop)
+		}
+		drop[i] = true
+	}
+	return drop
+}
+
 // verdictCacheSize bounds the per-directory scope verdicts; when full, an
 // arbitrary entry goes, which costs one lookup of a cached path later.
 const verdictCacheSize = 1 << 14

@@ -86,21 +86,27 @@ func otherRename(raw []kernel.RawEvent, i int) bool {
 func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Event {
 	// One Event per action bit at most, plus a possible decode loss: one
 	// exact-size allocation instead of regrowing.
-	nev := 1
+	// Events dropped by their directory's scope verdict cost nothing more.
+	b := batch{now: now}
+	drop := c.dropPass(&b, raw)
+	nev, nraw := 1, 0
 	for i := range raw {
-		nev += max(1, bits.OnesCount64(raw[i].Mask&allActionBits))
+		if drop == nil || !drop[i] {
+			nraw++
+			nev += max(1, bits.OnesCount64(raw[i].Mask&allActionBits))
+		}
 	}
-	b := batch{
-		now: now,
-		evs: make([]Event, 0, nev),
-	}
+	b.evs = make([]Event, 0, nev)
 	if c.fdMode {
-		b.stats = make([]kernel.Stat, 0, len(raw))
+		b.stats = make([]kernel.Stat, 0, nraw)
 	} else {
-		b.fids = make([]fileID, 0, len(raw))
-		b.arena = make([]byte, 0, 16*len(raw))
+		b.fids = make([]fileID, 0, nraw)
+		b.arena = make([]byte, 0, 16*nraw)
 	}
 	for i := 0; i < len(raw); i++ {
+		if drop != nil && drop[i] {
+			continue
+		}
 		if c.event(&b, raw, i) {
 			i++ // the next event was paired with this one
 		}
@@ -162,7 +168,6 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 		b.evs = append(b.evs, c.lostEvent(b.now, ReasonKernelOverflow))
 	case c.fdMode:
 		c.fdEvent(b, r)
-	case c.dropOutside(b, raw, i):
 	default:
 		return c.fidEvent(b, raw, i)
 	}
