@@ -93,7 +93,7 @@ func TestRuntimeFailure(t *testing.T) {
 	defer ln.Close()
 	watched := testutil.TmpfsMount(t, "1m")
 	cfg := fmt.Sprintf("paths = [%q]\n[metrics]\nenabled = true\nlisten = %q\n", watched, ln.Addr().String())
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	if code := a.wait(); code != 1 {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, a.stderr())
 	}

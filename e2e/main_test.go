@@ -84,6 +84,12 @@ func (a *agent) output() []byte {
 // drained into a buffer nobody reads.
 func start(t *testing.T, keepStdout bool, args ...string) *agent {
 	t.Helper()
+	return startTo(t, keepStdout, nil, args...)
+}
+
+// startTo is start with stdout going to out when out is not nil.
+func startTo(t *testing.T, keepStdout bool, out *os.File, args ...string) *agent {
+	t.Helper()
 	a := &agent{t: t, cmd: exec.Command(binary, args...), grew: make(chan struct{}), done: make(chan struct{}), stderrDone: make(chan struct{})}
 	a.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	stderr, err := a.cmd.StderrPipe()
@@ -94,6 +100,8 @@ func start(t *testing.T, keepStdout bool, args ...string) *agent {
 		if a.stdout, err = a.cmd.StdoutPipe(); err != nil {
 			t.Fatal(err)
 		}
+	} else if out != nil {
+		a.cmd.Stdout = out
 	} else {
 		a.cmd.Stdout = io.Discard
 	}
@@ -281,6 +289,25 @@ func finalSink(t *testing.T, final map[string]any, name string) map[string]float
 	}
 	t.Fatalf("final stats have no sink %q: %v", name, final)
 	return nil
+}
+
+// runConfig writes body for `fanaudit run` with state_dir set to a fresh
+// temp dir (inserted before the first table), so that no test reads or
+// leaves a run marker in the machine's /var/lib/fanaudit.
+func runConfig(t *testing.T, body string) string {
+	t.Helper()
+	return writeConfig(t, withStateDir(body, filepath.Join(t.TempDir(), "state")))
+}
+
+func withStateDir(body, dir string) string {
+	line := fmt.Sprintf("state_dir = %q\n", dir)
+	lines := strings.SplitAfter(body, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "[") {
+			return strings.Join(lines[:i], "") + line + strings.Join(lines[i:], "")
+		}
+	}
+	return body + "\n" + line
 }
 
 func writeConfig(t *testing.T, body string) string {

@@ -24,7 +24,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	outDir := testutil.TmpfsMount(t, "16m")
 	out := filepath.Join(outDir, "events.json")
 	cfg := fileSinkConfig(watched, out, "") + "\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	serving := a.waitLog("serving /metrics and /healthz", startTimeout)
 	a.waitLog("running", startTimeout)
 	base := fmt.Sprintf("http://%s", serving["listen"])
@@ -108,7 +108,7 @@ func TestKernelOverflow(t *testing.T) {
 	outDir := testutil.TmpfsMount(t, "256m")
 	out := filepath.Join(outDir, "events.json")
 	cfg := strings.Replace(fileSinkConfig(watched, out, ""), `events = ["create", "close_write", "rename", "delete"]`, `events = ["create"]`, 1)
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	a.signal(syscall.SIGSTOP)
 	const n = 20000 // the kernel's default queue holds 16384 events

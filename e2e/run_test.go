@@ -53,7 +53,7 @@ func TestRunFileSink(t *testing.T) {
 	watched := testutil.TmpfsMount(t, "16m")
 	outDir := testutil.TmpfsMount(t, "16m")
 	out := filepath.Join(outDir, "events.json")
-	a := start(t, false, "run", "--config", writeConfig(t, fileSinkConfig(watched, out, "")))
+	a := start(t, false, "run", "--config", runConfig(t, fileSinkConfig(watched, out, "")))
 	a.waitLog("running", startTimeout)
 
 	me := os.Getpid()
@@ -116,7 +116,7 @@ func TestNoFeedbackLoop(t *testing.T) {
 	watched := testutil.TmpfsMount(t, "16m")
 	out := filepath.Join(watched, "log", "events.json")
 	cfg := strings.Replace(fileSinkConfig(watched, out, ""), `events = ["create", "close_write", "rename", "delete"]`, `events = []`, 1)
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	for i := 0; i < 20; i++ {
 		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("f%d", i)), []byte("x"), 0o644); err != nil {
@@ -160,7 +160,7 @@ when_full = "drop_newest"
 queue_size = 16
 `
 	cfg = strings.Replace(cfg, `events = ["create", "close_write", "rename", "delete"]`, `events = ["create"]`, 1)
-	a := start(t, true, "run", "--config", writeConfig(t, cfg))
+	a := start(t, true, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	// 3000 records of ~500 bytes overflow the 64 KiB pipe and the queue.
 	const n = 3000
@@ -231,7 +231,7 @@ func TestFullDisk(t *testing.T) {
 	cfg := fileSinkConfig(watched, out, "")
 	cfg = strings.Replace(cfg, `events = ["create", "close_write", "rename", "delete"]`, `events = ["create"]`, 1)
 	cfg = strings.Replace(cfg, "name = \"out\"\ntype = \"file\"\n", "name = \"out\"\ntype = \"file\"\nwhen_full = \"drop_newest\"\nqueue_size = 32\n", 1)
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	for i := 0; i < 500; i++ {
 		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("before-%04d", i)), nil, 0o644); err != nil {
@@ -342,7 +342,7 @@ func TestSIGHUPReopens(t *testing.T) {
 	watched := testutil.TmpfsMount(t, "16m")
 	outDir := testutil.TmpfsMount(t, "16m")
 	out := filepath.Join(outDir, "events.json")
-	a := start(t, false, "run", "--config", writeConfig(t, fileSinkConfig(watched, out, "")))
+	a := start(t, false, "run", "--config", runConfig(t, fileSinkConfig(watched, out, "")))
 	a.waitLog("running", startTimeout)
 	if err := os.WriteFile(filepath.Join(watched, "one"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -393,7 +393,7 @@ type = "stdout"
 when_full = "block"
 queue_size = 16
 `, watched)
-	a := start(t, true, "run", "--config", writeConfig(t, cfg))
+	a := start(t, true, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	for i := 0; i < 2000; i++ {
 		f, err := os.Create(filepath.Join(watched, fmt.Sprintf("s%05d", i)))
@@ -424,7 +424,7 @@ func TestNoFeedbackLoopRotation(t *testing.T) {
 	out := filepath.Join(logDir, "events.json")
 	cfg := strings.Replace(fileSinkConfig(watched, out, ""), `events = ["create", "close_write", "rename", "delete"]`, `events = []`, 1)
 	cfg = strings.Replace(cfg, "max_size_mb = 0\n", "max_size_mb = 1\ncompress = true\nmax_backups = 0\n", 1)
-	a := start(t, false, "run", "--config", writeConfig(t, cfg))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 	const n = 800 // about four records each: over 1 MiB of output
 	for i := 0; i < n; i++ {

@@ -87,7 +87,7 @@ func TestUnsafeOutputPaths(t *testing.T) {
 				// spool.dir is a key of the [sinks.kafka.spool] table.
 				cfg = strings.Replace(cfg, "spool.dir = ", "[sinks.kafka.spool]\ndir = ", 1)
 			}
-			a := start(t, false, "run", "--config", writeConfig(t, cfg))
+			a := start(t, false, "run", "--config", runConfig(t, cfg))
 			code := a.wait()
 			errs := a.stderr()
 			if code != 2 {

@@ -37,9 +37,10 @@ func validLine(line []byte) bool {
 // get out are settled as failed with reason sink_error, so the pipeline
 // announces them to the other sinks, and the sink goes on with the next
 // batch; when writing works again, so does the stream. A line a write cut
-// in two is never left torn: on a regular file the file is cut back to
-// its last whole line, elsewhere the rest of the line is written first
-// when writing works again.
+// in two is failed too, and on a regular file the file is cut back to its
+// last whole line. On a pipe a write only stops inside a line when the
+// reader went away (EPIPE) or at the shutdown timeout, and the bytes that
+// got out cannot be taken back.
 type Stdout struct {
 	w   io.Writer
 	log zerolog.Logger
@@ -68,7 +69,6 @@ type stdoutRun struct {
 	in      Input
 	buf     []byte // whole lines not yet written
 	pending int    // items whose lines are in buf
-	tail    []byte // the rest of a line a failed write cut, to be written first
 	failing bool   // in a streak of failed writes
 }
 
@@ -89,10 +89,6 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 		items, err = in.Next(ctx, items)
 		if err != nil {
 			r.flush()
-			if r.tail != nil {
-				in.Failed(1, record.ReasonSinkError)
-				r.tail = nil
-			}
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -118,14 +114,6 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 
 // flush writes the buffered lines and settles their items.
 func (r *stdoutRun) flush() {
-	if r.tail != nil {
-		if _, err := r.s.w.Write(r.tail); err != nil {
-			r.fail(err, 0)
-			return
-		}
-		r.tail = nil
-		r.in.Delivered(1) // the line a failed write had cut, now whole
-	}
 	if r.pending == 0 {
 		return
 	}
@@ -148,16 +136,8 @@ func (r *stdoutRun) fail(err error, n int) {
 	whole := bytes.Count(r.buf[:n], []byte{'\n'})
 	r.in.Delivered(whole)
 	lost := r.pending - whole
-	if cut := n - (bytes.LastIndexByte(r.buf[:n], '\n') + 1); cut > 0 {
-		// A line is torn: cut it off a regular file, or hold its rest
-		// (and its item) until writing works again.
-		lost--
-		end := n + bytes.IndexByte(r.buf[n:], '\n') + 1
-		if !r.truncate(int64(cut)) {
-			r.tail = append([]byte(nil), r.buf[n:end]...)
-		} else {
-			lost++
-		}
+	if cut := n - (bytes.LastIndexByte(r.buf[:n], '\n') + 1); cut > 0 && !r.truncate(int64(cut)) {
+		r.s.log.Warn().Int("bytes", cut).Msg("a failed write left part of a line in a stream that cannot be cut back")
 	}
 	if lost > 0 {
 		r.in.Failed(lost, record.ReasonSinkError)

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -23,6 +24,8 @@ import (
 	"github.com/fanaudit/fanaudit/internal/metrics"
 	"github.com/fanaudit/fanaudit/internal/pipeline"
 	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/runstate"
+	"github.com/fanaudit/fanaudit/internal/safefile"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
@@ -83,6 +86,50 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	// that fails below (Close is idempotent).
 	defer closeSinks()
 
+	// The run marker: only the config-driven agent keeps one (watch is a
+	// terminal tool and may run beside it).
+	var marker *runstate.Marker
+	var restart *record.Record
+	if source != "watch" {
+		var prev *runstate.Previous
+		marker, prev, err = runstate.Begin(cfg.StateDir, "state_dir", runID, time.Now())
+		var se *safefile.Error
+		switch {
+		case errors.As(err, &se):
+			return wrapConfig(cfg.KeyError(source, "state_dir", fmt.Errorf("%s: %s", se.Path, se.Reason)))
+		case err != nil:
+			// A read-only or busy state directory costs the restart
+			// record, not the audit trail.
+			log.Error().Err(err).Msg("no run marker: an unclean stop of this run will not be announced by the next")
+			marker, prev = nil, nil
+		default:
+			defer marker.Close()
+		}
+		if prev != nil {
+			restart = restartRecord(prev, enr.Host())
+			log.Warn().Str("previous_run_id", prev.RunID).Msg("the previous run did not stop cleanly; announced as events_lost (agent_restart)")
+		}
+	}
+	// A marker is only left behind by a run that did not stop cleanly: a
+	// setup that fails, or a run that ends well, removes it.
+	clean := true
+	defer func() {
+		if marker != nil && clean {
+			if err := marker.Clean(); err != nil {
+				log.Error().Err(err).Msg("removing the run marker")
+			}
+		}
+	}()
+
+	var checkpoint func(uint64)
+	if marker != nil {
+		checkpoint = func(seq uint64) {
+			if err := marker.Update(seq); err != nil {
+				log.Warn().Err(err).Msg("updating the run marker")
+			}
+		}
+	}
+
 	stages := &pipeline.Stages[audit.Event]{
 		Capture: capt.Run,
 		Enrich:  enr.Run,
@@ -97,7 +144,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		SinkFailingAfter: cfg.Health.SinkFailingAfter.Duration,
 		Host:             enr.Host(),
 		// Colour is for watch --format text on a terminal.
-		Encoding: record.Options{RunID: runID, Version: version, Color: isTerminal(stdout)},
+		Encoding:   record.Options{RunID: runID, Version: version, Color: isTerminal(stdout)},
+		Start:      restart,
+		Checkpoint: checkpoint,
 		StatsHook: func(e *zerolog.Event) {
 			e.Uint64("captured", capt.Stats().Emitted).Interface("capture", capt.Stats()).Interface("enrich", enr.Stats())
 		},
@@ -129,6 +178,10 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		}
 	}
 
+	// SIGHUP reopens the outputs from now on: registered before "running"
+	// is logged, so that a logrotate that waits for it is never ignored.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	setupDone()
 	log.Info().Str("config", source).Str("version", version).Strs("paths", cfg.Paths).Int("sinks", len(specs)).Bool("fid_mode", !capt.FDMode()).Msg("running")
 
@@ -147,12 +200,15 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		reopenOnHUP(aux, p, log)
+		reopenOnHUP(aux, hup, p, log)
 	}()
 
 	err = p.Run(benchRunContext(ctx, log))
 	stopAux()
 	wg.Wait()
+	// Not every record was flushed (a failure, the shutdown timeout): the
+	// marker stays, and the next run says so.
+	clean = err == nil
 
 	if err != nil {
 		return err
@@ -160,10 +216,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	return metricsErr
 }
 
-// reopenOnHUP reopens every sink's output on SIGHUP (logrotate).
-func reopenOnHUP(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+// reopenOnHUP reopens every sink's output on SIGHUP (logrotate), from
+// hup, which the caller registered before the agent said it runs.
+func reopenOnHUP(ctx context.Context, hup <-chan os.Signal, p *pipeline.Pipeline, log zerolog.Logger) {
 	// Back to ignoring, not to the default action (which kills): a SIGHUP
 	// while the agent drains is as harmless as one during start-up.
 	defer signal.Ignore(syscall.SIGHUP)
@@ -227,6 +282,22 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy, Format: s.Format})
 	}
 	return specs, comps, closeAll, nil
+}
+
+// restartRecord is the events_lost record that opens a run following one
+// that did not stop cleanly: how much it lost is unknown (no count).
+func restartRecord(prev *runstate.Previous, host *record.Host) *record.Record {
+	return &record.Record{
+		Timestamp: time.Now(),
+		Action:    record.ActionEventsLost,
+		Host:      host,
+		Fanaudit: record.Meta{Lost: record.Lost{
+			Reason:          record.ReasonAgentRestart,
+			PreviousRunID:   prev.RunID,
+			LastSequence:    prev.LastSequence,
+			HasLastSequence: prev.HasLastSequence,
+		}},
+	}
 }
 
 // newRunID makes the run id: fanaudit.run_id and the per-run part of

@@ -70,6 +70,13 @@ type Options struct {
 	// Start, when set, is emitted first, before any record of the source:
 	// the agent_restart record of a run that follows an unclean stop.
 	Start *record.Record
+	// Checkpoint, when set, is called now and then (every
+	// CheckpointInterval, and once at the end) with the last
+	// event.sequence every sink has settled: the run marker's
+	// last_sequence.
+	Checkpoint func(seq uint64)
+	// CheckpointInterval defaults to five seconds.
+	CheckpointInterval time.Duration
 	// Now is the clock, for tests; default time.Now.
 	Now func() time.Time
 }
@@ -122,6 +129,9 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 5 * time.Second
 	}
 	p := &Pipeline{opts: opts, log: log.With().Str("component", "pipeline").Logger()}
 	seen := map[string]bool{}
@@ -258,12 +268,22 @@ func (p *Pipeline) watch(ctx context.Context) {
 		defer t.Stop()
 		statsC = t.C
 	}
+	var checkC <-chan time.Time
+	var settled settledTracker
+	if p.opts.Checkpoint != nil {
+		t := time.NewTicker(p.opts.CheckpointInterval)
+		defer t.Stop()
+		checkC = t.C
+		defer func() { p.opts.Checkpoint(settled.observe(p.Stats())) }()
+	}
 	prev := p.Stats()
 	prevAt := p.opts.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-checkC:
+			p.opts.Checkpoint(settled.observe(p.Stats()))
 		case <-sample.C:
 			p.sampleProgress()
 		case <-statsC:

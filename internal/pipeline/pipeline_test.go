@@ -1005,3 +1005,75 @@ func TestFormatsEncodedOncePerFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestStartRecordAndCheckpoint: the Start record (agent_restart) opens the
+// stream with sequence 1, and the checkpoint ends at the last sequence,
+// every record being settled.
+func TestStartRecordAndCheckpoint(t *testing.T) {
+	src := newSource(10, 3)
+	sink := newSink(10)
+	var mu sync.Mutex
+	var last uint64
+	start := &record.Record{Action: record.ActionEventsLost, Fanaudit: record.Meta{Lost: record.Lost{
+		Reason: record.ReasonAgentRestart, PreviousRunID: "before", LastSequence: 41, HasLastSequence: true}}}
+	p, err := New(Options{Source: src, Start: start, CheckpointInterval: time.Millisecond,
+		Checkpoint: func(seq uint64) { mu.Lock(); last = seq; mu.Unlock() },
+		Sinks:      []SinkSpec{{Name: "s", Sink: sink, QueueSize: 4}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, done := runPipeline(t, p)
+	<-sink.reached
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	items := sink.got()
+	if len(items) != 11 || !items[0].Loss || items[0].Seq != 1 {
+		t.Fatalf("items %d, first %+v", len(items), items[0])
+	}
+	var l struct {
+		Fanaudit struct {
+			Lost struct {
+				Reason        string `json:"reason"`
+				PreviousRunID string `json:"previous_run_id"`
+				LastSequence  uint64 `json:"last_sequence"`
+			} `json:"lost"`
+		} `json:"fanaudit"`
+	}
+	if err := json.Unmarshal(items[0].Line, &l); err != nil || l.Fanaudit.Lost.Reason != "agent_restart" ||
+		l.Fanaudit.Lost.PreviousRunID != "before" || l.Fanaudit.Lost.LastSequence != 41 {
+		t.Fatalf("start record %s (%v)", items[0].Line, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last != 11 {
+		t.Errorf("last checkpoint %d, want 11", last)
+	}
+}
+
+func TestSettledTracker(t *testing.T) {
+	var tr settledTracker
+	st := func(recv, settled []uint64) Stats {
+		var s Stats
+		for i := range recv {
+			s.Sinks = append(s.Sinks, queue.Stats{Received: recv[i], Delivered: settled[i]})
+		}
+		return s
+	}
+	steps := []struct {
+		recv, settled []uint64
+		want          uint64
+	}{
+		{[]uint64{10, 10}, []uint64{10, 4}, 0},   // sink 2 lags
+		{[]uint64{20, 20}, []uint64{20, 10}, 10}, // sink 2 caught up with sample 1
+		{[]uint64{30, 30}, []uint64{30, 30}, 30},
+		{[]uint64{35, 34}, []uint64{30, 30}, 30}, // mid-push: the smaller count
+		{[]uint64{35, 35}, []uint64{35, 35}, 35},
+	}
+	for i, s := range steps {
+		if got := tr.observe(st(s.recv, s.settled)); got != s.want {
+			t.Fatalf("step %d: settled %d, want %d", i, got, s.want)
+		}
+	}
+}

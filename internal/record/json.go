@@ -457,6 +457,10 @@ func (f *Meta) appendJSON(b []byte, hashStatus string) []byte {
 	b = strField(b, "reason", f.Lost.Reason)
 	b = strField(b, "sink", f.Lost.Sink)
 	b = strField(b, "previous_run_id", f.Lost.PreviousRunID)
+	if f.Lost.HasLastSequence {
+		b = key(b, "last_sequence")
+		b = strconv.AppendUint(b, f.Lost.LastSequence, 10)
+	}
 	b = closeObj(b, m2)
 	if hashStatus != "" {
 		b = key(b, "hash")

@@ -198,6 +198,10 @@ type Lost struct {
 	// PreviousRunID names the earlier agent run whose records these were,
 	// when a sink lost them in a later run (a replayed spool).
 	PreviousRunID string
+	// LastSequence is, for agent_restart, the last event.sequence of the
+	// previous run known to be settled (delivered or announced lost).
+	LastSequence    uint64
+	HasLastSequence bool
 }
 
 // Loss reasons used across the agent.
@@ -207,6 +211,10 @@ const (
 	// ReasonSinkError: a sink gave up on records it had taken (e.g. a
 	// Kafka permanent error that was dead-lettered, a broken stdout pipe).
 	ReasonSinkError = "sink_error"
+	// ReasonAgentRestart: the previous agent run ended without a clean
+	// stop (SIGKILL, a crash, power loss); what it had not delivered is
+	// unknown. Carries previous_run_id and, where known, last_sequence.
+	ReasonAgentRestart = "agent_restart"
 	// ReasonDeadLetter: a record the sink's destination can never take
 	// (Kafka: too large, invalid), written to the dead-letter file.
 	ReasonDeadLetter = "dead_letter"

@@ -144,6 +144,8 @@ type agent struct {
 func startAgent(t *testing.T, bin, work, cfg string) *agent {
 	t.Helper()
 	cfgPath := filepath.Join(work, "config.toml")
+	// The run marker goes to the test's own state dir, never the machine's.
+	cfg = fmt.Sprintf("state_dir = %q\n", filepath.Join(work, "state")) + cfg
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
