@@ -77,7 +77,7 @@ type = "stdout"
 when_full = "drop_newest"
 queue_size = 1
 `, watched, ecsOut, ocsfOut)
-	a := start(t, true, "run", "--config", writeConfig(t, cfg))
+	a := start(t, true, "run", "--config", runConfig(t, cfg))
 	a.waitLog("running", startTimeout)
 
 	// create, write, read, rename, chmod

@@ -87,7 +87,8 @@ func TestUnsafeOutputPaths(t *testing.T) {
 				// spool.dir is a key of the [sinks.kafka.spool] table.
 				cfg = strings.Replace(cfg, "spool.dir = ", "[sinks.kafka.spool]\ndir = ", 1)
 			}
-			a := start(t, false, "run", "--config", runConfig(t, cfg))
+			// Exit 2 before any state is touched; raw config, for its lines.
+			a := start(t, false, "run", "--config", writeConfig(t, cfg))
 			code := a.wait()
 			errs := a.stderr()
 			if code != 2 {
@@ -121,7 +122,7 @@ func TestOutputDeletedUnderAgent(t *testing.T) {
 	watched := testutil.TmpfsMount(t, "16m")
 	outDir := testutil.TmpfsMount(t, "16m")
 	out := filepath.Join(outDir, "events.json")
-	a := start(t, false, "run", "--config", writeConfig(t, fileSinkConfig(watched, out, "")))
+	a := start(t, false, "run", "--config", runConfig(t, fileSinkConfig(watched, out, "")))
 	a.waitLog("running", startTimeout)
 	if err := os.WriteFile(filepath.Join(watched, "before"), nil, 0o644); err != nil {
 		t.Fatal(err)
