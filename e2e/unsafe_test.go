@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,5 +171,75 @@ func TestOutputDeletedUnderAgent(t *testing.T) {
 	}
 	if s := finalSink(t, final, "out"); s["dropped"] != 0 || s["in_flight"] != 0 || s["delivered"] != final["produced"] {
 		t.Errorf("final stats %v", final)
+	}
+}
+
+// TestSwappedLinkOnSIGHUP: the agent writes into a sticky root-owned
+// directory (like /tmp). Its file is moved away, nobody plants a link to
+// a root-owned victim at the path, and SIGHUP asks for a reopen. The
+// reopen is refused and logged, the victim stays byte-identical, and
+// every record is in the moved file, gapless.
+func TestSwappedLinkOnSIGHUP(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	m := testutil.TmpfsMount(t, "16m")
+	if err := os.Chmod(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(m, "log")
+	if err := os.Mkdir(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(outDir, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(m, "victim")
+	want := []byte("root:secret:1\nroot:secret:2 (no newline)")
+	if err := os.WriteFile(victim, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(outDir, "events.json")
+	a := start(t, false, "run", "--config", writeConfig(t, fileSinkConfig(watched, out, "")))
+	a.waitLog("running", startTimeout)
+	if err := os.WriteFile(filepath.Join(watched, "one"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if b, _ := os.ReadFile(out); bytes.Count(b, []byte("\n")) >= 2 {
+			break
+		}
+		a.waitAnyLogOrTick()
+	}
+	if err := os.Rename(out, out+".1"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--", "ln", "-s", victim, out}
+	if b, err := exec.Command("setpriv", args...).CombinedOutput(); err != nil {
+		t.Fatalf("as nobody: %v: %s", err, b)
+	}
+	a.signal(syscall.SIGHUP)
+	a.waitLog("SIGHUP: reopen failed", 10*time.Second)
+	for i := range 20 {
+		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("two-%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.stop()
+	final := a.waitLog("final stats", time.Second)
+	data, err := os.ReadFile(out + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := parseRecords(t, data)
+	checkGapless(t, recs)
+	if float64(len(recs)) != final["produced"] {
+		t.Errorf("moved file holds %d records, the agent produced %v", len(recs), final["produced"])
+	}
+	got, err := os.ReadFile(victim)
+	if fi, serr := os.Lstat(victim); err != nil || serr != nil || !bytes.Equal(got, want) || fi.Mode() != 0o600 {
+		t.Errorf("victim changed: %q %v %v", got, err, serr)
+	}
+	if fi, err := os.Lstat(out); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the planted link was touched: %v %v", fi, err)
 	}
 }
