@@ -66,23 +66,30 @@ func sinkOptionsOf(cfg *config.Config, source string) ([]sinkOptions, error) {
 		case config.SinkFile:
 			so.File = fileOptions(s.File)
 			if err := so.File.Validate(); err != nil {
-				var oe *sinks.OptionError
-				if errors.As(err, &oe) {
-					return nil, cfg.KeyError(source, key+".file."+oe.Key, oe.Err)
-				}
-				return nil, cfg.KeyError(source, key+".file", err)
+				return nil, stageError(cfg, source, key+".file", err)
 			}
 		case config.SinkKafka:
 			so.Kafka = kafkaConfig(s.Kafka)
 			if err := so.Kafka.Validate(); err != nil {
 				// kafka's own checks beyond the config's (a spool segment
 				// must hold one message plus its framing).
-				return nil, cfg.KeyError(source, key+".kafka", err)
+				return nil, stageError(cfg, source, key+".kafka", err)
 			}
 		}
 		out = append(out, so)
 	}
 	return out, nil
+}
+
+// stageError names the key a sink package rejected (its
+// *sinks.OptionError says which, relative to the sink's table), else the
+// table itself.
+func stageError(cfg *config.Config, source, table string, err error) error {
+	var oe *sinks.OptionError
+	if errors.As(err, &oe) {
+		return cfg.KeyError(source, table+"."+oe.Key, oe.Err)
+	}
+	return cfg.KeyError(source, table, err)
 }
 
 func fileOptions(f *config.FileSink) sinks.FileOptions {

@@ -189,11 +189,11 @@ func TestPlainWithoutTLSWarns(t *testing.T) {
 
 // TestStageRejectionNamesKey: a value the config accepts but a stage
 // rejects (a spool segment too small for one message plus framing)
-// still names the key's table and line.
+// still names the key and its line.
 func TestStageRejectionNamesKey(t *testing.T) {
 	body := "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [\"b:1\"]\ntopic = \"t\"\nmax_message_bytes = 1048576\n[sinks.kafka.spool]\nsegment_bytes = 1048576\nmax_bytes = 4194304\n"
 	code, _, errs := runCmd(t, "check-config", "--config", writeFile(t, body))
-	if code != exitUsage || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, ":4: key sinks[0].kafka:") {
+	if code != exitUsage || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, ":9: key sinks[0].kafka.spool.segment_bytes:") {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}
 }

@@ -128,53 +128,53 @@ func Defaults() Config {
 // Validate checks every key and names the offending one in the error.
 func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
-		return errors.New("brokers: at least one broker address is required")
+		return keyErr("brokers", "at least one broker address is required")
 	}
 	for _, b := range c.Brokers {
 		if b == "" || !strings.Contains(b, ":") {
-			return fmt.Errorf("brokers: %q is not host:port", b)
+			return keyErr("brokers", "%q is not host:port", b)
 		}
 	}
 	if c.Topic == "" {
-		return errors.New("topic: required")
+		return keyErr("topic", "required")
 	}
 	switch c.Key {
 	case "host_id", "path", "none":
 	default:
-		return fmt.Errorf("key: %q is not one of host_id, path, none", c.Key)
+		return keyErr("key", "%q is not one of host_id, path, none", c.Key)
 	}
 	switch c.RequiredAcks {
 	case "all":
 	case "one", "none":
 		if !c.AllowLossy {
-			return fmt.Errorf("required_acks: %q can lose acknowledged events; set allow_lossy = true to accept that", c.RequiredAcks)
+			return keyErr("required_acks", "%q can lose acknowledged events; set allow_lossy = true to accept that", c.RequiredAcks)
 		}
 	default:
-		return fmt.Errorf("required_acks: %q is not one of all, one, none", c.RequiredAcks)
+		return keyErr("required_acks", "%q is not one of all, one, none", c.RequiredAcks)
 	}
 	if _, err := compressionCodec(c.Compression); err != nil {
 		return err
 	}
 	if c.BatchSize < 1 {
-		return fmt.Errorf("batch_size: %d must be at least 1", c.BatchSize)
+		return keyErr("batch_size", "%d must be at least 1", c.BatchSize)
 	}
 	if c.MaxMessageBytes < 1024 {
-		return fmt.Errorf("max_message_bytes: %d must be at least 1024", c.MaxMessageBytes)
+		return keyErr("max_message_bytes", "%d must be at least 1024", c.MaxMessageBytes)
 	}
 	if c.BatchBytes < c.MaxMessageBytes {
-		return fmt.Errorf("batch_bytes: %d must be at least max_message_bytes (%d)", c.BatchBytes, c.MaxMessageBytes)
+		return keyErr("batch_bytes", "%d must be at least max_message_bytes (%d)", c.BatchBytes, c.MaxMessageBytes)
 	}
 	if c.BatchTimeout.Duration <= 0 {
-		return fmt.Errorf("batch_timeout: %s must be positive", c.BatchTimeout.Duration)
+		return keyErr("batch_timeout", "%s must be positive", c.BatchTimeout.Duration)
 	}
 	if c.MaxInFlightByte < c.BatchBytes {
-		return fmt.Errorf("max_in_flight_bytes: %d must be at least batch_bytes (%d)", c.MaxInFlightByte, c.BatchBytes)
+		return keyErr("max_in_flight_bytes", "%d must be at least batch_bytes (%d)", c.MaxInFlightByte, c.BatchBytes)
 	}
 	if c.WriteTimeout.Duration <= 0 {
-		return fmt.Errorf("write_timeout: %s must be positive", c.WriteTimeout.Duration)
+		return keyErr("write_timeout", "%s must be positive", c.WriteTimeout.Duration)
 	}
 	if _, err := sinks.ParsePolicy(c.WhenFull); err != nil {
-		return fmt.Errorf("when_full: %w", err)
+		return keyErr("when_full", "%w", err)
 	}
 	if err := c.TLS.validate(); err != nil {
 		return err
@@ -188,12 +188,12 @@ func (c Config) Validate() error {
 func (t TLS) validate() error {
 	if !t.Enabled {
 		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
-			return errors.New("tls.enabled: files are set but tls.enabled is false")
+			return keyErr("tls.enabled", "files are set but tls.enabled is false")
 		}
 		return nil
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		return errors.New("tls.cert_file: cert_file and key_file must be set together")
+		return keyErr("tls.cert_file", "cert_file and key_file must be set together")
 	}
 	return nil
 }
@@ -204,13 +204,13 @@ func (s SASL) validate() error {
 		return nil
 	case "plain", "scram-sha-256", "scram-sha-512":
 	default:
-		return fmt.Errorf("sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512", s.Mechanism)
+		return keyErr("sasl.mechanism", "%q is not one of plain, scram-sha-256, scram-sha-512", s.Mechanism)
 	}
 	if s.Username == "" {
-		return errors.New("sasl.username: required with sasl.mechanism")
+		return keyErr("sasl.username", "required with sasl.mechanism")
 	}
 	if (s.PasswordFile == "") == (s.PasswordEnv == "") {
-		return errors.New("sasl.password_file: set exactly one of password_file and password_env")
+		return keyErr("sasl.password_file", "set exactly one of password_file and password_env")
 	}
 	return nil
 }
@@ -220,19 +220,19 @@ func (s Spool) validate(maxMsg int64) error {
 		return nil
 	}
 	if s.SegmentBytes < maxMsg+recordOverhead {
-		return fmt.Errorf("spool.segment_bytes: %d must hold one max_message_bytes record (%d)", s.SegmentBytes, maxMsg+recordOverhead)
+		return keyErr("spool.segment_bytes", "%d must hold one max_message_bytes record (%d)", s.SegmentBytes, maxMsg+recordOverhead)
 	}
 	if s.MaxBytes < 2*s.SegmentBytes {
-		return fmt.Errorf("spool.max_bytes: %d must be at least two segments (%d)", s.MaxBytes, 2*s.SegmentBytes)
+		return keyErr("spool.max_bytes", "%d must be at least two segments (%d)", s.MaxBytes, 2*s.SegmentBytes)
 	}
 	switch s.Fsync {
 	case "never", "always":
 	case "interval":
 		if s.FsyncInterval.Duration <= 0 {
-			return fmt.Errorf("spool.fsync_interval: %s must be positive", s.FsyncInterval.Duration)
+			return keyErr("spool.fsync_interval", "%s must be positive", s.FsyncInterval.Duration)
 		}
 	default:
-		return fmt.Errorf("spool.fsync: %q is not one of never, interval, always", s.Fsync)
+		return keyErr("spool.fsync", "%q is not one of never, interval, always", s.Fsync)
 	}
 	return nil
 }
@@ -250,7 +250,13 @@ func compressionCodec(name string) (kafkago.Compression, error) {
 	case "none":
 		return 0, nil
 	}
-	return 0, fmt.Errorf("compression: %q is not one of zstd, lz4, snappy, gzip, none", name)
+	return 0, keyErr("compression", "%q is not one of zstd, lz4, snappy, gzip, none", name)
+}
+
+// keyErr is a validation error naming the key, relative to the sink's
+// table, so that the command line can name the config key and its line.
+func keyErr(key, format string, a ...any) error {
+	return &sinks.OptionError{Key: key, Err: fmt.Errorf(format, a...)}
 }
 
 func requiredAcks(name string) kafkago.RequiredAcks {
