@@ -297,3 +297,48 @@ func leaf(m map[string]any, name string) any {
 	}
 	return v
 }
+
+// TestWatchOCSF: watch --format ocsf prints OCSF File System Activity
+// records that the OCSF 1.8.0 schema accepts.
+func TestWatchOCSF(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	a := start(t, true, "watch", "--format", "ocsf", "--events", "create,rename", watched)
+	a.readStdout()
+	a.waitLog("running", startTimeout)
+	p, q := filepath.Join(watched, "a.txt"), filepath.Join(watched, "b.txt")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p, q); err != nil {
+		t.Fatal(err)
+	}
+	a.signal(syscall.SIGINT)
+	if code := a.wait(); code != 0 {
+		t.Fatalf("exit %d: %s", code, a.stderr())
+	}
+	out := a.output()
+	type ocsfRec struct {
+		ClassUID   int `json:"class_uid"`
+		ActivityID int `json:"activity_id"`
+		File       struct {
+			Path string `json:"path"`
+		} `json:"file"`
+		FileResult struct {
+			Path string `json:"path"`
+		} `json:"file_result"`
+	}
+	var recs []ocsfRec
+	for _, line := range bytes.Split(bytes.TrimSuffix(out, []byte("\n")), []byte("\n")) {
+		var one ocsfRec
+		if err := json.Unmarshal(line, &one); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		recs = append(recs, one)
+	}
+	if len(recs) != 2 || recs[0].ClassUID != 1001 || recs[0].ActivityID != 1 || recs[0].File.Path != p ||
+		recs[1].ActivityID != 5 || recs[1].File.Path != p || recs[1].FileResult.Path != q {
+		t.Fatalf("watch --format ocsf printed:\n%s", out)
+	}
+	testutil.ValidateOCSF(t, out)
+}

@@ -198,3 +198,24 @@ func benchFormat(b *testing.B, f Format) {
 func BenchmarkFormatECS(b *testing.B)  { benchFormat(b, FormatECS) }
 func BenchmarkFormatOCSF(b *testing.B) { benchFormat(b, FormatOCSF) }
 func BenchmarkFormatText(b *testing.B) { benchFormat(b, FormatText) }
+
+// TestOCSFCacheMatchesFresh: the OCSF encoder's reused members give the
+// same bytes as a fresh encoder for every record, in an order where the
+// actor stays, changes and comes back.
+func TestOCSFCacheMatchesFresh(t *testing.T) {
+	var recs []Record
+	for _, c := range allCases() {
+		recs = append(recs, c.rec, c.rec)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		recs = append(recs, recs[i])
+	}
+	enc := NewOCSFEncoder(testOpts)
+	for i := range recs {
+		got := enc.Append(nil, &recs[i])
+		want := NewOCSFEncoder(testOpts).Append(nil, &recs[i])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("record %d:\ncached %s\nfresh  %s", i, got, want)
+		}
+	}
+}

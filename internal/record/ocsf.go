@@ -1,6 +1,9 @@
 package record
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+)
 
 // OCSF 1.8 File System Activity (class 1001, category 1 System Activity)
 // with the host and container profiles. docs/schema.md documents the
@@ -74,6 +77,18 @@ type OCSFEncoder struct {
 	idHost   *Host
 	idPrefix string
 	product  []byte // the metadata.product member, fixed per run
+
+	// The actor and device members of the previous file event, reused
+	// while its process, user, container and host are equal (as the ECS
+	// Encoder does), and the previous timestamp's text.
+	p      Process
+	u      User
+	c      Container
+	h      *Host
+	actor  []byte
+	valid  bool
+	ts     time.Time
+	tsText []byte
 }
 
 // NewOCSFEncoder returns an OCSF encoder with the run's options.
@@ -150,25 +165,37 @@ func (e *OCSFEncoder) Append(dst []byte, r *Record) []byte {
 		b = appendOCSFFile(b, r.File.Path, &r.File, true)
 	}
 
-	b = append(b, `,"actor":`...)
 	switch {
 	case r.Action == ActionEventsLost:
 		// The agent itself reports the loss.
-		b = append(b, `{"app_name":"fanaudit"}`...)
-	case r.Process.Pid == 0 && r.Process.EntityID == "" && !r.User.HasID && r.User.Name == "":
-		// OCSF requires some actor; this one is not known.
-		b = append(b, `{"app_name":"unknown"}`...)
+		b = append(b, `,"actor":{"app_name":"fanaudit"},"device":`...)
+		b = appendOCSFDevice(b, r.Host)
+	case e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c:
+		b = append(b, e.actor...)
 	default:
-		b = r.appendOCSFActor(b)
+		m := len(b)
+		b = append(b, `,"actor":`...)
+		if r.Process.Pid == 0 && r.Process.EntityID == "" && !r.User.HasID && r.User.Name == "" {
+			// OCSF requires some actor; this one is not known.
+			b = append(b, `{"app_name":"unknown"}`...)
+		} else {
+			b = r.appendOCSFActor(b)
+		}
+		b = append(b, `,"device":`...)
+		b = appendOCSFDevice(b, r.Host)
+		e.actor = append(e.actor[:0], b[m:]...)
+		e.p, e.u, e.c, e.h, e.valid = r.Process, r.User, r.Container, r.Host, true
 	}
-	b = append(b, `,"device":`...)
-	b = appendOCSFDevice(b, r.Host)
 	if r.Action == ActionEventsLost {
 		b = append(b, `,"message":"`...)
 		b = appendLossText(b, &r.Fanaudit.Lost)
 		b = append(b, '"')
 	}
-	b = r.appendOCSFUnmapped(b, e.opts.RunID)
+	if !r.Timestamp.Equal(e.ts) || e.tsText == nil {
+		e.ts = r.Timestamp
+		e.tsText = AppendTimestamp(e.tsText[:0], r.Timestamp)
+	}
+	b = r.appendOCSFUnmapped(b, e.opts.RunID, e.tsText)
 	return append(b, '}')
 }
 
@@ -330,12 +357,13 @@ func appendOCSFDevice(b []byte, h *Host) []byte {
 
 // appendOCSFUnmapped appends unmapped.fanaudit: what OCSF has no attribute
 // for, under the names the ECS records use.
-func (r *Record) appendOCSFUnmapped(b []byte, runID string) []byte {
+// ts is r.Timestamp already formatted.
+func (r *Record) appendOCSFUnmapped(b []byte, runID string, ts []byte) []byte {
 	b = append(b, `,"unmapped":{"fanaudit":{"action":`...)
 	b = appendString(b, r.Action.String())
 	if !r.Timestamp.IsZero() {
 		b = append(b, `,"timestamp":"`...)
-		b = AppendTimestamp(b, r.Timestamp)
+		b = append(b, ts...)
 		b = append(b, '"')
 	}
 	b = strField(b, "run_id", runID)
