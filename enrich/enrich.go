@@ -119,7 +119,7 @@ func New(opts Options, log zerolog.Logger) (*Enricher, error) {
 	}
 	var lin *proc.Lineage
 	if !opts.NoProcConnector && filepath.Clean(opts.ProcRoot) == "/proc" {
-		if lin, err = proc.OpenLineage(opts.ProcRoot, opts.CacheSize*4); err != nil {
+		if lin, err = proc.OpenLineage(opts.ProcRoot, opts.CacheSize*4, opts.CmdlineMax); err != nil {
 			log.Warn().Err(err).Msg("proc connector unavailable: creds of processes gone before their first event stay unknown")
 			lin = nil
 		}

@@ -23,7 +23,12 @@
 //     from it only where no set-id exec can have changed them silently
 //     (otherwise fanaudit.missing has user.effective.id). Its fork and exec
 //     events also invalidate a cached pid at once: the queue is applied
-//     once per capture read batch, before the batch's first lookup.
+//     once per capture read batch, before the batch's first lookup. At
+//     each exec event the lineage reads the new image's /proc (command
+//     line, comm, start, parent, login, cgroup) right away, while even a
+//     sub-millisecond process usually still exists; a later read that
+//     finds the process gone or exiting is completed from it, unless the
+//     start times differ.
 //   - The process cache is keyed by (pid, start time, pidfs inode): a
 //     reused pid or an exec makes a new identity, while events still in
 //     flight keep the one they happened under (each identity is valid from

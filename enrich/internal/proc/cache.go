@@ -201,7 +201,8 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 	var info Info
 	_, err := c.obs.Read(pid, pidfd, what, &info)
 	var lin LineInfo // from the proc connector
-	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds || (!info.HasExe && what&ReadExe != 0)) {
+	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds || (!info.HasExe && what&ReadExe != 0) ||
+		(!info.HasCmdline && what&ReadCmdline != 0) || (!info.HasStart && what&ReadStat != 0)) {
 		path, setID := "", false
 		if exec {
 			path, setID = execPath, isSetID(execPath)
@@ -238,6 +239,9 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		if !cp.HasExe && lin.Exe != "" {
 			cp.HasExe, cp.Exe = true, lin.Exe
 		}
+		if fillImage(&cp.Info, &lin.Image) {
+			cp.Start, cp.EntityID = c.startOf(&cp.Info)
+		}
 		c.publish(s, pid, &cp, t, false, ino)
 		s.gone = true
 		c.goneHits.Add(1)
@@ -247,6 +251,9 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		}
 		if !info.HasExe && lin.Exe != "" && !exec {
 			info.HasExe, info.Exe = true, lin.Exe
+		}
+		if !exec {
+			fillImage(&info, &lin.Image)
 		}
 		e := c.newEntry(&info)
 		if exec {
@@ -330,16 +337,60 @@ func (e *Entry) markExec(path string) {
 	e.FromExec = true
 }
 
+// fillImage completes info's image fields (command line, comm, start,
+// parent, login, cgroup) from what the proc connector's lineage read at
+// the process's last exec, unless the two disagree on the start time
+// (another process with the same pid). It reports whether it filled the
+// start.
+func fillImage(info, img *Info) bool {
+	if info.HasStart && img.HasStart && info.StartTicks != img.StartTicks {
+		return false
+	}
+	if !info.HasCmdline && img.HasCmdline {
+		info.HasCmdline, info.Cmdline, info.Argv = true, img.Cmdline, img.Argv
+	}
+	if !info.HasComm && img.HasComm {
+		info.HasComm, info.Comm = true, img.Comm
+	}
+	if !info.HasPPid && img.HasPPid {
+		info.HasPPid, info.PPid = true, img.PPid
+	}
+	if !info.HasLoginUID && img.HasLoginUID {
+		info.HasLoginUID, info.LoginUID = true, img.LoginUID
+	}
+	if !info.HasSession && img.HasSession {
+		info.HasSession, info.Session = true, img.Session
+	}
+	if !info.HasCgroup && img.HasCgroup {
+		info.HasCgroup, info.CgroupPath = true, img.CgroupPath
+	}
+	if !info.HasStart && img.HasStart {
+		info.HasStart, info.StartTicks = true, img.StartTicks
+		if info.PidfsIno == 0 {
+			info.PidfsIno = img.PidfsIno
+		}
+		return true
+	}
+	return false
+}
+
+// startOf returns process.start and process.entity_id for info.
+func (c *Cache) startOf(info *Info) (time.Time, string) {
+	if !info.HasStart {
+		return time.Time{}, ""
+	}
+	var start time.Time
+	ticks := int64(info.StartTicks)
+	hz := int64(c.cfg.ClockTicks)
+	if !c.cfg.BootTime.IsZero() {
+		start = c.cfg.BootTime.Add(time.Duration(ticks/hz)*time.Second + time.Duration(ticks%hz)*time.Second/time.Duration(hz))
+	}
+	return start, EntityID(c.cfg.IDSeed, info.Pid, info.StartTicks, info.PidfsIno)
+}
+
 func (c *Cache) newEntry(info *Info) *Entry {
 	e := &Entry{Info: *info}
-	if info.HasStart {
-		ticks := int64(info.StartTicks)
-		hz := int64(c.cfg.ClockTicks)
-		if !c.cfg.BootTime.IsZero() {
-			e.Start = c.cfg.BootTime.Add(time.Duration(ticks/hz)*time.Second + time.Duration(ticks%hz)*time.Second/time.Duration(hz))
-		}
-		e.EntityID = EntityID(c.cfg.IDSeed, info.Pid, info.StartTicks, info.PidfsIno)
-	}
+	e.Start, e.EntityID = c.startOf(info)
 	if info.HasCgroup {
 		e.ContainerID, e.Runtime = ContainerFromCgroup(info.CgroupPath)
 	}

@@ -171,3 +171,22 @@ func TestEntityIDStable(t *testing.T) {
 		}
 	}
 }
+
+// TestFillImage: what the lineage read at exec completes a later partial
+// read of the same process, never one with another start time.
+func TestFillImage(t *testing.T) {
+	img := Info{HasCmdline: true, Cmdline: "sh -c x", Argv: "sh\x00-c\x00x", HasComm: true, Comm: "sh", HasStart: true, StartTicks: 7,
+		HasPPid: true, PPid: 3, HasCgroup: true, CgroupPath: "/a", HasLoginUID: true, LoginUID: 1000}
+	var got Info
+	if !fillImage(&got, &img) || got.Cmdline != "sh -c x" || got.StartTicks != 7 || got.PPid != 3 || got.CgroupPath != "/a" || got.LoginUID != 1000 || got.Comm != "sh" {
+		t.Fatalf("filled %+v", got)
+	}
+	other := Info{HasStart: true, StartTicks: 9}
+	if fillImage(&other, &img) || other.HasCmdline {
+		t.Fatalf("another instance was filled: %+v", other)
+	}
+	same := Info{HasStart: true, StartTicks: 7, HasCmdline: true, Cmdline: "own"}
+	if fillImage(&same, &img) || same.Cmdline != "own" || same.PPid != 3 {
+		t.Fatalf("same instance: %+v", same)
+	}
+}

@@ -26,6 +26,11 @@ type lineEntry struct {
 	// exe as read right after the last exec (or inherited at fork);
 	// "" unknown.
 	exe string
+	// img is /proc as read right after the last exec (command line, comm,
+	// start, parent, login, cgroup; Has* say what was read), or inherited
+	// at fork without the start. A process gone before any file event of
+	// it was read still gets them.
+	img Info
 }
 
 // LineInfo is what the proc connector's lineage knows about a process.
@@ -34,6 +39,9 @@ type LineInfo struct {
 	Creds       Creds
 	NoEffective bool // only the real ids in Creds are certain
 	Exe         string
+	// Image holds the /proc fields read when the process last exec'd
+	// (Has* false: unknown); never the creds.
+	Image Info
 }
 
 // Lineage follows process creation and id changes through the kernel's
@@ -60,14 +68,14 @@ type Lineage struct {
 
 // OpenLineage subscribes to the proc connector. size bounds the processes
 // remembered (oldest forgotten first).
-func OpenLineage(procRoot string, size int) (*Lineage, error) {
+func OpenLineage(procRoot string, size, cmdlineMax int) (*Lineage, error) {
 	conn, err := kernel.OpenProcConnector(8 << 20)
 	if err != nil {
 		return nil, fmt.Errorf("lineage: %w", err)
 	}
 	return &Lineage{
 		conn:   conn,
-		reader: NewReader(procRoot, 64, true),
+		reader: NewReader(procRoot, max(cmdlineMax, 64), true),
 		m:      make(map[int32]*lineEntry, size),
 		ring:   make([]*lineEntry, size),
 	}, nil
@@ -153,6 +161,10 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 		}
 		c := *p
 		c.pid = ev.Tgid
+		// The child shares its parent's image until it execs, but not
+		// its start or parent.
+		c.img.HasStart, c.img.StartTicks, c.img.PidfsIno = false, 0, 0
+		c.img.HasPPid, c.img.PPid = true, ev.ParentTgid
 		l.put(&c)
 	case kernel.ProcEventExec:
 		if l.onExec != nil {
@@ -162,7 +174,7 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 		// and then they are certain again.
 		e := l.m[ev.Tgid]
 		var info Info
-		_, err := l.reader.Read(ev.Tgid, -1, ReadCreds|ReadExe, &info)
+		_, err := l.reader.Read(ev.Tgid, -1, ReadAll, &info)
 		l.reads.Add(1)
 		if err == nil && (info.HasCreds || info.HasExe) && e == nil {
 			e = &lineEntry{pid: ev.Tgid}
@@ -172,8 +184,13 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 			return
 		}
 		e.exe = "" // the old image's path is wrong from now on
+		e.img = Info{}
 		if err == nil && info.HasExe {
 			e.exe = info.Exe
+		}
+		if err == nil {
+			e.img = info
+			e.img.HasCreds, e.img.Creds, e.img.HasExe, e.img.Exe = false, Creds{}, false, ""
 		}
 		if err == nil && info.HasCreds {
 			e.hasUID, e.hasGID, e.creds = true, true, info.Creds
@@ -241,7 +258,7 @@ func (l *Lineage) Info(pid int32, execPath string, setIDExec bool) LineInfo {
 	if e == nil {
 		return LineInfo{}
 	}
-	li := LineInfo{Exe: e.exe}
+	li := LineInfo{Exe: e.exe, Image: e.img}
 	if e.hasUID && e.hasGID {
 		eff := !e.execdU && !e.execdG
 		if execPath != "" {
