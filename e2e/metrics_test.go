@@ -154,3 +154,65 @@ func TestKernelOverflow(t *testing.T) {
 		t.Errorf("final stats %v, %d lines", s, len(recs))
 	}
 }
+
+// TestAlertRuleMetricsExist scrapes a running agent with a file and a
+// Kafka sink (its broker unreachable: it spools) and checks that every
+// metric the shipped alert rules use is exported, so that renaming one
+// cannot silently stop an alert from firing.
+func TestAlertRuleMetricsExist(t *testing.T) {
+	testutil.RequireRoot(t)
+	rules, err := os.ReadFile("../deploy/prometheus/fanaudit.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, line := range strings.Split(string(rules), "\n") {
+		expr, ok := strings.CutPrefix(strings.TrimSpace(line), "expr:")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.FieldsFunc(expr, func(r rune) bool {
+			return r != '_' && (r < 'a' || r > 'z') && (r < '0' || r > '9')
+		}) {
+			if strings.HasPrefix(f, "fanaudit_") || strings.HasPrefix(f, "process_") {
+				used[f] = true
+			}
+		}
+	}
+	if len(used) < 10 {
+		t.Fatalf("found only %v in the rules", used)
+	}
+	watched := testutil.TmpfsMount(t, "16m")
+	work := t.TempDir()
+	out := filepath.Join(work, "events.json")
+	cfg := fileSinkConfig(watched, out, "") + fmt.Sprintf(`
+[[sinks]]
+name = "k"
+type = "kafka"
+[sinks.kafka]
+brokers = ["127.0.0.1:1"]
+topic = "t"
+create_topics = false
+[sinks.kafka.spool]
+dir = %q
+
+[metrics]
+enabled = true
+listen = "127.0.0.1:0"
+`, filepath.Join(work, "spool"))
+	a := start(t, false, "run", "--config", runConfig(t, cfg))
+	serving := a.waitLog("serving /metrics and /healthz", startTimeout)
+	a.waitLog("running", startTimeout)
+	body := httpGet(t, fmt.Sprintf("http://%s/metrics", serving["listen"]))
+	for name := range used {
+		if !strings.Contains(body, "\n"+name+" ") && !strings.Contains(body, "\n"+name+"{") {
+			t.Errorf("the alert rules use %s, which the agent does not export", name)
+		}
+	}
+	for _, name := range []string{"fanaudit_file_rotations_total", "fanaudit_file_write_errors_total", "fanaudit_file_sync_errors_total"} {
+		if !strings.Contains(body, name+`{sink="out"} 0`) {
+			t.Errorf("/metrics lacks %s for the file sink", name)
+		}
+	}
+	a.stop()
+}

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/fanaudit/fanaudit/audit"
@@ -158,10 +157,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	var m *metrics.Metrics
 	var ln net.Listener
 	if cfg.Metrics.Enabled {
-		comps := []metrics.Component{
-			{Name: "capture", Stats: func() any { return capt.Stats() }},
-			{Name: "enrich", Stats: func() any { return enr.Stats() }},
-		}
+		comps := []metrics.Component{metrics.Capture(capt.Stats), metrics.Enrich(enr.Stats)}
 		comps = append(comps, sinkMetrics...)
 		m, err = metrics.New(metrics.Source{Stats: p.Stats, Health: func() (bool, string) {
 			// An unmounted watched filesystem makes the agent unhealthy.
@@ -265,7 +261,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 				closeAll()
 				return nil, nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
-			comps = append(comps, metrics.Component{Name: "file", Labels: prometheus.Labels{"sink": s.Name}, Stats: func() any { return f.Stats() }})
+			comps = append(comps, metrics.FileSink(s.Name, f.Stats))
 			sink = f
 		case config.SinkKafka:
 			k, err := kafka.New(s.Kafka, host, runID, slog)
@@ -273,7 +269,7 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 				closeAll()
 				return nil, nil, nil, sinkError(cfg, source, i, s.Name, s.Type, err)
 			}
-			comps = append(comps, metrics.Component{Name: "kafka", Labels: prometheus.Labels{"sink": s.Name}, Stats: func() any { return k.Stats() }})
+			comps = append(comps, metrics.KafkaSink(s.Name, k.Stats))
 			sink = k
 		default:
 			closeAll()

@@ -1,6 +1,7 @@
 // Package metrics owns the agent's Prometheus registry (never the global
-// default one) and its HTTP endpoints: /metrics with every pipeline counter
-// and /healthz with the pipeline's health verdict.
+// default one), the name and help text of every metric it exports (the
+// pipeline's here, the stages' own in components.go), and its HTTP
+// endpoints: /metrics and /healthz with the agent's health verdict.
 package metrics
 
 import (
@@ -27,7 +28,8 @@ type Source struct {
 	Health func() (ok bool, reason string)
 	// Captured counts events from the capture stage; nil when unknown.
 	Captured func() uint64
-	// Components are the stages' own counters, exported by field name.
+	// Components are the stages' own counters (Capture, Enrich,
+	// FileSink, KafkaSink).
 	Components []Component
 }
 
@@ -51,11 +53,10 @@ func New(src Source, log zerolog.Logger) (*Metrics, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
 	for _, comp := range src.Components {
-		cc, err := newComponentCollector(comp)
-		if err != nil {
-			return nil, err
+		if comp.c == nil {
+			return nil, errors.New("metrics: empty component")
 		}
-		cs = append(cs, cc)
+		cs = append(cs, comp.c)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -11,14 +11,19 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/fanaudit/fanaudit/audit"
+	"github.com/fanaudit/fanaudit/enrich"
 	"github.com/fanaudit/fanaudit/internal/pipeline"
 	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
+	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
 
 func fakeSource(healthy bool) Source {
@@ -158,17 +163,87 @@ func TestNewRequiresFuncs(t *testing.T) {
 	}
 }
 
-func TestComponentMetrics(t *testing.T) {
-	type stageStats struct {
-		KernelEvents uint64
-		CacheEntries int
-		AckP99       time.Duration
+// TestComponentsExportEveryField: each stage's Stats, every field set to
+// its own value, shows every one of those values in a scrape: a counter
+// added to a stage cannot go unexported. (Reflection only here, to fill
+// the structs; the names are written out in components.go.)
+func TestComponentsExportEveryField(t *testing.T) {
+	var (
+		cs audit.Stats
+		es enrich.Stats
+		fs sinks.FileStats
+		ks kafka.Stats
+	)
+	want := map[float64]string{}
+	next := 1.0
+	fill := func(v any) {
+		rv := reflect.ValueOf(v).Elem()
+		for i := 0; i < rv.NumField(); i++ {
+			f := rv.Field(i)
+			name := rv.Type().Name() + "." + rv.Type().Field(i).Name
+			switch f.Kind() {
+			case reflect.Uint64:
+				f.SetUint(uint64(next))
+				want[next] = name
+			case reflect.Int, reflect.Int64:
+				if f.Type() == reflect.TypeOf(time.Duration(0)) {
+					f.SetInt(int64(time.Duration(next) * time.Second))
+				} else {
+					f.SetInt(int64(next))
+				}
+				want[next] = name
+			default:
+				t.Fatalf("%s: a field of kind %s; export it in components.go and teach this test", name, f.Kind())
+			}
+			next++
+		}
 	}
+	fill(&cs)
+	fill(&es)
+	fill(&fs)
+	fill(&ks)
 	src := Source{
 		Stats:  func() pipeline.Stats { return pipeline.Stats{} },
 		Health: func() (bool, string) { return true, "" },
-		Components: []Component{{Name: "capture", Labels: map[string]string{"sink": "k"},
-			Stats: func() any { return stageStats{KernelEvents: 7, CacheEntries: 3, AckP99: 1500 * time.Millisecond} }}},
+		Components: []Component{
+			Capture(func() audit.Stats { return cs }),
+			Enrich(func() enrich.Stats { return es }),
+			FileSink("f", func() sinks.FileStats { return fs }),
+			KafkaSink("k", func() kafka.Stats { return ks }),
+		},
+	}
+	m, err := New(src, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "fanaudit_") || mf.GetHelp() == "" {
+			continue
+		}
+		for _, mm := range mf.GetMetric() {
+			v := mm.GetCounter().GetValue() + mm.GetGauge().GetValue()
+			delete(want, v)
+		}
+	}
+	for _, name := range want {
+		t.Errorf("%s is not exported", name)
+	}
+}
+
+// TestComponentNames: the names dashboards and the alert rules use.
+func TestComponentNames(t *testing.T) {
+	src := Source{
+		Stats:  func() pipeline.Stats { return pipeline.Stats{} },
+		Health: func() (bool, string) { return true, "" },
+		Components: []Component{
+			Capture(func() audit.Stats { return audit.Stats{DecodeErrors: 7} }),
+			FileSink("out", func() sinks.FileStats { return sinks.FileStats{Rotations: 2, WriteErrors: 3, SyncErrors: 4} }),
+			KafkaSink("k", func() kafka.Stats { return kafka.Stats{SpoolPending: 5, DeadLettered: 6, AckP99: 1500 * time.Millisecond} }),
+		},
 	}
 	m, err := New(src, zerolog.Nop())
 	if err != nil {
@@ -181,18 +256,17 @@ func TestComponentMetrics(t *testing.T) {
 	got := map[string]float64{}
 	for _, mf := range mfs {
 		for _, mm := range mf.GetMetric() {
-			switch {
-			case mm.GetCounter() != nil:
-				got[mf.GetName()] = mm.GetCounter().GetValue()
-			case mm.GetGauge() != nil:
-				got[mf.GetName()] = mm.GetGauge().GetValue()
-			}
+			got[mf.GetName()] = mm.GetCounter().GetValue() + mm.GetGauge().GetValue()
 		}
 	}
 	want := map[string]float64{
-		"fanaudit_capture_kernel_events_total": 7,
-		"fanaudit_capture_cache_entries":       3,
-		"fanaudit_capture_ack_p99_seconds":     1.5,
+		"fanaudit_capture_decode_errors_total": 7,
+		"fanaudit_file_rotations_total":        2,
+		"fanaudit_file_write_errors_total":     3,
+		"fanaudit_file_sync_errors_total":      4,
+		"fanaudit_kafka_spool_pending":         5,
+		"fanaudit_kafka_dead_lettered_total":   6,
+		"fanaudit_kafka_ack_p99_seconds":       1.5,
 	}
 	for k, v := range want {
 		if got[k] != v {
