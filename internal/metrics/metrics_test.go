@@ -242,7 +242,9 @@ func TestComponentNames(t *testing.T) {
 		Components: []Component{
 			Capture(func() audit.Stats { return audit.Stats{DecodeErrors: 7} }),
 			FileSink("out", func() sinks.FileStats { return sinks.FileStats{Rotations: 2, WriteErrors: 3, SyncErrors: 4} }),
-			KafkaSink("k", func() kafka.Stats { return kafka.Stats{SpoolPending: 5, DeadLettered: 6, AckP99: 1500 * time.Millisecond} }),
+			KafkaSink("k", func() kafka.Stats {
+				return kafka.Stats{SpoolPending: 5, DeadLettered: 6, AckP99: 1500 * time.Millisecond}
+			}),
 		},
 	}
 	m, err := New(src, zerolog.Nop())
