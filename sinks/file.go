@@ -75,6 +75,7 @@ type File struct {
 	rotateFail  bool // rotation is in an error streak
 	jobs        chan string
 	buf         []byte
+	seal        fileSeal // sealing, when SetSealer was called (seal.go)
 
 	lines, bytes, rotations, writeErrs, syncErrs, syncs atomic.Uint64
 }
@@ -297,10 +298,11 @@ func (s *File) Run(ctx context.Context, q Input) error {
 		}()
 	}
 
+	s.sealBegin()
 	buf := make([]*Item, 0, batchSize)
 	var runErr error
 	for {
-		items, err := q.Next(ctx, buf)
+		items, err := s.next(ctx, q, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				runErr = err
@@ -313,6 +315,7 @@ func (s *File) Run(ctx context.Context, q Input) error {
 		}
 	}
 
+	s.sealClose()
 	close(stopSync)
 	cerr := s.Close()
 	s.mu.Lock()
@@ -421,6 +424,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.badTail = false
 	}
 	if s.size > 0 && s.dueForRotation(len(items[0].Line)) {
+		s.sealBeforeRotateLocked()
 		if err := s.rotateLocked(); err != nil {
 			s.writeErrs.Add(1)
 			if s.f == nil {
@@ -435,6 +439,9 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		} else {
 			s.rotateFail = false
 		}
+	}
+	if err := s.sealWriteLocked(); err != nil {
+		return 0, err
 	}
 
 	buf := s.buf[:0]
@@ -452,7 +459,9 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.size += int64(w)
 		s.dirty = true
 		s.bytes.Add(uint64(w))
-		return s.checkPathLocked(n)
+		n, err := s.checkPathLocked(n)
+		s.sealWrittenLocked(items[:n])
+		return n, err
 	}
 	s.writeErrs.Add(1)
 	keep := bytes.LastIndexByte(buf[:w], '\n') + 1
@@ -471,6 +480,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.dirty = true
 		s.bytes.Add(uint64(keep))
 	}
+	s.sealWrittenLocked(items[:lines])
 	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
 }
 

@@ -42,8 +42,9 @@ func validLine(line []byte) bool {
 // reader went away (EPIPE) or at the shutdown timeout, and the bytes that
 // got out cannot be taken back.
 type Stdout struct {
-	w   io.Writer
-	log zerolog.Logger
+	w      io.Writer
+	log    zerolog.Logger
+	sealer Sealer // seal.go
 }
 
 // NewStdout returns a sink writing to w, or to os.Stdout when w is nil.
@@ -84,10 +85,12 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 		// writer is pollable (a pipe or socket the agent set up so).
 		defer context.AfterFunc(ctx, func() { _ = d.SetWriteDeadline(time.Now()) })()
 	}
+	r.seal(sealBegin)
 	for {
 		var err error
-		items, err = in.Next(ctx, items)
+		items, err = r.next(ctx, items)
 		if err != nil {
+			r.seal(sealClose)
 			r.flush()
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -102,10 +105,12 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 			}
 			r.buf = append(r.buf, it.Line...)
 			r.pending++
+			r.sealAppend(it)
 			if len(r.buf) >= stdoutBuffer {
 				r.flush()
 			}
 		}
+		r.seal(sealDue)
 		if r.pending >= maxUnflushed || in.Len() == 0 {
 			r.flush()
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -274,6 +275,11 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 		default:
 			closeAll()
 			return nil, nil, nil, fmt.Errorf("sink %s: unknown type %q", s.Name, s.Type)
+		}
+		if err := setSealer(sink, cfg.Sinks[i].SealState, cfg.Sinks[i].SealInterval.Duration); err != nil {
+			sink.Close()
+			closeAll()
+			return nil, nil, nil, wrapConfig(cfg.KeyError(source, "sinks."+strconv.Itoa(i)+".seal_state", err))
 		}
 		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy, Format: s.Format})
 	}

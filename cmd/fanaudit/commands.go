@@ -38,6 +38,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&excludes, "exclude", "glob of paths to leave out (repeatable)")
 	duration := fs.Duration("duration", 0, "stop after this long")
 	format := fs.String("format", "ecs", "record format: ecs (JSON, default), ocsf (JSON) or text (one line per event)")
+	sealState := fs.String("seal-state", "", "seal the stream with this state (fanaudit seal-keygen)")
 	pos, err := parseFlags("watch", fs, args)
 	if err != nil {
 		return err
@@ -64,6 +65,9 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Sinks = []config.Sink{config.DefaultSink("stdout", config.SinkStdout)}
+	if cfg.Sinks[0].SealState, err = sealStateFlag(fs, *sealState); err != nil {
+		return err
+	}
 	// watch is interactive: the stats line every minute would be noise.
 	cfg.StatsInterval = config.Duration{}
 	if err := cfg.Validate(); err != nil {

@@ -88,6 +88,8 @@ const usageText = `usage:
       coloured on a terminal)
   fanaudit run [--config FILE]
   fanaudit check-config [--config FILE]
+  fanaudit seal-keygen --state FILE
+  fanaudit verify --key KEY [--kafka] [--allow-pruned] FILE...
   fanaudit version
 `
 
@@ -104,7 +106,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ue *usageError
 	var ce *configError
+	var ec exitCode
 	switch {
+	case errors.As(err, &ec):
+		return int(ec)
 	case errors.As(err, &ue), errors.As(err, &ce):
 		fmt.Fprintln(stderr, "fanaudit: "+oneLine(err.Error()))
 		return exitUsage
@@ -117,7 +122,7 @@ var errHelp = errors.New("help requested")
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("missing command (want watch, run, check-config or version)")
+		return usagef("missing command (want watch, run, check-config, seal-keygen, verify or version)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -127,6 +132,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdRun(ctx, rest, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(rest, stdout)
+	case "seal-keygen":
+		return cmdSealKeygen(rest, stdout)
+	case "verify":
+		return cmdVerify(rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 {
 			return usagef("version: unexpected argument %q", rest[0])
@@ -136,7 +145,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "help", "-h", "-help", "--help":
 		return errHelp
 	default:
-		return usagef("unknown command %q (want watch, run, check-config or version)", cmd)
+		return usagef("unknown command %q (want watch, run, check-config, seal-keygen, verify or version)", cmd)
 	}
 }
 

@@ -73,6 +73,9 @@ type Sink struct {
 	// onAck lets tests observe acknowledgements of directly sent items.
 	onAck func(items []*sinks.Item)
 
+	sealer sinks.Sealer // seal.go
+	sealN  uint64
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -259,6 +262,7 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 		replayErr <- nil
 		replayErr <- nil
 	}
+	s.sealBegin(ctx)
 	var err error
 	for {
 		var b *batch
@@ -271,6 +275,7 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 		}
 	}
 	senders.Wait()
+	s.sealClose(ctx)
 	stopReplay()
 	rerr := errors.Join(<-replayErr, <-replayErr)
 	if s.spool != nil {
@@ -293,7 +298,7 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 // the first one for more.
 func (s *Sink) gather(ctx context.Context, q sinks.Input) (*batch, error) {
 	buf := make([]*sinks.Item, 0, s.cfg.BatchSize)
-	items, err := q.Next(ctx, buf)
+	items, err := s.next(ctx, q, buf)
 	if len(items) == 0 {
 		return nil, err
 	}
@@ -320,6 +325,7 @@ func (s *Sink) gather(ctx context.Context, q sinks.Input) (*batch, error) {
 		cancel()
 	}
 	b.items = items
+	s.sealTaken(ctx, items)
 	b.msgs = make([]kafkago.Message, len(items))
 	for i, it := range items {
 		b.msgs[i] = s.message(it)

@@ -1,0 +1,335 @@
+package seal
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stream builds a sealed stream: an open seal, n records with a seal
+// after every `every` records, and a closing seal unless open is set.
+type stream struct {
+	k0    Key
+	state string
+	lines [][]byte
+}
+
+func record(seq int) []byte {
+	return fmt.Appendf(nil, `{"@timestamp":"2026-11-30T19:00:00.000000000Z","event":{"action":"open","sequence":%d},"file":{"path":"/m/f%d"}}`, seq, seq)
+}
+
+func newStream(t *testing.T) *stream {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "seal.state")
+	k0, err := Keygen(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &stream{k0: k0, state: state}
+}
+
+// run appends one agent run: records seq from..to, a seal every `every`.
+func (s *stream) run(t *testing.T, from, to, every int, clean bool) {
+	t.Helper()
+	sl, err := Open(s.state, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1e9, 0)
+	add := func(line []byte, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.lines = append(s.lines, bytes.TrimSuffix(line, []byte("\n")))
+	}
+	add(sl.Begin(now))
+	for seq := from; seq <= to; seq++ {
+		l := record(seq)
+		s.lines = append(s.lines, l)
+		sl.Append(append(l, '\n'), uint64(seq))
+		if (seq-from+1)%every == 0 {
+			now = now.Add(time.Second)
+			if !sl.Due(now) {
+				t.Fatal("seal not due")
+			}
+			add(sl.Seal(now))
+		}
+	}
+	if clean {
+		add(sl.Close(now))
+	}
+}
+
+func source(files map[string][][]byte, order ...string) Source {
+	return func(yield func(Line) bool) error {
+		for _, name := range order {
+			for i, l := range files[name] {
+				if !yield(Line{Name: name, No: i + 1, Data: l}) {
+					return nil
+				}
+			}
+		}
+		return nil
+	}
+}
+
+func verify(t *testing.T, k Key, lines [][]byte, opt VerifyOptions) []string {
+	t.Helper()
+	fs, err := Verify(k, source(map[string][][]byte{"f": lines}, "f"), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.String())
+	}
+	return out
+}
+
+func TestIntact(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 100, 30, true)
+	s.run(t, 1, 50, 7, true) // a restart: sequences start again
+	if got := verify(t, s.k0, s.lines, VerifyOptions{}); len(got) != 0 {
+		t.Fatalf("intact stream: %q", got)
+	}
+}
+
+// lineOf returns the 1-based line number of the record with seq in the
+// first run.
+func lineOf(lines [][]byte, seq int) int {
+	return slices.IndexFunc(lines, func(l []byte) bool { return bytes.Equal(l, record(seq)) }) + 1
+}
+
+func TestTamper(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 200, 60, true)
+	other, _ := ParseKey(strings.Repeat("ab", 32))
+	l50 := lineOf(s.lines, 50)
+	cases := []struct {
+		name   string
+		edit   func(l [][]byte) [][]byte
+		key    *Key
+		opt    VerifyOptions
+		line   int    // the finding's line, 0 = any
+		within [2]int // or a range that must contain the altered line
+		want   string
+	}{
+		{name: "byte changed", edit: func(l [][]byte) [][]byte {
+			l[l50-1] = bytes.Replace(bytes.Clone(l[l50-1]), []byte("/m/f50"), []byte("/m/g50"), 1)
+			return l
+		}, within: [2]int{l50 - BlockLines + 1, l50}, want: "record changed"},
+		{name: "line removed", edit: func(l [][]byte) [][]byte { return slices.Delete(l, l50-1, l50) }, line: l50, want: "removed"},
+		{name: "lines swapped", edit: func(l [][]byte) [][]byte { l[l50-1], l[l50] = l[l50], l[l50-1]; return l }, line: l50, want: "reordered"},
+		{name: "lines swapped across blocks", edit: func(l [][]byte) [][]byte {
+			i := lineOf(l, BlockLines)
+			l[i-1], l[i] = l[i], l[i-1]
+			return l
+		}, line: lineOf(s.lines, BlockLines), want: "reordered"},
+		{name: "line inserted", edit: func(l [][]byte) [][]byte { return slices.Insert(l, l50, l[l50-1]) }, line: l50 + 1, want: "inserted"},
+		{name: "line appended", edit: func(l [][]byte) [][]byte { return append(l, record(201)) }, line: len(s.lines) + 1, want: "not sealed"},
+		{name: "forged seal", edit: func(l [][]byte) [][]byte {
+			i := slices.IndexFunc(l, func(b []byte) bool { return bytes.Contains(b, []byte(`"epoch":2,`)) })
+			l[i] = bytes.Replace(bytes.Clone(l[i]), []byte(`"lines":60`), []byte(`"lines":59`), 1)
+			return l
+		}, want: "does not verify"},
+		{name: "tail cut after last seal", edit: func(l [][]byte) [][]byte {
+			return l[:slices.IndexFunc(l, func(b []byte) bool { return bytes.Contains(b, []byte(`"epoch":3,`)) })+1]
+		}, want: "without a closing seal"},
+		{name: "wrong key", key: &other, line: 1, want: "wrong key"},
+		{name: "start removed", edit: func(l [][]byte) [][]byte { return l[62:] }, want: "starts at the seal of epoch 2"},
+		{name: "middle seal and records removed", edit: func(l [][]byte) [][]byte { return slices.Delete(l, 62, 123) }, want: "missing"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			lines := slices.Clone(s.lines)
+			if tc.edit != nil {
+				lines = tc.edit(lines)
+			}
+			k := s.k0
+			if tc.key != nil {
+				k = *tc.key
+			}
+			got := verify(t, k, lines, tc.opt)
+			if len(got) == 0 {
+				t.Fatal("verify accepted a tampered stream")
+			}
+			f := got[0]
+			if !strings.Contains(f, tc.want) {
+				t.Fatalf("finding %q, want it to say %q (all: %q)", f, tc.want, got)
+			}
+			var n int
+			if _, err := fmt.Sscanf(f, "f:%d:", &n); err != nil && (tc.line != 0 || tc.within != [2]int{}) {
+				t.Fatalf("finding %q names no line", f)
+			}
+			if tc.line != 0 && n != tc.line {
+				t.Fatalf("finding %q: line %d, want %d", f, n, tc.line)
+			}
+			if tc.within != [2]int{} && (n < tc.within[0] || n > tc.within[1]) {
+				t.Fatalf("finding %q: line %d outside %v", f, n, tc.within)
+			}
+			t.Log(got)
+		})
+	}
+}
+
+func TestAllowPruned(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 200, 60, true)
+	if got := verify(t, s.k0, s.lines[62:], VerifyOptions{AllowPruned: true}); len(got) != 0 {
+		t.Fatalf("pruned start with --allow-pruned: %q", got)
+	}
+}
+
+// An unclean stop leaves records after the last seal; the next run's
+// open seal makes them visible, and the rest still verifies.
+func TestUncleanRestart(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 50, 20, false) // 10 records after the last seal, no close
+	n := len(s.lines)
+	s.run(t, 1, 30, 10, true)
+	got := verify(t, s.k0, s.lines, VerifyOptions{})
+	if len(got) != 1 || !strings.Contains(got[0], fmt.Sprintf("f:%d: 10 record(s) in lines %d-%d are not covered", n-9, n-9, n)) {
+		t.Fatalf("findings %q", got)
+	}
+}
+
+// Forward security: whoever copies the state file after a run gets the
+// current epoch key. From it they cannot recompute any earlier epoch's
+// keys, so altered early records resealed with what they have fail.
+func TestForwardSecurity(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 100, 25, true)
+	stolen, err := os.ReadFile(s.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(stolen, []byte(s.k0.String())) {
+		t.Fatal("the state file still holds the verification key")
+	}
+	st, k, _, err := loadState(s.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range st.Epoch {
+		ek := epochKey(s.k0, e)
+		if bytes.Contains(stolen, []byte(ek.String())) {
+			t.Fatalf("the state file holds the key of past epoch %d", e)
+		}
+	}
+	// The attacker rewrites record 10 and reseals the whole stream from
+	// the start with the only key they have, relabelling epochs.
+	forged := newStream(t)
+	forged.k0 = k // what they hold
+	attack := filepath.Join(t.TempDir(), "attacker.state")
+	if err := os.WriteFile(attack, stolen, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sl, err := Open(attack, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	now := time.Unix(2e9, 0)
+	for _, l := range s.lines {
+		if IsSeal(l) {
+			continue
+		}
+		if bytes.Equal(l, record(10)) {
+			l = bytes.Replace(l, []byte("/m/f10"), []byte("/m/xxx"), 1)
+		}
+		out = append(out, l)
+		sl.Append(l, 0)
+		if len(out)%25 == 0 {
+			seal, _ := sl.Seal(now)
+			out = append(out, bytes.TrimSuffix(seal, []byte("\n")))
+		}
+	}
+	seal, _ := sl.Close(now)
+	out = append(out, bytes.TrimSuffix(seal, []byte("\n")))
+	got := verify(t, s.k0, out, VerifyOptions{})
+	if len(got) == 0 {
+		t.Fatal("resealed stream accepted")
+	}
+	t.Log(got)
+	// Splicing the attacker's seals onto the original epochs fails too:
+	// every seal they can make carries an epoch at or after the stolen one.
+	for _, f := range got {
+		if strings.Contains(f, "wrong key") {
+			return
+		}
+	}
+	if !strings.Contains(strings.Join(got, "\n"), "does not verify") && !strings.Contains(strings.Join(got, "\n"), "starts at the seal") {
+		t.Fatalf("unexpected findings %q", got)
+	}
+}
+
+func TestKeygenRefusesExisting(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s")
+	if _, err := Keygen(p); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state mode %v, %v", fi.Mode(), err)
+	}
+	if _, err := Keygen(p); err == nil {
+		t.Fatal("Keygen overwrote an existing state")
+	}
+	l := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(filepath.Join(t.TempDir(), "target"), l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Keygen(l); err == nil {
+		t.Fatal("Keygen followed a symlink")
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, 0); err == nil {
+		t.Fatal("Open accepted a state readable by others")
+	}
+}
+
+func TestManyMarks(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, BlockLines*maxMarks*3+5, BlockLines*maxMarks*3+5, true)
+	if got := verify(t, s.k0, s.lines, VerifyOptions{}); len(got) != 0 {
+		t.Fatalf("intact: %q", got)
+	}
+	l := slices.Clone(s.lines)
+	i := lineOf(l, 5000)
+	l[i-1] = bytes.Replace(bytes.Clone(l[i-1]), []byte("f5000"), []byte("g5000"), 1)
+	got := verify(t, s.k0, l, VerifyOptions{})
+	var n int
+	if len(got) == 0 {
+		t.Fatal("accepted")
+	}
+	fmt.Sscanf(got[0], "f:%d:", &n)
+	if n > i || i-n >= 4*BlockLines {
+		t.Fatalf("finding %q does not locate line %d within %d lines", got[0], i, 4*BlockLines)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	state := filepath.Join(b.TempDir(), "s")
+	if _, err := Keygen(state); err != nil {
+		b.Fatal(err)
+	}
+	sl, err := Open(state, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	line := append(bytes.Repeat([]byte("x"), 599), '\n')
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		sl.Append(line, uint64(i))
+	}
+}
