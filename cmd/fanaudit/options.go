@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -247,6 +248,11 @@ func outputGlobs(cfg *config.Config) []string {
 		}
 		if s.Type == config.SinkKafka && s.Kafka != nil && s.Kafka.DeadLetterFile != "" {
 			out = append(out, escapeGlob(s.Kafka.DeadLetterFile)+".*")
+		}
+		if s.SealState != "" {
+			// The state is replaced through .NAME.tmp-* beside it (safefile).
+			dir, name := filepath.Split(s.SealState)
+			out = append(out, escapeGlob(filepath.Join(dir, "."+name+".tmp-"))+"*")
 		}
 	}
 	return out

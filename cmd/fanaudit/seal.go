@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"compress/gzip"
 	"errors"
 	"flag"
@@ -295,74 +294,18 @@ func readLines(name string, fn func(no int, line []byte) bool) (bool, error) {
 	}
 }
 
-// kafkaSource reads topic dumps and restores the order the sink sealed
-// in: at-least-once delivery duplicates records and partitions, retries
-// and the spool reorder them. Exact duplicates are dropped. A run's
-// records start with its open seal; within a run, seals are put in epoch
-// order and each record just before the first seal whose sequence range
-// reaches it.
+// kafkaSource reads topic dumps into memory and restores their sealed
+// order (seal.Reorder).
 func kafkaSource(files []string) (seal.Source, error) {
-	type item struct {
-		l   seal.Line
-		seq int64
-		rec *seal.Record
-	}
-	var runs [][]item
-	seen := map[string]bool{}
+	var lines []seal.Line
 	for _, name := range files {
 		_, err := readLines(name, func(no int, line []byte) bool {
-			if len(line) == 0 || seen[string(line)] {
-				return true
-			}
-			seen[string(line)] = true
-			it := item{l: seal.Line{Name: name, No: no, Data: bytes.Clone(line)}, seq: -1}
-			if seal.IsSeal(line) {
-				if r, err := seal.ParseRecord(line); err == nil {
-					it.rec = r
-				}
-			}
-			if it.rec == nil {
-				it.seq = seal.SequenceOf(line)
-			}
-			if len(runs) == 0 || it.rec != nil && it.rec.Kind == seal.KindOpen {
-				runs = append(runs, nil)
-			}
-			runs[len(runs)-1] = append(runs[len(runs)-1], it)
+			lines = append(lines, seal.Line{Name: name, No: no, Data: bytes.Clone(line)})
 			return true
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	var ordered []seal.Line
-	for _, run := range runs {
-		var seals, data []item
-		for _, it := range run {
-			if it.rec != nil {
-				seals = append(seals, it)
-			} else {
-				data = append(data, it)
-			}
-		}
-		slices.SortStableFunc(seals, func(a, b item) int { return cmp.Compare(a.rec.Epoch, b.rec.Epoch) })
-		slices.SortStableFunc(data, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })
-		for _, s := range seals {
-			for len(data) > 0 && s.rec.Lines > 0 && data[0].seq <= int64(s.rec.LastSeq) {
-				ordered = append(ordered, data[0].l)
-				data = data[1:]
-			}
-			ordered = append(ordered, s.l)
-		}
-		for _, d := range data {
-			ordered = append(ordered, d.l)
-		}
-	}
-	return func(yield func(seal.Line) bool) error {
-		for _, l := range ordered {
-			if !yield(l) {
-				return nil
-			}
-		}
-		return nil
-	}, nil
+	return seal.SliceSource(seal.Reorder(lines)), nil
 }

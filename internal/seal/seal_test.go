@@ -17,10 +17,14 @@ type stream struct {
 	k0    Key
 	state string
 	lines [][]byte
+	runs  int
 }
 
-func record(seq int) []byte {
-	return fmt.Appendf(nil, `{"@timestamp":"2026-11-30T19:00:00.000000000Z","event":{"action":"open","sequence":%d},"file":{"path":"/m/f%d"}}`, seq, seq)
+func record(seq int) []byte { return recordIn(0, seq) }
+
+// recordIn is record seq of the run-th agent run.
+func recordIn(run, seq int) []byte {
+	return fmt.Appendf(nil, `{"@timestamp":"2026-11-30T19:%02d:00.000000000Z","event":{"action":"open","sequence":%d},"file":{"path":"/m/f%d"}}`, run, seq, seq)
 }
 
 func newStream(t *testing.T) *stream {
@@ -49,8 +53,9 @@ func (s *stream) run(t *testing.T, from, to, every int, clean bool) {
 		s.lines = append(s.lines, bytes.TrimSuffix(line, []byte("\n")))
 	}
 	add(sl.Begin(now))
+	defer func() { s.runs++ }()
 	for seq := from; seq <= to; seq++ {
-		l := record(seq)
+		l := recordIn(s.runs, seq)
 		s.lines = append(s.lines, l)
 		sl.Append(append(l, '\n'), uint64(seq))
 		if (seq-from+1)%every == 0 {
@@ -213,7 +218,12 @@ func TestForwardSecurity(t *testing.T) {
 	if bytes.Contains(stolen, []byte(s.k0.String())) {
 		t.Fatal("the state file still holds the verification key")
 	}
-	st, k, _, err := loadState(s.state)
+	d, name, err := stateDir(s.state, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	st, k, _, err := loadState(d, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,5 +341,45 @@ func BenchmarkAppend(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		sl.Append(line, uint64(i))
+	}
+}
+
+// A topic dump: two runs, records duplicated and shuffled within each
+// run (partitions, retries). Reorder restores what verify needs; a
+// removed record is still found.
+func TestReorderTopicDump(t *testing.T) {
+	s := newStream(t)
+	s.run(t, 1, 100, 30, true)
+	n1 := len(s.lines)
+	s.run(t, 1, 40, 15, true)
+	var dump []Line
+	add := func(part [][]byte, off int) {
+		for i, l := range part {
+			dump = append(dump, Line{Name: "dump", No: off + i + 1, Data: l})
+		}
+	}
+	shuffle := func(part [][]byte) [][]byte {
+		p := slices.Clone(part)
+		// The open seal stays first; the rest is reversed in pairs and
+		// every fifth record duplicated.
+		for i := 1; i+1 < len(p); i += 2 {
+			p[i], p[i+1] = p[i+1], p[i]
+		}
+		for i := 1; i < len(p); i += 5 {
+			p = append(p, p[i])
+		}
+		return p
+	}
+	add(shuffle(s.lines[:n1]), 0)
+	add(shuffle(s.lines[n1:]), len(dump))
+	fs, err := Verify(s.k0, SliceSource(Reorder(dump)), VerifyOptions{})
+	if err != nil || len(fs) != 0 {
+		t.Fatalf("reordered dump: %v %v", fs, err)
+	}
+	i := slices.IndexFunc(dump, func(l Line) bool { return bytes.Equal(l.Data, record(50)) })
+	gone := slices.DeleteFunc(slices.Clone(dump), func(l Line) bool { return bytes.Equal(l.Data, record(50)) && l.No != dump[i].No || bytes.Equal(l.Data, record(50)) })
+	fs, err = Verify(s.k0, SliceSource(Reorder(gone)), VerifyOptions{})
+	if err != nil || len(fs) == 0 || !strings.Contains(fs[0].Msg, "removed") {
+		t.Fatalf("dump without record 50: %v %v", fs, err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // DefaultInterval is the default seal_interval.
@@ -19,6 +21,8 @@ const DefaultInterval = 10 * time.Second
 // methods lock so that a timer may ask Due beside the writer.
 type Sealer struct {
 	path     string
+	dir      *safefile.Dir
+	name     string
 	interval time.Duration
 
 	mu    sync.Mutex
@@ -48,13 +52,19 @@ func Open(path string, interval time.Duration) (*Sealer, error) {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	st, k, head, err := loadState(path)
+	d, name, err := stateDir(path, false)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sealer{path: path, interval: interval, st: st, key: k, head: head, prev: head,
+	st, k, head, err := loadState(d, name)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	s := &Sealer{path: path, dir: d, name: name, interval: interval, st: st, key: k, head: head, prev: head,
 		block: make([]byte, 0, 64<<10), tag: make([]byte, 0, 16), markEvery: 1, marks: make([]byte, 0, maxMarks*markSize)}
 	if s.aead, err = blockAEAD(&s.key); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return s, nil
@@ -164,6 +174,9 @@ func (s *Sealer) Close(now time.Time) ([]byte, error) {
 	line, err := s.sealLocked(now, KindClose)
 	s.done = true
 	clear(s.key[:])
+	if cerr := s.dir.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("%w: %w", ErrState, cerr)
+	}
 	return line, err
 }
 
@@ -192,7 +205,7 @@ func (s *Sealer) sealLocked(now time.Time, kind string) ([]byte, error) {
 	s.blocks, s.lines, s.firstSeq, s.lastSeq = 0, 0, 0, 0
 	s.marks, s.markEvery = s.marks[:0], 1
 	s.lastSeal = now
-	err := saveState(s.path, s.st, &s.key, &s.head)
+	err := saveState(s.dir, s.name, s.st, &s.key, &s.head)
 	if aerr != nil {
 		err = aerr
 	}

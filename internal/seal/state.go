@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // state is what the state file holds: the current epoch key, the chain
@@ -21,6 +23,25 @@ type state struct {
 	Epoch   uint64 `json:"epoch"`
 	Key     string `json:"key"`
 	Head    string `json:"head"`
+}
+
+// stateDir opens the state file's directory through safefile: a private
+// directory (the agent's own, writable by nobody else), walked without
+// following links planted by others.
+func stateDir(path string, create bool) (*safefile.Dir, string, error) {
+	if !filepath.IsAbs(path) {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %w", ErrState, err)
+		}
+		path = abs
+	}
+	dir, name := filepath.Split(filepath.Clean(path))
+	d, err := safefile.OpenDir(dir, safefile.Options{Key: "seal_state", Create: create, DirMode: 0o700, Private: true})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrState, err)
+	}
+	return d, name, nil
 }
 
 // Keygen creates a new state at path (mode 0600; an existing file, or a
@@ -36,59 +57,44 @@ func Keygen(path string) (Key, error) {
 	if err != nil {
 		return k, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	defer clear(b)
+	d, name, err := stateDir(path, true)
+	if err != nil {
+		return k, err
+	}
+	defer d.Close()
+	f, err := d.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return k, fmt.Errorf("%w: %s exists; refusing to overwrite a sealing state (its chain would fork)", ErrState, path)
 		}
 		return k, fmt.Errorf("%w: %w", ErrState, err)
 	}
-	if err := writeSync(f, append(b, '\n')); err != nil {
-		os.Remove(path)
-		return k, err
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return k, err
-	}
-	return k, nil
-}
-
-func writeSync(f *os.File, b []byte) error {
-	_, err := f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o600) // whatever the umask did
-	}
+	_, err = f.Write(append(b, '\n'))
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = d.Sync()
+	}
 	if err != nil {
-		return fmt.Errorf("%w: write %s: %w", ErrState, f.Name(), err)
+		_ = d.Remove(name)
+		return k, fmt.Errorf("%w: write %s: %w", ErrState, path, err)
 	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("%w: sync %s: %w", ErrState, dir, err)
-	}
-	return nil
+	return k, nil
 }
 
 // loadState reads the state file; it must be a regular file that only
 // its owner can read or write.
-func loadState(path string) (state, Key, [32]byte, error) {
+func loadState(d *safefile.Dir, name string) (state, Key, [32]byte, error) {
 	var st state
 	var k Key
 	var head [32]byte
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	path := filepath.Join(d.Path(), name)
+	f, err := d.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
 		return st, k, head, fmt.Errorf("%w: %w (create it with fanaudit seal-keygen --state %s)", ErrState, err, path)
 	}
@@ -97,19 +103,15 @@ func loadState(path string) (state, Key, [32]byte, error) {
 	if err != nil {
 		return st, k, head, fmt.Errorf("%w: %w", ErrState, err)
 	}
-	if !fi.Mode().IsRegular() {
-		return st, k, head, fmt.Errorf("%w: %s is not a regular file", ErrState, path)
-	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return st, k, head, fmt.Errorf("%w: %s has mode %04o; it holds a secret key and must not be readable by others (chmod 600)", ErrState, path, fi.Mode().Perm())
 	}
-	b := make([]byte, 4096)
-	n, err := f.Read(b)
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return st, k, head, fmt.Errorf("%w: read %s: %w", ErrState, path, err)
 	}
 	defer clear(b)
-	if err := json.Unmarshal(b[:n], &st); err != nil {
+	if err := json.Unmarshal(b, &st); err != nil {
 		return st, k, head, fmt.Errorf("%w: %s: %w", ErrState, path, err)
 	}
 	if st.Version != Version {
@@ -127,11 +129,11 @@ func loadState(path string) (state, Key, [32]byte, error) {
 	return st, k, head, nil
 }
 
-// saveState replaces the state file atomically: a new file beside it
-// (O_EXCL, O_NOFOLLOW), fsync, rename over the old one, fsync of the
-// directory. The old key is gone from the file system's view once the
+// saveState replaces the state file atomically (safefile: an O_EXCL temp
+// file beside it, fsync, rename over the old one, fsync of the
+// directory). The old key is gone from the file system's view once the
 // rename is durable.
-func saveState(path string, st state, k *Key, head *[32]byte) error {
+func saveState(d *safefile.Dir, name string, st state, k *Key, head *[32]byte) error {
 	st.Key = k.String()
 	st.Head = hex.EncodeToString(head[:])
 	b, err := json.Marshal(&st)
@@ -139,22 +141,8 @@ func saveState(path string, st state, k *Key, head *[32]byte) error {
 		return err
 	}
 	defer clear(b)
-	var r [8]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	if err := d.WriteFile(name, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("%w: %w", ErrState, err)
 	}
-	tmp := path + ".tmp-" + hex.EncodeToString(r[:])
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	if err := writeSync(f, append(b, '\n')); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
