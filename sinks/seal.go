@@ -201,10 +201,6 @@ func (r *stdoutRun) seal(which sealWhich) {
 		return
 	}
 	r.flush()
-	if r.tail != nil {
-		r.s.log.Error().Msg("sealing: a seal record is lost: the output holds a torn line")
-		return
-	}
 	if _, err := r.s.w.Write(line); err != nil {
 		r.s.log.Error().Err(err).Msg("sealing: a seal record is lost: writing it failed")
 	}

@@ -22,9 +22,14 @@ type stream struct {
 
 func record(seq int) []byte { return recordIn(0, seq) }
 
+// runStart is when the run-th agent run starts; its seals come a second
+// apart, its records a millisecond apart.
+func runStart(run int) time.Time { return time.Unix(1e9+int64(run)*1000, 0) }
+
 // recordIn is record seq of the run-th agent run.
 func recordIn(run, seq int) []byte {
-	return fmt.Appendf(nil, `{"@timestamp":"2026-11-30T19:%02d:00.000000000Z","event":{"action":"open","sequence":%d},"file":{"path":"/m/f%d"}}`, run, seq, seq)
+	ts := runStart(run).Add(time.Duration(seq) * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	return fmt.Appendf(nil, `{"@timestamp":%q,"event":{"action":"open","sequence":%d},"file":{"path":"/m/f%d"}}`, ts, seq, seq)
 }
 
 func newStream(t *testing.T) *stream {
@@ -44,7 +49,7 @@ func (s *stream) run(t *testing.T, from, to, every int, clean bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Unix(1e9, 0)
+	now := runStart(s.runs)
 	add := func(line []byte, err error) {
 		t.Helper()
 		if err != nil {
@@ -370,14 +375,21 @@ func TestReorderTopicDump(t *testing.T) {
 		}
 		return p
 	}
-	add(shuffle(s.lines[:n1]), 0)
-	add(shuffle(s.lines[n1:]), len(dump))
+	// Partitions interleave: the second run's open seal shows before the
+	// first run's last records.
+	first, second := shuffle(s.lines[:n1]), shuffle(s.lines[n1:])
+	add(first[:len(first)-10], 0)
+	add(second[:1], len(dump))
+	add(first[len(first)-10:], len(dump))
+	add(second[1:], len(dump))
 	fs, err := Verify(s.k0, SliceSource(Reorder(dump)), VerifyOptions{})
 	if err != nil || len(fs) != 0 {
 		t.Fatalf("reordered dump: %v %v", fs, err)
 	}
 	i := slices.IndexFunc(dump, func(l Line) bool { return bytes.Equal(l.Data, record(50)) })
-	gone := slices.DeleteFunc(slices.Clone(dump), func(l Line) bool { return bytes.Equal(l.Data, record(50)) && l.No != dump[i].No || bytes.Equal(l.Data, record(50)) })
+	gone := slices.DeleteFunc(slices.Clone(dump), func(l Line) bool {
+		return bytes.Equal(l.Data, record(50)) && l.No != dump[i].No || bytes.Equal(l.Data, record(50))
+	})
 	fs, err = Verify(s.k0, SliceSource(Reorder(gone)), VerifyOptions{})
 	if err != nil || len(fs) == 0 || !strings.Contains(fs[0].Msg, "removed") {
 		t.Fatalf("dump without record 50: %v %v", fs, err)

@@ -3,11 +3,19 @@ package kafka
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fanaudit/fanaudit/sinks"
 	kafkago "github.com/segmentio/kafka-go"
 )
+
+// sealIDPrefix starts the event id header of seal records, which are not
+// queue items: the spool's accounting of this run's records skips them,
+// and replay settles nothing for them (their id is not this run's).
+const sealIDPrefix = "seal:"
+
+func isSealID(id string) bool { return strings.HasPrefix(id, sealIDPrefix) }
 
 // SetSealer turns sealing on (docs/sealing.md); call it before Run. The
 // chain runs over the records in the order the sink takes them from its
@@ -45,7 +53,7 @@ func (s *Sink) produceSeal(ctx context.Context, mk func(time.Time) ([]byte, erro
 		return
 	}
 	s.sealN++
-	id := s.idPrefix + "seal:" + strconv.FormatUint(s.sealN, 10)
+	id := sealIDPrefix + s.idPrefix + strconv.FormatUint(s.sealN, 10)
 	msg := kafkago.Message{Key: s.hostKey, Value: line[:len(line)-1], Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(id)}}}
 	for attempt := 0; ; attempt++ {
 		if s.spool != nil && !s.spool.empty() {
