@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Line is one line of a sealed stream, without its '\n'.
@@ -61,17 +62,39 @@ type sealAt struct {
 // its findings: none means intact and closed by a clean stop's seal. The
 // error is for a source that cannot be read.
 func Verify(k0 Key, src Source, opt VerifyOptions) ([]Finding, error) {
+	r, err := VerifyReport(k0, src, opt)
+	return r.Findings, err
+}
+
+// Report is what Verify found, with what an auditor compares against the
+// stream's expected end: a stream cut back to an earlier clean stop looks
+// intact, and only its last epoch and time tell (docs/sealing.md).
+type Report struct {
+	Findings   []Finding
+	Records    int // record lines, seals not counted
+	Seals      int // valid seal records
+	FirstEpoch uint64
+	LastEpoch  uint64
+	LastTime   time.Time
+}
+
+// VerifyReport is Verify with the report.
+func VerifyReport(k0 Key, src Source, opt VerifyOptions) (Report, error) {
 	v := &verifier{k0: k0, keyID: k0.ID(), cacheKey: k0, opt: opt, forged: map[int]bool{}}
 	if err := v.scan(src); err != nil {
-		return nil, err
+		return Report{}, err
 	}
 	if v.wrongKey != nil {
-		return []Finding{*v.wrongKey}, nil
+		return Report{Findings: []Finding{*v.wrongKey}}, nil
 	}
 	if err := v.check(src); err != nil {
-		return nil, err
+		return Report{}, err
 	}
-	return v.findings, nil
+	r := Report{Findings: v.findings, Records: v.records, Seals: len(v.seals)}
+	if n := len(v.seals); n > 0 {
+		r.FirstEpoch, r.LastEpoch, r.LastTime = v.seals[0].rec.Epoch, v.seals[n-1].rec.Epoch, v.seals[n-1].rec.Time
+	}
+	return r, nil
 }
 
 type verifier struct {
@@ -82,6 +105,7 @@ type verifier struct {
 	cacheEp  uint64
 
 	seals    []sealAt
+	records  int
 	forged   map[int]bool
 	wrongKey *Finding
 	findings []Finding
@@ -113,6 +137,7 @@ func (v *verifier) scan(src Source) error {
 		idx++
 		if !IsSeal(l.Data) {
 			data++
+			v.records++
 			return true
 		}
 		r, err := ParseRecord(l.Data)
