@@ -351,6 +351,7 @@ func configs(e *env) (live, drain []config) {
 	}
 	if o.Fanaudit != "" {
 		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink (max_size_mb = 0)", ops: allOps, run: fanauditLive(sinkFile)})
+		live = append(live, config{name: "fanaudit file sink, sealed", command: "fanaudit run, default config + file sink (max_size_mb = 0) with seal_state (seal_interval 10s)", ops: allOps, run: fanauditLive(sinkFileSealed)})
 		if o.KafkaBrokers != "" {
 			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker, topic created first, spool in a per-run directory)", ops: allOps, run: fanauditLive(sinkKafka)})
 		}

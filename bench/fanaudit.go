@@ -19,6 +19,7 @@ type sinkKind int
 const (
 	sinkFile sinkKind = iota
 	sinkKafka
+	sinkFileSealed // the file sink with seal_state (docs/sealing.md)
 )
 
 // fanauditConfig writes a config that keeps every default but the watched
@@ -37,11 +38,15 @@ func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimite
 	// A JSON log keeps stderr parseable; the level stays at its default.
 	b.WriteString("\n[logging]\nformat = \"json\"\n")
 	switch kind {
-	case sinkFile:
+	case sinkFile, sinkFileSealed:
+		seal := ""
+		if kind == sinkFileSealed {
+			seal = "seal_state = " + strconv.Quote(sealState(path)) + "\n"
+		}
 		// Size rotation off: a run writes about a GiB, and the default
 		// rotation (100 MB, 5 backups) would delete records before they
 		// are counted.
-		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n[sinks.file]\npath = %s\nmax_size_mb = 0\n", strconv.Quote(out))
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n%s[sinks.file]\npath = %s\nmax_size_mb = 0\n", seal, strconv.Quote(out))
 	case sinkKafka:
 		var bs []string
 		for br := range strings.SplitSeq(brokers, ",") {
@@ -59,6 +64,13 @@ func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimite
 		return fmt.Errorf("fanaudit config: %w", err)
 	}
 	return nil
+}
+
+// sealState is where a sealed run keeps its seal state: beside the
+// work directory's files, in a directory that is root's own (safefile
+// refuses a world-writable one such as the output tmpfs's root).
+func sealState(cfg string) string {
+	return filepath.Join(filepath.Dir(filepath.Dir(cfg)), "seal-"+filepath.Base(cfg)+".state")
 }
 
 func fanauditLive(kind sinkKind) func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
@@ -81,6 +93,14 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 			return Sample{}, err
 		}
 	}
+	if kind == sinkFileSealed {
+		state := sealState(cfg)
+		os.Remove(state)
+		if out, err := exec.CommandContext(ctx, e.o.Fanaudit, "seal-keygen", "--state", state).CombinedOutput(); err != nil {
+			return Sample{}, fmt.Errorf("seal-keygen: %v: %s", err, out)
+		}
+		defer os.Remove(state)
+	}
 	m, err := startMonitor(e.outMnt, tag, "", extraEnv, e.o.Fanaudit, "run", "--config", cfg)
 	if err != nil {
 		return Sample{}, err
@@ -98,7 +118,7 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 	// The tail ends with the last record delivered, not with the exit, so
 	// a slow shutdown does not count as catching up.
 	var last time.Time
-	if kind == sinkFile {
+	if kind != sinkKafka {
 		last, _, err = m.waitQuiet(ctx, out, quietFor, stopTimeout)
 	} else {
 		// The Kafka sink spools and may exit with records still in its
@@ -115,7 +135,7 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 	}
 	s.CPU, s.MaxRSSKiB = m.usage()
 	switch kind {
-	case sinkFile:
+	case sinkFile, sinkFileSealed:
 		f, err := os.Open(out)
 		if err != nil {
 			return s, fmt.Errorf("fanaudit output: %w", err)

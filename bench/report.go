@@ -390,6 +390,29 @@ func (r *Report) targets(b *strings.Builder) {
 		}
 		p("| peak RSS ≤ 64 MiB at 200 k events/s | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
 	}
+	// 5. sealing cost (issue #16): CPU per record, sealed over unsealed,
+	// paired by round.
+	if fs := r.find(r.Live, "fanaudit file sink, sealed"); fs != nil && fa != nil {
+		plain := map[int]float64{}
+		for _, s := range fa.ok() {
+			if s.Counts.Events > 0 {
+				plain[s.Round] = s.CPU / float64(s.Counts.Events)
+			}
+		}
+		st := fs.stat(func(s Sample) (float64, bool) {
+			b, ok := plain[s.Round]
+			if !ok || b <= 0 || s.Counts.Events == 0 {
+				return 0, false
+			}
+			return (s.CPU/float64(s.Counts.Events)/b - 1) * 100, true
+		})
+		fas, verdict := "not measured", "N/A"
+		if st.N > 0 {
+			fas = st.fmt("%+.1f") + " % CPU per record with seal_state, against the same round's unsealed file sink"
+			verdict = passFail(st.Med <= 5)
+		}
+		p("| sealing adds ≤ 5 %% agent CPU at full workload speed | %s | — | — | %s |\n", fas, verdict)
+	}
 }
 
 func (r *Report) closeWriteMiss(c *ConfigResult) string {

@@ -77,15 +77,16 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLive := 4
+	wantLive, wantPaced := 4, 1
 	if ok {
-		wantLive++
+		wantLive += 2 // the file sink, unsealed and sealed
+		wantPaced++
 	}
 	if len(rep.Live) != wantLive || len(rep.Drain) < 3 {
 		t.Fatalf("got %d live and %d drain configurations, want %d and ≥3", len(rep.Live), len(rep.Drain), wantLive)
 	}
-	if len(rep.Paced) != wantLive-3 {
-		t.Fatalf("got %d paced configurations, want %d", len(rep.Paced), wantLive-3)
+	if len(rep.Paced) != wantPaced {
+		t.Fatalf("got %d paced configurations, want %d", len(rep.Paced), wantPaced)
 	}
 	for _, c := range slices.Concat(rep.Live, rep.Drain, rep.Paced) {
 		if len(c.Samples) != 1 {

@@ -47,7 +47,7 @@ func run() error {
 	flag.Float64Var(&o.PacedRate, "paced-rate", 200000, "records/s of the paced RSS run (0 skips it)")
 	flag.DurationVar(&o.PacedFor, "paced-for", 5*time.Second, "length of the paced run")
 	flag.IntVar(&o.MemTouchGiB, "memtouch", 3, "GiB of memory to touch once before timing")
-	flag.StringVar(&pkgs, "gobench", "./internal/kernel,./enrich,./internal/record,./sinks,./internal/pipeline", "comma-separated packages for go test -bench (empty skips)")
+	flag.StringVar(&pkgs, "gobench", "./internal/kernel,./enrich,./internal/record,./sinks,./internal/pipeline,./internal/seal", "comma-separated packages for go test -bench (empty skips)")
 	flag.StringVar(&o.GoBenchTime, "benchtime", "1s", "go test -benchtime")
 	flag.StringVar(&o.PerfDir, "perf-dir", "", "profile one extra fanaudit live and drain run with perf into this directory")
 	flag.StringVar(&out, "o", "", "markdown output (default REPO/bench/RESULTS.md; - for stdout)")
