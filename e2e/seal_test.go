@@ -2,9 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"compress/gzip"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,7 +37,8 @@ func verifyRun(t *testing.T, args ...string) (int, []string) {
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
@@ -73,24 +73,6 @@ func sinkFiles(t *testing.T, out string) []string {
 	}
 	slices.Sort(m)
 	return append(m, out)
-}
-
-func readMaybeGz(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b, err = io.ReadAll(zr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
 }
 
 func isSealLine(l string) bool { return strings.Contains(l, `"dataset":"fanaudit.seal"`) }

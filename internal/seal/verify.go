@@ -352,7 +352,6 @@ type checker struct {
 	after    int     // lines added to the window after the mismatch
 	window   []wline // lines since the last matching mark
 	winBytes int
-	winDone  bool
 }
 
 type wline struct {
