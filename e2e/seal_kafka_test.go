@@ -54,7 +54,7 @@ func TestSealedKafkaTopic(t *testing.T) {
 	watched := testutil.TmpfsMount(t, "16m")
 	state := filepath.Join(t.TempDir(), "seal.state")
 	key := keygen(t, state)
-	cfg := writeConfig(t, fmt.Sprintf(`paths = [%q]
+	cfg := runConfig(t, fmt.Sprintf(`paths = [%q]
 events = ["create", "close_write", "delete"]
 shutdown_timeout = "20s"
 stats_interval = "0s"

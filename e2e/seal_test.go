@@ -87,7 +87,7 @@ func TestSealedFileSink(t *testing.T) {
 	out := filepath.Join(outDir, "events.json")
 	state := filepath.Join(t.TempDir(), "seal.state")
 	key := keygen(t, state)
-	cfg := writeConfig(t, fileSinkConfig(watched, out, "")+`compress = true
+	cfg := runConfig(t, fileSinkConfig(watched, out, "")+`compress = true
 max_backups = 0
 max_size_mb = 1
 `)
