@@ -88,6 +88,9 @@ func checkOps(t *testing.T, s *session, dir string) {
 		if e.Path == "" {
 			t.Errorf("no path: %s", line(&e, dir))
 		}
+		if e.Action == ActionEventsLost {
+			t.Errorf("events_lost %s", e.LostReason)
+		}
 	}
 }
 
@@ -107,9 +110,15 @@ func TestBtrfsSubvolume(t *testing.T) {
 	}
 	run(t, "mount", "-o", "subvol=sv", dev, svMount)
 	for _, path := range []string{sv, svMount} {
-		for _, scope := range []string{ScopeFilesystem, ScopeAuto} {
+		for _, scope := range []string{ScopeFilesystem, ScopeAuto, ScopeAuto + "-limit"} {
 			t.Run(filepath.Base(path)+"/"+scope, func(t *testing.T) {
-				s := startSession(t, Options{Paths: []string{path}, Scope: scope})
+				opts := Options{Paths: []string{path}, Scope: scope}
+				if scope == ScopeAuto+"-limit" {
+					// Past subtree_max_dirs with no filesystem mark to fall
+					// back on, the inode marks go on and nothing is lost.
+					opts.Scope, opts.SubtreeMaxDirs = ScopeAuto, 1
+				}
+				s := startSession(t, opts)
 				if s.c.Stats().InodeMarks == 0 {
 					t.Errorf("no inode marks on a subvolume")
 				}

@@ -55,7 +55,10 @@ const ReasonMarkFailed = "mark_failed"
 //     time, or at any time when the kernel refuses a mark (ENOSPC: the
 //     max_user_marks limit), the root's filesystem gets a filesystem mark
 //     and the tree stops following; the user-space scope filter keeps the
-//     output the same.
+//     output the same. Where the kernel refuses a filesystem mark (btrfs
+//     subvolume, overlayfs) the inode marks go on past the limit, and only
+//     a directory that cannot be marked is a loss (events_lost, reason
+//     mark_failed).
 //   - Under inode marks the kernel reports delete_self and move_self only
 //     for marked objects, the directories: a file's unlink is its parent's
 //     delete, its rename the parent's rename.
@@ -72,6 +75,7 @@ type treeRoot struct {
 	path   string // escaped
 	dev    uint64
 	frozen bool // a filesystem mark took over: no more following
+	noFS   bool // the kernel refuses a filesystem mark here: no limit, no fallback
 }
 
 const synthMax = 4096
@@ -139,7 +143,7 @@ func joinEscaped(dir, name string) string {
 // filesystem. With synth, the entries found get synthesized create Events
 // in b (see tree). It returns false when a mark failed for another reason
 // than the directory going away; the caller falls back.
-func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) bool {
+func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, failed bool) {
 	t := c.tree
 	stack := []string{dir}
 	for len(stack) > 0 {
@@ -159,7 +163,7 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) bool 
 			}
 			c.log.Warn().Err(err).Str("path", p).Msg("inode mark failed")
 			c.stats.markFails.Add(1)
-			return false
+			return false, true
 		}
 		if id.Key != "" {
 			t.dirs[id.Key] = p
@@ -177,12 +181,12 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) bool 
 		}
 	}
 	c.stats.inodeMarks.Store(uint64(len(t.dirs)))
-	if t.auto && len(t.dirs) > t.max {
+	if t.auto && !rt.noFS && len(t.dirs) > t.max {
 		c.log.Warn().Int("dirs", len(t.dirs)).Int("subtree_max_dirs", t.max).Str("root", rt.path).
 			Msg("subtree grew past subtree_max_dirs: switching to a filesystem mark")
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 func (c *Capture) synthCreate(b *batch, p string, dir bool) {
@@ -201,18 +205,30 @@ func (c *Capture) synthCreate(b *batch, p string, dir bool) {
 }
 
 // fallback covers rt's filesystem with a filesystem mark after the tree
-// could not follow; when even that is refused, the loss is announced.
-func (c *Capture) fallback(b *batch, rt *treeRoot) {
+// could not follow (a mark failed, or auto scope passed SubtreeMaxDirs).
+// Where the kernel refuses filesystem marks there (btrfs subvolume,
+// overlayfs), inode marks go on past the limit; only a failed mark is then
+// a loss, announced as events_lost.
+func (c *Capture) fallback(b *batch, rt *treeRoot, markFailed bool) {
 	if rt.frozen {
 		return
 	}
-	err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, realPath(rt.path))
-	if err == nil {
-		rt.frozen = true
-		c.log.Warn().Str("root", rt.path).Msg("subtree scope now uses a filesystem mark")
+	if !rt.noFS {
+		err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, realPath(rt.path))
+		if err == nil {
+			rt.frozen = true
+			c.log.Warn().Str("root", rt.path).Msg("subtree scope now uses a filesystem mark")
+			return
+		}
+		if !kernel.MarkUnsupported(err) {
+			c.log.Error().Err(err).Str("root", rt.path).Msg("no filesystem mark possible")
+		}
+		rt.noFS = true
+	}
+	if !markFailed {
 		return
 	}
-	c.log.Error().Err(err).Str("root", rt.path).Msg("no mark covers new directories: their events are lost")
+	c.log.Error().Str("root", rt.path).Msg("a new directory could not be marked: events in it are lost")
 	if b != nil {
 		b.evs = append(b.evs, c.lostEvent(b.now, ReasonMarkFailed))
 	}
@@ -257,8 +273,10 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 				return // marked by a scan already
 			}
 		}
-		if rt := t.root(path); rt != nil && !rt.frozen && !c.markTree(b, rt, path, true) {
-			c.fallback(b, rt)
+		if rt := t.root(path); rt != nil && !rt.frozen {
+			if ok, failed := c.markTree(b, rt, path, true); !ok {
+				c.fallback(b, rt, failed)
+			}
 		}
 	case m&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0:
 		oldIn := oldPath != "" && t.root(oldPath) != nil
@@ -272,8 +290,8 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 		case oldIn:
 			t.unmark(c, oldPath, path)
 		case newRt != nil && !newRt.frozen:
-			if !c.markTree(b, newRt, path, false) {
-				c.fallback(b, newRt)
+			if ok, failed := c.markTree(b, newRt, path, false); !ok {
+				c.fallback(b, newRt, failed)
 			}
 		}
 	case m&(kernel.FanDelete|kernel.FanDeleteSelf) != 0:
@@ -325,6 +343,7 @@ func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
 	if err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
+	noFS := false
 	useFS := o.Scope == ScopeFilesystem || kernel.MountRoot(mountinfo, rp)
 	if !useFS && o.Scope == ScopeAuto {
 		if n := c.countDirs(root, dev, o.SubtreeMaxDirs); n > o.SubtreeMaxDirs {
@@ -347,6 +366,7 @@ func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
 		}
 		c.log.Warn().Err(err).Str("path", root).
 			Msg("no filesystem mark possible here (a btrfs subvolume, overlayfs): marking every directory of the subtree instead")
+		noFS = true
 	}
 	if c.opts.Observer != nil && !c.fsMark[fsid] {
 		// Enrichment names processes by their execs wherever the binary
@@ -360,14 +380,25 @@ func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
 		c.tree = newTree(c.treeMask(), o.Scope == ScopeAuto, o.SubtreeMaxDirs)
 	}
 	t := c.tree
-	t.roots = append(t.roots, treeRoot{path: root, dev: dev})
+	t.roots = append(t.roots, treeRoot{path: root, dev: dev, noFS: noFS})
 	rt := &t.roots[len(t.roots)-1]
-	if !c.markTree(nil, rt, root, false) {
-		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, rp); err != nil {
+	ok, failed := c.markTree(nil, rt, root, false)
+	switch {
+	case ok:
+	case noFS && failed:
+		return fmt.Errorf("capture: mark %s: an inode mark failed (see fs.fanotify.max_user_marks) and the kernel allows no filesystem mark here", root)
+	case noFS: // only past subtree_max_dirs: inode marks are all there is
+	default:
+		err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, c.mask, rp)
+		switch {
+		case err == nil:
+			rt.frozen = true
+			c.fsMark[fsid] = true
+		case !failed && kernel.MarkUnsupported(err):
+			rt.noFS = true // past the limit, but inode marks are all there is
+		default:
 			return fmt.Errorf("capture: mark %s: inode marks failed (see fs.fanotify.max_user_marks) and a filesystem mark too: %w", root, err)
 		}
-		rt.frozen = true
-		c.fsMark[fsid] = true
 	}
 	return nil
 }
