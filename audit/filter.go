@@ -157,6 +157,13 @@ func (c *Capture) dropPass(b *batch, raw []kernel.RawEvent) []bool {
 	var drop []bool
 	for i := range raw {
 		r := &raw[i]
+		if r.Mask&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0 && r.Mask&kernel.FanOnDir != 0 {
+			// A directory moved: the cached names are updated only when
+			// the rename itself is converted, so the rest of this batch
+			// takes the full path (and the verdicts start afresh).
+			clear(c.verdicts)
+			break
+		}
 		if r.Err != nil || r.Mask&kernel.FanQOverflow != 0 || !c.dropOutside(b, raw, i) {
 			continue
 		}
