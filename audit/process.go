@@ -243,7 +243,8 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		if obj.Valid() && path != "" {
 			c.named(b, obj.Key, path)
 		}
-		c.lastRename = renameNote{pid: r.Pid, path: path, fid: string(obj.Key)}
+		c.lastRename.pid, c.lastRename.path = r.Pid, path
+		c.lastRename.fid = append(c.lastRename.fid[:0], obj.Key...) // no allocation per rename
 	case r.Dir.Valid():
 		self := len(r.Name) == 0 || (len(r.Name) == 1 && r.Name[0] == '.')
 		if self && !obj.Valid() {
@@ -405,9 +406,9 @@ func (c *Capture) replacedName(b *batch, r *kernel.RawEvent, prev []kernel.RawEv
 			return c.join(b, c.resolveDir(b, &p.NewDir), p.NewName)
 		}
 	}
-	if l := &c.lastRename; l.pid == r.Pid && l.path != "" && l.fid != string(r.FID.Key) {
+	if l := &c.lastRename; l.pid == r.Pid && l.path != "" && string(l.fid) != string(r.FID.Key) {
 		p := l.path
-		*l = renameNote{}
+		l.pid, l.path = 0, ""
 		return p
 	}
 	return ""
@@ -418,7 +419,7 @@ func (c *Capture) replacedName(b *batch, r *kernel.RawEvent, prev []kernel.RawEv
 type renameNote struct {
 	pid  int32
 	path string
-	fid  string
+	fid  []byte
 }
 
 // movedName names a move_self from the object's rename record, which the
