@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,5 +246,33 @@ max_size_mb = 1
 		if code, errs := verifyRun(t, args...); code != 2 || len(errs) != 1 {
 			t.Errorf("verify %q: exit %d, stderr %q; want 2 and one line", args, code, errs)
 		}
+	}
+}
+
+// TestSealedWatch: watch --seal-state seals stdout between an open and a
+// closing seal, and the output verifies.
+func TestSealedWatch(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	state := filepath.Join(t.TempDir(), "seal.state")
+	key := keygen(t, state)
+	a := start(t, true, "watch", "--events", "create,delete", "--seal-state", state, "--duration", "1h", watched)
+	a.readStdout()
+	a.waitLog("running", startTimeout)
+	makeFiles(t, watched, "w", 20)
+	a.signal(syscall.SIGINT)
+	if code := a.wait(); code != 0 {
+		t.Fatalf("exit %d after SIGINT: %s", code, a.stderr())
+	}
+	out := filepath.Join(t.TempDir(), "watch.json")
+	if err := os.WriteFile(out, a.output(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(a.output())), "\n")
+	if len(lines) != 42 || !isSealLine(lines[0]) || !strings.Contains(lines[41], `"kind":"close"`) {
+		t.Fatalf("watch output: %d lines, first %q, last %q", len(lines), lines[0], lines[len(lines)-1])
+	}
+	if code, errs := verifyRun(t, "--key", key, out); code != 0 {
+		t.Fatalf("verify of watch's output: exit %d: %q", code, errs)
 	}
 }
