@@ -230,9 +230,14 @@ func streamFiles(args []string) ([]string, error) {
 		}
 		return slices.Compare(x.rank, y.rank)
 	})
-	names := make([]string, len(out))
-	for i, e := range out {
-		names[i] = e.name
+	names := make([]string, 0, len(out))
+	for _, e := range out {
+		// A compression cut short leaves both X and X.gz, each whole
+		// (X is removed after X.gz is in place): read one of them.
+		if plain, ok := strings.CutSuffix(e.name, ".gz"); ok && seen[plain] {
+			continue
+		}
+		names = append(names, e.name)
 	}
 	return names, nil
 }
