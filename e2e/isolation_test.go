@@ -375,3 +375,39 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 		t.Errorf("after a clean stop the next run wrote %+v", third)
 	}
 }
+
+// TestWatchClosedPipe is `fanaudit watch DIR | head -c 100`: watch writes
+// to stdout only, so when its reader goes away it stops, cleanly (exit 0),
+// like any filter in a pipeline, instead of being killed by SIGPIPE.
+func TestWatchClosedPipe(t *testing.T) {
+	testutil.RequireRoot(t)
+	watched := testutil.TmpfsMount(t, "16m")
+	a := start(t, true, "watch", "--events", "create", watched)
+	a.waitLog("running", startTimeout)
+	stop := make(chan struct{})
+	made := make(chan struct{})
+	go func() {
+		defer close(made)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := os.Mkdir(filepath.Join(watched, fmt.Sprintf("d%d", i)), 0o755); err != nil {
+				return
+			}
+		}
+	}()
+	head := make([]byte, 100)
+	if _, err := io.ReadFull(a.stdout, head); err != nil {
+		t.Fatal(err)
+	}
+	a.stdout.Close()
+	code := a.wait()
+	close(stop)
+	<-made
+	if code != 0 {
+		t.Fatalf("exit %d after its reader went away; stderr:\n%s", code, a.stderr())
+	}
+}

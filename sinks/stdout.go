@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -45,6 +46,7 @@ type Stdout struct {
 	w      io.Writer
 	log    zerolog.Logger
 	sealer Sealer // seal.go
+	onGone func() // StopWhenReaderGone
 }
 
 // NewStdout returns a sink writing to w, or to os.Stdout when w is nil.
@@ -54,6 +56,12 @@ func NewStdout(w io.Writer, log zerolog.Logger) *Stdout {
 	}
 	return &Stdout{w: w, log: log.With().Str("component", "sink").Str("sink", "stdout").Logger()}
 }
+
+// StopWhenReaderGone makes the sink call stop once when a write fails
+// because the reader went away (EPIPE), for a command whose only output is
+// stdout (watch, like any filter in a shell pipeline, ends then). Call it
+// before Run.
+func (s *Stdout) StopWhenReaderGone(stop func()) { s.onGone = stop }
 
 // Name is the sink's kind.
 func (s *Stdout) Name() string { return "stdout" }
@@ -146,6 +154,10 @@ func (r *stdoutRun) fail(err error, n int) {
 	}
 	if lost > 0 {
 		r.in.Failed(lost, record.ReasonSinkError)
+	}
+	if errors.Is(err, syscall.EPIPE) && r.s.onGone != nil {
+		r.s.onGone()
+		r.s.onGone = nil
 	}
 	if !r.failing {
 		// Once per streak: a closed pipe would otherwise log every batch.

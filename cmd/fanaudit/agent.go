@@ -78,7 +78,14 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	if err != nil {
 		return err
 	}
-	specs, sinkMetrics, closeSinks, err := buildSinks(cfg, source, enr.Host(), runID, stdout, log)
+	// watch writes to stdout only: when its reader goes away (`| head`), it
+	// stops cleanly, like any filter. run goes on with its other sinks.
+	var stopWatch func()
+	if source == "watch" {
+		ctx, stopWatch = context.WithCancel(ctx)
+		defer stopWatch()
+	}
+	specs, sinkMetrics, closeSinks, err := buildSinks(cfg, source, enr.Host(), runID, stdout, stopWatch, log)
 	if err != nil {
 		return err
 	}
@@ -236,7 +243,7 @@ func reopenOnHUP(ctx context.Context, hup <-chan os.Signal, p *pipeline.Pipeline
 // buildSinks creates every configured sink, with the metrics of those
 // that count more than their queue does. The returned func closes them
 // all (the pipeline does after a run; Close is idempotent).
-func buildSinks(cfg *config.Config, source string, host *record.Host, runID string, stdout io.Writer, log zerolog.Logger) ([]pipeline.SinkSpec, []metrics.Component, func(), error) {
+func buildSinks(cfg *config.Config, source string, host *record.Host, runID string, stdout io.Writer, stopWatch func(), log zerolog.Logger) ([]pipeline.SinkSpec, []metrics.Component, func(), error) {
 	opts, err := sinkOptionsOf(cfg, source)
 	if err != nil {
 		return nil, nil, nil, wrapConfig(err)
@@ -255,7 +262,11 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 		var sink sinks.Sink
 		switch s.Type {
 		case config.SinkStdout:
-			sink = sinks.NewStdout(stdout, slog)
+			so := sinks.NewStdout(stdout, slog)
+			if stopWatch != nil {
+				so.StopWhenReaderGone(stopWatch)
+			}
+			sink = so
 		case config.SinkFile:
 			f, err := sinks.NewFile(s.File, slog)
 			if err != nil {
