@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,7 +48,12 @@ type Options struct {
 	// PerfDir, if set, gets perf profiles of one extra fanaudit live run and
 	// one extra drain run, outside the timed rounds.
 	PerfDir string
-	Log     io.Writer
+	// ScopeFiles is the size of the scripted workload done inside the
+	// watched subtree in the unwatched-sibling rows (wl with this many
+	// files, once in a directory made before the agent started and once in
+	// one made after); 0 means 100.
+	ScopeFiles int
+	Log        io.Writer
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -69,6 +75,14 @@ type Sample struct {
 	// KernelEvents is what the monitor read from fanotify, where it says:
 	// fanread's event count, fanaudit's capture stats.
 	KernelEvents uint64
+	// The unwatched-sibling rows' check of the watched subtree: the
+	// operations a scripted workload did inside it (in a directory made
+	// before the agent started and in one made after), how many of them
+	// were not reported, and how many records were about paths outside it.
+	ScopeChecked bool
+	ScopeOps     uint64
+	ScopeMissing uint64
+	OutOfScope   uint64
 	Err          string // the sample is unusable
 	Warn         string // the sample is usable, but something went wrong (e.g. a bad exit)
 }
@@ -90,7 +104,12 @@ type Report struct {
 	Rounds     int
 	Live       []*ConfigResult
 	Drain      []*ConfigResult
+	Sibling    []*ConfigResult // unwatched work on the same filesystem
 	Paced      []*ConfigResult
+	ScopeFiles int
+	// SealNA says why the sealed configuration was left out (the agent
+	// has no seal-keygen command); empty when it ran.
+	SealNA     string
 	PacedRate  float64
 	GoBench    []GoBench
 	GoBenchErr map[string]string
@@ -106,6 +125,7 @@ type env struct {
 	outMnt  string // tmpfs for monitor outputs, never marked
 	seq     int
 	profile string
+	sealing bool // the agent has seal-keygen: the sealed configuration runs
 }
 
 // config is one monitor configuration.
@@ -125,7 +145,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("bench: fanotify needs root")
 	}
-	rep := &Report{Start: time.Now().UTC(), N: o.N, Block: o.Block, Rounds: o.Rounds, GoBenchErr: map[string]string{}}
+	if o.ScopeFiles <= 0 {
+		o.ScopeFiles = 100
+	}
+	rep := &Report{Start: time.Now().UTC(), N: o.N, Block: o.Block, Rounds: o.Rounds, ScopeFiles: o.ScopeFiles, GoBenchErr: map[string]string{}}
 	rep.Machine = describeMachine(ctx, o)
 	tot0, steal0 := cpuTimes()
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
@@ -151,16 +174,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer func() { _ = unmountTmpfs(e.outMnt) }()
 
-	live, drain := configs(e)
-	for _, c := range live {
-		rep.Live = append(rep.Live, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+	if o.Fanaudit != "" {
+		if e.sealing, rep.SealNA = probeSealing(ctx, e); rep.SealNA != "" {
+			o.logf("sealed configuration left out: %s", rep.SealNA)
+		}
 	}
-	for _, c := range drain {
-		rep.Drain = append(rep.Drain, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+	live, drain, sibling := configs(e)
+	results := func(cs []config) []*ConfigResult {
+		var res []*ConfigResult
+		for _, c := range cs {
+			res = append(res, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
+		}
+		return res
 	}
+	rep.Live, rep.Drain, rep.Sibling = results(live), results(drain), results(sibling)
 	for r := 1; r <= o.Rounds; r++ {
 		o.logf("round %d/%d", r, o.Rounds)
 		runSet(ctx, e, r, live, rep.Live)
+		runSet(ctx, e, r, sibling, rep.Sibling)
 		if !o.NoDrain {
 			runSet(ctx, e, r, drain, rep.Drain)
 		}
@@ -316,7 +347,11 @@ func (e *env) wlBatch(ctx context.Context, sub string, files int64) (WLResult, e
 }
 
 func (e *env) wl(ctx context.Context, dir string) (WLResult, error) {
-	out, err := run(ctx, "", filepath.Join(e.bin, "wl"), dir, strconv.Itoa(e.o.N), strconv.Itoa(e.o.Block))
+	return e.wlN(ctx, dir, e.o.N)
+}
+
+func (e *env) wlN(ctx context.Context, dir string, n int) (WLResult, error) {
+	out, err := run(ctx, "", filepath.Join(e.bin, "wl"), dir, strconv.Itoa(n), strconv.Itoa(e.o.Block))
 	if err != nil {
 		return WLResult{}, err
 	}
@@ -339,46 +374,74 @@ var (
 	fdOps  = []Op{OpOpen, OpModify, OpCloseWrite}
 )
 
-func configs(e *env) (live, drain []config) {
+// Configuration names the targets refer to.
+const (
+	nameNone      = "no monitor"
+	nameRef       = "fanread dfid_name_target -e full -S 1000"
+	nameFile      = "fanaudit file sink"
+	nameWatch     = "fanaudit watch"
+	nameSealed    = "fanaudit file sink, sealed"
+	nameKafka     = "fanaudit kafka sink"
+	nameRefDrain  = "fanread dfid_name_target -e full -D -u -r -p -C -o"
+	nameFileDrain = "fanaudit drain, file sink"
+	nameSibNone   = "no monitor, wl in DIR/other"
+	nameSibAgent  = "fanaudit run, paths = [DIR/watched]"
+	nameSibTree   = "fanread -k tree DIR/watched"
+	nameSibFS     = "fanread -k fs DIR/watched"
+)
+
+// refArgs is the C reader doing the kernel work of fanaudit's defaults:
+// one FID group that names both sides of every change, every event type.
+var refArgs = []string{"-m", "dfid_name_target", "-e", "full"}
+
+func configs(e *env) (live, drain, sibling []config) {
 	o := e.o
-	live = append(live, config{name: "no monitor", command: "wl DIR N", run: runNone})
+	live = append(live, config{name: nameNone, command: "wl DIR N", run: runNone})
 	live = append(live,
 		fanreadLive("fanread fd", []string{"-m", "fd"}, fdOps),
 		fanreadLive("fanread dfid_name -S 1000", []string{"-m", "dfid_name", "-S", "1000"}, allOps),
+		fanreadLive(nameRef, append(slices.Clone(refArgs), "-S", "1000"), allOps),
 	)
 	if o.Fatrace != "" {
 		live = append(live, config{name: "fatrace -c -o FILE", command: "fatrace -c -o FILE (cwd on the tmpfs)", ops: allOps, run: runFatrace})
 	}
 	if o.Fanaudit != "" {
-		live = append(live, config{name: "fanaudit file sink", command: "fanaudit run, default config + file sink (max_size_mb = 0)", ops: allOps, run: fanauditLive(sinkFile)})
-		live = append(live, config{name: "fanaudit file sink, sealed", command: "fanaudit run, default config + file sink (max_size_mb = 0) with seal_state (seal_interval 10s)", ops: allOps, run: fanauditLive(sinkFileSealed)})
+		live = append(live,
+			config{name: nameFile, command: "fanaudit run, default config + file sink (max_size_mb = 0), state_dir per run", ops: allOps, run: fanauditLive(sinkFile)},
+			config{name: nameWatch, command: "fanaudit watch DIR > FILE", ops: allOps, run: fanauditLive(sinkWatch)},
+		)
+		if e.sealing {
+			live = append(live, config{name: nameSealed, command: "the file sink configuration with seal_state (made by fanaudit seal-keygen --state FILE; seal_interval default)", ops: allOps, run: fanauditLive(sinkFileSealed)})
+		}
 		if o.KafkaBrokers != "" {
-			live = append(live, config{name: "fanaudit kafka sink", command: "fanaudit run, default config + Kafka sink (local broker, topic created first, spool in a per-run directory)", ops: allOps, run: fanauditLive(sinkKafka)})
+			live = append(live, config{name: nameKafka, command: "fanaudit run, default config + Kafka sink (local broker, topic created first, spool in a per-run directory)", ops: allOps, run: fanauditLive(sinkKafka)})
 		}
 	}
 	drain = append(drain,
 		fanreadDrain("fanread dfid_name -D -u", []string{"-m", "dfid_name"}),
 		fanreadDrain("fanread dfid_name -D -u -r -p -C -o", []string{"-m", "dfid_name", "-r", "-p", "-C", "-o", "OUT"}),
-		config{name: "fanread -u -r -p -C -o (stop/cont)", command: "fanread -m dfid_name -u -r -p -C -o FILE; SIGSTOP, workload, SIGINT+SIGCONT", ops: allOps, run: fanreadStopCont},
+		fanreadDrain("fanread dfid_name_target -e full -D -u", refArgs),
+		fanreadDrain(nameRefDrain, append(slices.Clone(refArgs), "-r", "-p", "-C", "-o", "OUT")),
 	)
 	if o.Fanaudit != "" {
 		cmd := "fanaudit run, unlimited_queue + file sink (max_size_mb = 0); SIGSTOP, workload, SIGCONT; ends when the output stops growing"
 		if o.FanauditDrainHook {
 			cmd = "fanaudit run, unlimited_queue + file sink, FANAUDIT_BENCH_DRAIN=1, SIGUSR1"
 		}
-		drain = append(drain, config{name: "fanaudit drain, file sink", command: cmd, ops: allOps, run: fanauditDrain})
+		drain = append(drain, config{name: nameFileDrain, command: cmd, ops: allOps, run: fanauditDrain})
 	}
-	return live, drain
+	sibling = siblingConfigs(e)
+	return live, drain, sibling
 }
 
 // pacedConfigs hold the load at a fixed rate, to read peak RSS at that
 // rate rather than at whatever rate the full-speed workload reaches.
 func pacedConfigs(e *env) []config {
 	w := e.paced(e.o.PacedRate, e.o.PacedFor)
-	args := []string{"-m", "dfid_name", "-S", "1000"}
+	args := append(slices.Clone(refArgs), "-S", "1000")
 	cs := []config{{
-		name:    "fanread dfid_name -S 1000, paced",
-		command: "fanread -m dfid_name -S 1000 DIR",
+		name:    nameRef + ", paced",
+		command: "fanread " + strings.Join(args, " ") + " DIR",
 		ops:     allOps,
 		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 			return fanreadRun(ctx, e, dir, tag, args, w)
@@ -390,7 +453,7 @@ func pacedConfigs(e *env) []config {
 			command: "fanaudit run, default config + file sink (max_size_mb = 0)",
 			ops:     allOps,
 			run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-				return fanauditLiveRun(ctx, e, dir, tag, sinkFile, nil, w)
+				return fanauditLiveRun(ctx, e, dir, tag, sinkFile, w)
 			},
 		})
 	}
@@ -604,27 +667,5 @@ func stopContDrain(ctx context.Context, m *monitor, e *env, dir string, stop sys
 		return s, err
 	}
 	s.CPU, s.MaxRSSKiB = m.usage()
-	return s, nil
-}
-
-func fanreadStopCont(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-	out := filepath.Join(e.outMnt, tag+".jsonl")
-	m, err := startMonitor(e.outMnt, tag, "", nil, filepath.Join(e.bin, "fanread"),
-		"-m", "dfid_name", "-u", "-r", "-p", "-C", "-o", out, dir)
-	if err != nil {
-		return Sample{}, err
-	}
-	defer m.kill()
-	s, err := stopContDrain(ctx, m, e, dir, syscall.SIGINT, "")
-	if err != nil {
-		return s, err
-	}
-	b, _ := os.ReadFile(m.stdout)
-	sum, err := ParseFanread(string(b))
-	if err != nil {
-		return s, err
-	}
-	s.Counts = sum.Counts()
-	s.KernelEvents = sum.Events
 	return s, nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,48 +18,71 @@ import (
 type sinkKind int
 
 const (
-	sinkFile sinkKind = iota
-	sinkKafka
-	sinkFileSealed // the file sink with seal_state (docs/sealing.md)
+	sinkFile       sinkKind = iota
+	sinkKafka               // the Kafka sink, read back with kcat
+	sinkFileSealed          // the file sink with seal_state (docs/sealing.md)
+	sinkWatch               // fanaudit watch, no config, stdout to a file
 )
 
-// fanauditConfig writes a config that keeps every default but the watched
-// path and the sink, so the figures are those of the default config.
-func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimited bool, brokers string) error {
+// faConfig is what a benchmark config sets; every other key keeps its
+// default, so the figures are those of the default config.
+type faConfig struct {
+	paths     []string
+	out       string // file sink path
+	kind      sinkKind
+	unlimited bool
+	// stateDir is a fresh state_dir per run: the default one is shared
+	// with every other agent on the machine, and a run marker left there
+	// by a killed agent would turn into an agent_restart record here.
+	stateDir  string
+	sealState string // sinkFileSealed
+	topic     string // sinkKafka
+	spool     string
+	brokers   string
+}
+
+func (c faConfig) write(path string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "paths = [%s]\n", strconv.Quote(dir))
-	if unlimited {
+	var ps []string
+	for _, p := range c.paths {
+		ps = append(ps, strconv.Quote(p))
+	}
+	fmt.Fprintf(&b, "paths = [%s]\n", strings.Join(ps, ", "))
+	if c.stateDir != "" {
+		fmt.Fprintf(&b, "state_dir = %s\n", strconv.Quote(c.stateDir))
+	}
+	if c.unlimited {
 		// The drain hook reads the whole queue as a shutdown drain, which
 		// shutdown_timeout bounds.
 		b.WriteString("shutdown_timeout = \"300s\"\n")
-	}
-	if unlimited {
 		b.WriteString("\n[capture]\nunlimited_queue = true\n")
 	}
 	// A JSON log keeps stderr parseable; the level stays at its default.
 	b.WriteString("\n[logging]\nformat = \"json\"\n")
-	switch kind {
+	switch c.kind {
 	case sinkFile, sinkFileSealed:
 		seal := ""
-		if kind == sinkFileSealed {
-			seal = "seal_state = " + strconv.Quote(sealState(path)) + "\n"
+		if c.kind == sinkFileSealed {
+			seal = "seal_state = " + strconv.Quote(c.sealState) + "\n"
 		}
 		// Size rotation off: a run writes about a GiB, and the default
 		// rotation (100 MB, 5 backups) would delete records before they
 		// are counted.
-		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n%s[sinks.file]\npath = %s\nmax_size_mb = 0\n", seal, strconv.Quote(out))
+		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"file\"\n%s[sinks.file]\npath = %s\nmax_size_mb = 0\n", seal, strconv.Quote(c.out))
 	case sinkKafka:
 		var bs []string
-		for br := range strings.SplitSeq(brokers, ",") {
+		for br := range strings.SplitSeq(c.brokers, ",") {
 			if br = strings.TrimSpace(br); br != "" {
 				bs = append(bs, strconv.Quote(br))
 			}
 		}
-		// A spool of its own per run: the default one (under /var/lib)
+		// A spool of its own per run: the default one (under state_dir)
 		// outlives the run and would replay this run's leftovers into the
 		// next run's figures. It stays on disk, like the default.
 		fmt.Fprintf(&b, "\n[[sinks]]\nname = \"bench\"\ntype = \"kafka\"\n[sinks.kafka]\nbrokers = [%s]\ntopic = %s\n[sinks.kafka.spool]\ndir = %s\n",
-			strings.Join(bs, ", "), strconv.Quote(topic), strconv.Quote(spool))
+			strings.Join(bs, ", "), strconv.Quote(c.topic), strconv.Quote(c.spool))
+	default:
+		return fmt.Errorf("fanaudit config: no config for sink kind %d", c.kind)
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("fanaudit config: %w", err)
@@ -66,52 +90,103 @@ func fanauditConfig(path, dir, out, topic, spool string, kind sinkKind, unlimite
 	return nil
 }
 
-// sealState is where a sealed run keeps its seal state: beside the
-// work directory's files, in a directory that is root's own (safefile
-// refuses a world-writable one such as the output tmpfs's root).
-func sealState(cfg string) string {
-	return filepath.Join(filepath.Dir(filepath.Dir(cfg)), "seal-"+filepath.Base(cfg)+".state")
+// privateDir makes a fresh root-only directory in the work directory (not
+// on the output tmpfs, which the harness empties between runs): the agent
+// refuses state and seal files in directories others can write.
+func (e *env) privateDir(name string) (string, error) {
+	d := filepath.Join(e.o.WorkDir, name)
+	if err := os.RemoveAll(d); err != nil {
+		return "", fmt.Errorf("private dir: %w", err)
+	}
+	if err := os.Mkdir(d, 0o700); err != nil {
+		return "", fmt.Errorf("private dir: %w", err)
+	}
+	return d, nil
+}
+
+// probeSealing says whether the agent has `seal-keygen`, and if not why
+// the sealed configuration is left out.
+func probeSealing(ctx context.Context, e *env) (ok bool, na string) {
+	d, err := e.privateDir("seal-probe")
+	if err != nil {
+		return false, err.Error()
+	}
+	defer os.RemoveAll(d)
+	out, err := exec.CommandContext(ctx, e.o.Fanaudit, "seal-keygen", "--state", filepath.Join(d, "probe.state")).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 2 && strings.Contains(string(out), "unknown command") {
+		return false, "n/a: sealing not on main (fanaudit has no seal-keygen command)"
+	}
+	// Any other failure shows up in the sealed configuration's own runs.
+	return true, ""
 }
 
 func fanauditLive(kind sinkKind) func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 	return func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-		return fanauditLiveRun(ctx, e, dir, tag, kind, nil, e.wl)
+		return fanauditLiveRun(ctx, e, dir, tag, kind, e.wl)
 	}
 }
 
-func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind, extraEnv []string, wload workload) (Sample, error) {
+func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind, wload workload) (Sample, error) {
+	s, _, err := fanauditLiveWith(ctx, e, dir, tag, kind, func(ctx context.Context, _ *monitor, _ string) (WLResult, error) {
+		return wload(ctx, dir)
+	})
+	return s, err
+}
+
+// fanauditLiveWith starts the agent watching watched with a sink of kind,
+// runs wload once it has marked, waits for the last record and stops it.
+// It returns the sample (counted over the whole output) and the output
+// file (a file sink's file, watch's stdout, or the Kafka topic's dump).
+func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sinkKind, wload func(ctx context.Context, m *monitor, out string) (WLResult, error)) (Sample, string, error) {
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
 	topic := "fabench-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + tag
-	spool := filepath.Join(e.o.WorkDir, "spool-"+tag)
-	defer os.RemoveAll(spool)
-	if err := fanauditConfig(cfg, dir, out, topic, spool, kind, false, e.o.KafkaBrokers); err != nil {
-		return Sample{}, err
+	argv := []string{e.o.Fanaudit, "run", "--config", cfg}
+	if kind == sinkWatch {
+		argv = []string{e.o.Fanaudit, "watch", watched}
+	} else {
+		state, err := e.privateDir("state-" + tag)
+		if err != nil {
+			return Sample{}, "", err
+		}
+		defer os.RemoveAll(state)
+		c := faConfig{paths: []string{watched}, out: out, kind: kind, stateDir: state,
+			topic: topic, spool: filepath.Join(state, "spool"), brokers: e.o.KafkaBrokers}
+		if kind == sinkFileSealed {
+			sd, err := e.privateDir("seal-" + tag)
+			if err != nil {
+				return Sample{}, "", err
+			}
+			defer os.RemoveAll(sd)
+			c.sealState = filepath.Join(sd, "seal.state")
+			if b, err := exec.CommandContext(ctx, e.o.Fanaudit, "seal-keygen", "--state", c.sealState).CombinedOutput(); err != nil {
+				return Sample{}, "", fmt.Errorf("seal-keygen: %w: %s", err, b)
+			}
+		}
+		if err := c.write(cfg); err != nil {
+			return Sample{}, "", err
+		}
 	}
 	if kind == sinkKafka {
 		if err := createTopic(ctx, e.o.KafkaBrokers, topic); err != nil {
-			return Sample{}, err
+			return Sample{}, "", err
 		}
 	}
-	if kind == sinkFileSealed {
-		state := sealState(cfg)
-		os.Remove(state)
-		if out, err := exec.CommandContext(ctx, e.o.Fanaudit, "seal-keygen", "--state", state).CombinedOutput(); err != nil {
-			return Sample{}, fmt.Errorf("seal-keygen: %v: %s", err, out)
-		}
-		defer os.Remove(state)
-	}
-	m, err := startMonitor(e.outMnt, tag, "", extraEnv, e.o.Fanaudit, "run", "--config", cfg)
+	m, err := startMonitor(e.outMnt, tag, "", nil, argv...)
 	if err != nil {
-		return Sample{}, err
+		return Sample{}, "", err
 	}
 	defer m.kill()
-	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
-		return Sample{}, err
+	if kind == sinkWatch {
+		out = m.stdout
 	}
-	wl, err := wload(ctx, dir)
+	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
+		return Sample{}, "", err
+	}
+	wl, err := wload(ctx, m, out)
 	if err != nil {
-		return Sample{}, err
+		return Sample{}, "", err
 	}
 	end := time.Now()
 	s := Sample{WL: wl}
@@ -126,27 +201,29 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 		last, err = waitTopicQuiet(ctx, m, e.o.KafkaBrokers, topic, quietFor, stopTimeout)
 	}
 	if err != nil {
-		return s, err
+		return s, "", err
 	}
 	s.Tail = max(0, last.Sub(end).Seconds())
 	// By contract SIGTERM drains the kernel queue and flushes the sinks.
 	if s.Warn, err = m.stop(syscall.SIGTERM, stopTimeout); err != nil {
-		return s, err
+		return s, "", err
 	}
 	s.CPU, s.MaxRSSKiB = m.usage()
-	switch kind {
-	case sinkFile, sinkFileSealed:
-		f, err := os.Open(out)
-		if err != nil {
-			return s, fmt.Errorf("fanaudit output: %w", err)
-		}
-		defer f.Close()
-		s.Counts, err = ParseFanaudit(f, "")
-		return s, err
-	default:
-		s.Counts, err = consumeKafka(ctx, e, topic, tag)
-		return s, err
+	if b, err := os.ReadFile(m.stderr); err == nil {
+		s.KernelEvents, _ = FanauditKernelEvents(b)
 	}
+	if kind == sinkKafka {
+		if out, err = dumpKafka(ctx, e, topic, tag); err != nil {
+			return s, "", err
+		}
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return s, "", fmt.Errorf("fanaudit output: %w", err)
+	}
+	defer f.Close()
+	s.Counts, err = ParseFanaudit(f, "")
+	return s, out, err
 }
 
 // createTopic makes the run's topic up front: the sink does not rely on
@@ -204,16 +281,16 @@ func waitTopicQuiet(ctx context.Context, m *monitor, brokers, topic string, quie
 	}
 }
 
-// consumeKafka reads the run's topic back to the end with kcat and counts
-// it like the file sink's output.
-func consumeKafka(ctx context.Context, e *env, topic, tag string) (Counts, error) {
+// dumpKafka reads the run's topic back to the end with kcat into a file
+// of one record per line, like the file sink's.
+func dumpKafka(ctx context.Context, e *env, topic, tag string) (string, error) {
 	if e.o.KcatPath == "" {
-		return newCounts(), fmt.Errorf("no kcat to read topic %s back", topic)
+		return "", fmt.Errorf("no kcat to read topic %s back", topic)
 	}
 	out := filepath.Join(e.outMnt, tag+".kafka.jsonl")
 	f, err := os.Create(out)
 	if err != nil {
-		return newCounts(), fmt.Errorf("kafka dump: %w", err)
+		return "", fmt.Errorf("kafka dump: %w", err)
 	}
 	defer f.Close()
 	broker, _, _ := strings.Cut(e.o.KafkaBrokers, ",")
@@ -224,18 +301,20 @@ func consumeKafka(ctx context.Context, e *env, topic, tag string) (Counts, error
 	var se strings.Builder
 	cmd.Stderr = &se
 	if err := cmd.Run(); err != nil {
-		return newCounts(), fmt.Errorf("kcat: %w: %s", err, se.String())
+		return "", fmt.Errorf("kcat: %w: %s", err, se.String())
 	}
-	if _, err := f.Seek(0, 0); err != nil {
-		return newCounts(), fmt.Errorf("kafka dump: %w", err)
-	}
-	return ParseFanaudit(f, "")
+	return out, nil
 }
 
 func fanauditDrain(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
-	if err := fanauditConfig(cfg, dir, out, "", "", sinkFile, true, ""); err != nil {
+	state, err := e.privateDir("state-" + tag)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer os.RemoveAll(state)
+	if err := (faConfig{paths: []string{dir}, out: out, kind: sinkFile, unlimited: true, stateDir: state}).write(cfg); err != nil {
 		return Sample{}, err
 	}
 	var env []string

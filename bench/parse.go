@@ -42,6 +42,14 @@ type Counts struct {
 	// overflow events, fanaudit events_lost records).
 	Lost        uint64
 	LossReports uint64
+	// Overflows counts the kernel queue overflows among LossReports
+	// (fanread: overflow events; fanaudit: events_lost records with reason
+	// kernel_queue_overflow).
+	Overflows uint64
+	// Restarts counts fanaudit's agent_restart loss records: they announce
+	// an earlier run's unclean stop, not a loss of this run, so they are in
+	// LossReports but not in Lost.
+	Restarts uint64
 	// SentinelSeen says the end marker file showed up in the output.
 	SentinelSeen bool
 }
@@ -132,6 +140,7 @@ func (s FanreadSummary) Counts() Counts {
 	c := newCounts()
 	c.Events = s.Events
 	c.LossReports = s.Overflow
+	c.Overflows = s.Overflow
 	c.Ops[OpOpen] = s.Open
 	c.Ops[OpCreate] = s.Create
 	c.Ops[OpModify] = s.Modify
@@ -202,16 +211,53 @@ func ParseFatrace(r io.Reader, sentinel string) (Counts, error) {
 }
 
 var (
-	keyAction    = []byte(`"action":"`)
-	keyLostCount = []byte(`"lost":{"count":`)
-	keyPath      = []byte(`"path":"`)
+	keyAction     = []byte(`"action":"`)
+	keyLost       = []byte(`"lost":{`)
+	keyCount      = []byte(`"count":`)
+	keyReason     = []byte(`"reason":"`)
+	keyPath       = []byte(`"path":"`)
+	keyFilePath   = []byte(`"file":{"path":"`)
+	reasonOverrun = []byte("kernel_queue_overflow")
+	reasonRestart = []byte("agent_restart")
 )
 
 // ParseFanaudit counts fanaudit JSON lines by event.action and sums the
 // events_lost counts. It scans bytes instead of decoding JSON: a run writes
 // about a million records, and the harness must not be the bottleneck.
 func ParseFanaudit(r io.Reader, sentinel string) (Counts, error) {
+	c, _, err := parseFanaudit(r, sentinel, nil)
+	return c, err
+}
+
+// ParseFanauditUnder counts like ParseFanaudit and, besides, the file
+// records whose file.path lies under each of dirs (the directory's own
+// records are not counted there), and the file records that are neither
+// root nor under it (outside).
+func ParseFanauditUnder(r io.Reader, root string, dirs ...string) (all Counts, under []Counts, outside uint64, err error) {
+	var ps [][]byte
+	for _, p := range dirs {
+		ps = append(ps, []byte(strings.TrimSuffix(p, "/")+"/"))
+	}
+	all, st, err := parseFanaudit(r, "", &scopeTally{root: []byte(strings.TrimSuffix(root, "/")), dirs: ps})
+	return all, st.under, st.outside, err
+}
+
+// scopeTally counts file records by where their path lies.
+type scopeTally struct {
+	root    []byte   // scope root, no trailing slash
+	dirs    [][]byte // directories under root, each with a trailing slash
+	under   []Counts // per dir
+	outside uint64   // file records neither root nor under it
+}
+
+func parseFanaudit(r io.Reader, sentinel string, st *scopeTally) (Counts, *scopeTally, error) {
 	c := newCounts()
+	if st == nil {
+		st = &scopeTally{}
+	}
+	for range st.dirs {
+		st.under = append(st.under, newCounts())
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 256<<10), 16<<20)
 	sentinelKey := []byte("/" + sentinel + `"`)
@@ -230,8 +276,29 @@ func ParseFanaudit(r io.Reader, sentinel string) (Counts, error) {
 		c.Events++
 		if action == "events_lost" {
 			c.LossReports++
-			if k := bytes.Index(line, keyLostCount); k >= 0 {
-				num := line[k+len(keyLostCount):]
+			lost := line
+			if k := bytes.Index(line, keyLost); k >= 0 {
+				lost = line[k+len(keyLost):]
+				if e := bytes.IndexByte(lost, '}'); e >= 0 {
+					lost = lost[:e]
+				}
+			}
+			var reason []byte
+			if k := bytes.Index(lost, keyReason); k >= 0 {
+				reason = lost[k+len(keyReason):]
+				if e := bytes.IndexByte(reason, '"'); e >= 0 {
+					reason = reason[:e]
+				}
+			}
+			switch {
+			case bytes.Equal(reason, reasonOverrun):
+				c.Overflows++
+			case bytes.Equal(reason, reasonRestart):
+				c.Restarts++
+				continue // an earlier run's loss, not this run's
+			}
+			if k := bytes.Index(lost, keyCount); k >= 0 {
+				num := lost[k+len(keyCount):]
 				e := 0
 				for e < len(num) && num[e] >= '0' && num[e] <= '9' {
 					e++
@@ -243,11 +310,17 @@ func ParseFanaudit(r io.Reader, sentinel string) (Counts, error) {
 			}
 			continue
 		}
+		op := action
 		switch action {
 		case OpOpen, OpCreate, OpModify, OpCloseWrite, OpCloseNowrite, OpAccess, OpRename, OpDelete:
-			c.Ops[action]++
 		default:
-			c.Ops[OpOther]++
+			op = OpOther
+		}
+		c.Ops[op]++
+		if st.root != nil {
+			if k := bytes.Index(line, keyFilePath); k >= 0 {
+				st.add(line[k+len(keyFilePath):], op)
+			}
 		}
 		if sentinel != "" && !c.SentinelSeen {
 			if k := bytes.Index(line, keyPath); k >= 0 && bytes.HasPrefix(line[k+len(keyPath):], []byte("/")) {
@@ -258,9 +331,25 @@ func ParseFanaudit(r io.Reader, sentinel string) (Counts, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return c, fmt.Errorf("read fanaudit output: %w", err)
+		return c, st, fmt.Errorf("read fanaudit output: %w", err)
 	}
-	return c, nil
+	return c, st, nil
+}
+
+// add counts one file record; path is the rest of the line after the
+// opening quote of file.path.
+func (st *scopeTally) add(path []byte, op Op) {
+	for n, d := range st.dirs {
+		if bytes.HasPrefix(path, d) {
+			st.under[n].Events++
+			st.under[n].Ops[op]++
+			return
+		}
+	}
+	rest, ok := bytes.CutPrefix(path, st.root)
+	if !ok || len(rest) == 0 || (rest[0] != '/' && rest[0] != '"') {
+		st.outside++
+	}
 }
 
 // GoBench is one line of `go test -bench` output.

@@ -61,13 +61,13 @@ func TestCounts(t *testing.T) {
 			s, err := ParseFanread("noise\n" + fanread + "\n")
 			return s.Counts(), err
 		}, map[Op]uint64{OpOpen: 3, OpModify: 3, OpCloseWrite: 3, OpCreate: 3, OpDelete: 3, OpRename: 1},
-			Counts{Events: 7, LossReports: 1}},
+			Counts{Events: 7, LossReports: 1, Overflows: 1}},
 		{"fatrace", func() (Counts, error) { return ParseFatrace(strings.NewReader(fatrace), sentinelName) },
 			map[Op]uint64{OpOpen: 2, OpCloseWrite: 1, OpModify: 2, OpCloseNowrite: 1, OpCreate: 1, OpDelete: 1, OpRename: 1},
 			Counts{Events: 5, SentinelSeen: true}},
 		{"fanaudit", func() (Counts, error) { return ParseFanaudit(strings.NewReader(fanaudit), sentinelName) },
 			map[Op]uint64{OpCreate: 1, OpCloseWrite: 1, OpRename: 1, OpOther: 1},
-			Counts{Events: 6, Lost: 17, LossReports: 2, SentinelSeen: true}},
+			Counts{Events: 6, Lost: 17, LossReports: 2, Overflows: 1, SentinelSeen: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,5 +212,63 @@ func TestFanauditKernelEvents(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("FanauditKernelEvents(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+func TestParseFanauditLosses(t *testing.T) {
+	in := strings.Join([]string{
+		`{"event":{"action":"create","sequence":1},"file":{"path":"/m/f0"}}`,
+		`{"event":{"action":"events_lost","sequence":2},"fanaudit":{"lost":{"reason":"kernel_queue_overflow"}}}`,
+		`{"event":{"action":"events_lost","sequence":3},"fanaudit":{"lost":{"reason":"queue_full","count":5,"sink":"bench"}}}`,
+		`{"event":{"action":"events_lost","sequence":4},"fanaudit":{"lost":{"count":9,"reason":"agent_restart","previous_run_id":"x"}}}`,
+		`{"event":{"action":"seal"},"fanaudit":{"seal":{"head":"ab"}}}`,
+	}, "\n")
+	got, err := ParseFanaudit(strings.NewReader(in), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Counts{Events: 5, Lost: 5, LossReports: 3, Overflows: 1, Restarts: 1}
+	if got.Ops[OpCreate] != 1 || got.Ops[OpOther] != 1 {
+		t.Errorf("ops %v", got.Ops)
+	}
+	got.Ops = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+func TestParseFanauditUnder(t *testing.T) {
+	rec := func(action, path string) string {
+		return `{"event":{"action":"` + action + `"},"file":{"path":"` + path + `","name":"x"},"process":{"executable":"/m/w/new/bin"}}`
+	}
+	in := strings.Join([]string{
+		rec("create", "/m/w/new"),    // the directory itself: under root, in no dir
+		rec("create", "/m/w/new/f0"), // new
+		rec("rename", "/m/w/new/r0"), // new
+		rec("open", "/m/w/old/f1"),   // old
+		rec("open", "/m/w/older/f1"), // under root, not in old/
+		rec("open", "/m/w"),          // root itself
+		rec("open", "/m/other/f1"),   // outside
+		rec("open", "/m/wx/f1"),      // outside: a sibling sharing the prefix
+		`{"event":{"action":"events_lost"},"fanaudit":{"lost":{"reason":"kernel_queue_overflow"}}}`,
+	}, "\n")
+	all, under, outside, err := ParseFanauditUnder(strings.NewReader(in), "/m/w", "/m/w/new", "/m/w/old/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Events != 9 || all.Overflows != 1 {
+		t.Errorf("all = %+v", all)
+	}
+	if len(under) != 2 {
+		t.Fatalf("%d tallies, want 2", len(under))
+	}
+	if under[0].Events != 2 || under[0].Ops[OpCreate] != 1 || under[0].Ops[OpRename] != 1 {
+		t.Errorf("new: %+v", under[0])
+	}
+	if under[1].Events != 1 || under[1].Ops[OpOpen] != 1 {
+		t.Errorf("old: %+v", under[1])
+	}
+	if outside != 2 {
+		t.Errorf("outside = %d, want 2", outside)
 	}
 }

@@ -73,7 +73,12 @@ func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile
 	}()
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
-	if err := fanauditConfig(cfg, dir, out, "", "", sinkFile, drain, ""); err != nil {
+	state, err := e.privateDir("state-" + tag)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	if err := (faConfig{paths: []string{dir}, out: out, kind: sinkFile, unlimited: drain, stateDir: state}).write(cfg); err != nil {
 		return err
 	}
 	m, err := startMonitor(e.outMnt, tag, "", nil, e.o.Fanaudit, "run", "--config", cfg)

@@ -70,41 +70,31 @@ func (r *Report) find(set []*ConfigResult, name string) *ConfigResult {
 // slowdown is the workload time of c in each round over the no-monitor
 // time of the same round: pairing within a round cancels slow drift.
 func (r *Report) slowdown(c *ConfigResult) Stat {
-	base := r.find(r.Live, "no monitor")
-	if base == nil {
+	return paired(c, r.find(r.Live, nameNone), func(s Sample) (float64, bool) { return s.WL.Elapsed, s.WL.Elapsed > 0 })
+}
+
+// paired is f(c's sample) / f(base's sample of the same round), over the
+// rounds where both are usable.
+func paired(c, base *ConfigResult, f func(Sample) (float64, bool)) Stat {
+	if c == nil || base == nil {
 		return Stat{}
 	}
 	byRound := map[int]float64{}
 	for _, s := range base.ok() {
-		byRound[s.Round] = s.WL.Elapsed
+		if v, ok := f(s); ok && v > 0 {
+			byRound[s.Round] = v
+		}
 	}
 	return c.stat(func(s Sample) (float64, bool) {
 		b, ok := byRound[s.Round]
-		return s.WL.Elapsed / b, ok && b > 0
+		v, ok2 := f(s)
+		return v / b, ok && ok2
 	})
 }
 
 // relSlowdown is c's slowdown over ref's, round by round.
 func (r *Report) relSlowdown(c, ref *ConfigResult) Stat {
-	refBy := map[int]float64{}
-	for _, s := range ref.ok() {
-		refBy[s.Round] = s.WL.Elapsed
-	}
-	base := r.find(r.Live, "no monitor")
-	baseBy := map[int]float64{}
-	if base != nil {
-		for _, s := range base.ok() {
-			baseBy[s.Round] = s.WL.Elapsed
-		}
-	}
-	return c.stat(func(s Sample) (float64, bool) {
-		rf, ok1 := refBy[s.Round]
-		b, ok2 := baseBy[s.Round]
-		if !ok1 || !ok2 || rf <= 0 || b <= 0 {
-			return 0, false
-		}
-		return (s.WL.Elapsed / b) / (rf / b), true
-	})
+	return paired(c, ref, func(s Sample) (float64, bool) { return s.WL.Elapsed, s.WL.Elapsed > 0 })
 }
 
 func mib(kib int64) float64 { return float64(kib) / 1024 }
@@ -129,7 +119,14 @@ func lossCell(c *ConfigResult) string {
 	if strings.HasPrefix(c.Name, "fanread") {
 		return "? / " + rep.fmt("%.0f")
 	}
-	return lost.fmt("%.0f") + " / " + rep.fmt("%.0f")
+	cell := lost.fmt("%.0f") + " / " + rep.fmt("%.0f")
+	if ov := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Overflows), true }); ov.Max > 0 {
+		cell += ", " + ov.fmt("%.0f") + " overflows"
+	}
+	if rs := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Restarts), true }); rs.Max > 0 {
+		cell += " (+" + rs.fmt("%.0f") + " agent_restart, not counted)"
+	}
+	return cell
 }
 
 // Markdown writes the report.
@@ -146,6 +143,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	p("- workload: `wl DIR %d %d` on a private tmpfs (%d files: open+create, write %d B, close; rename every second; unlink all); monitor outputs on a second tmpfs\n",
 		r.N, r.Block, r.N, r.Block)
 	p("- %d rounds, configurations interleaved in each round; cells are median (min–max) over rounds\n\n", r.Rounds)
+	r.targets(&b)
 
 	exp := Expected(r.N, r.Block)
 	p("## Live: workload under each monitor\n\n")
@@ -230,7 +228,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		r.errors(&b, r.Paced)
 	}
 
-	r.targets(&b)
+	r.sibling(&b)
 
 	if len(r.GoBench) > 0 || len(r.GoBenchErr) > 0 {
 		p("\n## Go microbenchmarks\n\n`go test -run '^$' -bench . -benchmem` per package, one run each.\n\n")
@@ -282,153 +280,6 @@ func (r *Report) errors(b *strings.Builder, set []*ConfigResult) {
 			}
 		}
 	}
-}
-
-func (r *Report) targets(b *strings.Builder) {
-	p := func(f string, a ...any) { fmt.Fprintf(b, f, a...) }
-	p("\n## Targets (issue #6)\n\n| target | fanaudit | C limit reader (fanread) | fatrace | verdict |\n|---|---|---|---|---|\n")
-	fa := r.find(r.Live, "fanaudit file sink")
-	fr := r.find(r.Live, "fanread dfid_name -S 1000")
-	ft := r.find(r.Live, "fatrace -c -o FILE")
-	fad := r.find(r.Drain, "fanaudit drain, file sink")
-	frd := r.find(r.Drain, "fanread dfid_name -D -u -r -p -C -o")
-
-	// 1. drain rate
-	{
-		fas, frs, fts, verdict := "not measured", "not measured", "—", "N/A"
-		if fad != nil {
-			st := fad.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
-			rec := fad.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events) / s.DrainS / 1e6, s.DrainS > 0 })
-			kev := fad.stat(func(s Sample) (float64, bool) {
-				return float64(s.KernelEvents) / s.DrainS / 1e6, s.DrainS > 0 && s.KernelEvents > 0
-			})
-			if st.N > 0 {
-				fas = kev.fmt("%.2f") + " M kernel events/s = " + st.fmt("%.2f") + " M ops/s (" + rec.fmt("%.2f") + " M records/s incl. attrib, delete_self, move_self)"
-				verdict = passFail(st.Med >= 1.0)
-			}
-		}
-		if frd != nil {
-			ev := frd.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Events) / s.DrainS / 1e6, s.DrainS > 0 })
-			ops := frd.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.DrainS / 1e6, s.DrainS > 0 })
-			frs = ev.fmt("%.2f") + " M events/s = " + ops.fmt("%.2f") + " M ops/s"
-		}
-		if ft != nil {
-			st := ft.stat(func(s Sample) (float64, bool) { return float64(s.Counts.total()) / s.CPU / 1e6, s.CPU > 0 })
-			fts = st.fmt("%.2f") + " M ops per CPU-s (live)"
-		}
-		p("| drain ≥ 1.0 M events/s through the full pipeline to a file sink | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
-	}
-	// 2. slowdown relative to fanread dfid_name -S 1000
-	{
-		fas, frs, fts, verdict := "not measured", "—", "—", "N/A"
-		if fr != nil {
-			frs = r.slowdown(fr).fmt("%.2f") + "×"
-		}
-		if ft != nil {
-			fts = r.slowdown(ft).fmt("%.2f") + "×"
-		}
-		if fa != nil && fr != nil {
-			rel := r.relSlowdown(fa, fr)
-			if rel.N > 0 {
-				fas = r.slowdown(fa).fmt("%.2f") + "×, " + rel.fmt("%.3f") + " of fanread's"
-				verdict = passFail(rel.Med <= 1.05)
-			}
-		}
-		p("| workload slowdown ≤ 1.05 × fanread dfid_name -S 1000's | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
-	}
-	// 3. losses
-	{
-		fas, fts, verdict := "not measured", "—", "N/A"
-		frs := "—"
-		if fa != nil && len(fa.ok()) > 0 {
-			var miss, lost, reps float64
-			for _, s := range fa.ok() {
-				miss = max(miss, float64(Missing(s.Counts, fa.Ops, int(s.WL.N), r.Block)))
-				lost = max(lost, float64(s.Counts.Lost))
-				reps = max(reps, float64(s.Counts.LossReports))
-			}
-			fas = fmt.Sprintf("worst round: %.0f ops missing, %.0f lost in %.0f reports", miss, lost, reps)
-			verdict = passFail(miss == 0 && lost == 0 && reps == 0)
-		}
-		if fr != nil {
-			frs = r.closeWriteMiss(fr) + " close_write missing"
-		}
-		if ft != nil {
-			fts = r.closeWriteMiss(ft) + " close_write missing; " +
-				ft.stat(func(s Sample) (float64, bool) { return float64(Missing(s.Counts, ft.Ops, int(s.WL.N), r.Block)), true }).fmt("%.0f") + " ops missing"
-		}
-		p("| 0 events lost with the default config | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
-	}
-	// 4. RSS
-	{
-		fas, frs, fts, verdict := "not measured", "—", "—", "N/A"
-		rate := func(c *ConfigResult) Stat {
-			return c.stat(func(s Sample) (float64, bool) {
-				return float64(s.Counts.total()) / s.WL.Elapsed / 1e3, s.WL.Elapsed > 0
-			})
-		}
-		rss := func(c *ConfigResult) Stat {
-			return c.stat(func(s Sample) (float64, bool) { return mib(s.MaxRSSKiB), true })
-		}
-		if fap := r.find(r.Paced, "fanaudit file sink, paced"); fap != nil && len(fap.ok()) > 0 {
-			st := rss(fap)
-			fas = st.fmt("%.1f") + " MiB paced at " + rate(fap).fmt("%.0f") + " k ops/s captured"
-			verdict = passFail(st.Max <= 64)
-			if fa != nil && len(fa.ok()) > 0 {
-				fas += "; " + rss(fa).fmt("%.1f") + " MiB at full speed, " + rate(fa).fmt("%.0f") + " k ops/s"
-			}
-		} else if fa != nil && len(fa.ok()) > 0 {
-			st := rss(fa)
-			fas = st.fmt("%.1f") + " MiB at full speed, " + rate(fa).fmt("%.0f") + " k ops/s"
-			verdict = passFail(st.Max <= 64)
-		}
-		if fr != nil {
-			frs = rss(fr).fmt("%.1f") + " MiB"
-		}
-		if ft != nil {
-			fts = rss(ft).fmt("%.1f") + " MiB"
-		}
-		p("| peak RSS ≤ 64 MiB at 200 k events/s | %s | %s | %s | %s |\n", fas, frs, fts, verdict)
-	}
-	// 5. sealing cost (issue #16): CPU per record, sealed over unsealed,
-	// paired by round.
-	if fs := r.find(r.Live, "fanaudit file sink, sealed"); fs != nil && fa != nil {
-		plain := map[int]float64{}
-		for _, s := range fa.ok() {
-			if s.Counts.Events > 0 {
-				plain[s.Round] = s.CPU / float64(s.Counts.Events)
-			}
-		}
-		st := fs.stat(func(s Sample) (float64, bool) {
-			b, ok := plain[s.Round]
-			if !ok || b <= 0 || s.Counts.Events == 0 {
-				return 0, false
-			}
-			return (s.CPU/float64(s.Counts.Events)/b - 1) * 100, true
-		})
-		fas, verdict := "not measured", "N/A"
-		if st.N > 0 {
-			fas = st.fmt("%+.1f") + " % CPU per record with seal_state, against the same round's unsealed file sink"
-			verdict = passFail(st.Med <= 5)
-		}
-		p("| sealing adds ≤ 5 %% agent CPU at full workload speed | %s | — | — | %s |\n", fas, verdict)
-	}
-}
-
-func (r *Report) closeWriteMiss(c *ConfigResult) string {
-	st := c.stat(func(s Sample) (float64, bool) {
-		exp := float64(Expected(int(s.WL.N), r.Block)[OpCloseWrite])
-		got := float64(s.Counts.Ops[OpCloseWrite])
-		return max(0, exp-got) / exp * 100, exp > 0
-	})
-	return st.fmt("%.1f") + " %"
-}
-
-func passFail(ok bool) string {
-	if ok {
-		return "**PASS**"
-	}
-	return "**FAIL**"
 }
 
 func orDash(s string) string {

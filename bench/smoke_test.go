@@ -77,18 +77,21 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLive, wantPaced := 4, 1
+	wantLive, wantDrain, wantSibling, wantPaced := 5, 4, 3, 1
 	if ok {
-		wantLive += 2 // the file sink, unsealed and sealed
+		wantLive += 2 // run with a file sink, watch
+		if rep.SealNA == "" {
+			wantLive++ // the sealed file sink
+		}
+		wantDrain++
+		wantSibling++
 		wantPaced++
 	}
-	if len(rep.Live) != wantLive || len(rep.Drain) < 3 {
-		t.Fatalf("got %d live and %d drain configurations, want %d and ≥3", len(rep.Live), len(rep.Drain), wantLive)
+	if len(rep.Live) != wantLive || len(rep.Drain) != wantDrain || len(rep.Sibling) != wantSibling || len(rep.Paced) != wantPaced {
+		t.Fatalf("got %d live, %d drain, %d sibling and %d paced configurations, want %d, %d, %d and %d",
+			len(rep.Live), len(rep.Drain), len(rep.Sibling), len(rep.Paced), wantLive, wantDrain, wantSibling, wantPaced)
 	}
-	if len(rep.Paced) != wantPaced {
-		t.Fatalf("got %d paced configurations, want %d", len(rep.Paced), wantPaced)
-	}
-	for _, c := range slices.Concat(rep.Live, rep.Drain, rep.Paced) {
+	for _, c := range slices.Concat(rep.Live, rep.Drain, rep.Sibling, rep.Paced) {
 		if len(c.Samples) != 1 {
 			t.Fatalf("%s: %d samples, want 1", c.Name, len(c.Samples))
 		}
@@ -100,7 +103,9 @@ func TestSmoke(t *testing.T) {
 		if s.WL.Ops == 0 {
 			t.Errorf("%s: workload report not parsed: %+v", c.Name, s.WL)
 		}
-		if c.Name != "no monitor" && s.Counts.total() == 0 {
+		// In the sibling rows only a filesystem mark sees the workload.
+		quiet := strings.HasPrefix(c.Name, "no monitor") || c.Name == nameSibTree || c.Name == nameSibAgent
+		if !quiet && s.Counts.total() == 0 {
 			t.Errorf("%s: captured nothing", c.Name)
 		}
 		// The C reader is the reference: if it misses operations, the
@@ -110,14 +115,32 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s: %d operations missing: %v", c.Name, miss, s.Counts.Ops)
 			}
 		}
+		// The agent's sibling row did the scripted work in the watched
+		// subtree and counted what it reported.
+		if c.Name == nameSibAgent && (!s.ScopeChecked || s.ScopeOps == 0) {
+			t.Errorf("%s: subtree check did not run or counted nothing: %+v", c.Name, s)
+		}
 	}
 	var md bytes.Buffer
 	if err := rep.Markdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range rep.Live {
+	for _, c := range slices.Concat(rep.Live, rep.Sibling) {
 		if !strings.Contains(md.String(), "| "+c.Name+" |") {
 			t.Errorf("results table has no row for %s", c.Name)
+		}
+	}
+	// Every target gets a verdict computed from the run (or says why not).
+	rows := rep.targetRows()
+	if len(rows) < 10 {
+		t.Errorf("%d target rows, want at least 10", len(rows))
+	}
+	for _, r := range rows {
+		if !strings.Contains(r.verdict, "PASS") && !strings.Contains(r.verdict, "FAIL") && !strings.HasPrefix(r.verdict, "n/a") && r.verdict != notMeasured {
+			t.Errorf("target %q: verdict %q", r.target, r.verdict)
+		}
+		if ok && strings.HasPrefix(r.target, "live slowdown") && r.verdict == notMeasured {
+			t.Errorf("target %q not measured", r.target)
 		}
 	}
 	t.Log("\n" + md.String())

@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// The unwatched-sibling rows (issue #14): DIR/watched and DIR/other on the
+// same tmpfs; the monitor watches DIR/watched while wl runs in DIR/other.
+// What a monitor costs there is what it costs the rest of a filesystem it
+// watches only a part of. The agent's run also checks that the watched
+// subtree is still fully reported meanwhile, in a directory that existed
+// before it started and in one made after.
+
+const (
+	sibWatched = "watched"
+	sibOther   = "other"
+	sibOld     = "old"     // made before the monitor starts
+	sibNew     = "new-dir" // made after the monitor has marked
+)
+
+func siblingConfigs(e *env) []config {
+	tree := append(slices.Clone(refArgs), "-S", "1000", "-k", "tree")
+	fs := append(slices.Clone(refArgs), "-S", "1000", "-k", "fs")
+	cs := []config{
+		{name: nameSibNone, command: "wl DIR/other N", run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+			other, _, err := siblingDirs(dir)
+			if err != nil {
+				return Sample{}, err
+			}
+			wl, err := e.wl(ctx, other)
+			return Sample{WL: wl}, err
+		}},
+	}
+	if e.o.Fanaudit != "" {
+		cs = append(cs, config{
+			name: nameSibAgent,
+			command: fmt.Sprintf("fanaudit run, default config (scope auto) + file sink, paths = [DIR/watched]; while wl runs in DIR/other: "+
+				"mkdir DIR/watched/%s, wait for its record, then wl %d files in it and in DIR/watched/%s (made before the start)", sibNew, e.o.ScopeFiles, sibOld),
+			ops: allOps,
+			run: fanauditSibling,
+		})
+	}
+	cs = append(cs,
+		fanreadSibling(nameSibTree, tree),
+		fanreadSibling(nameSibFS, fs),
+	)
+	return cs
+}
+
+// siblingDirs makes DIR/other, DIR/watched and DIR/watched/old.
+func siblingDirs(dir string) (other, watched string, err error) {
+	other, watched = filepath.Join(dir, sibOther), filepath.Join(dir, sibWatched)
+	for _, d := range []string{other, watched, filepath.Join(watched, sibOld)} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", "", fmt.Errorf("sibling dirs: %w", err)
+		}
+	}
+	return other, watched, nil
+}
+
+func fanreadSibling(name string, args []string) config {
+	return config{
+		name:    name,
+		command: "fanread " + strings.Join(args, " ") + " DIR/watched; wl DIR/other N",
+		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+			other, watched, err := siblingDirs(dir)
+			if err != nil {
+				return Sample{}, err
+			}
+			return fanreadRun(ctx, e, watched, tag, args, func(ctx context.Context, _ string) (WLResult, error) {
+				return e.wl(ctx, other)
+			})
+		},
+	}
+}
+
+func fanauditSibling(ctx context.Context, e *env, dir, tag string) (Sample, error) {
+	other, watched, err := siblingDirs(dir)
+	if err != nil {
+		return Sample{}, err
+	}
+	newDir, oldDir := filepath.Join(watched, sibNew), filepath.Join(watched, sibOld)
+	k := e.o.ScopeFiles
+	var warn string
+	s, out, err := fanauditLiveWith(ctx, e, watched, tag, sinkFile, func(ctx context.Context, m *monitor, out string) (WLResult, error) {
+		type result struct {
+			wl  WLResult
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			wl, err := e.wl(ctx, other)
+			done <- result{wl, err}
+		}()
+		var serr error
+		warn, serr = e.scopeOps(ctx, m, out, newDir, oldDir, k)
+		r := <-done
+		if r.err != nil {
+			return r.wl, r.err
+		}
+		return r.wl, serr
+	})
+	if warn != "" {
+		s.Warn = strings.TrimPrefix(s.Warn+"; "+warn, "; ")
+	}
+	if err != nil {
+		return s, err
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return s, fmt.Errorf("fanaudit output: %w", err)
+	}
+	defer f.Close()
+	_, under, outside, err := ParseFanauditUnder(f, watched, newDir, oldDir)
+	if err != nil {
+		return s, err
+	}
+	s.ScopeChecked = true
+	s.OutOfScope = outside
+	for _, c := range under {
+		s.ScopeOps += c.total()
+		s.ScopeMissing += Missing(c, allOps, k, e.o.Block)
+	}
+	return s, nil
+}
+
+// scopeOps is the scripted work inside the watched subtree: mkdir newDir
+// once the agent runs, wait until its create record is written (the agent
+// has seen the directory, so it watches it), then wl with k files in it
+// and in oldDir. A record that never shows up is a warning: the work is
+// done anyway, and what was not reported counts as missing.
+func (e *env) scopeOps(ctx context.Context, m *monitor, out, newDir, oldDir string, k int) (warn string, err error) {
+	if err := os.Mkdir(newDir, 0o755); err != nil {
+		return "", fmt.Errorf("scope check: %w", err)
+	}
+	if err := waitFile(ctx, out, readyTimeout, m); err != nil {
+		return "", fmt.Errorf("scope check: %w", err)
+	}
+	if err := m.waitContains(ctx, out, []byte(`"file":{"path":"`+newDir+`"`), readyTimeout, nil); err != nil {
+		if ctx.Err() != nil {
+			return "", err
+		}
+		warn = "scope check: no record of the new directory: " + err.Error()
+	}
+	for _, d := range []string{newDir, oldDir} {
+		if _, err := e.wlN(ctx, d, k); err != nil {
+			return warn, fmt.Errorf("scope check: %w", err)
+		}
+	}
+	return warn, nil
+}
