@@ -64,10 +64,14 @@ func (o *Options) logf(format string, args ...any) {
 
 // Sample is one configuration's result in one round.
 type Sample struct {
-	Round     int
-	WL        WLResult
-	Counts    Counts
-	CPU       float64 // monitor CPU seconds (wait4 rusage)
+	Round  int
+	WL     WLResult
+	Counts Counts
+	// CPU is the monitor's CPU seconds for the workload: wait4's rusage
+	// for fanread and fatrace (whose start-up and idle cost nothing), for
+	// fanaudit from the workload's start to its last record delivered.
+	CPU       float64
+	CPUTotal  float64 // fanaudit: the whole process, start-up and shutdown included (wait4)
 	MaxRSSKiB int64   // monitor peak RSS (wait4 rusage)
 	Tail      float64 // seconds from workload end to monitor exit
 	DrainS    float64 // drain configurations: seconds to empty the queue

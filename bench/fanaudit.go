@@ -184,6 +184,14 @@ func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sin
 	if err := m.waitMarked(ctx, readyTimeout, settle); err != nil {
 		return Sample{}, "", err
 	}
+	// The agent's CPU is counted from the workload's start to its last
+	// record: start-up and the idle wait for quiet are not the workload's.
+	// (Idle, the agent still follows every exec on the machine through the
+	// proc connector and its exec marks; on a busy machine that shows.)
+	cpu0, err := procCPU(m.pid())
+	if err != nil {
+		return Sample{}, "", err
+	}
 	wl, err := wload(ctx, m, out)
 	if err != nil {
 		return Sample{}, "", err
@@ -193,12 +201,13 @@ func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sin
 	// The tail ends with the last record delivered, not with the exit, so
 	// a slow shutdown does not count as catching up.
 	var last time.Time
+	var cpuLast float64
 	if kind != sinkKafka {
-		last, _, err = m.waitQuiet(ctx, out, quietFor, stopTimeout)
+		last, cpuLast, err = m.waitQuiet(ctx, out, quietFor, stopTimeout)
 	} else {
 		// The Kafka sink spools and may exit with records still in its
 		// spool, so wait for the topic itself to stop growing.
-		last, err = waitTopicQuiet(ctx, m, e.o.KafkaBrokers, topic, quietFor, stopTimeout)
+		last, cpuLast, err = waitTopicQuiet(ctx, m, e.o.KafkaBrokers, topic, quietFor, stopTimeout)
 	}
 	if err != nil {
 		return s, "", err
@@ -208,7 +217,8 @@ func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sin
 	if s.Warn, err = m.stop(syscall.SIGTERM, stopTimeout); err != nil {
 		return s, "", err
 	}
-	s.CPU, s.MaxRSSKiB = m.usage()
+	s.CPUTotal, s.MaxRSSKiB = m.usage()
+	s.CPU = cpuLast - cpu0
 	if b, err := os.ReadFile(m.stderr); err == nil {
 		s.KernelEvents, _ = FanauditKernelEvents(b)
 	}
@@ -244,38 +254,43 @@ func createTopic(ctx context.Context, brokers, topic string) error {
 }
 
 // waitTopicQuiet polls the end offset of the topic's only partition until
-// it has not moved for quiet, and returns when it last moved.
-func waitTopicQuiet(ctx context.Context, m *monitor, brokers, topic string, quiet, timeout time.Duration) (time.Time, error) {
+// it has not moved for quiet, and returns when it last moved and the CPU
+// time the monitor had used by then.
+func waitTopicQuiet(ctx context.Context, m *monitor, brokers, topic string, quiet, timeout time.Duration) (time.Time, float64, error) {
 	broker, _, _ := strings.Cut(brokers, ",")
 	conn, err := kafkago.DialLeader(ctx, "tcp", broker, topic, 0)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("dial %s: %w", topic, err)
+		return time.Time{}, 0, fmt.Errorf("dial %s: %w", topic, err)
 	}
 	defer conn.Close()
 	deadline := time.Now().Add(timeout)
 	var off int64 = -1
 	last := time.Now()
+	var cpuLast float64
 	for {
 		o, err := conn.ReadLastOffset()
 		if err != nil {
-			return last, fmt.Errorf("end offset of %s: %w", topic, err)
+			return last, cpuLast, fmt.Errorf("end offset of %s: %w", topic, err)
 		}
 		now := time.Now()
 		if o != off {
 			off, last = o, now
+			if cpuLast, err = procCPU(m.pid()); err != nil {
+				return last, cpuLast, err
+			}
 		}
 		if off > 0 && now.Sub(last) >= quiet {
-			return last, nil
+			return last, cpuLast, nil
 		}
 		select {
 		case <-m.done:
-			return last, fmt.Errorf("fanaudit exited while delivering: %v: %s", m.waitErr, m.tail())
+			return last, cpuLast, fmt.Errorf("fanaudit exited while delivering: %v: %s", m.waitErr, m.tail())
 		case <-ctx.Done():
-			return last, ctx.Err()
+			return last, cpuLast, ctx.Err()
 		default:
 		}
 		if now.After(deadline) {
-			return last, fmt.Errorf("topic %s still growing after %v", topic, timeout)
+			return last, cpuLast, fmt.Errorf("topic %s still growing after %v", topic, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

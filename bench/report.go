@@ -150,7 +150,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	p("Operations are counted by type (fanread: mask bits; fatrace: its letters; fanaudit: `event.action` of each record), because the kernel merges queued events. ")
 	p("*missing* is expected minus captured over the types the configuration subscribes to (— = not subscribed). ")
 	p("*lost / reports*: records a monitor says it lost / the loss announcements it made (fanread: overflow events, with no count). ")
-	p("Monitor CPU comes from wait4, peak RSS from the monitor's VmHWM. *tail* is the time from the workload's end to the monitor's exit (fanread, fatrace) or to the last record delivered (fanaudit: file size or topic end offset stable for 1 s, then SIGTERM; a slow shutdown is not counted as catching up). *ops per CPU-s* is operations captured per CPU-second of the monitor.\n\n")
+	p("*monitor CPU*: fanread's and fatrace's from wait4 (their start-up and idle cost nothing); fanaudit's from /proc/PID/stat, from the workload's start to the last record delivered, so neither its start-up nor the idle second the harness waits for quiet counts (its whole-process CPU is listed below the table). Peak RSS comes from the monitor's VmHWM. *tail* is the time from the workload's end to the monitor's exit (fanread, fatrace) or to the last record delivered (fanaudit: file size or topic end offset stable for 1 s, then SIGTERM; a slow shutdown is not counted as catching up). *ops per CPU-s* is operations captured per CPU-second of the monitor.\n\n")
 	p("| configuration | workload s | slowdown × | open | create | modify | close_write | rename | delete | missing | lost / reports | monitor CPU s | ops per CPU-s | peak RSS MiB | tail s |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	p("| *expected* | | | %d | %d | %d | %d | %d | %d | | | | | | |\n",
@@ -175,6 +175,15 @@ func (r *Report) Markdown(w io.Writer) error {
 	p("\nCommands:\n\n")
 	for _, c := range r.Live {
 		p("- %s: `%s`\n", c.Name, c.Command)
+	}
+	var whole []string
+	for _, c := range r.Live {
+		if st := c.stat(func(s Sample) (float64, bool) { return s.CPUTotal, s.CPUTotal > 0 }); st.N > 0 {
+			whole = append(whole, c.Name+" "+st.fmt("%.2f"))
+		}
+	}
+	if len(whole) > 0 {
+		p("\nfanaudit's whole-process CPU s (start-up, the wait for quiet and the shutdown included): %s.\n", strings.Join(whole, "; "))
 	}
 	r.errors(&b, r.Live)
 
