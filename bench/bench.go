@@ -128,7 +128,6 @@ type env struct {
 	wlMnt   string // tmpfs the workload runs on (and monitors mark)
 	outMnt  string // tmpfs for monitor outputs, never marked
 	seq     int
-	profile string
 	sealing bool // the agent has seal-keygen: the sealed configuration runs
 }
 

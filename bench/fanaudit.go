@@ -284,7 +284,7 @@ func waitTopicQuiet(ctx context.Context, m *monitor, brokers, topic string, quie
 		}
 		select {
 		case <-m.done:
-			return last, cpuLast, fmt.Errorf("fanaudit exited while delivering: %v: %s", m.waitErr, m.tail())
+			return last, cpuLast, fmt.Errorf("fanaudit exited while delivering: %w: %s", m.waitErr, m.tail())
 		case <-ctx.Done():
 			return last, cpuLast, ctx.Err()
 		default:

@@ -103,7 +103,7 @@ func (m *monitor) pid() int { return m.cmd.Process.Pid }
 func (m *monitor) signal(s os.Signal) error {
 	select {
 	case <-m.done:
-		return fmt.Errorf("%s exited early: %v: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
+		return fmt.Errorf("%s exited early: %w: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
 	default:
 	}
 	if err := m.cmd.Process.Signal(s); err != nil {
@@ -219,7 +219,7 @@ func (m *monitor) waitMarked(ctx context.Context, timeout, settle time.Duration)
 	for {
 		select {
 		case <-m.done:
-			return fmt.Errorf("%s exited before marking: %v: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
+			return fmt.Errorf("%s exited before marking: %w: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
@@ -249,7 +249,7 @@ func waitFile(ctx context.Context, path string, timeout time.Duration, m *monito
 		}
 		select {
 		case <-m.done:
-			return fmt.Errorf("%s exited before %s appeared: %v: %s", filepath.Base(m.cmd.Path), path, m.waitErr, m.tail())
+			return fmt.Errorf("%s exited before %s appeared: %w: %s", filepath.Base(m.cmd.Path), path, m.waitErr, m.tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
@@ -298,7 +298,7 @@ func (m *monitor) waitContains(ctx context.Context, file string, needle []byte, 
 		}
 		select {
 		case <-m.done:
-			return fmt.Errorf("%s exited before %q showed up: %v: %s", filepath.Base(m.cmd.Path), needle, m.waitErr, m.tail())
+			return fmt.Errorf("%s exited before %q showed up: %w: %s", filepath.Base(m.cmd.Path), needle, m.waitErr, m.tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
@@ -323,7 +323,7 @@ func (m *monitor) waitQuiet(ctx context.Context, file string, quiet, timeout tim
 	for {
 		select {
 		case <-m.done:
-			return last, cpuAtLast, fmt.Errorf("%s exited while working: %v: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
+			return last, cpuAtLast, fmt.Errorf("%s exited while working: %w: %s", filepath.Base(m.cmd.Path), m.waitErr, m.tail())
 		case <-ctx.Done():
 			return last, cpuAtLast, ctx.Err()
 		default:

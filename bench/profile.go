@@ -156,7 +156,7 @@ func (m *monitor) waitPerfAttached(ctx context.Context, timeout time.Duration) e
 		}
 		select {
 		case <-m.done:
-			return fmt.Errorf("perf exited before attaching: %v: %s", m.waitErr, m.tail())
+			return fmt.Errorf("perf exited before attaching: %w: %s", m.waitErr, m.tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
