@@ -184,12 +184,16 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 			return
 		}
 		e.exe = "" // the old image's path is wrong from now on
-		e.img = Info{}
+		// An exec keeps the start, parent, login and cgroup; only the
+		// image's own fields (comm, command line) are wrong now.
+		e.img.HasComm, e.img.Comm, e.img.HasCmdline, e.img.Cmdline, e.img.Argv = false, "", false, "", ""
 		if err == nil && info.HasExe {
 			e.exe = info.Exe
 		}
 		if err == nil {
+			keep := e.img
 			e.img = info
+			fillImage(&e.img, &keep)
 			e.img.HasCreds, e.img.Creds, e.img.HasExe, e.img.Exe = false, Creds{}, false, ""
 		}
 		if err == nil && info.HasCreds {
