@@ -87,6 +87,10 @@ type Sample struct {
 	ScopeOps     uint64
 	ScopeMissing uint64
 	OutOfScope   uint64
+	// BurstOps and BurstMissing: the same for work started the moment its
+	// directory was made (racing the agent's mark); informational.
+	BurstOps     uint64
+	BurstMissing uint64
 	Err          string // the sample is unusable
 	Warn         string // the sample is usable, but something went wrong (e.g. a bad exit)
 }

@@ -272,3 +272,16 @@ func TestParseFanauditUnder(t *testing.T) {
 		t.Errorf("outside = %d, want 2", outside)
 	}
 }
+
+func TestGCShare(t *testing.T) {
+	out := `# Samples: 10K
+    96.45%     0.00%  [.] runtime.goexit.abi0
+     6.40%     0.10%  [.] runtime.gcBgMarkWorker
+     5.00%     0.20%  [.] runtime.scanObject
+     1.50%     0.50%  [.] runtime.gcAssistAlloc
+     0.60%     0.60%  [.] runtime.bgsweep
+`
+	if got := GCShare(out); got < 8.49 || got > 8.51 {
+		t.Errorf("GCShare = %v, want 8.5", got)
+	}
+}

@@ -20,7 +20,10 @@ type Profile struct {
 	Seconds   float64 // live: workload start to last record; drain: SIGCONT to last record
 	Inclusive []ProfileLine
 	Self      []ProfileLine
-	Err       string
+	// GC is the garbage collector's share of the samples (inclusive % of
+	// its background workers, mark assists, sweeper and scavenger).
+	GC  float64
+	Err string
 }
 
 // ProfileLine is one symbol of perf report.
@@ -135,11 +138,30 @@ func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile
 		return err
 	}
 	p.Records = c.Events
-	if p.Inclusive, err = perfReport(ctx, perf, p.Data, true, 25); err != nil {
+	var all string
+	if p.Inclusive, all, err = perfReport(ctx, perf, p.Data, true, 25); err != nil {
 		return err
 	}
-	p.Self, err = perfReport(ctx, perf, p.Data, false, 20)
+	p.GC = GCShare(all)
+	p.Self, _, err = perfReport(ctx, perf, p.Data, false, 20)
 	return err
+}
+
+// gcRoots are the runtime functions under which the collector's work runs.
+var gcRoots = []string{"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"}
+
+// GCShare sums the inclusive percentages of the collector's roots in a
+// `perf report --children` output.
+func GCShare(out string) float64 {
+	var sum float64
+	for _, l := range ParsePerfReport(out, true, 0) {
+		for _, r := range gcRoots {
+			if l.Symbol == r {
+				sum += l.Percent
+			}
+		}
+	}
+	return sum
 }
 
 // waitPerfAttached polls until perf holds perf_event descriptors, i.e. the
@@ -168,8 +190,9 @@ func (m *monitor) waitPerfAttached(ctx context.Context, timeout time.Duration) e
 	}
 }
 
-// perfReport returns the top symbols, inclusive (children) or self.
-func perfReport(ctx context.Context, perf, data string, inclusive bool, top int) ([]ProfileLine, error) {
+// perfReport returns the top symbols, inclusive (children) or self, and
+// the whole report.
+func perfReport(ctx context.Context, perf, data string, inclusive bool, top int) ([]ProfileLine, string, error) {
 	args := []string{perf, "report", "-i", data, "--stdio", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5"}
 	if inclusive {
 		args = append(args, "--children")
@@ -178,15 +201,15 @@ func perfReport(ctx context.Context, perf, data string, inclusive bool, top int)
 	}
 	out, err := run(ctx, "", args...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return ParsePerfReport(out, inclusive, top), nil
+	return ParsePerfReport(out, inclusive, top), out, nil
 }
 
 // ParsePerfReport reads `perf report --stdio -g none` lines such as
 // "  34.99%   0.69%  [.] sym". With inclusive, the first percentage
 // (children) is kept, else the only one. Wrappers every stack goes through
-// are skipped.
+// are skipped. top 0 keeps every line.
 func ParsePerfReport(out string, inclusive bool, top int) []ProfileLine {
 	var res []ProfileLine
 	for line := range strings.SplitSeq(out, "\n") {

@@ -190,7 +190,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	if len(r.Drain) > 0 && len(r.Drain[0].Samples) > 0 {
 		p("\n## Drain: reading a pre-filled unlimited queue\n\n")
 		p("The workload runs first with the monitor not reading; then the monitor drains. *units*: kernel events for fanread (its own count), records for fanaudit (one per action, so comparable with *ops*). ")
-		p("fanread -D times its own read loop. The stop/cont rows time from SIGCONT to the process exit (fanread, which exits at the first empty read after SIGINT) or to the last record written (fanaudit); their CPU is what the process used in that time.\n\n")
+		p("fanread -D times its own read loop. fanaudit's drain (FANAUDIT_BENCH_DRAIN=1) is timed from SIGUSR1 to its exit, after the queue is read to empty and the sink flushed (without the hook: from SIGCONT to the last record written); its CPU is what the process used in that time.\n\n")
 		p("*kernel events/s*: events read from fanotify (fanread's count, fanaudit's capture stats), the unit of the C reader's limit.\n\n")
 		p("| configuration | drain s | kernel events/s | units | units/s | ops | ops/s | missing | drain CPU s | ops per CPU-s | peak RSS MiB |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -219,7 +219,7 @@ func (r *Report) Markdown(w io.Writer) error {
 
 	if len(r.Paced) > 0 {
 		p("\n## Paced: peak RSS at %.0f k ops/s\n\n", r.PacedRate/1e3)
-		p("wl runs in batches every 100 ms, each sized to keep the average at %.0f k operations/s (%.1f per file: open, create, modify, close_write, delete, half a rename); run once, after the rounds. Rates are over the whole run; *units/s* is the monitor's own unit (fanread: kernel events; fanaudit: records, which add attrib, delete_self and move_self).\n\n",
+		p("wl runs in batches every 100 ms, each sized to keep the average at %.0f k operations/s (%.1f per file: open, create, modify, close_write, delete, half a rename); run once, after the rounds. Rates are over the whole run; *units/s* is the monitor's own unit (fanread: kernel events; fanaudit: records, which add attrib, delete_self and move_self). Each batch runs in a directory of its own, made just before it: under subtree scope (fanaudit's default for a directory that is not a filesystem root) the batch races the agent's mark on that directory, and the race is lost whenever the agent reads behind; ops *missing* with no loss record are then lost silently (fanread here holds a filesystem mark).\n\n",
 			r.PacedRate/1e3, recordsPerFile)
 		p("| configuration | seconds | files | ops captured per s | units/s | missing | lost / reports | monitor CPU s | CPU %% | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range r.Paced {
@@ -322,6 +322,7 @@ func (r *Report) profiles(b *strings.Builder) {
 			continue
 		}
 		p("\n### %s: %d records in %.2f s (%.2f M records/s while profiled), `%s`\n\n", pr.Name, pr.Records, pr.Seconds, float64(pr.Records)/pr.Seconds/1e6, pr.Data)
+		p("Garbage collector's share of the samples (inclusive: %s): %.1f %% (issue #14 wants < 5 %%).\n\n", strings.Join(gcRoots, ", "), pr.GC)
 		p("| inclusive %% | symbol | | self %% | symbol |\n|---|---|---|---|---|\n")
 		for i := range max(len(pr.Inclusive), len(pr.Self)) {
 			var a, bb ProfileLine

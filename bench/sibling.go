@@ -21,6 +21,10 @@ const (
 	sibOther   = "other"
 	sibOld     = "old"     // made before the monitor starts
 	sibNew     = "new-dir" // made after the monitor has marked
+	// sibBurst is made after the start too, and the work in it starts at
+	// once, racing the agent's mark on it: what inode marks cannot see
+	// before the mark is there shows up as missing (or announced) here.
+	sibBurst = "burst-dir"
 )
 
 func siblingConfigs(e *env) []config {
@@ -40,7 +44,7 @@ func siblingConfigs(e *env) []config {
 		cs = append(cs, config{
 			name: nameSibAgent,
 			command: fmt.Sprintf("fanaudit run, default config (scope auto) + file sink, paths = [DIR/watched]; while wl runs in DIR/other: "+
-				"mkdir DIR/watched/%s, wait for its record, then wl %d files in it and in DIR/watched/%s (made before the start)", sibNew, e.o.ScopeFiles, sibOld),
+				"mkdir DIR/watched/%s, wait for its record, then wl %d files in it and in DIR/watched/%s (made before the start); then mkdir DIR/watched/%s and wl %d files in it at once", sibNew, e.o.ScopeFiles, sibOld, sibBurst, e.o.ScopeFiles),
 			ops: allOps,
 			run: fanauditSibling,
 		})
@@ -84,7 +88,7 @@ func fanauditSibling(ctx context.Context, e *env, dir, tag string) (Sample, erro
 	if err != nil {
 		return Sample{}, err
 	}
-	newDir, oldDir := filepath.Join(watched, sibNew), filepath.Join(watched, sibOld)
+	newDir, oldDir, burstDir := filepath.Join(watched, sibNew), filepath.Join(watched, sibOld), filepath.Join(watched, sibBurst)
 	k := e.o.ScopeFiles
 	var warn string
 	s, out, err := fanauditLiveWith(ctx, e, watched, tag, sinkFile, func(ctx context.Context, m *monitor, out string) (WLResult, error) {
@@ -98,7 +102,7 @@ func fanauditSibling(ctx context.Context, e *env, dir, tag string) (Sample, erro
 			done <- result{wl, err}
 		}()
 		var serr error
-		warn, serr = e.scopeOps(ctx, m, out, newDir, oldDir, k)
+		warn, serr = e.scopeOps(ctx, m, out, newDir, oldDir, burstDir, k)
 		r := <-done
 		if r.err != nil {
 			return r.wl, r.err
@@ -116,25 +120,28 @@ func fanauditSibling(ctx context.Context, e *env, dir, tag string) (Sample, erro
 		return s, fmt.Errorf("fanaudit output: %w", err)
 	}
 	defer f.Close()
-	_, under, outside, err := ParseFanauditUnder(f, watched, newDir, oldDir)
+	_, under, outside, err := ParseFanauditUnder(f, watched, newDir, oldDir, burstDir)
 	if err != nil {
 		return s, err
 	}
 	s.ScopeChecked = true
 	s.OutOfScope = outside
-	for _, c := range under {
+	for _, c := range under[:2] {
 		s.ScopeOps += c.total()
 		s.ScopeMissing += Missing(c, allOps, k, e.o.Block)
 	}
+	s.BurstOps = under[2].total()
+	s.BurstMissing = Missing(under[2], allOps, k, e.o.Block)
 	return s, nil
 }
 
 // scopeOps is the scripted work inside the watched subtree: mkdir newDir
 // once the agent runs, wait until its create record is written (the agent
 // has seen the directory, so it watches it), then wl with k files in it
-// and in oldDir. A record that never shows up is a warning: the work is
-// done anyway, and what was not reported counts as missing.
-func (e *env) scopeOps(ctx context.Context, m *monitor, out, newDir, oldDir string, k int) (warn string, err error) {
+// and in oldDir; last, mkdir burstDir and wl in it at once. A record that
+// never shows up is a warning: the work is done anyway, and what was not
+// reported counts as missing.
+func (e *env) scopeOps(ctx context.Context, m *monitor, out, newDir, oldDir, burstDir string, k int) (warn string, err error) {
 	if err := os.Mkdir(newDir, 0o755); err != nil {
 		return "", fmt.Errorf("scope check: %w", err)
 	}
@@ -151,6 +158,12 @@ func (e *env) scopeOps(ctx context.Context, m *monitor, out, newDir, oldDir stri
 		if _, err := e.wlN(ctx, d, k); err != nil {
 			return warn, fmt.Errorf("scope check: %w", err)
 		}
+	}
+	if err := os.Mkdir(burstDir, 0o755); err != nil {
+		return warn, fmt.Errorf("scope check: %w", err)
+	}
+	if _, err := e.wlN(ctx, burstDir, k); err != nil {
+		return warn, fmt.Errorf("scope check: %w", err)
 	}
 	return warn, nil
 }
