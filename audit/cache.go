@@ -53,6 +53,19 @@ func (c *pathCache) movePrefix(oldDir, newDir string) {
 	}
 }
 
+// swapPrefix trades the cached paths of a and b and of everything below
+// them: renameat2 RENAME_EXCHANGE of two directories.
+func (c *pathCache) swapPrefix(a, b string) {
+	for k, v := range c.m {
+		switch {
+		case under(v, a):
+			c.m[k] = b + v[len(a):]
+		case under(v, b):
+			c.m[k] = a + v[len(b):]
+		}
+	}
+}
+
 // dropPrefix forgets dir and every cached path below it.
 func (c *pathCache) dropPrefix(dir string) {
 	for k, v := range c.m {

@@ -202,25 +202,36 @@ func waitHealth(t *testing.T, c *Capture, ok bool) string {
 
 // TestUnmountedRoot: a watched filesystem unmounted with umount -l is
 // logged and reflected in Health; a new mount at the path is watched. A
-// tmpfs root takes the filesystem mark; a bind mount of a subdirectory
-// the inode marks.
+// filesystem's root (tmpfs, and ext4, xfs and btrfs loop images, mounted
+// again from the same image) takes the filesystem mark; a bind mount of a
+// subdirectory the inode marks.
 func TestUnmountedRoot(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, bind := range []bool{false, true} {
-		t.Run(map[bool]string{false: "fs-root", true: "bind-subdir"}[bind], func(t *testing.T) {
+	for _, kind := range []string{"tmpfs", "bind-subdir", "ext4", "xfs", "btrfs"} {
+		t.Run(kind, func(t *testing.T) {
+			bind := kind == "bind-subdir"
 			path := mountDir(t, "fanaudit-umount-")
 			var src string
 			mountIt := func(i int) {
-				if !bind {
+				switch kind {
+				case "tmpfs":
 					run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", path)
-					return
+				case "bind-subdir":
+					d := filepath.Join(src, fmt.Sprint(i))
+					mkdirs(t, d)
+					run(t, "mount", "--bind", d, path)
+				default:
+					run(t, "mount", "-o", "loop", src, path)
+					os.Remove(filepath.Join(path, "lost+found"))
 				}
-				d := filepath.Join(src, fmt.Sprint(i))
-				mkdirs(t, d)
-				run(t, "mount", "--bind", d, path)
 			}
-			if bind {
+			switch kind {
+			case "bind-subdir":
 				src = tmpfs(t)
+			case "ext4", "btrfs":
+				src = loopImage(t, kind, 128<<20)
+			case "xfs":
+				src = loopImage(t, kind, 300<<20)
 			}
 			mountIt(1)
 			var logs syncBuffer
@@ -243,6 +254,9 @@ func TestUnmountedRoot(t *testing.T) {
 			}
 			mountIt(2)
 			waitHealth(t, c, true)
+			if !strings.Contains(logs.String(), "watched again") {
+				t.Errorf("no log of the new mount: %s", logs.String())
+			}
 			checkOps(t, s, path)
 		})
 	}

@@ -18,32 +18,38 @@ import (
 // filesystem serves every case, each in its own directory.
 func TestNames(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, fs := range []struct {
-		name  string
-		mount func(testing.TB) string
-	}{
-		{"tmpfs", tmpfs},
-		{"ext4", func(t testing.TB) string { return loopFS(t, "ext4", 64<<20) }},
-		{"xfs", func(t testing.TB) string { return loopFS(t, "xfs", 300<<20) }},
-		{"btrfs", func(t testing.TB) string { return loopFS(t, "btrfs", 128<<20) }},
-	} {
+	for _, fs := range nameLayouts() {
 		t.Run(fs.name, func(t *testing.T) {
 			root := fs.mount(t)
 			cases, events := 0, 0
 			for _, tc := range nameCases() {
 				// Raw echoes of files come only under a filesystem mark: an
 				// inode mark on the parent reports a file's delete, not its
-				// delete_self.
+				// delete_self. Where the kernel refuses filesystem marks
+				// (subvolumes, overlayfs) the filesystem scope is inode marks
+				// too, so those cases have no scope to run in.
 				scopes := []string{ScopeFilesystem, ScopeSubtree}
 				if tc.raw || tc.fsOnly {
 					scopes = scopes[:1]
 				}
+				if fs.noFSMark {
+					if tc.raw || tc.fsOnly {
+						continue
+					}
+					scopes = scopes[1:]
+				}
 				for _, sc := range scopes {
 					name := tc.name + " " + sc
 					ok := t.Run(name, func(t *testing.T) {
-						dir := filepath.Join(root, strings.NewReplacer(" ", "_", "/", "_").Replace(name))
-						if err := os.Mkdir(dir, 0o755); err != nil {
-							t.Fatal(err)
+						base := strings.NewReplacer(" ", "_", "/", "_").Replace(name)
+						var dir string
+						if fs.caseDir != nil {
+							dir = fs.caseDir(t, root, base)
+						} else {
+							dir = filepath.Join(root, base)
+							if err := os.Mkdir(dir, 0o755); err != nil {
+								t.Fatal(err)
+							}
 						}
 						events += tc.check(t, dir, sc)
 					})
@@ -55,6 +61,81 @@ func TestNames(t *testing.T) {
 			t.Logf("%s: %d cases passed, %d events checked", fs.name, cases, events)
 		})
 	}
+}
+
+// nameLayout is one filesystem or mount layout TestNames runs every case
+// on: one image (or mount) per layout, one directory per case.
+type nameLayout struct {
+	name  string
+	mount func(testing.TB) string
+	// caseDir makes the watched directory of one case below root; by
+	// default a plain directory.
+	caseDir func(t *testing.T, root, name string) string
+	// noFSMark: the kernel refuses filesystem marks on the watched
+	// directories (EXDEV, EOPNOTSUPP); every scope is inode marks.
+	noFSMark bool
+}
+
+func nameLayouts() []nameLayout {
+	return []nameLayout{
+		{name: "tmpfs", mount: tmpfs},
+		{name: "ext4", mount: func(t testing.TB) string { return loopFS(t, "ext4", 64<<20) }},
+		{name: "xfs", mount: func(t testing.TB) string { return loopFS(t, "xfs", 300<<20) }},
+		{name: "btrfs", mount: func(t testing.TB) string { return loopFS(t, "btrfs", 128<<20) }},
+		// Each case watches a subvolume of its own, directly.
+		{
+			name: "btrfs-subvolume", mount: func(t testing.TB) string { return loopFS(t, "btrfs", 128<<20) },
+			caseDir: func(t *testing.T, root, name string) string {
+				sv := filepath.Join(root, name)
+				run(t, "btrfs", "-q", "subvolume", "create", sv)
+				return sv
+			},
+			noFSMark: true,
+		},
+		// Each case watches a subvol= mount of a subvolume of its own.
+		{
+			name: "btrfs-subvol-mount", mount: func(t testing.TB) string { return loopFS(t, "btrfs", 128<<20) },
+			caseDir: func(t *testing.T, root, name string) string {
+				run(t, "btrfs", "-q", "subvolume", "create", filepath.Join(root, name))
+				dir := mountDir(t, "fanaudit-subvol-")
+				run(t, "mount", "-o", "subvol="+name, mountSource(t, root), dir)
+				return dir
+			},
+			noFSMark: true,
+		},
+		// An overlayfs merged directory as containers use it (lower, upper
+		// and work on one tmpfs); the cases' trees are made through the
+		// merged directory before the capture starts, so they live in the
+		// upper layer.
+		{name: "overlayfs", mount: overlay, noFSMark: true},
+	}
+}
+
+// overlay mounts an overlayfs with lower, upper and work directories on
+// a new tmpfs and returns the merged directory.
+func overlay(t testing.TB) string {
+	t.Helper()
+	base := tmpfs(t)
+	lower, upper, work := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work")
+	mkdirs(t, lower, upper, work)
+	merged := mountDir(t, "fanaudit-ovl-")
+	run(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, merged)
+	return merged
+}
+
+// mountSource is the device mounted at dir, without a btrfs subvolume
+// suffix.
+func mountSource(t testing.TB, dir string) string {
+	t.Helper()
+	b, err := exec.Command("findmnt", "-no", "SOURCE", dir).Output()
+	if err != nil {
+		t.Fatalf("findmnt %s: %v", dir, err)
+	}
+	dev := strings.TrimSpace(string(b))
+	if i := strings.IndexByte(dev, '['); i >= 0 {
+		dev = dev[:i]
+	}
+	return dev
 }
 
 // nameCase is one operation checked in raw mode (every action asked for
@@ -229,6 +310,20 @@ func nameCases() []nameCase {
 			},
 		},
 		{
+			// The same through a temporary directory that existed before: its
+			// name is known under inode marks too, so this one holds in every
+			// scope and on every layout (subvolumes and overlayfs, which
+			// refuse filesystem marks, included).
+			name: "directory moved through an existing temporary directory then removed", setup: files("d/", "d/f", "tmp/"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "mv d tmp/d && mv tmp/d e && rm -r e")
+			},
+			only: []Action{ActionDelete, ActionDeleteSelf, ActionMoveSelf, ActionRename},
+			want: func(string) []string {
+				return []string{"rename ./tmp/d <- ./d (dir)", "rename ./e <- ./tmp/d (dir)", "delete ./e/f", "delete ./e (dir)"}
+			},
+		},
+		{
 			name: "directory moved through a temporary directory then removed raw", raw: true, setup: files("d/", "d/f"),
 			run: func(t *testing.T, s *session, dir string) {
 				sh(t, dir, "mkdir tmp && mv d tmp/d && mv tmp/d e && rm -r e")
@@ -358,6 +453,30 @@ func treePaths(root string, depth int) []string {
 // test ends.
 func loopFS(t testing.TB, fstype string, size int64) string {
 	t.Helper()
+	img := loopImage(t, fstype, size)
+	dir, err := os.MkdirTemp("", "fanaudit-"+fstype+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		t.Fatalf("loop mount %s: %v: %s", fstype, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+		os.Remove(dir)
+	})
+	// lost+found is there from mkfs.ext4; tests expect an empty root.
+	os.Remove(filepath.Join(dir, "lost+found"))
+	return dir
+}
+
+// loopImage makes a filesystem image of the given type and size under the
+// test's temp dir, for mount -o loop.
+func loopImage(t testing.TB, fstype string, size int64) string {
+	t.Helper()
 	testutil.RequireRoot(t)
 	mkfs := "mkfs." + fstype
 	if _, err := exec.LookPath(mkfs); err != nil {
@@ -379,21 +498,5 @@ func loopFS(t testing.TB, fstype string, size int64) string {
 	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v: %s", mkfs, err, out)
 	}
-	dir, err := os.MkdirTemp("", "fanaudit-"+fstype+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		os.Remove(dir)
-		t.Fatalf("loop mount %s: %v: %s", fstype, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-		os.Remove(dir)
-	})
-	// lost+found is there from mkfs.ext4; tests expect an empty root.
-	os.Remove(filepath.Join(dir, "lost+found"))
-	return dir
+	return img
 }

@@ -453,9 +453,15 @@ func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, ol
 			// The two subtrees traded places. Forget both rather than swap
 			// them: a directory resolved by handle after the exchange
 			// (the reader lags) is already right, and a swap would undo
-			// it; what is forgotten is resolved again.
-			c.dirs.dropPrefix(oldPath)
-			c.dirs.dropPrefix(path)
+			// it; what is forgotten is resolved again. Where handles never
+			// open (overlayfs), nothing is resolved by handle, so nothing
+			// forgotten could be named again: swap.
+			if obj.Valid() && !c.decodes(obj) {
+				c.dirs.swapPrefix(oldPath, path)
+			} else {
+				c.dirs.dropPrefix(oldPath)
+				c.dirs.dropPrefix(path)
+			}
 			if p.Mask&kernel.FanOnDir != 0 && p.FID.Valid() {
 				c.swapped = string(p.FID.Key)
 			}
@@ -469,6 +475,13 @@ func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, ol
 	if obj.Valid() && c.feat.TargetFID {
 		c.dirs.put(obj.Key, path)
 	}
+}
+
+// decodes reports whether h's filesystem opens handles (one syscall: only
+// asked on a directory exchange).
+func (c *Capture) decodes(h *kernel.Handle) bool {
+	m := c.mount(h.Fsid())
+	return m == nil || kernel.DecodesHandles(m.f)
 }
 
 // dirChange keeps the caches current for directory entry events whose

@@ -97,6 +97,25 @@ func openByHandle(mount *os.File, htype int32, handle []byte, flags int) (int, e
 	return int(fd), nil
 }
 
+// DecodesHandles reports whether the filesystem of the open directory
+// mount can open the file handles fanotify reports (open_by_handle_at).
+// overlayfs without nfs_export only encodes them for fanotify
+// (AT_HANDLE_FID), so its objects can never be named by handle.
+func DecodesHandles(mount *os.File) bool {
+	rc, err := mount.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	if cerr := rc.Control(func(fd uintptr) {
+		_, _, err := unix.NameToHandleAt(int(fd), "", unix.AT_EMPTY_PATH)
+		ok = err == nil
+	}); cerr != nil {
+		return false
+	}
+	return ok
+}
+
 // IsStale reports whether err says a file handle names an object that no
 // longer exists.
 func IsStale(err error) bool {
