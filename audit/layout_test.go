@@ -38,26 +38,11 @@ func mountDir(t testing.TB, prefix string) string {
 	return dir
 }
 
-// btrfs creates a btrfs image with a subvolume "sv", loop-mounts it, and
+// btrfs loop-mounts a btrfs image (see loopFS) with a subvolume "sv" and
 // returns the mount point.
 func btrfs(t testing.TB) string {
 	t.Helper()
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		t.Skip("no mkfs.btrfs (btrfs-progs)")
-	}
-	img := filepath.Join(t.TempDir(), "btrfs.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(128 << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	run(t, "mkfs.btrfs", "-q", "-f", img)
-	dir := mountDir(t, "fanaudit-btrfs-")
-	run(t, "mount", "-o", "loop", img, dir)
+	dir := loopFS(t, "btrfs", 128<<20)
 	run(t, "btrfs", "-q", "subvolume", "create", filepath.Join(dir, "sv"))
 	return dir
 }
@@ -101,14 +86,7 @@ func TestBtrfsSubvolume(t *testing.T) {
 	mnt := btrfs(t)
 	sv := filepath.Join(mnt, "sv")
 	svMount := mountDir(t, "fanaudit-subvol-")
-	var dev string
-	if b, err := exec.Command("findmnt", "-no", "SOURCE", mnt).Output(); err == nil {
-		dev = strings.TrimSpace(string(b))
-	}
-	if i := strings.IndexByte(dev, '['); i >= 0 {
-		dev = dev[:i]
-	}
-	run(t, "mount", "-o", "subvol=sv", dev, svMount)
+	run(t, "mount", "-o", "subvol=sv", mountSource(t, mnt), svMount)
 	for _, path := range []string{sv, svMount} {
 		for _, scope := range []string{ScopeFilesystem, ScopeAuto, ScopeAuto + "-limit"} {
 			t.Run(filepath.Base(path)+"/"+scope, func(t *testing.T) {

@@ -26,17 +26,19 @@ func TestNames(t *testing.T) {
 				// Raw echoes of files come only under a filesystem mark: an
 				// inode mark on the parent reports a file's delete, not its
 				// delete_self. Where the kernel refuses filesystem marks
-				// (subvolumes, overlayfs) the filesystem scope is inode marks
-				// too, so those cases have no scope to run in.
+				// (subvolumes, overlayfs) every scope is inode marks: the raw
+				// cases do not apply, and the fsOnly ones may end as their
+				// lag outcomes say.
 				scopes := []string{ScopeFilesystem, ScopeSubtree}
 				if tc.raw || tc.fsOnly {
 					scopes = scopes[:1]
 				}
 				if fs.noFSMark {
-					if tc.raw || tc.fsOnly {
+					if tc.raw || (fs.layer && tc.paths != nil) {
 						continue
 					}
-					scopes = scopes[1:]
+					tc.lagged = tc.fsOnly
+					scopes = []string{ScopeSubtree}
 				}
 				for _, sc := range scopes {
 					name := tc.name + " " + sc
@@ -51,7 +53,11 @@ func TestNames(t *testing.T) {
 								t.Fatal(err)
 							}
 						}
-						events += tc.check(t, dir, sc)
+						var after func(*testing.T, string) string
+						if fs.layer {
+							after = overlayOver
+						}
+						events += tc.check(t, dir, sc, after)
 					})
 					if ok {
 						cases++
@@ -74,6 +80,10 @@ type nameLayout struct {
 	// noFSMark: the kernel refuses filesystem marks on the watched
 	// directories (EXDEV, EOPNOTSUPP); every scope is inode marks.
 	noFSMark bool
+	// layer: after a case's setup, the directory it made becomes the
+	// lower layer of an overlayfs, and the case runs in the merged
+	// directory (a container's image files); bind cases do not apply.
+	layer bool
 }
 
 func nameLayouts() []nameLayout {
@@ -108,6 +118,9 @@ func nameLayouts() []nameLayout {
 		// merged directory before the capture starts, so they live in the
 		// upper layer.
 		{name: "overlayfs", mount: overlay, noFSMark: true},
+		// The same with every pre-existing file in the lower layer: deletes
+		// and renames there are whiteouts and copy-ups in the upper one.
+		{name: "overlayfs-lower", mount: tmpfs, noFSMark: true, layer: true},
 	}
 }
 
@@ -120,6 +133,17 @@ func overlay(t testing.TB) string {
 	mkdirs(t, lower, upper, work)
 	merged := mountDir(t, "fanaudit-ovl-")
 	run(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, merged)
+	return merged
+}
+
+// overlayOver mounts an overlayfs with lower as its lower layer (upper
+// and work next to it) and returns the merged directory.
+func overlayOver(t *testing.T, lower string) string {
+	t.Helper()
+	upper, work := lower+".upper", lower+".work"
+	mkdirs(t, upper, work)
+	merged := mountDir(t, "fanaudit-ovl-")
+	run(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work+",redirect_dir=on", merged)
 	return merged
 }
 
@@ -157,15 +181,25 @@ type nameCase struct {
 	// that is not marked yet has no new name in the rename record, so
 	// the exact intermediate names exist only under a filesystem mark.
 	fsOnly bool
+	// lagWant lists the other outcomes allowed when lagged: the case runs
+	// under inode marks alone although it needs a filesystem mark, and
+	// its path-less records must be counted as unnamed.
+	lagWant func(dir string) [][]string
+	lagged  bool
 	// accept maps each of several true names of one event to the one want
 	// lists.
 	accept func(dir string, got []string) []string
 }
 
-// check runs the case and returns how many events it checked.
-func (tc *nameCase) check(t *testing.T, dir, scope string) int {
+// check runs the case and returns how many events it checked. after,
+// if set, turns the directory the setup filled into the one the case
+// watches and runs in.
+func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T, string) string) int {
 	if tc.setup != nil {
 		tc.setup(t, dir)
+	}
+	if after != nil {
+		dir = after(t, dir)
 	}
 	opts := Options{Paths: []string{dir}, Scope: scope}
 	if tc.paths != nil {
@@ -178,7 +212,11 @@ func (tc *nameCase) check(t *testing.T, dir, scope string) int {
 	tc.run(t, s, dir)
 	s.mark(filepath.Join(dir, tc.markIn))
 	evs := s.take()
-	requireNamed(t, s, evs)
+	if tc.lagged {
+		requireNamed(t, s, evs, ActionRename)
+	} else {
+		requireNamed(t, s, evs)
+	}
 	var got []string
 	for i := range evs {
 		if slices.Contains(tc.only, evs[i].Action) {
@@ -193,7 +231,16 @@ func (tc *nameCase) check(t *testing.T, dir, scope string) int {
 		slices.Sort(got)
 		slices.Sort(want)
 	}
-	if !slices.Equal(got, want) {
+	ok := slices.Equal(got, want)
+	if !ok && tc.lagged {
+		for _, w := range tc.lagWant(dir) {
+			ok = ok || slices.Equal(got, w)
+		}
+		if ok {
+			t.Logf("inode marks lagged: %q", got)
+		}
+	}
+	if !ok {
 		var all []string
 		for i := range evs {
 			all = append(all, line(&evs[i], dir))
@@ -205,14 +252,17 @@ func (tc *nameCase) check(t *testing.T, dir, scope string) int {
 
 // requireNamed: no file event goes without a path unless the capture
 // counted it as unnamed (enrichment then marks fanaudit.missing); in these
-// cases every name is knowable, so none may be missing at all.
-func requireNamed(t testing.TB, s *session, evs []Event) {
+// cases every name is knowable, so none may be missing at all, except
+// events of the actions in unknowable, which must be counted.
+func requireNamed(t testing.TB, s *session, evs []Event, unknowable ...Action) {
 	t.Helper()
 	n := 0
 	for i := range evs {
 		if evs[i].Action != ActionEventsLost && evs[i].Path == "" {
 			n++
-			t.Errorf("unnamed: %s mask=%#x", evs[i].Action, evs[i].Mask)
+			if !slices.Contains(unknowable, evs[i].Action) {
+				t.Errorf("unnamed: %s mask=%#x", evs[i].Action, evs[i].Mask)
+			}
 		}
 	}
 	if st := s.c.Stats(); st.Unnamed < uint64(n) {
@@ -307,6 +357,17 @@ func nameCases() []nameCase {
 			only: []Action{ActionDelete, ActionDeleteSelf, ActionMoveSelf, ActionRename},
 			want: func(string) []string {
 				return []string{"rename ./tmp/d <- ./d (dir)", "rename ./e <- ./tmp/d (dir)", "delete ./e/f", "delete ./e (dir)"}
+			},
+			// Under inode marks alone (btrfs subvolumes, overlayfs) tmp is
+			// marked only when its create is read: a move into it before
+			// that has no new path (counted unnamed: fanaudit.missing
+			// file.path), and the move out of it may then lack its old
+			// path. The end, the removal, is always named exactly.
+			lagWant: func(string) [][]string {
+				return [][]string{
+					{"rename ? <- ./d (dir)", "rename ./e <- ./tmp/d (dir)", "delete ./e/f", "delete ./e (dir)"},
+					{"rename ? <- ./d (dir)", "rename ./e (dir)", "delete ./e/f", "delete ./e (dir)"},
+				}
 			},
 		},
 		{
