@@ -34,7 +34,8 @@ type ProfileLine struct {
 
 // profileRuns profiles fanaudit with perf (no support needed from the
 // agent: perf reads Go's symbols and sees the kernel side too), once live
-// and once draining, outside the timed rounds.
+// and once draining with the file sink, and live with the sealed file sink
+// and the Kafka sink where those run, outside the timed rounds.
 func profileRuns(ctx context.Context, e *env) []Profile {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
@@ -43,21 +44,104 @@ func profileRuns(ctx context.Context, e *env) []Profile {
 	if err := os.MkdirAll(e.o.PerfDir, 0o755); err != nil {
 		return []Profile{{Name: "perf", Err: err.Error()}}
 	}
+	type run struct {
+		name, file string
+		kind       sinkKind
+		drain      bool
+	}
+	runs := []run{
+		{"live, default config + file sink", "live", sinkFile, false},
+		{"drain, unlimited_queue + file sink", "drain", sinkFile, true},
+	}
+	if e.sealing {
+		runs = append(runs, run{"live, file sink with seal_state", "live-sealed", sinkFileSealed, false})
+	}
+	if e.o.KafkaBrokers != "" {
+		runs = append(runs, run{"live, Kafka sink", "live-kafka", sinkKafka, false})
+	}
 	var out []Profile
-	for _, drain := range []bool{false, true} {
-		name := "live, default config + file sink"
-		if drain {
-			name = "drain, unlimited_queue + file sink"
+	for _, r := range runs {
+		e.o.logf("perf profile: %s", r.name)
+		p := Profile{Name: r.name, Data: filepath.Join(e.o.PerfDir, "fanaudit-"+r.file+".perf.data")}
+		var err error
+		if r.drain {
+			err = profileOne(ctx, e, perf, true, &p)
+		} else {
+			err = profileLive(ctx, e, perf, r.kind, &p)
 		}
-		e.o.logf("perf profile: %s", name)
-		p := Profile{Name: name}
-		if err := profileOne(ctx, e, perf, drain, &p); err != nil {
+		if err != nil {
 			p.Err = err.Error()
-			e.o.logf("perf profile %s: %v", name, err)
+			e.o.logf("perf profile %s: %v", r.name, err)
 		}
 		out = append(out, p)
 	}
 	return out
+}
+
+// profileLive profiles a live run of the agent with a sink of kind: perf
+// attaches once the agent has marked, before the workload starts, and
+// ends with the agent.
+func profileLive(ctx context.Context, e *env, perf string, kind sinkKind, p *Profile) error {
+	e.seq++
+	tag := fmt.Sprintf("perf-%02d", e.seq)
+	dir := filepath.Join(e.wlMnt, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("run dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	defer func() {
+		ents, _ := os.ReadDir(e.outMnt)
+		for _, en := range ents {
+			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
+		}
+	}()
+	var rec *monitor
+	defer func() {
+		if rec != nil {
+			rec.kill()
+		}
+	}()
+	s, _, err := fanauditLiveWith(ctx, e, dir, tag, kind, func(ctx context.Context, m *monitor, _ string) (WLResult, error) {
+		var err error
+		rec, err = startMonitor(e.outMnt, tag+"-perf", "", nil, perf, "record", "-F", "999", "-g", "-p", strconv.Itoa(m.pid()), "-o", p.Data)
+		if err != nil {
+			return WLResult{}, err
+		}
+		if err := rec.waitPerfAttached(ctx, readyTimeout); err != nil {
+			return WLResult{}, err
+		}
+		return e.wl(ctx, dir)
+	})
+	if err != nil {
+		return err
+	}
+	// perf record -p ends when its target does; SIGINT in case it has not.
+	select {
+	case <-rec.done:
+	case <-time.After(quietFor):
+		if _, err := rec.stop(syscall.SIGINT, stopTimeout); err != nil {
+			select {
+			case <-rec.done: // it ended meanwhile
+			default:
+				return err
+			}
+		}
+	}
+	p.Records = s.Counts.Events
+	p.Seconds = s.WL.Elapsed + s.Tail
+	return p.report(ctx, perf)
+}
+
+// report fills the profile's tables from its perf.data.
+func (p *Profile) report(ctx context.Context, perf string) error {
+	var all string
+	var err error
+	if p.Inclusive, all, err = perfReport(ctx, perf, p.Data, true, 25); err != nil {
+		return err
+	}
+	p.GC = GCShare(all)
+	p.Self, _, err = perfReport(ctx, perf, p.Data, false, 20)
+	return err
 }
 
 func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile) error {
@@ -100,7 +184,6 @@ func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile
 			return err
 		}
 	}
-	p.Data = filepath.Join(e.o.PerfDir, "fanaudit-"+map[bool]string{false: "live", true: "drain"}[drain]+".perf.data")
 	rec, err := startMonitor(e.outMnt, tag+"-perf", "", nil, perf, "record", "-F", "999", "-g", "-p", strconv.Itoa(m.pid()), "-o", p.Data)
 	if err != nil {
 		return err
@@ -138,13 +221,7 @@ func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile
 		return err
 	}
 	p.Records = c.Events
-	var all string
-	if p.Inclusive, all, err = perfReport(ctx, perf, p.Data, true, 25); err != nil {
-		return err
-	}
-	p.GC = GCShare(all)
-	p.Self, _, err = perfReport(ctx, perf, p.Data, false, 20)
-	return err
+	return p.report(ctx, perf)
 }
 
 // gcRoots are the runtime functions under which the collector's work runs.
