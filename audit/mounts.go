@@ -107,9 +107,9 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 		if err == nil && isDir {
 			r.leftDev = dev
 		}
-		c.log.Error().Str("path", r.path).Msg("watched filesystem unmounted: nothing there is seen until something is mounted at the path again")
 		why := "watched filesystem unmounted: " + r.path
-		c.health.Store(&why)
+		c.health.Store(&why) // before the log line, as below
+		c.log.Error().Str("path", r.path).Msg("watched filesystem unmounted: nothing there is seen until something is mounted at the path again")
 		c.release(r)
 		return
 	}
@@ -132,10 +132,12 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 	}
 	r.gone, r.dev, r.ino, r.fsid = false, dev, ino, fsid
 	clear(c.verdicts)
-	c.log.Warn().Str("path", r.path).Msg("a filesystem was mounted at a watched path: watched again")
+	// Health first, then the log line: whoever acts on the line (an
+	// operator, the e2e test) must find /healthz already recovered.
 	if !c.anyGone() {
 		c.health.Store(nil)
 	}
+	c.log.Warn().Str("path", r.path).Msg("a filesystem was mounted at a watched path: watched again")
 }
 
 func (c *Capture) anyGone() bool {
