@@ -227,16 +227,28 @@ func TestUnmountedRoot(t *testing.T) {
 			}
 			run(t, "umount", "-l", path)
 			why := waitHealth(t, c, false)
-			if !strings.Contains(why, path) || !strings.Contains(logs.String(), "watched filesystem unmounted") {
-				t.Errorf("health %q, logs %s", why, logs.String())
+			if !strings.Contains(why, path) {
+				t.Errorf("health %q", why)
 			}
+			// Health changes just before the line that announces it.
+			waitLogged(t, &logs, "watched filesystem unmounted")
 			mountIt(2)
 			waitHealth(t, c, true)
-			if !strings.Contains(logs.String(), "watched again") {
-				t.Errorf("no log of the new mount: %s", logs.String())
-			}
+			waitLogged(t, &logs, "watched again")
 			checkOps(t, s, path)
 		})
+	}
+}
+
+// waitLogged waits until the capture has logged a line containing msg.
+func waitLogged(t *testing.T, logs *syncBuffer, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q: %s", msg, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
