@@ -24,6 +24,10 @@ type wait struct {
 	name     string // escaped name below key's path; "" = key's object itself
 	child    string // the event's own object when it is a directory: naming the event names it
 	fallback string // the path to report if key is never named
+	// before: the event waits for where key's object was just before its
+	// next move (the old side of its next rename), not for where it went;
+	// see the rename case of fidEvent.
+	before bool
 }
 
 func (w *wait) waiting() bool { return w.key != "" }
@@ -94,6 +98,30 @@ func (c *Capture) named(b *batch, key []byte, path string) {
 		}
 		b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
 	}
+}
+
+// namedBefore releases, into b, the events waiting for where key's object
+// was before the move being converted: oldPath, its old side ("" when the
+// kernel did not give it, which leaves them unnamed, and counted). Other
+// waiters on key stay for named.
+func (c *Capture) namedBefore(b *batch, key []byte, oldPath string) {
+	items, ok := c.pend.byKey[string(key)]
+	if !ok {
+		return
+	}
+	keep := items[:0]
+	for _, it := range items {
+		if !it.w.before {
+			keep = append(keep, it)
+			continue
+		}
+		b.evs = c.releaseHeld(b.evs, it, oldPath, &b.filtered)
+	}
+	if len(keep) == 0 {
+		delete(c.pend.byKey, string(key))
+		return
+	}
+	c.pend.byKey[string(key)] = keep
 }
 
 // releaseHeld appends it's events named p (scope decides now), and forgets it.

@@ -40,6 +40,25 @@ func helperOp(op string, a []string) error {
 			return err
 		}
 		return f.Close()
+	case "through": // a[0]/d<i> -> a[0]/t<i>/d<i> -> a[0]/e<i>, for i < a[1], mkdir t<i> first
+		n, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			d, tmp, e := filepath.Join(a[0], fmt.Sprintf("d%d", i)), filepath.Join(a[0], fmt.Sprintf("t%d", i)), filepath.Join(a[0], fmt.Sprintf("e%d", i))
+			mid := filepath.Join(tmp, filepath.Base(d))
+			if err := os.Mkdir(tmp, 0o755); err != nil {
+				return err
+			}
+			if err := os.Rename(d, mid); err != nil {
+				return err
+			}
+			if err := os.Rename(mid, e); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "exchange": // renameat2(RENAME_EXCHANGE)
 		return kernel.RenameExchange(a[0], a[1])
 	case "truncate":

@@ -218,6 +218,11 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		if r.OldDir.Valid() {
 			oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
 		}
+		if obj.Valid() {
+			// An earlier rename of this object held for its destination
+			// (below) learns it now: where the object was before this move.
+			c.namedBefore(b, obj.Key, oldPath)
+		}
 		if r.NewDir.Valid() {
 			nd := c.resolveDir(b, &r.NewDir)
 			if nd == "" {
@@ -228,7 +233,17 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			}
 			path = c.join(b, nd, r.NewName)
 		} else if obj.Valid() {
+			// Moved into a directory not marked yet: the kernel leaves the
+			// new side out. The handle names where the object is now,
+			// which is not where this move put it if it has moved again
+			// since (mkdir tmp && mv d tmp/d && mv tmp/d e). So the record
+			// waits: the object's next rename names, as its old side,
+			// where this one put it; a record that names the object first
+			// (its delete, say) names it there too. When the kernel queue
+			// runs empty with no such record, the handle's path stands:
+			// nothing moved it since.
 			path = c.resolve(b, obj, dir)
+			w = wait{key: string(obj.Key), fallback: path, before: true}
 		}
 		if dir && oldPath != "" && path != "" {
 			c.renameDir(raw, i, obj, oldPath, path)
@@ -305,6 +320,13 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 	}
 	from := len(b.evs)
 	c.emit(b, r, path, oldPath, c.fileID(b, obj), nil, echo)
+	if w.before {
+		// Only the rename's own record waits; what follow adds (a loss
+		// record when a mark fails) goes out as it is.
+		c.hold(b, from, w)
+		c.follow(b, len(b.evs), r, obj, path, oldPath)
+		return paired
+	}
 	c.follow(b, from, r, obj, path, oldPath)
 	if w.waiting() {
 		c.hold(b, from, w)
