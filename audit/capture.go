@@ -81,7 +81,7 @@ const ReasonDecodeError = "decode_error"
 
 // Defaults and bounds.
 const (
-	DefaultReadBuffer = 256 << 10
+	DefaultReadBuffer = 32 << 10
 	minReadBuffer     = 8 << 10
 	dirCacheSize      = 1 << 16
 	goneCacheSize     = 1 << 12
@@ -101,7 +101,7 @@ type Options struct {
 	IgnorePaths    []string // the agent's own outputs: ignore marks + user-space filter
 	Actions        []Action // wanted actions; empty = all file actions
 	UnlimitedQueue bool
-	ReadBuffer     int           // bytes, default 256 KiB
+	ReadBuffer     int           // bytes, default 32 KiB
 	BatchDelay     time.Duration // sleep when the queue is empty (0 = block in poll)
 	PidFD          bool          // FAN_REPORT_PIDFD
 	OpenForHash    bool          // on close_write, open the file by handle (Event.File)

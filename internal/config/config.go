@@ -256,7 +256,7 @@ func Default() Config {
 		StateDir:        DefaultStateDir,
 		Capture: Capture{
 			ExecPaths:      DefaultExecPaths(),
-			ReadBuffer:     256 << 10,
+			ReadBuffer:     32 << 10,
 			Scope:          ScopeAuto,
 			SubtreeMaxDirs: 8192,
 		},
