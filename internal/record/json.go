@@ -411,24 +411,7 @@ func (u *User) appendJSON(b []byte) []byte {
 		b = quotedUint(b, uint64(u.ID))
 	}
 	b = strField(b, "name", u.Name)
-	if u.HasEID && (!u.HasID || u.EID != u.ID) {
-		b = key(b, "effective")
-		b = append(b, `{"id":`...)
-		b = quotedUint(b, uint64(u.EID))
-		b = append(b, '}')
-	}
-	m2 := len(b)
-	b = openObj(b, "audit")
-	if u.HasAUID && u.AUID != unsetID {
-		b = key(b, "id")
-		b = quotedUint(b, uint64(u.AUID))
-	}
-	b = strField(b, "name", u.AName)
-	if u.HasSess && u.Session != unsetID {
-		b = key(b, "session_id")
-		b = quotedUint(b, uint64(u.Session))
-	}
-	b = closeObj(b, m2)
+	b = u.appendEffectiveAudit(b, true)
 	b = closeObj(b, m)
 
 	m = len(b)
@@ -438,6 +421,30 @@ func (u *User) appendJSON(b []byte) []byte {
 		b = quotedUint(b, uint64(u.GID))
 	}
 	b = strField(b, "name", u.Group)
+	return closeObj(b, m)
+}
+
+// appendEffectiveAudit appends user.effective (where the effective uid
+// differs) and the user.audit object, with its session id if session is
+// set: the members the ECS user object and OCSF's unmapped user share.
+func (u *User) appendEffectiveAudit(b []byte, session bool) []byte {
+	if u.HasEID && (!u.HasID || u.EID != u.ID) {
+		b = key(b, "effective")
+		b = append(b, `{"id":`...)
+		b = quotedUint(b, uint64(u.EID))
+		b = append(b, '}')
+	}
+	m := len(b)
+	b = openObj(b, "audit")
+	if u.HasAUID && u.AUID != unsetID {
+		b = key(b, "id")
+		b = quotedUint(b, uint64(u.AUID))
+	}
+	b = strField(b, "name", u.AName)
+	if session && u.HasSess && u.Session != unsetID {
+		b = key(b, "session_id")
+		b = quotedUint(b, uint64(u.Session))
+	}
 	return closeObj(b, m)
 }
 

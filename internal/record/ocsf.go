@@ -398,20 +398,7 @@ func (r *Record) appendOCSFUnmapped(b []byte, runID string, ts []byte) []byte {
 	u := &r.User
 	m = len(b)
 	b = openObj(b, "user")
-	if u.HasEID && (!u.HasID || u.EID != u.ID) {
-		b = key(b, "effective")
-		b = append(b, `{"id":`...)
-		b = quotedUint(b, uint64(u.EID))
-		b = append(b, '}')
-	}
-	m2 := len(b)
-	b = openObj(b, "audit")
-	if u.HasAUID && u.AUID != unsetID {
-		b = key(b, "id")
-		b = quotedUint(b, uint64(u.AUID))
-	}
-	b = strField(b, "name", u.AName)
-	b = closeObj(b, m2)
+	b = u.appendEffectiveAudit(b, false)
 	b = closeObj(b, m)
 	return append(b, "}}"...)
 }
