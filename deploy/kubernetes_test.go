@@ -139,8 +139,10 @@ func TestHostRootLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	logFile := filepath.Join(out, "events.json")
-	cfg := fmt.Sprintf("paths = [%q]\nevents = [\"create\"]\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\n\n[sinks.file]\npath = %q\nmax_size_mb = 0\n",
-		host+watched, logFile)
+	// state_dir on the test's own tmpfs: the host's /var/lib/fanaudit is
+	// not the test's to write.
+	cfg := fmt.Sprintf("paths = [%q]\nevents = [\"create\"]\nstate_dir = %q\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\n\n[sinks.file]\npath = %q\nmax_size_mb = 0\n",
+		host+watched, filepath.Join(out, "state"), logFile)
 	cfgPath := filepath.Join(out, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
