@@ -104,9 +104,11 @@ type Capture struct {
 	// read. Nothing on them is reported. Default: DefaultExecPaths();
 	// an empty list turns the exec marks off.
 	ExecPaths []string `toml:"exec_paths"`
-	// Scope chooses the marks: "auto" (default), "subtree" (inode marks
-	// on every directory under each path) or "filesystem" (one
-	// filesystem mark, scope filtered in user space).
+	// Scope chooses the marks: "filesystem" (default: one filesystem
+	// mark, scope filtered in user space), "subtree" (inode marks on
+	// every directory under each path) or "auto" (subtree up to
+	// SubtreeMaxDirs). Inode marks miss what happens in a new directory
+	// before its mark is placed, without a trace, so they are opt-in.
 	Scope string `toml:"scope"`
 	// SubtreeMaxDirs is how many directories auto marks one by one
 	// before it takes a filesystem mark instead.
@@ -257,7 +259,7 @@ func Default() Config {
 		Capture: Capture{
 			ExecPaths:      DefaultExecPaths(),
 			ReadBuffer:     32 << 10,
-			Scope:          ScopeAuto,
+			Scope:          ScopeFilesystem,
 			SubtreeMaxDirs: 8192,
 		},
 		Pipeline: Pipeline{CaptureChannel: 1, EnrichChannel: 1},

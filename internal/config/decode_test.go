@@ -512,7 +512,7 @@ func TestNewKeys(t *testing.T) {
 	}
 	s := c.Sinks[0]
 	if s.Format != FormatECS || s.SealState != "" || s.SealInterval.Duration != 10*time.Second || !s.Kafka.CreateTopics ||
-		c.StateDir != DefaultStateDir || c.Capture.Scope != ScopeAuto || c.Capture.SubtreeMaxDirs != 8192 {
+		c.StateDir != DefaultStateDir || c.Capture.Scope != ScopeFilesystem || c.Capture.SubtreeMaxDirs != 8192 {
 		t.Errorf("defaults: %+v %+v %+v", s, s.Kafka, c.Capture)
 	}
 }
