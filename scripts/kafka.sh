@@ -50,25 +50,29 @@ die() {
 	exit 1
 }
 
-fetch() {
-	if [ -f "$CACHE/libs/.complete" ]; then
+# mvn_fetch POMDIR LIBS ARTIFACT WHAT resolves org.apache.kafka:ARTIFACT at
+# the broker's version, with its runtime closure and an slf4j binding, into
+# LIBS, once (LIBS/.complete marks a finished copy). The pom in POMDIR is a
+# throwaway whose only purpose is to name that classpath, so mvn resolves
+# the transitive closure into ~/.m2 for us.
+mvn_fetch() {
+	local pomdir=$1 libs=$2 artifact=$3 what=$4
+	if [ -f "$libs/.complete" ]; then
 		return 0
 	fi
 	command -v mvn >/dev/null || die "mvn not found (install maven and a JDK 17)"
-	mkdir -p "$CACHE"
-	# A throwaway pom whose only purpose is to name the broker's runtime
-	# classpath, so mvn resolves the transitive closure into ~/.m2 for us.
-	cat >"$CACHE/pom.xml" <<EOF
+	mkdir -p "$pomdir"
+	cat >"$pomdir/pom.xml" <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>io.fanaudit.test</groupId>
-  <artifactId>kafka-broker-classpath</artifactId>
+  <artifactId>${artifact}-classpath</artifactId>
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
     <dependency>
       <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_${SCALA_VERSION}</artifactId>
+      <artifactId>${artifact}</artifactId>
       <version>${KAFKA_VERSION}</version>
     </dependency>
     <dependency>
@@ -79,56 +83,21 @@ fetch() {
   </dependencies>
 </project>
 EOF
-	rm -rf "$CACHE/libs.tmp"
-	log "fetching Apache Kafka $KAFKA_VERSION jars with mvn (first run only)"
-	if ! mvn -B -q -f "$CACHE/pom.xml" dependency:copy-dependencies \
-		-DincludeScope=runtime -DoutputDirectory="$CACHE/libs.tmp" >"$CACHE/mvn.log" 2>&1; then
-		tail -n 30 "$CACHE/mvn.log" >&2
-		die "mvn failed, log in $CACHE/mvn.log"
+	rm -rf "$libs.tmp"
+	log "fetching $what $KAFKA_VERSION with mvn (first run only)"
+	if ! mvn -B -q -f "$pomdir/pom.xml" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$libs.tmp" >"$pomdir/mvn.log" 2>&1; then
+		tail -n 30 "$pomdir/mvn.log" >&2
+		die "mvn failed, log in $pomdir/mvn.log"
 	fi
-	touch "$CACHE/libs.tmp/.complete"
-	rm -rf "$CACHE/libs"
-	mv "$CACHE/libs.tmp" "$CACHE/libs"
+	touch "$libs.tmp/.complete"
+	rm -rf "$libs"
+	mv "$libs.tmp" "$libs"
 }
 
-fetch_tools() {
-	if [ -f "$CACHE/tools-libs/.complete" ]; then
-		return 0
-	fi
-	command -v mvn >/dev/null || die "mvn not found (install maven and a JDK 17)"
-	mkdir -p "$CACHE/tools"
-	cat >"$CACHE/tools/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>io.fanaudit.test</groupId>
-  <artifactId>kafka-tools-classpath</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-tools</artifactId>
-      <version>${KAFKA_VERSION}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.slf4j</groupId>
-      <artifactId>slf4j-reload4j</artifactId>
-      <version>${SLF4J_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-EOF
-	rm -rf "$CACHE/tools-libs.tmp"
-	log "fetching kafka-tools $KAFKA_VERSION with mvn (first run only)"
-	if ! mvn -B -q -f "$CACHE/tools/pom.xml" dependency:copy-dependencies \
-		-DincludeScope=runtime -DoutputDirectory="$CACHE/tools-libs.tmp" >"$CACHE/tools/mvn.log" 2>&1; then
-		tail -n 30 "$CACHE/tools/mvn.log" >&2
-		die "mvn failed, log in $CACHE/tools/mvn.log"
-	fi
-	touch "$CACHE/tools-libs.tmp/.complete"
-	rm -rf "$CACHE/tools-libs"
-	mv "$CACHE/tools-libs.tmp" "$CACHE/tools-libs"
-}
+fetch() { mvn_fetch "$CACHE" "$CACHE/libs" "kafka_${SCALA_VERSION}" "Apache Kafka jars"; }
+
+fetch_tools() { mvn_fetch "$CACHE/tools" "$CACHE/tools-libs" kafka-tools kafka-tools; }
 
 perf() {
 	local brokers="" topic="" payload="" n=1500000 comp=zstd linger=20 bsize=1048576 rate=-1
