@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -179,45 +180,80 @@ func waitHealth(t *testing.T, c *Capture, ok bool) string {
 }
 
 // TestUnmountedRoot: a watched filesystem unmounted with umount -l is
-// logged and reflected in Health; a new mount at the path is watched. A
-// filesystem's root (tmpfs, and ext4, xfs and btrfs loop images, mounted
-// again from the same image) takes the filesystem mark; a bind mount of a
-// subdirectory the inode marks.
+// logged and reflected in Health; a new mount at the path is watched, and
+// what happens there is reported with exact paths, in a tree that was on
+// the filesystem before it was mounted again. A filesystem's root (tmpfs,
+// and ext4, xfs and btrfs loop images, mounted again from the same image)
+// takes the filesystem mark. The inode-mark layouts (#12 case 8 on them):
+// a bind mount of a subdirectory; a btrfs subvolume watched directly (its
+// filesystem is unmounted and mounted again, EXDEV for filesystem marks);
+// a btrfs subvol= mount (the filesystem stays mounted elsewhere, so the
+// subvolume's inodes and their marks outlive the unmount); an overlayfs
+// merged directory with the tree in the upper layer, or in the lower one
+// (redirect_dir=on), mounted again over the same layers (EOPNOTSUPP).
 func TestUnmountedRoot(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, kind := range []string{"tmpfs", "bind-subdir", "ext4", "xfs", "btrfs"} {
+	for _, kind := range []string{"tmpfs", "bind-subdir", "ext4", "xfs", "btrfs",
+		"btrfs-subvolume", "btrfs-subvol-mount", "overlayfs", "overlayfs-lower"} {
 		t.Run(kind, func(t *testing.T) {
-			bind := kind == "bind-subdir"
-			path := mountDir(t, "fanaudit-umount-")
-			var src string
-			mountIt := func(i int) {
-				switch kind {
-				case "tmpfs":
-					run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", path)
-				case "bind-subdir":
-					d := filepath.Join(src, fmt.Sprint(i))
-					mkdirs(t, d)
-					run(t, "mount", "--bind", d, path)
-				default:
-					run(t, "mount", "-o", "loop", src, path)
-					os.Remove(filepath.Join(path, "lost+found"))
-				}
-			}
+			inode := kind == "bind-subdir" || strings.HasPrefix(kind, "btrfs-") || strings.HasPrefix(kind, "overlayfs")
+			at := mountDir(t, "fanaudit-umount-") // what is unmounted and mounted again
+			path := at                            // the watched path
+			var src, dev string
+			var mountIt func(i int)
 			switch kind {
+			case "tmpfs":
+				mountIt = func(int) { run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", at) }
 			case "bind-subdir":
 				src = tmpfs(t)
-			case "ext4", "btrfs":
-				src = loopImage(t, kind, 128<<20)
-			case "xfs":
-				src = loopImage(t, kind, 300<<20)
+				for _, i := range []string{"1", "2"} {
+					mkPreTree(t, filepath.Join(src, i))
+				}
+				mountIt = func(i int) { run(t, "mount", "--bind", filepath.Join(src, fmt.Sprint(i)), at) }
+			case "ext4", "xfs", "btrfs", "btrfs-subvolume":
+				size := int64(128 << 20)
+				if kind == "xfs" {
+					size = 300 << 20
+				}
+				src = loopImage(t, strings.TrimSuffix(kind, "-subvolume"), size)
+				mountIt = func(int) {
+					run(t, "mount", "-o", "loop", src, at)
+					os.Remove(filepath.Join(at, "lost+found"))
+				}
+				if kind == "btrfs-subvolume" {
+					path = filepath.Join(at, "sv")
+				}
+			case "btrfs-subvol-mount":
+				base := btrfs(t)
+				mkPreTree(t, filepath.Join(base, "sv"))
+				dev = mountSource(t, base)
+				mountIt = func(int) { run(t, "mount", "-o", "subvol=sv", dev, at) }
+			case "overlayfs", "overlayfs-lower":
+				base := tmpfs(t)
+				lower, upper, work := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work")
+				mkdirs(t, lower, upper, work)
+				if kind == "overlayfs-lower" {
+					mkPreTree(t, lower)
+				}
+				mountIt = func(int) {
+					run(t, "mount", "-t", "overlay", "overlay", "-o",
+						"lowerdir="+lower+",upperdir="+upper+",workdir="+work+",redirect_dir=on", at)
+				}
 			}
 			mountIt(1)
+			switch kind {
+			case "ext4", "xfs", "btrfs", "overlayfs":
+				mkPreTree(t, at) // on the filesystem (overlayfs: in the upper layer)
+			case "btrfs-subvolume":
+				run(t, "btrfs", "-q", "subvolume", "create", path)
+				mkPreTree(t, path)
+			}
 			var logs syncBuffer
 			c, err := New(Options{Paths: []string{path}}, zerolog.New(&logs))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Stats().InodeMarks; (got > 0) != bind {
+			if got := c.Stats().InodeMarks; (got > 0) != inode {
 				t.Errorf("%d inode marks", got)
 			}
 			s := attachSession(t, c)
@@ -225,7 +261,7 @@ func TestUnmountedRoot(t *testing.T) {
 			if ok, why := c.Health(); !ok {
 				t.Fatalf("unhealthy at start: %s", why)
 			}
-			run(t, "umount", "-l", path)
+			run(t, "umount", "-l", at)
 			why := waitHealth(t, c, false)
 			if !strings.Contains(why, path) {
 				t.Errorf("health %q", why)
@@ -235,8 +271,52 @@ func TestUnmountedRoot(t *testing.T) {
 			mountIt(2)
 			waitHealth(t, c, true)
 			waitLogged(t, &logs, "watched again")
+			if got := c.Stats().InodeMarks; (got > 0) != inode {
+				t.Errorf("%d inode marks after the new mount", got)
+			}
+			if kind != "tmpfs" { // a new tmpfs is empty
+				checkPreTree(t, s, path)
+			}
 			checkOps(t, s, path)
 		})
+	}
+}
+
+// mkPreTree makes, in dir, the tree checkPreTree works on.
+func mkPreTree(t *testing.T, dir string) {
+	t.Helper()
+	mkdirs(t, filepath.Join(dir, "pre", "a", "b"), filepath.Join(dir, "pre", "a", "c"))
+	for _, f := range []string{"f", "g"} {
+		if err := os.WriteFile(filepath.Join(dir, "pre", "a", "b", f), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkPreTree writes, moves and deletes in mkPreTree's tree, which was on
+// the filesystem before it was mounted at dir, and checks those records
+// by their exact paths and that every event is named.
+func checkPreTree(t *testing.T, s *session, dir string) {
+	t.Helper()
+	sh(t, dir, `echo y >> pre/a/b/f; mv pre/a/b/g pre/a/c/g; rm pre/a/c/g pre/a/b/f; rmdir pre/a/b`)
+	s.mark(dir)
+	evs := s.take()
+	requireNamed(t, s, evs)
+	var got []string
+	for i := range evs {
+		switch evs[i].Action {
+		case ActionCloseWrite, ActionRename, ActionDelete:
+			got = append(got, line(&evs[i], dir))
+		}
+	}
+	want := []string{"close_write ./pre/a/b/f", "rename ./pre/a/c/g <- ./pre/a/b/g", "delete ./pre/a/c/g",
+		"delete ./pre/a/b/f", "delete ./pre/a/b (dir)"}
+	if !slices.Equal(got, want) {
+		var all []string
+		for i := range evs {
+			all = append(all, line(&evs[i], dir))
+		}
+		t.Errorf("pre-existing tree after the new mount:\n got %q\nwant %q\n all %q", got, want, all)
 	}
 }
 
