@@ -34,7 +34,7 @@ func TestNames(t *testing.T) {
 					scopes = scopes[:1]
 				}
 				if fs.noFSMark {
-					if tc.fsOnly || (fs.layer && tc.paths != nil) {
+					if tc.fsOnly {
 						continue
 					}
 					tc.inodeOnly = tc.raw
@@ -82,7 +82,7 @@ type nameLayout struct {
 	noFSMark bool
 	// layer: after a case's setup, the directory it made becomes the
 	// lower layer of an overlayfs, and the case runs in the merged
-	// directory (a container's image files); bind cases do not apply.
+	// directory (a container's image files).
 	layer bool
 }
 
@@ -169,9 +169,13 @@ type nameCase struct {
 	name  string
 	raw   bool
 	setup func(t *testing.T, dir string) // before the capture starts
-	run   func(t *testing.T, s *session, dir string)
-	only  []Action // actions compared; others are only checked for names
-	want  func(dir string) []string
+	// mounts, if set, runs after setup (and after the overlayfs is
+	// mounted over the directory, see nameLayout.layer): bind mounts of
+	// what the case watches.
+	mounts func(t *testing.T, dir string)
+	run    func(t *testing.T, s *session, dir string)
+	only   []Action // actions compared; others are only checked for names
+	want   func(dir string) []string
 	// sorted compares as sets (the kernel merges queued events of one
 	// object, so their order varies).
 	sorted bool
@@ -207,6 +211,9 @@ func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T
 	}
 	if after != nil {
 		dir = after(t, dir)
+	}
+	if tc.mounts != nil {
+		tc.mounts(t, dir)
 	}
 	opts := Options{Paths: []string{dir}, Scope: scope}
 	if tc.paths != nil {
@@ -413,9 +420,9 @@ func nameCases() []nameCase {
 func bindCase(name string, bindFirst bool) nameCase {
 	var bind string
 	return nameCase{
-		name: name,
-		setup: func(t *testing.T, dir string) {
-			files("src/", "src/sub/", "src/other/", "src/other/deep/")(t, dir)
+		name:  name,
+		setup: files("src/", "src/sub/", "src/other/", "src/other/deep/"),
+		mounts: func(t *testing.T, dir string) {
 			bind = bindMount(t, filepath.Join(dir, "src", "sub"))
 		},
 		paths: func(dir string) []string {
