@@ -139,11 +139,15 @@ type Stats struct {
 	MarkFailures    uint64 // inode marks the kernel refused
 	ScopeDrops      uint64 // kernel events dropped by their directory's cached out-of-scope verdict (also in Filtered)
 	Unnamed         uint64 // file events sent without a path: no record named them
+	// UnwatchedWindows counts events_lost records with reason
+	// unwatched_window: directories that may have seen work before their
+	// inode mark.
+	UnwatchedWindows uint64
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
-	inodeMarks, markFails, scopeDrops, unnamed                                         atomic.Uint64
+	inodeMarks, markFails, scopeDrops, unnamed, windows                                atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -494,7 +498,7 @@ func (c *Capture) Stats() Stats {
 		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
 		ResolveFailures: s.resolveFails.Load(),
 		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(), ScopeDrops: s.scopeDrops.Load(),
-		Unnamed: s.unnamed.Load(),
+		Unnamed: s.unnamed.Load(), UnwatchedWindows: s.windows.Load(),
 	}
 }
 

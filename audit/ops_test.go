@@ -71,6 +71,8 @@ func helperOp(op string, a []string) error {
 		return os.Chmod(a[0], 0o600)
 	case "chown":
 		return os.Chown(a[0], 1, 1)
+	case "window": // a[0] dir, a[1] pattern:dirs:files:log (window_test.go)
+		return windowHelper(a[0], a[1])
 	case "burst": // a[0] dir, a[1] count: create empty files
 		n, err := strconv.Atoi(a[1])
 		if err != nil {

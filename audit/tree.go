@@ -28,6 +28,13 @@ const DefaultSubtreeMaxDirs = 8192
 // events in it are not seen from then on.
 const ReasonMarkFailed = "mark_failed"
 
+// ReasonUnwatchedWindow is events_lost's reason when a directory that
+// appeared in a subtree under inode marks (made there, or moved in) may
+// have seen work between its appearance and its mark, which the kernel
+// never queued: file.path names the directory, and the count is unknown
+// (see windowCheck).
+const ReasonUnwatchedWindow = "unwatched_window"
+
 // tree is subtree scope: inode marks (dirent events with FID,
 // FAN_EVENT_ON_CHILD, FAN_ONDIR) on every directory of the roots that
 // use them, following directories as they appear and go. Only the
@@ -43,7 +50,9 @@ const ReasonMarkFailed = "mark_failed"
 //     duplicate is dropped (synth remembers what was synthesized until its
 //     create, delete or rename arrives). Write, close and the other events
 //     of such an early entry that happened before its mark are lost: the
-//     kernel never queued them.
+//     kernel never queued them. windowCheck announces them (events_lost,
+//     reason unwatched_window, naming the directory) as far as the scan
+//     and the timestamps can tell.
 //   - A directory renamed into the tree is marked with its subtree (no
 //     synthesized creates: the rename record covers it); renamed out of
 //     it, its marks are removed; within it, the remembered paths move.
@@ -140,20 +149,38 @@ func joinEscaped(dir, name string) string {
 }
 
 // markTree marks dir and every directory below it on the root's
-// filesystem. With synth, the entries found get synthesized create Events
-// in b (see tree). It returns false when a mark failed for another reason
-// than the directory going away; the caller falls back.
-func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, failed bool) {
+// filesystem. With synth (a new directory), the entries found get
+// synthesized create Events in b (see tree). It returns ok false when a
+// mark failed for another reason than the directory going away (failed)
+// or auto scope passed SubtreeMaxDirs; the caller falls back. With b not
+// nil (a directory that appeared at run time), window says whether
+// anything may have happened in it before its marks (see windowCheck).
+func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, failed, window bool) {
 	t := c.tree
-	stack := []string{dir}
+	type item struct {
+		path   string
+		parent int // index in w of the parent directory; -1 for dir
+	}
+	stack := []item{{dir, -1}}
+	var w *windowCheck
+	if b != nil {
+		w = &windowCheck{created: synth}
+		if !synth {
+			w.ref = c.movedAt(dir)
+		}
+	}
 	for len(stack) > 0 {
-		p := stack[len(stack)-1]
+		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
+		p := it.path
 		if p != rt.path && c.scope.pruned(p) {
 			continue
 		}
 		rp := realPath(p)
-		if d, _, isDir, err := kernel.StatDir(rp); err != nil || !isDir || d != rt.dev {
+		// The statx before the mark also marks the directory's ctime as
+		// queried, so a change from here on gets a timestamp of its own.
+		st, err := kernel.StatTimes(rp)
+		if err != nil || !st.IsDir() || st.Dev != rt.dev {
 			continue // gone, replaced, or another filesystem mounted here
 		}
 		id, err := c.group.MarkDir(kernel.MarkAdd, t.mask, rp)
@@ -163,30 +190,173 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, 
 			}
 			c.log.Warn().Err(err).Str("path", p).Msg("inode mark failed")
 			c.stats.markFails.Add(1)
-			return false, true
+			return false, true, w.lost()
 		}
 		if id.Key != "" {
 			t.dirs[id.Key] = p
 			c.dirs.put([]byte(id.Key), p)
 		}
 		ents, _ := os.ReadDir(rp)
+		idx := w.dir(it.parent, st)
 		for _, e := range ents {
 			cp := joinEscaped(p, e.Name())
 			if synth && b != nil && c.want.has(ActionCreate) && c.scope.allowed(cp) {
 				c.synthCreate(b, cp, e.IsDir())
 			}
 			if e.IsDir() {
-				stack = append(stack, cp)
+				stack = append(stack, item{cp, idx})
+			} else if w != nil && !w.suspect && c.scope.allowed(cp) {
+				w.entry(cp)
 			}
+		}
+		if w != nil {
+			// After the scan: a change made before the mark and undone
+			// since (a file made and removed) shows only here.
+			post, err := kernel.StatTimes(rp)
+			if err != nil {
+				post = st
+			}
+			w.scanned(idx, post)
 		}
 	}
 	c.stats.inodeMarks.Store(uint64(len(t.dirs)))
 	if t.auto && !rt.noFS && len(t.dirs) > t.max {
 		c.log.Warn().Int("dirs", len(t.dirs)).Int("subtree_max_dirs", t.max).Str("root", rt.path).
 			Msg("subtree grew past subtree_max_dirs: switching to a filesystem mark")
-		return false, false
+		return false, false, w.lost()
 	}
-	return true, false
+	return true, false, w.lost()
+}
+
+// windowCheck decides, for a directory that appeared in a marked one
+// (made there, or moved in), whether anything may have happened inside it
+// between its appearance and its mark: the kernel queued nothing for that
+// moment, so it is announced (events_lost, reason unwatched_window). It
+// works from what the scan finds and from the timestamps (statx) of the
+// directories and files:
+//
+//   - A new directory: a file found in it was made before the mark (its
+//     open, writes and close were not seen; only its create is
+//     synthesized); a directory whose mtime is later than its own birth
+//     and its subdirectories' births had an entry made and removed (or
+//     moved out). A directory found is covered by its synthesized create
+//     and checked in turn.
+//   - A directory moved in: anything in its subtree, directory or file,
+//     whose mtime or ctime is not older than the move (the moved
+//     directory's ctime, or its new parent's, whichever is older) changed
+//     after the move, or in the same clock tick just before it.
+//
+// What stays unseen: changes in a new directory that leave it as it was
+// (entries made and removed again) within the clock tick of its creation
+// and before the agent's first statx of it (Linux stamps them with the
+// coarse time, the very one the directory was born with; the statx marks
+// the inode so that later changes get fine-grained stamps), and reads
+// (open, access, close_nowrite) in a directory moved in, which change no
+// timestamp. Without btime (a filesystem that does not keep it) every new
+// directory counts as a window: nothing tells its changes from its birth.
+type windowCheck struct {
+	created bool  // made here, not moved in
+	ref     int64 // moved in: when (ns); 0 when unknown
+	suspect bool
+	dirs    []windowDir
+}
+
+type windowDir struct {
+	st     kernel.Times // before the mark
+	mtime  int64        // after the scan
+	ctime  int64
+	childB int64 // latest birth of a subdirectory found
+}
+
+// movedAt is when the directory at p was moved in: the older ctime of it
+// and of its new parent (a rename sets both; later changes move only one
+// of them, mostly the parent's).
+func (c *Capture) movedAt(p string) int64 {
+	st, err := kernel.StatTimes(realPath(p))
+	if err != nil {
+		return 0
+	}
+	ref := st.Ctime
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		if pst, err := kernel.StatTimes(realPath(p[:i])); err == nil && pst.Ctime < ref {
+			ref = pst.Ctime
+		}
+	}
+	return ref
+}
+
+// dir records a directory marked and about to be scanned; it returns its
+// index for its subdirectories, -1 without a check.
+func (w *windowCheck) dir(parent int, st kernel.Times) int {
+	if w == nil {
+		return -1
+	}
+	if parent >= 0 && st.Btime > w.dirs[parent].childB {
+		w.dirs[parent].childB = st.Btime
+	}
+	w.dirs = append(w.dirs, windowDir{st: st, mtime: st.Mtime, ctime: st.Ctime})
+	return len(w.dirs) - 1
+}
+
+// entry checks a file found by the scan.
+func (w *windowCheck) entry(p string) {
+	if w.created {
+		w.suspect = true // made before the mark (or in the instant after it)
+		return
+	}
+	if w.ref == 0 {
+		w.suspect = true
+		return
+	}
+	if st, err := kernel.StatTimes(realPath(p)); err == nil && (st.Mtime >= w.ref || st.Ctime >= w.ref) {
+		w.suspect = true
+	}
+}
+
+func (w *windowCheck) scanned(i int, post kernel.Times) {
+	w.dirs[i].mtime, w.dirs[i].ctime = post.Mtime, post.Ctime
+}
+
+// lost reports whether the check found a window; false without one.
+func (w *windowCheck) lost() bool {
+	if w == nil {
+		return false
+	}
+	if w.suspect {
+		return true
+	}
+	for i, d := range w.dirs {
+		switch {
+		case w.created && !d.st.HasBtime:
+			return true // nothing to compare the changes with
+		case w.created:
+			if d.mtime > max(d.st.Btime, d.childB) {
+				return true
+			}
+		case w.ref == 0:
+			return true
+		default:
+			// The moved directory's own ctime is the move's.
+			if d.mtime >= w.ref || i > 0 && d.ctime >= w.ref {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// announceWindow sends the events_lost record (reason unwatched_window,
+// file.path the directory) for a directory that appeared in the tree and
+// may have seen work before its mark (see windowCheck).
+func (c *Capture) announceWindow(b *batch, dir string, window bool) {
+	if !window {
+		return
+	}
+	c.stats.windows.Add(1)
+	c.log.Debug().Str("path", dir).Msg("work in a new directory before its mark was not seen")
+	ev := c.lostEvent(b.now, ReasonUnwatchedWindow)
+	ev.Path, ev.Dir = dir, true
+	b.evs = append(b.evs, ev)
 }
 
 func (c *Capture) synthCreate(b *batch, p string, dir bool) {
@@ -274,7 +444,9 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 			}
 		}
 		if rt := t.root(path); rt != nil && !rt.frozen {
-			if ok, failed := c.markTree(b, rt, path, true); !ok {
+			ok, failed, window := c.markTree(b, rt, path, true)
+			c.announceWindow(b, path, window)
+			if !ok {
 				c.fallback(b, rt, failed)
 			}
 		}
@@ -290,7 +462,9 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 		case oldIn:
 			t.unmark(c, oldPath, path)
 		case newRt != nil && !newRt.frozen:
-			if ok, failed := c.markTree(b, newRt, path, false); !ok {
+			ok, failed, window := c.markTree(b, newRt, path, false)
+			c.announceWindow(b, path, window)
+			if !ok {
 				c.fallback(b, newRt, failed)
 			}
 		}
@@ -382,7 +556,7 @@ func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
 	t := c.tree
 	t.roots = append(t.roots, treeRoot{path: root, dev: dev, noFS: noFS})
 	rt := &t.roots[len(t.roots)-1]
-	ok, failed := c.markTree(nil, rt, root, false)
+	ok, failed, _ := c.markTree(nil, rt, root, false)
 	switch {
 	case ok:
 	case noFS && failed:

@@ -380,6 +380,11 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	r.Host = e.host
 	if ev.Action == audit.ActionEventsLost {
 		r.Fanaudit.Lost = record.Lost{Reason: ev.LostReason, HasCount: ev.HasLost, Count: ev.Lost}
+		// A loss in one place (unwatched_window: a directory) names it.
+		r.File.Path = ev.Path
+		if ev.Dir {
+			r.File.Type = "dir"
+		}
 		e.lost.Add(1)
 		return
 	}

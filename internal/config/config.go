@@ -108,7 +108,9 @@ type Capture struct {
 	// mark, scope filtered in user space), "subtree" (inode marks on
 	// every directory under each path) or "auto" (subtree up to
 	// SubtreeMaxDirs). Inode marks miss what happens in a new directory
-	// before its mark is placed, without a trace, so they are opt-in.
+	// before its mark is placed: announced (events_lost, unwatched_window)
+	// except work that leaves the directory as it was within the clock tick
+	// of its creation, which no trace shows, so they are opt-in.
 	Scope string `toml:"scope"`
 	// SubtreeMaxDirs is how many directories auto marks one by one
 	// before it takes a filesystem mark instead.

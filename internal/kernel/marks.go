@@ -280,3 +280,58 @@ func Lstat(path string) (Stat, error) {
 	}
 	return Stat{Ino: st.Ino, Mode: st.Mode, Nlink: st.Nlink, Size: st.Size, UID: st.Uid, GID: st.Gid}, nil
 }
+
+// Times is a statx of one object, for the subtree scope's check of what a
+// new directory went through before its mark: identity, type and the
+// timestamps in nanoseconds since the epoch (Btime only when HasBtime).
+type Times struct {
+	Dev, Ino            uint64
+	Mode                uint32
+	Mtime, Ctime, Btime int64
+	HasBtime            bool
+}
+
+// IsDir reports whether the object is a directory.
+func (t Times) IsDir() bool { return t.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// StatTimes statx's path without following a final symlink. Asking for
+// ctime marks the inode's ctime as queried on multigrain filesystems
+// (Linux 6.13+: tmpfs, ext4, xfs, btrfs), so the inode's next change gets a
+// timestamp that differs from the one returned here even within the same
+// clock tick; a change before the query may carry the very timestamp the
+// inode was created with (coarse, one tick).
+func StatTimes(path string) (Times, error) {
+	var s unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW,
+		unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MTIME|unix.STATX_CTIME|unix.STATX_BTIME, &s); err != nil {
+		return Times{}, fmt.Errorf("statx %s: %w", path, err)
+	}
+	ns := func(t unix.StatxTimestamp) int64 { return t.Sec*1e9 + int64(t.Nsec) }
+	return Times{
+		Dev: unix.Mkdev(s.Dev_major, s.Dev_minor), Ino: s.Ino, Mode: uint32(s.Mode),
+		Mtime: ns(s.Mtime), Ctime: ns(s.Ctime), Btime: ns(s.Btime),
+		HasBtime: s.Mask&unix.STATX_BTIME != 0,
+	}, nil
+}
+
+// BirthTime returns path's btime in nanoseconds since the epoch (ok false
+// when the filesystem keeps none). It asks statx for btime alone, which
+// does not mark the inode's ctime as queried (see StatTimes): its next
+// change keeps the coarse timestamp it would have had.
+func BirthTime(path string) (ns int64, ok bool, err error) {
+	var s unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &s); err != nil {
+		return 0, false, fmt.Errorf("statx %s: %w", path, err)
+	}
+	return s.Btime.Sec*1e9 + int64(s.Btime.Nsec), s.Mask&unix.STATX_BTIME != 0, nil
+}
+
+// CoarseNow is CLOCK_REALTIME_COARSE in nanoseconds: the clock a
+// filesystem's timestamps come from unless a fine-grained one is needed.
+func CoarseNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}

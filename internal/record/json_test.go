@@ -106,6 +106,8 @@ func goldenCases() []struct {
 			Fanaudit: Meta{Lost: Lost{HasCount: true, Count: 3, Reason: "dead_letter", Sink: "kafka", PreviousRunID: "0011223344556677"}}}},
 		{"agent_restart", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 1, Host: host,
 			Fanaudit: Meta{Lost: Lost{Reason: ReasonAgentRestart, PreviousRunID: "8899aabbccddeeff", HasLastSequence: true, LastSequence: 12345}}}},
+		{"unwatched_window", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 7, Host: host,
+			File: File{Path: "/srv/data/new", Type: "dir"}, Fanaudit: Meta{Lost: Lost{Reason: ReasonUnwatchedWindow}}}},
 		{"zero_count_lost", Record{Timestamp: ts, Action: ActionEventsLost, Sequence: 2,
 			Fanaudit: Meta{Lost: Lost{HasCount: true, Count: 0, Reason: ReasonQueueFull, Sink: "out"}}}},
 		{"escaping", Record{Timestamp: ts, Action: ActionCreate, Sequence: 3,

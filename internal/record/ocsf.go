@@ -149,10 +149,11 @@ func (e *OCSFEncoder) Append(dst []byte, r *Record) []byte {
 	}
 	b = append(b, '}')
 
-	// file is required by the class: a loss record names no file, so it
-	// carries an unnamed file of unknown type.
+	// file is required by the class: a loss record that names no place
+	// (unwatched_window names a directory) carries an unnamed file of
+	// unknown type.
 	switch {
-	case r.Action == ActionEventsLost:
+	case r.Action == ActionEventsLost && r.File.Path == "":
 		b = append(b, `,"file":{"name":"","type_id":0,"type":"Unknown"}`...)
 	case r.File.OriginalPath != "":
 		// Rename: the old name in file, the new one in file_result.

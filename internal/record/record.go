@@ -224,4 +224,8 @@ const (
 	// ReasonSpoolCorrupt: spooled records unreadable on replay (bad checksum,
 	// torn or damaged segment).
 	ReasonSpoolCorrupt = "spool_corrupt"
+	// ReasonUnwatchedWindow: a directory that appeared in a subtree under
+	// inode marks may have seen work before the capture marked it; File.Path
+	// names the directory, the count is unknown.
+	ReasonUnwatchedWindow = "unwatched_window"
 )

@@ -87,7 +87,12 @@ func (e *TextEncoder) Append(dst []byte, r *Record) []byte {
 	}
 	b = append(b, ' ')
 	if r.Action == ActionEventsLost {
-		return appendLossText(b, &r.Fanaudit.Lost)
+		b = appendLossText(b, &r.Fanaudit.Lost)
+		if r.File.Path != "" {
+			b = append(b, " in "...)
+			b = appendTextEscaped(b, r.File.Path)
+		}
+		return b
 	}
 	if r.File.OriginalPath != "" {
 		b = appendTextEscaped(b, r.File.OriginalPath)
