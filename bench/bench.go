@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,7 +54,19 @@ type Options struct {
 	// files, once in a directory made before the agent started and once in
 	// one made after); 0 means 100.
 	ScopeFiles int
-	Log        io.Writer
+	// Only, if set, keeps just the configurations whose name it matches
+	// (live, sibling, drain and paced alike), e.g. to pair two of them in
+	// a short run; the targets of those left out read n/a.
+	Only *regexp.Regexp
+	Log  io.Writer
+}
+
+// only filters configurations by Only.
+func (o *Options) only(cs []config) []config {
+	if o.Only == nil {
+		return cs
+	}
+	return slices.DeleteFunc(cs, func(c config) bool { return !o.Only.MatchString(c.name) })
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -187,6 +200,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	live, drain, sibling := configs(e)
+	live, drain, sibling = o.only(live), o.only(drain), o.only(sibling)
 	results := func(cs []config) []*ConfigResult {
 		var res []*ConfigResult
 		for _, c := range cs {
@@ -209,7 +223,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.PacedRate > 0 {
 		o.logf("paced run: %.0f records/s for %v", o.PacedRate, o.PacedFor)
 		rep.PacedRate = o.PacedRate
-		pc := pacedConfigs(e)
+		pc := o.only(pacedConfigs(e))
 		for _, c := range pc {
 			rep.Paced = append(rep.Paced, &ConfigResult{Name: c.name, Command: c.command, Ops: c.ops})
 		}

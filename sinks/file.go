@@ -460,7 +460,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.dirty = true
 		s.bytes.Add(uint64(w))
 		n, err := s.checkPathLocked(n)
-		s.sealWrittenLocked(items[:n])
+		s.sealWrittenLocked(buf, items[:n])
 		return n, err
 	}
 	s.writeErrs.Add(1)
@@ -480,7 +480,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		s.dirty = true
 		s.bytes.Add(uint64(keep))
 	}
-	s.sealWrittenLocked(items[:lines])
+	s.sealWrittenLocked(buf, items[:lines])
 	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
 }
 

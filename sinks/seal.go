@@ -9,13 +9,18 @@ import (
 
 // Sealer seals the lines a sink writes (internal/seal.Sealer; see
 // docs/sealing.md). A sink writes Begin's line before its first record,
-// calls Append for each record line once it is written, in write order,
-// writes Seal's line when Due (and may before a rotation), and Close's
-// line at the end of Run. Seal lines are records the sink writes itself:
-// they are not queue items and are never settled.
+// calls Append for each record line once it is written, in write order
+// (or AppendRun for lines it wrote back to back from one buffer: that
+// saves a copy), writes Seal's line when Due (and may before a rotation),
+// and Close's line at the end of Run. Seal lines are records the sink
+// writes itself: they are not queue items and are never settled.
 type Sealer interface {
 	Begin(now time.Time) ([]byte, error)
 	Append(line []byte, seq uint64)
+	// AppendRun is Append for the lines in run, back to back; ends[i] is
+	// the offset just past line i; first and last are the sequences of
+	// the first and the last line.
+	AppendRun(run []byte, ends []int, first, last uint64)
 	Due(now time.Time) bool
 	Pending() bool
 	NextDue() (time.Time, bool)
@@ -26,7 +31,28 @@ type Sealer interface {
 // NextSealed is q.Next for a sink with a sealer: it also returns when
 // the next seal falls due while the queue is idle, and calls idle then,
 // so that records are sealed within seal_interval even on a quiet stream.
+// A sink that calls it in a loop keeps a SealWait instead, which saves a
+// timer per call.
 func NextSealed(ctx context.Context, q Input, buf []*Item, sl Sealer, now func() time.Time, idle func()) ([]*Item, error) {
+	var w SealWait
+	defer w.Stop()
+	return w.Next(ctx, q, buf, sl, now, idle)
+}
+
+// SealWait is NextSealed with what a sink keeps between its calls: the
+// context that ends when the next seal falls due. It is made once per
+// seal, not once per batch (each is a timer and allocations). The zero
+// value is ready; Stop releases it.
+type SealWait struct {
+	parent context.Context
+	at     time.Time // the due time ctx ends at
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Next is q.Next, returning also when a seal falls due while the queue
+// is idle, after calling idle.
+func (w *SealWait) Next(ctx context.Context, q Input, buf []*Item, sl Sealer, now func() time.Time, idle func()) ([]*Item, error) {
 	for {
 		at, pending := sl.NextDue()
 		if !pending {
@@ -37,15 +63,27 @@ func NextSealed(ctx context.Context, q Input, buf []*Item, sl Sealer, now func()
 			idle()
 			continue
 		}
-		tctx, cancel := context.WithTimeout(ctx, d)
-		items, err := q.Next(tctx, buf)
-		cancel()
+		if w.ctx == nil || w.parent != ctx || !w.at.Equal(at) || w.ctx.Err() != nil {
+			w.Stop()
+			w.ctx, w.cancel = context.WithTimeout(ctx, d)
+			w.parent, w.at = ctx, at
+		}
+		items, err := q.Next(w.ctx, buf)
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			w.Stop()
 			idle()
 			continue
 		}
 		return items, err
 	}
+}
+
+// Stop releases the timer of the wait, if any.
+func (w *SealWait) Stop() {
+	if w.cancel != nil {
+		w.cancel()
+	}
+	*w = SealWait{}
 }
 
 // fileSeal is the file sink's sealing state: the sealer and a seal line
@@ -54,6 +92,8 @@ func NextSealed(ctx context.Context, q Input, buf []*Item, sl Sealer, now func()
 type fileSeal struct {
 	sl   Sealer
 	line []byte
+	ends []int // line ends of the run just written, reused
+	wait SealWait
 }
 
 // SetSealer turns sealing on; call it before Run.
@@ -95,14 +135,19 @@ func (s *File) sealLocked(mk func(time.Time) ([]byte, error)) {
 }
 
 // sealWrittenLocked feeds the lines that reached the file to the sealer
-// and writes a seal when one is due.
-func (s *File) sealWrittenLocked(items []*Item) {
-	if s.seal.sl == nil {
+// and writes a seal when one is due. run is the buffer they were written
+// from, back to back (writeSome): the sealer authenticates it in place.
+func (s *File) sealWrittenLocked(run []byte, items []*Item) {
+	if s.seal.sl == nil || len(items) == 0 {
 		return
 	}
+	ends, off := s.seal.ends[:0], 0
 	for _, it := range items {
-		s.seal.sl.Append(it.Line, it.Seq)
+		off += len(it.Line)
+		ends = append(ends, off)
 	}
+	s.seal.ends = ends
+	s.seal.sl.AppendRun(run[:off], ends, items[0].Seq, items[len(items)-1].Seq)
 	if s.seal.sl.Due(s.now()) {
 		s.sealLocked(s.seal.sl.Seal)
 	}
@@ -146,6 +191,7 @@ func (s *File) sealBegin() {
 
 func (s *File) sealClose() {
 	if s.seal.sl != nil {
+		s.seal.wait.Stop()
 		s.sealRun(s.seal.sl.Close)
 	}
 }
@@ -154,7 +200,7 @@ func (s *File) next(ctx context.Context, q Input, buf []*Item) ([]*Item, error) 
 	if s.seal.sl == nil {
 		return q.Next(ctx, buf)
 	}
-	return NextSealed(ctx, q, buf, s.seal.sl, s.now, func() { s.sealRun(s.seal.sl.Seal) })
+	return s.seal.wait.Next(ctx, q, buf, s.seal.sl, s.now, func() { s.sealRun(s.seal.sl.Seal) })
 }
 
 // SetSealer turns sealing on for the stdout sink; call it before Run.
@@ -192,6 +238,7 @@ func (r *stdoutRun) seal(which sealWhich) {
 	case sealIdle:
 		line, err = sl.Seal(now)
 	case sealClose:
+		r.sealWait.Stop()
 		line, err = sl.Close(now)
 	}
 	if err != nil {
@@ -218,5 +265,5 @@ func (r *stdoutRun) next(ctx context.Context, buf []*Item) ([]*Item, error) {
 	if r.s.sealer == nil {
 		return r.in.Next(ctx, buf)
 	}
-	return NextSealed(ctx, r.in, buf, r.s.sealer, time.Now, func() { r.seal(sealIdle) })
+	return r.sealWait.Next(ctx, r.in, buf, r.s.sealer, time.Now, func() { r.seal(sealIdle) })
 }

@@ -79,6 +79,8 @@ type stdoutRun struct {
 	buf     []byte // whole lines not yet written
 	pending int    // items whose lines are in buf
 	failing bool   // in a streak of failed writes
+
+	sealWait SealWait // seal.go
 }
 
 // Run implements Sink. Output is buffered and flushed whenever the queue

@@ -3,6 +3,7 @@ package seal
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -332,7 +333,8 @@ func TestManyMarks(t *testing.T) {
 	}
 }
 
-func BenchmarkAppend(b *testing.B) {
+func benchSealer(b *testing.B) *Sealer {
+	b.Helper()
 	state := filepath.Join(b.TempDir(), "s")
 	if _, err := Keygen(state); err != nil {
 		b.Fatal(err)
@@ -341,11 +343,43 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return sl
+}
+
+// BenchmarkAppend seals 600-byte lines one at a time (Append: the Kafka
+// and stdout sinks).
+func BenchmarkAppend(b *testing.B) {
+	sl := benchSealer(b)
 	line := append(bytes.Repeat([]byte("x"), 599), '\n')
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		sl.Append(line, uint64(i))
+	}
+}
+
+// BenchmarkAppendRun seals 600-byte lines a written batch at a time
+// (AppendRun: the file sink), for batch sizes around a block's; a batch
+// here is not a multiple of BlockLines, so blocks span batches too.
+func BenchmarkAppendRun(b *testing.B) {
+	const lineLen = 600
+	for _, n := range []int{1, 7, 50, 250} {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			sl := benchSealer(b)
+			run := bytes.Repeat(append(bytes.Repeat([]byte("x"), lineLen-1), '\n'), n)
+			ends := make([]int, n)
+			for i := range ends {
+				ends[i] = (i + 1) * lineLen
+			}
+			b.SetBytes(int64(len(run)))
+			b.ReportAllocs()
+			seq := uint64(0)
+			for b.Loop() {
+				sl.AppendRun(run, ends, seq+1, seq+uint64(n))
+				seq += uint64(n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(seq), "ns/line")
+		})
 	}
 }
 
@@ -394,4 +428,96 @@ func TestReorderTopicDump(t *testing.T) {
 	if err != nil || len(fs) == 0 || !strings.Contains(fs[0].Msg, "removed") {
 		t.Fatalf("dump without record 50: %v %v", fs, err)
 	}
+}
+
+// BenchmarkBlockGMAC is the floor of the above: GMAC alone over one
+// block of 16 600-byte lines, under the same key schedule.
+func BenchmarkBlockGMAC(b *testing.B) {
+	var k Key
+	aead, err := blockAEAD(&k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	block := make([]byte, BlockLines*600)
+	var nonce [12]byte
+	tag := make([]byte, 0, 16)
+	b.SetBytes(int64(len(block)))
+	for i := uint64(0); b.Loop(); i++ {
+		blockNonce(i, &nonce)
+		tag = aead.Seal(tag[:0], nonce[:], nil, block)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*BlockLines), "ns/line")
+}
+
+// AppendRun seals exactly what Append does, however the lines are split
+// into runs and wherever the seals fall: the same seal lines, byte for
+// byte, from two copies of one state.
+func TestAppendRunSameAsAppend(t *testing.T) {
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one")
+	if _, err := Keygen(one); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := filepath.Join(dir, "two")
+	if err := os.WriteFile(two, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	byLine, err := Open(one, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byRun, err := Open(two, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1e9, 0)
+	same := func(what string, a, b []byte, ea, eb error) {
+		t.Helper()
+		if ea != nil || eb != nil {
+			t.Fatal(ea, eb)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%s differs:\n%s\n%s", what, a, b)
+		}
+	}
+	l1, e1 := byLine.Begin(now)
+	l2, e2 := byRun.Begin(now)
+	same("open seal", l1, l2, e1, e2)
+	rng := rand.New(rand.NewPCG(1, 2))
+	seq := uint64(0)
+	var run []byte
+	var ends []int
+	for batch := range 400 {
+		n := rng.IntN(3 * BlockLines) // 0 lines too
+		switch batch % 50 {
+		case 10:
+			n = BlockLines
+		case 20:
+			n = 4*BlockLines + 1
+		}
+		run, ends = run[:0], ends[:0]
+		first := seq + 1
+		for range n {
+			seq++
+			l := fmt.Appendf(nil, `{"event":{"sequence":%d},"pad":"%s"}`+"\n", seq, bytes.Repeat([]byte("p"), rng.IntN(2000)))
+			byLine.Append(l, seq)
+			run = append(run, l...)
+			ends = append(ends, len(run))
+		}
+		byRun.AppendRun(run, ends, first, seq)
+		if rng.IntN(8) == 0 {
+			now = now.Add(time.Second)
+			l1, e1 := byLine.Seal(now)
+			l2, e2 := byRun.Seal(now)
+			same(fmt.Sprintf("seal after batch %d", batch), l1, l2, e1, e2)
+		}
+	}
+	now = now.Add(time.Second)
+	l1, e1 = byLine.Close(now)
+	l2, e2 = byRun.Close(now)
+	same("closing seal", l1, l2, e1, e2)
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +51,11 @@ func run() error {
 	flag.StringVar(&pkgs, "gobench", "./internal/kernel,./enrich,./internal/record,./sinks,./internal/pipeline,./internal/seal", "comma-separated packages for go test -bench (empty skips)")
 	flag.StringVar(&o.GoBenchTime, "benchtime", "1s", "go test -benchtime")
 	flag.StringVar(&o.PerfDir, "perf-dir", "", "profile one extra fanaudit live and drain run with perf into this directory")
+	flag.Func("only", "keep only the configurations whose name matches this regexp (e.g. '^fanaudit file sink' pairs the file sink with the sealed one)", func(v string) error {
+		re, err := regexp.Compile(v)
+		o.Only = re
+		return err
+	})
 	flag.StringVar(&out, "o", "", "markdown output (default REPO/bench/RESULTS.md; - for stdout)")
 	flag.Parse()
 
