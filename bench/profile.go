@@ -48,19 +48,23 @@ func profileRuns(ctx context.Context, e *env) []Profile {
 		name, file string
 		kind       sinkKind
 		drain      bool
+		config     string // the configuration it profiles (Options.Only)
 	}
 	runs := []run{
-		{"live, default config + file sink", "live", sinkFile, false},
-		{"drain, unlimited_queue + file sink", "drain", sinkFile, true},
+		{"live, default config + file sink", "live", sinkFile, false, nameFile},
+		{"drain, unlimited_queue + file sink", "drain", sinkFile, true, nameFileDrain},
 	}
 	if e.sealing {
-		runs = append(runs, run{"live, file sink with seal_state", "live-sealed", sinkFileSealed, false})
+		runs = append(runs, run{"live, file sink with seal_state", "live-sealed", sinkFileSealed, false, nameSealed})
 	}
 	if e.o.KafkaBrokers != "" {
-		runs = append(runs, run{"live, Kafka sink", "live-kafka", sinkKafka, false})
+		runs = append(runs, run{"live, Kafka sink", "live-kafka", sinkKafka, false, nameKafka})
 	}
 	var out []Profile
 	for _, r := range runs {
+		if e.o.Only != nil && !e.o.Only.MatchString(r.config) {
+			continue
+		}
 		e.o.logf("perf profile: %s", r.name)
 		p := Profile{Name: r.name, Data: filepath.Join(e.o.PerfDir, "fanaudit-"+r.file+".perf.data")}
 		var err error

@@ -28,21 +28,12 @@ type Sealer interface {
 	Close(now time.Time) ([]byte, error)
 }
 
-// NextSealed is q.Next for a sink with a sealer: it also returns when
-// the next seal falls due while the queue is idle, and calls idle then,
-// so that records are sealed within seal_interval even on a quiet stream.
-// A sink that calls it in a loop keeps a SealWait instead, which saves a
-// timer per call.
-func NextSealed(ctx context.Context, q Input, buf []*Item, sl Sealer, now func() time.Time, idle func()) ([]*Item, error) {
-	var w SealWait
-	defer w.Stop()
-	return w.Next(ctx, q, buf, sl, now, idle)
-}
-
-// SealWait is NextSealed with what a sink keeps between its calls: the
-// context that ends when the next seal falls due. It is made once per
-// seal, not once per batch (each is a timer and allocations). The zero
-// value is ready; Stop releases it.
+// SealWait is q.Next for a sink with a sealer, with what the sink keeps
+// between its calls. It also returns when the next seal falls due while
+// the queue is idle, after calling idle, so that records are sealed within
+// seal_interval even on a quiet stream. The context that ends at the due
+// time is made once per seal, not once per batch (each is a timer and
+// allocations). The zero value is ready; Stop releases it.
 type SealWait struct {
 	parent context.Context
 	at     time.Time // the due time ctx ends at

@@ -188,3 +188,49 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// On a quiet stream the waiting sink seals when the interval is up, and
+// the wait it keeps across batches re-arms for the next seal.
+func TestFileSealedQuiet(t *testing.T) {
+	o := testOpts(t.TempDir())
+	s := newTestFile(t, o)
+	state := filepath.Join(t.TempDir(), "seal.state")
+	k0, err := seal.Keygen(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := seal.Open(state, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetSealer(sl)
+	q := NewQueue("file", 64, Block)
+	done := runSink(context.Background(), s, q)
+	seals := func() int {
+		b, _ := os.ReadFile(o.Path)
+		return bytes.Count(b, []byte(`"kind":"interval"`))
+	}
+	for i := range 3 {
+		if err := q.Push(context.Background(), padItem(uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for seals() < i+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no interval seal %d on a quiet stream", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := seals(); n != 3 {
+		t.Fatalf("%d interval seals for 3 quiet records", n)
+	}
+	fs, err := seal.Verify(k0, sealSource(t, []string{o.Path}, nil), seal.VerifyOptions{})
+	if err != nil || len(fs) != 0 {
+		t.Fatalf("findings %v, %v", fs, err)
+	}
+}

@@ -82,7 +82,7 @@ func (s *Sink) next(ctx context.Context, q sinks.Input, buf []*sinks.Item) ([]*s
 	if s.sealer == nil {
 		return q.Next(ctx, buf)
 	}
-	return sinks.NextSealed(ctx, q, buf, s.sealer, time.Now, func() { s.produceSeal(ctx, s.sealer.Seal) })
+	return s.sealWait.Next(ctx, q, buf, s.sealer, time.Now, func() { s.produceSeal(ctx, s.sealer.Seal) })
 }
 
 // sealBegin and sealClose produce the open and the closing seal. The
@@ -95,6 +95,7 @@ func (s *Sink) sealBegin(ctx context.Context) {
 
 func (s *Sink) sealClose(ctx context.Context) {
 	if s.sealer != nil {
+		s.sealWait.Stop()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout.Duration)
 		defer cancel()
 		s.produceSeal(cctx, s.sealer.Close)

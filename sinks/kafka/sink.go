@@ -73,8 +73,9 @@ type Sink struct {
 	// onAck lets tests observe acknowledgements of directly sent items.
 	onAck func(items []*sinks.Item)
 
-	sealer sinks.Sealer // seal.go
-	sealN  uint64
+	sealer   sinks.Sealer   // seal.go
+	sealWait sinks.SealWait // seal.go: the wait for the next seal, kept across batches
+	sealN    uint64
 
 	closeOnce sync.Once
 	closeErr  error
