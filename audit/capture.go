@@ -158,19 +158,20 @@ type mountRef struct {
 
 // Capture reads one fanotify group.
 type Capture struct {
-	log    zerolog.Logger
-	opts   Options
-	feat   kernel.Features
-	fdMode bool
-	want   actionSet
-	fold   actionSet // echo actions folded into their operation's record (see foldable)
-	mask   uint64    // what the group asks the kernel for
-	group  *kernel.Group
-	mounts []mountRef
-	scope  scope
-	self   int32
-	tree   *tree           // subtree scope; nil when no root uses inode marks
-	fsMark map[uint64]bool // fsids under a filesystem mark for the full mask
+	log     zerolog.Logger
+	opts    Options
+	feat    kernel.Features
+	fdMode  bool
+	want    actionSet
+	fold    actionSet // echo actions folded into their operation's record (see foldable)
+	mask    uint64    // what the group asks the kernel for
+	group   *kernel.Group
+	mounts  []mountRef
+	scope   scope
+	self    int32
+	tree    *tree           // subtree scope; nil when no root uses inode marks
+	fsMark  map[uint64]bool // fsids under a filesystem mark for the full mask
+	markErr error           // markTree's last refused inode mark
 
 	// Reader state, touched only by Run.
 	dirs     *pathCache      // directory handle → path
@@ -407,6 +408,15 @@ func (c *Capture) execMarks() error {
 			continue // its filesystem mark asks for exec already
 		}
 		if err := c.group.Mark(kernel.MarkAdd|kernel.MarkFilesystem, kernel.FanOpenExec, p); err != nil {
+			if kernel.MarkUnsupported(err) {
+				// One group cannot mix the inode marks of a btrfs
+				// subvolume (their fsid is not the filesystem's) with
+				// marks on other filesystems: EXDEV. The watched paths
+				// come first; exec marks only help attribution.
+				c.log.Warn().Err(err).Str("exec_path", p).
+					Msg("no exec mark possible here next to the watched paths' marks (a watched btrfs subvolume): short-lived processes started from it may lack attribution")
+				continue
+			}
 			return fmt.Errorf("capture: mark exec path %s: %w", p, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +106,30 @@ func TestBtrfsSubvolume(t *testing.T) {
 				checkOps(t, s, path)
 			})
 		}
+		// Exec marks (the default exec_paths) go on other filesystems;
+		// next to a subvolume's inode marks the kernel refuses them
+		// (EXDEV: one group cannot mix their fsids). The watched path
+		// comes first: the capture starts without them.
+		t.Run(filepath.Base(path)+"/exec-paths", func(t *testing.T) {
+			s := startSession(t, Options{Paths: []string{path}, ExecPaths: []string{tmpfs(t)}, Observer: &countObserver{}})
+			checkOps(t, s, path)
+		})
+		// A path on another filesystem can't be watched by the same
+		// group, in either order: the capture refuses to start, saying
+		// why, rather than blaming the mark limit.
+		t.Run(filepath.Base(path)+"/with-another-filesystem", func(t *testing.T) {
+			other := tmpfs(t)
+			for _, paths := range [][]string{{path, other}, {other, path}} {
+				c, err := New(Options{Paths: paths}, testLogger(t))
+				if err == nil {
+					c.Close()
+					t.Fatalf("%v: started", paths)
+				}
+				if !errors.Is(err, syscall.EXDEV) || !strings.Contains(err.Error(), "one agent per subvolume") {
+					t.Errorf("%v: %v", paths, err)
+				}
+			}
+		})
 	}
 }
 
@@ -215,7 +241,7 @@ func TestUnmountedRoot(t *testing.T) {
 				if kind == "xfs" {
 					size = 300 << 20
 				}
-				src = loopImage(t, strings.TrimSuffix(kind, "-subvolume"), size)
+				src = testutil.LoopImage(t, strings.TrimSuffix(kind, "-subvolume"), size)
 				mountIt = func(int) {
 					run(t, "mount", "-o", "loop", src, at)
 					os.Remove(filepath.Join(at, "lost+found"))

@@ -521,7 +521,7 @@ func treePaths(root string, depth int) []string {
 // test ends.
 func loopFS(t testing.TB, fstype string, size int64) string {
 	t.Helper()
-	img := loopImage(t, fstype, size)
+	img := testutil.LoopImage(t, fstype, size)
 	dir, err := os.MkdirTemp("", "fanaudit-"+fstype+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -539,34 +539,6 @@ func loopFS(t testing.TB, fstype string, size int64) string {
 	// lost+found is there from mkfs.ext4; tests expect an empty root.
 	os.Remove(filepath.Join(dir, "lost+found"))
 	return dir
-}
-
-// loopImage makes a filesystem image of the given type and size under the
-// test's temp dir, for mount -o loop.
-func loopImage(t testing.TB, fstype string, size int64) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	mkfs := "mkfs." + fstype
-	if _, err := exec.LookPath(mkfs); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no %s (.ci/run installs it)", mkfs)
-		}
-		t.Skipf("no %s", mkfs)
-	}
-	img := filepath.Join(t.TempDir(), fstype+".img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	args := map[string][]string{"ext4": {"-q", "-F"}, "xfs": {"-q", "-f"}, "btrfs": {"-q", "-f"}}[fstype]
-	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", mkfs, err, out)
-	}
-	return img
 }
 
 // TestRenameThroughUnmarkedDirectory: under inode marks, a directory moved

@@ -190,6 +190,7 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, 
 			}
 			c.log.Warn().Err(err).Str("path", p).Msg("inode mark failed")
 			c.stats.markFails.Add(1)
+			c.markErr = err
 			return false, true, w.lost()
 		}
 		if id.Key != "" {
@@ -556,9 +557,15 @@ func (c *Capture) markRoot(root string, fsid uint64, mountinfo []byte) error {
 	t := c.tree
 	t.roots = append(t.roots, treeRoot{path: root, dev: dev, noFS: noFS})
 	rt := &t.roots[len(t.roots)-1]
+	c.markErr = nil
 	ok, failed, _ := c.markTree(nil, rt, root, false)
 	switch {
 	case ok:
+	case failed && kernel.MarkUnsupported(c.markErr):
+		// Not the mark limit: the inode marks of a btrfs subvolume carry
+		// its own fsid, and one group takes no mix of those with marks
+		// on other filesystems or other subvolumes.
+		return fmt.Errorf("capture: mark %s: %w: the kernel does not let one fanotify group watch a btrfs subvolume together with paths on other filesystems or subvolumes; run one agent per subvolume", root, c.markErr)
 	case noFS && failed:
 		return fmt.Errorf("capture: mark %s: an inode mark failed (see fs.fanotify.max_user_marks) and the kernel allows no filesystem mark here", root)
 	case noFS: // only past subtree_max_dirs: inode marks are all there is

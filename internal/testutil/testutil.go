@@ -1,10 +1,12 @@
 // Package testutil holds helpers shared by tests: the root check that turns
-// a skip into a failure under CI, and private tmpfs mounts.
+// a skip into a failure under CI, private tmpfs mounts and filesystem
+// images to loop-mount.
 package testutil
 
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -42,4 +44,33 @@ func TmpfsMount(t testing.TB, size string) string {
 		os.Remove(dir)
 	})
 	return dir
+}
+
+// LoopImage makes a filesystem image of the given type ("ext4", "xfs",
+// "btrfs") and size under the test's temp dir, for mount -o loop. A
+// missing mkfs skips, except under CI=true (.ci/run installs them).
+func LoopImage(t testing.TB, fstype string, size int64) string {
+	t.Helper()
+	RequireRoot(t)
+	mkfs := "mkfs." + fstype
+	if _, err := exec.LookPath(mkfs); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no %s (.ci/run installs it)", mkfs)
+		}
+		t.Skipf("no %s", mkfs)
+	}
+	img := filepath.Join(t.TempDir(), fstype+".img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	args := map[string][]string{"ext4": {"-q", "-F"}, "xfs": {"-q", "-f"}, "btrfs": {"-q", "-f"}}[fstype]
+	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", mkfs, err, out)
+	}
+	return img
 }
