@@ -92,6 +92,7 @@ type Enricher struct {
 	observed     atomic.Bool
 	trackAudit   bool
 	missingCache [1 << numMissBits][]string // Run's goroutine only
+	slabSize     int                        // Run's goroutine only: records per arena
 
 	tokens     float64 // hash I/O budget, Run's goroutine only
 	tokensAt   time.Time
@@ -209,12 +210,19 @@ func (e *Enricher) Stats() Stats {
 }
 
 // pending is one input batch on its way out. n counts the hash jobs still
-// running, plus one while Run is still filling the batch.
+// running, plus one while Run is still filling the batch. Its records live
+// in slab, one arena per batch; once emit has returned the batch is
+// reused for a later one (see Run), so converting a batch allocates
+// nothing once the first few have been made.
 type pending struct {
 	events []audit.Event
+	slab   []record.Record
 	recs   []*record.Record
 	n      atomic.Int32
 }
+
+// maxFreeBatches bounds the batches Run keeps for reuse.
+const maxFreeBatches = 4
 
 type hashJob struct {
 	ev  *audit.Event
@@ -225,13 +233,15 @@ type hashJob struct {
 // ErrRunning is returned by a second concurrent Run.
 var ErrRunning = errors.New("enrich: Run already running")
 
-// Run converts every batch from in into records on out, in order. It
-// releases every event exactly once, and returns nil once in is closed and
-// everything read from it has been sent. It keeps reading in after ctx
-// ends, because the capture drains the kernel queue into in and then
-// closes it; ctx only stops a send to out that would block, and then Run
-// releases what it holds and returns ctx.Err(). It never closes out.
-func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- []*record.Record) error {
+// Run converts every batch from in into records and hands them to emit,
+// in order, in its own goroutine. It releases every event exactly once,
+// and returns nil once in is closed and everything read from it has been
+// emitted. It keeps reading in after ctx ends, because the capture drains
+// the kernel queue into in and then closes it. emit must be done with the
+// records when it returns: Run reuses them for a later batch. An error
+// from emit (the chain is aborting) ends Run with that error, as does
+// ctx's end while Run waits for hashes.
+func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, emit func([]*record.Record) error) error {
 	if e.runStarted.Add(1) != 1 {
 		e.runStarted.Add(^uint64(0))
 		return ErrRunning
@@ -263,7 +273,7 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 			wg.Go(func() { e.hashWorker(ctx, jobs, wake) })
 		}
 	}
-	var fifo []*pending
+	var fifo, free []*pending
 	defer func() {
 		if jobs != nil {
 			close(jobs)
@@ -273,15 +283,21 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 		// were released when the records were built or hashed.
 	}()
 
-	emit := func() error {
+	send := func() error {
 		for len(fifo) > 0 && fifo[0].n.Load() == 0 {
-			select {
-			case out <- fifo[0].recs:
-			case <-ctx.Done():
-				return ctx.Err()
+			p := fifo[0]
+			if err := emit(p.recs); err != nil {
+				return err
 			}
 			fifo[0] = nil
 			fifo = fifo[1:]
+			if len(free) < maxFreeBatches {
+				// emit is done with the records: clear them for reuse
+				// (fill sets only what it knows) and drop the events.
+				clear(p.slab)
+				p.events = nil
+				free = append(free, p)
+			}
 		}
 		return nil
 	}
@@ -292,7 +308,7 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			if err := emit(); err != nil {
+			if err := send(); err != nil {
 				return err
 			}
 			continue
@@ -302,14 +318,14 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 		select {
 		case batch, ok = <-in:
 		case <-wake:
-			if err := emit(); err != nil {
+			if err := send(); err != nil {
 				return err
 			}
 			continue
 		}
 		if !ok {
 			for len(fifo) > 0 {
-				if err := emit(); err != nil {
+				if err := send(); err != nil {
 					return err
 				}
 				if len(fifo) > 0 {
@@ -325,19 +341,33 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, out chan<- 
 		if len(batch) == 0 {
 			continue
 		}
-		p := e.convert(ctx, batch, jobs)
+		var reuse *pending
+		if n := len(free); n > 0 {
+			reuse, free = free[n-1], free[:n-1]
+		}
+		p := e.convert(ctx, batch, jobs, reuse)
 		fifo = append(fifo, p)
-		if err := emit(); err != nil {
+		if err := send(); err != nil {
 			return err
 		}
 	}
 }
 
-// convert builds the batch's records. Events without hash work are
+// convert builds the batch's records, in p's arena when p is not nil (a
+// cleared batch that was emitted before). Events without hash work are
 // released here; the others by the hash worker.
-func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<- hashJob) *pending {
-	slab := make([]record.Record, len(batch))
-	p := &pending{events: batch, recs: make([]*record.Record, len(batch))}
+func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<- hashJob, p *pending) *pending {
+	if p == nil {
+		p = &pending{}
+	}
+	if cap(p.slab) < len(batch) {
+		// Arenas grow to the largest batch seen, so any one serves the next.
+		e.slabSize = max(e.slabSize, len(batch))
+		p.slab = make([]record.Record, e.slabSize)
+		p.recs = make([]*record.Record, e.slabSize)
+	}
+	p.events, p.slab, p.recs = batch, p.slab[:len(batch)], p.recs[:len(batch)]
+	slab := p.slab
 	p.n.Store(1)
 	now := time.Now()
 	e.ids.Refresh(now)

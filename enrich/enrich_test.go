@@ -84,7 +84,7 @@ func run(t *testing.T, e *Enricher, batches ...[]audit.Event) []*record.Record {
 		in <- b
 	}
 	close(in)
-	if err := e.Run(context.Background(), in, out); err != nil {
+	if err := e.Run(context.Background(), in, emitTo(out)); err != nil {
 		t.Fatal(err)
 	}
 	close(out)
@@ -195,7 +195,7 @@ func TestLateRead(t *testing.T) {
 	out := make(chan []*record.Record, 1)
 	in <- []audit.Event{ev(200, audit.ActionCreate, "/m/f")}
 	close(in)
-	if err := e.Run(context.Background(), in, out); err != nil {
+	if err := e.Run(context.Background(), in, emitTo(out)); err != nil {
 		t.Fatal(err)
 	}
 	r := (<-out)[0]
@@ -344,10 +344,56 @@ func TestRunCancelled(t *testing.T) {
 	e := newTest(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := make(chan []audit.Event, 1)
-	out := make(chan []*record.Record) // nobody reads
+	// An emit that fails the way the fan-out does when the chain aborts.
+	emit := func([]*record.Record) error { <-ctx.Done(); return ctx.Err() }
 	in <- []audit.Event{ev(200, audit.ActionCreate, "/m/f")}
 	cancel()
-	if err := e.Run(ctx, in, out); !errors.Is(err, context.Canceled) {
+	if err := e.Run(ctx, in, emit); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// emitTo is an emit for Run that sends copies of the records to out: Run
+// reuses its records once emit returns.
+func emitTo(out chan<- []*record.Record) func([]*record.Record) error {
+	return func(b []*record.Record) error {
+		slab := make([]record.Record, len(b))
+		cp := make([]*record.Record, len(b))
+		for i, r := range b {
+			slab[i] = *r
+			cp[i] = &slab[i]
+		}
+		out <- cp
+		return nil
+	}
+}
+
+// TestConvertReusesArena: converting a batch of events of cached
+// processes into a reused arena allocates nothing.
+func TestConvertReusesArena(t *testing.T) {
+	e := newTest(t, func(o *Options) { o.CacheTTL = time.Hour })
+	batch := make([]audit.Event, 300)
+	fill := func() {
+		for i := range batch {
+			batch[i] = ev([]int32{100, 200}[i%2], audit.ActionCloseWrite, "/m/f")
+		}
+	}
+	fill()
+	for i := range batch {
+		e.Observe(&batch[i])
+	}
+	ctx := context.Background()
+	p := e.convert(ctx, batch, nil, nil)
+	round := func() {
+		clear(p.slab)
+		fill()
+		p = e.convert(ctx, batch, nil, p)
+	}
+	round()
+	if a := testing.AllocsPerRun(20, round); a != 0 {
+		t.Errorf("convert allocates %.1f times per batch of %d, want 0", a, len(batch))
+	}
+	if r := p.recs[1]; r.Process.Executable != "/usr/bin/touch" || r.File.Path != "/m/f" {
+		t.Errorf("record %+v", r)
 	}
 }

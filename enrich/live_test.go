@@ -89,7 +89,7 @@ func startLive(t *testing.T, mnt string, v variant, actions []record.Action, opt
 	}()
 	s.got = relay(s.recs)
 	go func() {
-		err := e.Run(context.Background(), evs, s.recs)
+		err := e.Run(context.Background(), evs, emitTo(s.recs))
 		close(s.recs)
 		s.errs <- err
 	}()

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,10 @@ func NewFile(opts FileOptions, log zerolog.Logger) (*File, error) {
 
 // Name implements Sink.
 func (s *File) Name() string { return "file" }
+
+// SettlesInOrder implements Ordered: a batch is written, and settled, in
+// the order it was taken, and no item is kept once settled.
+func (s *File) SettlesInOrder() bool { return true }
 
 // Stats returns the sink's counters.
 func (s *File) Stats() FileStats {
@@ -335,17 +340,27 @@ func (s *File) Run(ctx context.Context, q Input) error {
 // write writes items, retrying until all are settled or ctx ends; it only
 // fails with ctx's error, after failing whatever was left.
 func (s *File) write(ctx context.Context, q Input, items []*Item) error {
-	valid := items[:0]
-	for _, it := range items {
-		if validLine(it.Line) {
-			valid = append(valid, it)
-			continue
+	// Items are settled in the order they were taken (Ordered): the
+	// lines before a bad one are written first.
+	for len(items) > 0 {
+		bad := slices.IndexFunc(items, func(it *Item) bool { return !validLine(it.Line) })
+		if bad < 0 {
+			return s.writeValid(ctx, q, items)
 		}
+		if err := s.writeValid(ctx, q, items[:bad]); err != nil {
+			q.Failed(len(items)-bad, record.ReasonSinkError)
+			return err
+		}
+		it := items[bad]
 		q.Failed(1, record.ReasonSinkError)
 		s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
+		items = items[bad+1:]
 	}
-	items = valid
+	return nil
+}
 
+// writeValid is write for items whose lines are valid.
+func (s *File) writeValid(ctx context.Context, q Input, items []*Item) error {
 	backoff := s.retryMin
 	streak := 0
 	unsynced := 0 // written, waiting for fsync = always

@@ -57,6 +57,15 @@ type Input interface {
 	Unpark(n int)
 }
 
+// Ordered is implemented by a sink that settles the items it takes in
+// the order it took them (Delivered and Failed count from the oldest item
+// it holds) and never reads an item once it has settled it. The pipeline
+// then reuses the memory of a batch's lines once every such sink is done
+// with them, instead of leaving it to the garbage collector.
+type Ordered interface {
+	SettlesInOrder() bool
+}
+
 // Sink delivers items taken from its Input.
 //
 // Run takes batches with in.Next, writes them and settles every item it

@@ -69,6 +69,10 @@ func (s *Stdout) Name() string { return "stdout" }
 // Reopen implements Sink; stdout has no file to reopen.
 func (s *Stdout) Reopen() error { return nil }
 
+// SettlesInOrder implements Ordered: lines are copied into the buffer and
+// settled in order once it is written.
+func (s *Stdout) SettlesInOrder() bool { return true }
+
 // Close implements Sink; stdout belongs to the process, not to the sink.
 func (s *Stdout) Close() error { return nil }
 
@@ -109,6 +113,8 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 		}
 		for _, it := range items {
 			if !validLine(it.Line) {
+				// Settled in order (Ordered): what is buffered first.
+				r.flush()
 				in.Failed(1, record.ReasonSinkError)
 				s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
 				continue

@@ -3,54 +3,104 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 )
 
-// fanOut is the only writer of event.sequence. It numbers each record,
-// encodes it once per format in use (not once per sink), and pushes the
-// shared Item of its sink's format to every queue in order, so each sink
-// sees the sequence in increasing order with gaps only where its
+// fanIn is the fan-out, the only writer of event.sequence. It numbers
+// each record, encodes it once per format in use (not once per sink), and
+// pushes the shared Item of its sink's format to every queue in order, so
+// each sink sees the sequence in increasing order with gaps only where its
 // own queue dropped. Losses are announced as events_lost records, per sink
 // and reason, at most one round per sink per LossInterval, and all of them
-// once the input is done. It ends when its input is closed and drained;
-// after an abort (ctx ended) it reads what is left without pushing it.
-func (p *Pipeline) fanOut(ctx context.Context, in <-chan []*record.Record) error {
-	f := newFanState(p)
-	tick := time.NewTicker(p.opts.LossInterval)
-	defer tick.Stop()
-	aborted := false
-	if p.opts.Start != nil {
-		aborted = f.emit(ctx, p.opts.Start) != nil
+// once the input is done.
+//
+// Its input is driven by the source's last stage (Emit, in that stage's
+// goroutine, so a batch costs no goroutine hop); its own goroutine (run)
+// only reports the losses of a quiet period and, once the input is closed,
+// the final ones. mu serializes the two. After an abort (ctx ended) Emit
+// refuses batches without pushing them.
+type fanIn struct {
+	p       *Pipeline
+	ctx     context.Context
+	closed  chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	f       *fanState // guarded by mu
+	started bool      // guarded by mu: Options.Start went out
+	aborted bool      // guarded by mu
+}
+
+func (p *Pipeline) newFanIn(ctx context.Context) *fanIn {
+	return &fanIn{p: p, ctx: ctx, closed: make(chan struct{}), f: newFanState(p)}
+}
+
+// begin emits Options.Start before anything else. Called with mu held.
+func (fi *fanIn) begin() {
+	if fi.started {
+		return
 	}
+	fi.started = true
+	if s := fi.p.opts.Start; s != nil && !fi.aborted {
+		fi.aborted = fi.f.emit(fi.ctx, s) != nil
+	}
+}
+
+// Emit implements Emitter.
+func (fi *fanIn) Emit(batch []*record.Record) error {
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.begin()
+	if fi.aborted || fi.ctx.Err() != nil {
+		fi.aborted = true
+		return fmt.Errorf("fan-out aborted: %w", context.Cause(fi.ctx))
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	fi.p.received.Add(uint64(len(batch)))
+	if fi.f.emitBatch(fi.ctx, batch) != nil || fi.f.reportLosses(fi.ctx, false) != nil {
+		// Only a cancelled push fails: the chain is aborting.
+		fi.aborted = true
+		return fmt.Errorf("fan-out aborted: %w", context.Cause(fi.ctx))
+	}
+	return nil
+}
+
+// Close implements Emitter.
+func (fi *fanIn) Close() { fi.once.Do(func() { close(fi.closed) }) }
+
+// run reports the losses of quiet periods until the input is closed, then
+// announces every remaining loss.
+func (fi *fanIn) run() error {
+	tick := time.NewTicker(fi.p.opts.LossInterval)
+	defer tick.Stop()
 	for {
 		select {
-		case batch, ok := <-in:
-			if !ok {
-				if aborted || ctx.Err() != nil {
-					return nil
-				}
-				return f.finalLosses(ctx)
+		case <-fi.closed:
+			fi.mu.Lock()
+			defer fi.mu.Unlock()
+			fi.begin()
+			if fi.aborted || fi.ctx.Err() != nil {
+				return nil
 			}
-			if aborted || ctx.Err() != nil {
-				aborted = true
-				continue
-			}
-			p.received.Add(uint64(len(batch)))
-			if f.emitBatch(ctx, batch) != nil || f.reportLosses(ctx, false) != nil {
-				// Only a cancelled push fails: the chain is aborting.
-				aborted = true
-			}
+			return fi.f.finalLosses(fi.ctx)
 		case <-tick.C:
 			// Drops only happen while pushing, but a quiet period after a
 			// burst must still get its report.
-			if !aborted && f.reportLosses(ctx, false) != nil {
-				aborted = true
+			fi.mu.Lock()
+			fi.begin()
+			if !fi.aborted && fi.f.reportLosses(fi.ctx, false) != nil {
+				fi.aborted = true
 			}
+			fi.mu.Unlock()
 		}
 	}
 }
@@ -101,7 +151,46 @@ type fanEncoder struct {
 	enc      record.LineEncoder
 	ends     []int // emitBatch: end of each record's line
 	lineSize int   // emitBatch: bytes to reserve per line
+	// queues counts the queues of this format. When each of them settles
+	// in order (queue.SettleInOrder), free holds line batches every queue
+	// is done with, for reuse; else free is nil and every batch is new.
+	queues int
+	free   chan *lineBatch
+	cur    *lineBatch // emitBatch: the batch being pushed, until all of it is
 }
+
+// lineBatch is one batch's lines and items in one format. refs counts
+// the (item, queue) pairs not yet released plus one for the fan-out while
+// it pushes; at zero nothing refers to it any more and it goes back to
+// free. A batch that is never released (a queue whose sink settles out
+// of order, an aborted push) is left to the garbage collector.
+type lineBatch struct {
+	buf   []byte
+	items []queue.Item
+	refs  atomic.Int64
+	free  chan *lineBatch
+}
+
+// Release implements queue.Releaser.
+func (lb *lineBatch) Release() {
+	if lb.refs.Add(-1) != 0 {
+		return
+	}
+	if cap(lb.buf) > maxPooledLines {
+		return // one huge batch must not pin its memory for good
+	}
+	select {
+	case lb.free <- lb:
+	default:
+	}
+}
+
+// Bounds of the line batch pool: batches kept per format, and the
+// largest line buffer kept.
+const (
+	pooledBatches  = 48
+	maxPooledLines = 1 << 20
+)
 
 func newFanState(p *Pipeline) *fanState {
 	f := &fanState{p: p, lastReport: make([]time.Time, len(p.queues))}
@@ -123,6 +212,20 @@ func newFanState(p *Pipeline) *fanState {
 		}
 		f.qfmt = append(f.qfmt, idx[record.FormatECS])
 	}
+	ordered := make([]bool, len(f.encs))
+	for i := range ordered {
+		ordered[i] = true
+	}
+	for qi, q := range p.queues {
+		e := f.qfmt[qi]
+		f.encs[e].queues++
+		ordered[e] = ordered[e] && q.InOrder()
+	}
+	for e := range f.encs {
+		if ordered[e] && f.encs[e].queues > 0 {
+			f.encs[e].free = make(chan *lineBatch, pooledBatches)
+		}
+	}
 	f.items = make([][]queue.Item, len(f.encs))
 	return f
 }
@@ -138,6 +241,23 @@ func (f *fanState) emit(ctx context.Context, r *record.Record) error {
 // notices at a million records a second. A sink holding one item keeps its batch's buffer alive; queues
 // are bounded, so that is bounded too.
 func (f *fanState) emitBatch(ctx context.Context, batch []*record.Record) error {
+	for len(batch) > maxChunk {
+		if err := f.emitChunk(ctx, batch[:maxChunk]); err != nil {
+			return err
+		}
+		batch = batch[maxChunk:]
+	}
+	return f.emitChunk(ctx, batch)
+}
+
+// maxChunk bounds the records that share one line buffer: a full read
+// of the kernel queue is encoded and queued in chunks of this many, so
+// that reused buffers are of one size and one settled chunk frees its
+// buffer without waiting for the rest of the read.
+const maxChunk = 256
+
+// emitChunk is emitBatch for at most maxChunk records.
+func (f *fanState) emitChunk(ctx context.Context, batch []*record.Record) error {
 	for _, r := range batch {
 		f.seq++
 		r.Sequence = f.seq
@@ -155,20 +275,51 @@ func (f *fanState) emitBatch(ctx context.Context, batch []*record.Record) error 
 		}
 		for qi, q := range f.p.queues {
 			if err := q.Push(ctx, &f.items[f.qfmt[qi]][i]); err != nil {
+				f.donePushing(false)
 				return err
 			}
 		}
 	}
+	f.donePushing(true)
 	return nil
 }
 
-// encode encodes a numbered batch into one new line buffer and one new
-// item slice.
+// donePushing drops the fan-out's hold on the batches emitBatch pushed;
+// after an aborted push it keeps it, so those batches are never reused.
+func (f *fanState) donePushing(pushed bool) {
+	for e := range f.encs {
+		fe := &f.encs[e]
+		if fe.cur != nil && pushed {
+			fe.cur.Release()
+		}
+		fe.cur = nil
+	}
+}
+
+// encode encodes a numbered batch into one line buffer and one item
+// slice: reused ones when every queue of the format is done with an
+// earlier batch, else new ones.
 func (fe *fanEncoder) encode(batch []*record.Record) []queue.Item {
 	if len(fe.ends) < len(batch) {
 		fe.ends = make([]int, len(batch))
 	}
-	buf := make([]byte, 0, len(batch)*fe.lineSize)
+	var lb *lineBatch
+	var buf []byte
+	if fe.free != nil {
+		select {
+		case lb = <-fe.free:
+		default:
+			lb = &lineBatch{free: fe.free}
+		}
+		// Every item of this batch is pushed to each queue of the format
+		// and released once by each; one more for the fan-out itself.
+		lb.refs.Store(int64(len(batch)*fe.queues) + 1)
+		fe.cur = lb
+		buf = lb.buf[:0]
+	}
+	if want := len(batch) * fe.lineSize; cap(buf) < want {
+		buf = make([]byte, 0, want)
+	}
 	for i, r := range batch {
 		buf = fe.enc.Append(buf, r)
 		buf = append(buf, '\n')
@@ -178,7 +329,17 @@ func (fe *fanEncoder) encode(batch []*record.Record) []queue.Item {
 		// Size the next buffer for this batch's average line.
 		fe.lineSize = max(fe.lineSize, len(buf)/n+64)
 	}
-	items := make([]queue.Item, len(batch))
+	var items []queue.Item
+	var owner queue.Releaser
+	if lb != nil {
+		lb.buf = buf
+		if cap(lb.items) < len(batch) {
+			lb.items = make([]queue.Item, len(batch))
+		}
+		items, owner = lb.items[:len(batch)], lb
+	} else {
+		items = make([]queue.Item, len(batch))
+	}
 	start := 0
 	for i, r := range batch {
 		items[i] = queue.Item{
@@ -187,6 +348,7 @@ func (fe *fanEncoder) encode(batch []*record.Record) []queue.Item {
 			Path:   r.File.Path,
 			Line:   buf[start:fe.ends[i]:fe.ends[i]],
 			Loss:   r.Action == record.ActionEventsLost,
+			Owner:  owner,
 		}
 		start = fe.ends[i]
 	}

@@ -27,8 +27,18 @@ import (
 type Source interface {
 	// start adds the source's stages to g. stop ends the reading; ctx
 	// (g's context) ends on a failure or the shutdown timeout, and abort
-	// ends it with a cause. The last stage closes out when it is done.
-	start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func())
+	// ends it with a cause. The last stage hands its batches to out.Emit,
+	// in its own goroutine, and calls out.Close when it is done.
+	start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out Emitter, done func())
+}
+
+// Emitter is the fan-out's input, driven by the source's last stage:
+// Emit numbers, encodes and queues a batch in the caller's goroutine and
+// keeps no reference to the records once it returns; it fails only when
+// the chain is aborting. Close ends the input, like closing a channel.
+type Emitter interface {
+	Emit(batch []*record.Record) error
+	Close()
 }
 
 // SinkSpec is one configured sink with its queue settings.
@@ -45,8 +55,9 @@ type SinkSpec struct {
 type Options struct {
 	Source Source
 	Sinks  []SinkSpec
-	// RecordChannel is the capacity, in batches, of the channel between
-	// enrichment and the fan-out.
+	// RecordChannel is unused: enrichment hands its batches to the
+	// fan-out in its own goroutine (see Stages). Kept so that configs
+	// and callers that set it still build.
 	RecordChannel int
 	// ShutdownTimeout bounds the drain and flush after the run context
 	// ends; past it every stage is cancelled and Run returns
@@ -144,7 +155,11 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 			return nil, fmt.Errorf("pipeline: duplicate sink name %q", s.Name)
 		}
 		seen[s.Name] = true
-		p.queues = append(p.queues, queue.New(s.Name, s.QueueSize, s.Policy))
+		q := queue.New(s.Name, s.QueueSize, s.Policy)
+		if o, ok := s.Sink.(sinks.Ordered); ok && o.SettlesInOrder() {
+			q.SettleInOrder()
+		}
+		p.queues = append(p.queues, q)
 		p.progress = append(p.progress, sinkProgress{okSince: now})
 	}
 	return p, nil
@@ -188,8 +203,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	})
 	defer stopTimer()
 
-	records := make(chan []*record.Record, p.opts.RecordChannel)
-	p.opts.Source.start(g, ctx, gctx, abort, records, func() { p.sourceDone.Store(true) })
+	fan := p.newFanIn(gctx)
+	p.opts.Source.start(g, ctx, gctx, abort, fan, func() { p.sourceDone.Store(true) })
 	g.Go(func() error {
 		defer func() {
 			p.queuesClosed.Store(true)
@@ -197,7 +212,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				q.Close()
 			}
 		}()
-		if err := p.fanOut(gctx, records); err != nil {
+		if err := fan.run(); err != nil {
 			return fmt.Errorf("fan-out: %w", err)
 		}
 		return nil

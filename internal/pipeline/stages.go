@@ -11,24 +11,31 @@ import (
 )
 
 // Stages is the production Source: a capture stage feeding an enrichment
-// stage through a bounded channel. It is generic over the event type so
-// that this package needs neither the kernel-facing capture nor the
+// stage through a bounded channel. The enrichment stage hands each record
+// batch straight to the fan-out, which runs in its goroutine: one
+// goroutine hop per batch fewer than a channel between them, and the
+// batch's records are the enricher's to reuse once the fan-out returns
+// (it encodes them; nothing keeps them). It is generic over the event type
+// so that this package needs neither the kernel-facing capture nor the
 // enricher to build and test.
 type Stages[E any] struct {
 	// Capture reads events until its ctx ends, then drains the kernel
 	// queue and returns nil (audit.Capture.Run). It never closes out.
 	Capture func(ctx context.Context, out chan<- []E) error
-	// Enrich turns event batches into record batches, in order, and
-	// returns nil once in is closed and drained (enrich.Enricher.Run).
-	// It never closes out.
-	Enrich func(ctx context.Context, in <-chan []E, out chan<- []*record.Record) error
+	// Enrich turns event batches into record batches, in order, hands
+	// each to emit, and returns nil once in is closed and drained
+	// (enrich.Enricher.Run). emit is the fan-out: it numbers, encodes and
+	// queues the batch before it returns, keeps no reference to the
+	// records, and fails only when the chain is aborting (then Enrich
+	// returns its error).
+	Enrich func(ctx context.Context, in <-chan []E, emit func([]*record.Record) error) error
 	// Channel is the capacity, in batches, of the capture→enrich channel.
 	Channel int
 }
 
 // start implements Source: two stages of the chain. The capture's context
 // ends on stop as well as on an abort; the enrichment's only on an abort.
-func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out chan<- []*record.Record, done func()) {
+func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort context.CancelCauseFunc, out Emitter, done func()) {
 	n := s.Channel
 	if n < 1 {
 		n = 64
@@ -56,10 +63,10 @@ func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort co
 		return nil
 	})
 	g.Go(func() error {
-		defer close(out)
+		defer out.Close()
 		var err error
 		if s.Enrich != nil {
-			err = s.Enrich(ctx, events, out)
+			err = s.Enrich(ctx, events, out.Emit)
 		}
 		if err == nil && stop.Err() == nil && ctx.Err() == nil {
 			// Its input can't be closed yet: the capture runs until stop.

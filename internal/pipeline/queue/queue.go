@@ -23,6 +23,22 @@ type Item struct {
 	Path   string // file.path, for sinks that key by path
 	Line   []byte // one compact JSON object followed by '\n'
 	Loss   bool   // an events_lost record; queues never drop these
+	// Owner, when set, is told once per queue the item was pushed to
+	// when that queue is done with it: dropped, or settled by a sink
+	// that settles in order (see SettleInOrder). The pipeline reuses a
+	// batch's line buffer once every queue is done with every item.
+	Owner Releaser
+}
+
+// Releaser is an Item's owner, see Item.Owner.
+type Releaser interface {
+	Release()
+}
+
+func (it *Item) release() {
+	if it.Owner != nil {
+		it.Owner.Release()
+	}
 }
 
 // Policy says what Push does when a queue is full.
@@ -132,6 +148,9 @@ type Queue struct {
 	failing     string // reason of the last settlement, when it failed
 	abandoned   string // set by Abandon: every item is failed with this reason
 	closed      bool
+	inOrder     bool    // the sink settles in the order it takes (SettleInOrder)
+	held        []*Item // inOrder: taken, not settled, oldest first from heldHead
+	heldHead    int
 	dataWait    int           // goroutines waiting in Next
 	roomWait    int           // goroutines waiting in Push (Block)
 	idle        chan struct{} // closed when nothing is in flight; made by WaitSettled
@@ -161,6 +180,23 @@ func New(sink string, capacity int, policy Policy) *Queue {
 	}
 }
 
+// SettleInOrder declares that the sink settles the items it takes in the
+// order it took them and never looks at an item once it is settled, so
+// that the queue can tell each item's Owner when it is done with it.
+// Call it before the sink runs.
+func (q *Queue) SettleInOrder() {
+	q.mu.Lock()
+	q.inOrder = true
+	q.mu.Unlock()
+}
+
+// InOrder reports whether SettleInOrder was called.
+func (q *Queue) InOrder() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.inOrder
+}
+
 // Push queues it. When the queue is full, Block waits for room (or ctx, or
 // Close), DropNewest drops it and DropOldest evicts the oldest non-loss
 // item; drops are counted and returned by TakeUnreported. Loss records are
@@ -185,6 +221,7 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 			q.received++
 			q.dropped++
 			q.unreported.add(q.abandoned, 1)
+			it.release()
 			q.mu.Unlock()
 			return nil
 		}
@@ -206,6 +243,7 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 		case DropNewest:
 			q.received++
 			q.drop(1)
+			it.release()
 			q.mu.Unlock()
 			return nil
 		case DropOldest:
@@ -217,6 +255,7 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 				// Everything queued is a loss record: the new item is the
 				// oldest droppable one.
 				q.drop(1)
+				it.release()
 			}
 			q.mu.Unlock()
 			return nil
@@ -264,10 +303,12 @@ func (q *Queue) evictOldest() bool {
 		}
 		// Close the gap by shifting the older loss records one slot
 		// towards the tail; loss records are rare so i is almost always 0.
+		evicted := q.ring[idx]
 		for j := i; j > 0; j-- {
 			q.ring[(q.head+j)%n] = q.ring[(q.head+j-1)%n]
 		}
 		q.ring[q.head] = nil
+		evicted.release()
 		q.head = (q.head + 1) % n
 		q.count--
 		q.drop(1)
@@ -342,6 +383,9 @@ func (q *Queue) Next(ctx context.Context, buf []*Item) ([]*Item, error) {
 			q.head = 0
 		}
 	}
+	if q.inOrder {
+		q.held = append(q.held, buf...)
+	}
 	q.count -= n
 	q.taken += uint64(n)
 	if q.roomWait > 0 {
@@ -385,6 +429,9 @@ func (q *Queue) settle(n int, failed string) {
 	q.mu.Lock()
 	u := min(uint64(n), q.taken)
 	q.taken -= u
+	if q.inOrder {
+		q.releaseHeld(int(u))
+	}
 	q.parked = min(q.parked, q.taken)
 	if failed != "" {
 		q.dropped += u
@@ -396,6 +443,26 @@ func (q *Queue) settle(n int, failed string) {
 	}
 	q.wakeIdle()
 	q.mu.Unlock()
+}
+
+// releaseHeld tells the owners of the n oldest held items that the queue
+// is done with them. Called with mu held.
+func (q *Queue) releaseHeld(n int) {
+	n = min(n, len(q.held)-q.heldHead)
+	for _, it := range q.held[q.heldHead : q.heldHead+n] {
+		it.release()
+	}
+	clear(q.held[q.heldHead : q.heldHead+n])
+	q.heldHead += n
+	switch {
+	case q.heldHead == len(q.held):
+		q.held, q.heldHead = q.held[:0], 0
+	case q.heldHead > len(q.held)/2:
+		// A sink that always holds some: keep the slice from growing.
+		k := copy(q.held, q.held[q.heldHead:])
+		clear(q.held[k:])
+		q.held, q.heldHead = q.held[:k], 0
+	}
 }
 
 // Park marks n taken, unsettled items as held durably by the sink (the
@@ -454,6 +521,7 @@ func (q *Queue) Abandon(reason string) {
 	q.abandoned = reason
 	q.failing = reason
 	for q.count > 0 {
+		q.ring[q.head].release()
 		q.ring[q.head] = nil
 		q.head = (q.head + 1) % len(q.ring)
 		q.count--

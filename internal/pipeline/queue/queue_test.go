@@ -421,3 +421,58 @@ func TestQueuePark(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// countOwner counts releases.
+type countOwner struct{ n int }
+
+func (c *countOwner) Release() { c.n++ }
+
+// TestQueueReleasesOwners: a queue whose sink settles in order tells an
+// item's owner exactly once that it is done with it, whether the item was
+// settled, dropped by either policy or failed by Abandon, and never while
+// the sink holds it.
+func TestQueueReleasesOwners(t *testing.T) {
+	ctx := context.Background()
+	for _, pol := range []Policy{DropNewest, DropOldest} {
+		t.Run(pol.String(), func(t *testing.T) {
+			q := New("s", 2, pol)
+			q.SettleInOrder()
+			own := make([]countOwner, 6)
+			items := make([]Item, len(own))
+			for i := range items {
+				items[i] = Item{Seq: uint64(i + 1), Line: []byte("x\n"), Owner: &own[i]}
+			}
+			push := func(i int) {
+				if err := q.Push(ctx, &items[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			push(0)
+			push(1)
+			push(2) // full: one of 0..2 dropped
+			if got := own[0].n + own[1].n + own[2].n; got != 1 {
+				t.Fatalf("after a drop: %d releases, want 1", got)
+			}
+			taken, err := q.Next(ctx, make([]*Item, 0, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o := taken[0].Owner.(*countOwner); o.n != 0 {
+				t.Fatal("a taken item was released before it was settled")
+			}
+			push(3)
+			q.Delivered(1)
+			if o := taken[0].Owner.(*countOwner); o.n != 1 {
+				t.Fatalf("settled item released %d times", o.n)
+			}
+			q.Abandon("sink_error")
+			push(4)
+			push(5)
+			for i := range own {
+				if own[i].n != 1 {
+					t.Errorf("item %d released %d times, want 1", i, own[i].n)
+				}
+			}
+		})
+	}
+}
