@@ -101,11 +101,15 @@ type Sample struct {
 	ScopeMissing uint64
 	OutOfScope   uint64
 	// BurstOps and BurstMissing: the same for work started the moment its
-	// directory was made (racing the agent's mark); informational.
-	BurstOps     uint64
-	BurstMissing uint64
-	Err          string // the sample is unusable
-	Warn         string // the sample is usable, but something went wrong (e.g. a bad exit)
+	// directory was made (racing the agent's mark); BurstAnnounced is how
+	// many of the missing ones an events_lost record with reason
+	// unwatched_window naming that directory announced (the rest were lost
+	// silently).
+	BurstOps       uint64
+	BurstMissing   uint64
+	BurstAnnounced uint64
+	Err            string // the sample is unusable
+	Warn           string // the sample is usable, but something went wrong (e.g. a bad exit)
 }
 
 // ConfigResult collects the samples of one configuration.
@@ -407,8 +411,11 @@ const (
 	nameFileDrain = "fanaudit drain, file sink"
 	nameSibNone   = "no monitor, wl in DIR/other"
 	nameSibAgent  = "fanaudit run, paths = [DIR/watched]"
-	nameSibTree   = "fanread -k tree DIR/watched"
-	nameSibFS     = "fanread -k fs DIR/watched"
+	// nameSibSubtree is the agent with inode marks asked for, when the
+	// default is not already them: what the opt-in costs and loses.
+	nameSibSubtree = "fanaudit run, scope = \"subtree\", paths = [DIR/watched]"
+	nameSibTree    = "fanread -k tree DIR/watched"
+	nameSibFS      = "fanread -k fs DIR/watched"
 )
 
 // refArgs is the C reader doing the kernel work of fanaudit's defaults:

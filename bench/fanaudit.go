@@ -39,6 +39,7 @@ type faConfig struct {
 	topic     string // sinkKafka
 	spool     string
 	brokers   string
+	scope     string // [capture] scope; empty: the default
 }
 
 func (c faConfig) write(path string) error {
@@ -55,7 +56,15 @@ func (c faConfig) write(path string) error {
 		// The drain hook reads the whole queue as a shutdown drain, which
 		// shutdown_timeout bounds.
 		b.WriteString("shutdown_timeout = \"300s\"\n")
-		b.WriteString("\n[capture]\nunlimited_queue = true\n")
+	}
+	if c.unlimited || c.scope != "" {
+		b.WriteString("\n[capture]\n")
+		if c.unlimited {
+			b.WriteString("unlimited_queue = true\n")
+		}
+		if c.scope != "" {
+			fmt.Fprintf(&b, "scope = %s\n", strconv.Quote(c.scope))
+		}
 	}
 	// A JSON log keeps stderr parseable; the level stays at its default.
 	b.WriteString("\n[logging]\nformat = \"json\"\n")
@@ -139,6 +148,12 @@ func fanauditLiveRun(ctx context.Context, e *env, dir, tag string, kind sinkKind
 // It returns the sample (counted over the whole output) and the output
 // file (a file sink's file, watch's stdout, or the Kafka topic's dump).
 func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sinkKind, wload func(ctx context.Context, m *monitor, out string) (WLResult, error)) (Sample, string, error) {
+	return fanauditLiveScope(ctx, e, watched, tag, kind, "", wload)
+}
+
+// fanauditLiveScope is fanauditLiveWith with [capture] scope set (empty:
+// the default).
+func fanauditLiveScope(ctx context.Context, e *env, watched, tag string, kind sinkKind, scope string, wload func(ctx context.Context, m *monitor, out string) (WLResult, error)) (Sample, string, error) {
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
 	topic := "fabench-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + tag
@@ -152,7 +167,7 @@ func fanauditLiveWith(ctx context.Context, e *env, watched, tag string, kind sin
 		}
 		defer os.RemoveAll(state)
 		c := faConfig{paths: []string{watched}, out: out, kind: kind, stateDir: state,
-			topic: topic, spool: filepath.Join(state, "spool"), brokers: e.o.KafkaBrokers}
+			topic: topic, spool: filepath.Join(state, "spool"), brokers: e.o.KafkaBrokers, scope: scope}
 		if kind == sinkFileSealed {
 			sd, err := e.privateDir("seal-" + tag)
 			if err != nil {

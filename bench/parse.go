@@ -46,6 +46,10 @@ type Counts struct {
 	// (fanread: overflow events; fanaudit: events_lost records with reason
 	// kernel_queue_overflow).
 	Overflows uint64
+	// Windows counts fanaudit's unwatched_window loss records: directories
+	// that appeared under inode marks and may have seen work before their
+	// mark (no count; in LossReports). Per directory in ParseFanauditUnder.
+	Windows uint64
 	// Restarts counts fanaudit's agent_restart loss records: they announce
 	// an earlier run's unclean stop, not a loss of this run, so they are in
 	// LossReports but not in Lost.
@@ -219,6 +223,7 @@ var (
 	keyFilePath   = []byte(`"file":{"path":"`)
 	reasonOverrun = []byte("kernel_queue_overflow")
 	reasonRestart = []byte("agent_restart")
+	reasonWindow  = []byte("unwatched_window")
 )
 
 // ParseFanaudit counts fanaudit JSON lines by event.action and sums the
@@ -296,6 +301,11 @@ func parseFanaudit(r io.Reader, sentinel string, st *scopeTally) (Counts, *scope
 			case bytes.Equal(reason, reasonRestart):
 				c.Restarts++
 				continue // an earlier run's loss, not this run's
+			case bytes.Equal(reason, reasonWindow):
+				c.Windows++
+				if k := bytes.Index(line, keyFilePath); k >= 0 && st.root != nil {
+					st.window(line[k+len(keyFilePath):])
+				}
 			}
 			if k := bytes.Index(lost, keyCount); k >= 0 {
 				num := lost[k+len(keyCount):]
@@ -334,6 +344,19 @@ func parseFanaudit(r io.Reader, sentinel string, st *scopeTally) (Counts, *scope
 		return c, st, fmt.Errorf("read fanaudit output: %w", err)
 	}
 	return c, st, nil
+}
+
+// window counts an unwatched_window record for the directory it names
+// (and for a directory it lies under); path is the rest of the line after
+// the opening quote of file.path.
+func (st *scopeTally) window(path []byte) {
+	for n, d := range st.dirs {
+		dir := d[:len(d)-1]
+		if bytes.HasPrefix(path, d) || bytes.HasPrefix(path, dir) && len(path) > len(dir) && path[len(dir)] == '"' {
+			st.under[n].Windows++
+			return
+		}
+	}
 }
 
 // add counts one file record; path is the rest of the line after the

@@ -251,13 +251,19 @@ func TestParseFanauditUnder(t *testing.T) {
 		rec("open", "/m/other/f1"),   // outside
 		rec("open", "/m/wx/f1"),      // outside: a sibling sharing the prefix
 		`{"event":{"action":"events_lost"},"fanaudit":{"lost":{"reason":"kernel_queue_overflow"}}}`,
+		// unwatched_window names a directory: counted for it, not as a file record
+		`{"event":{"action":"events_lost"},"file":{"path":"/m/w/new","name":"new","type":"dir"},"fanaudit":{"lost":{"reason":"unwatched_window"}}}`,
+		`{"event":{"action":"events_lost"},"file":{"path":"/m/w/newer","name":"newer","type":"dir"},"fanaudit":{"lost":{"reason":"unwatched_window"}}}`,
 	}, "\n")
 	all, under, outside, err := ParseFanauditUnder(strings.NewReader(in), "/m/w", "/m/w/new", "/m/w/old/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if all.Events != 9 || all.Overflows != 1 {
+	if all.Events != 11 || all.Overflows != 1 || all.Windows != 2 || all.LossReports != 3 {
 		t.Errorf("all = %+v", all)
+	}
+	if under[0].Windows != 1 || under[1].Windows != 0 {
+		t.Errorf("unwatched_window per dir: new %d, old %d; want 1, 0", under[0].Windows, under[1].Windows)
 	}
 	if len(under) != 2 {
 		t.Fatalf("%d tallies, want 2", len(under))

@@ -123,6 +123,9 @@ func lossCell(c *ConfigResult) string {
 	if ov := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Overflows), true }); ov.Max > 0 {
 		cell += ", " + ov.fmt("%.0f") + " overflows"
 	}
+	if ws := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Windows), true }); ws.Max > 0 {
+		cell += ", " + ws.fmt("%.0f") + " unwatched_window"
+	}
 	if rs := c.stat(func(s Sample) (float64, bool) { return float64(s.Counts.Restarts), true }); rs.Max > 0 {
 		cell += " (+" + rs.fmt("%.0f") + " agent_restart, not counted)"
 	}

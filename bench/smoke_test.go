@@ -85,6 +85,9 @@ func TestSmoke(t *testing.T) {
 		}
 		wantDrain++
 		wantSibling++
+		if defaultScope(o.Fanaudit) != "subtree" {
+			wantSibling++ // the agent with inode marks, opt-in
+		}
 		wantPaced++
 	}
 	if len(rep.Live) != wantLive || len(rep.Drain) != wantDrain || len(rep.Sibling) != wantSibling || len(rep.Paced) != wantPaced {
@@ -104,7 +107,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: workload report not parsed: %+v", c.Name, s.WL)
 		}
 		// In the sibling rows only a filesystem mark sees the workload.
-		quiet := strings.HasPrefix(c.Name, "no monitor") || c.Name == nameSibTree || c.Name == nameSibAgent
+		quiet := strings.HasPrefix(c.Name, "no monitor") || c.Name == nameSibTree || c.Name == nameSibAgent || c.Name == nameSibSubtree
 		if !quiet && s.Counts.total() == 0 {
 			t.Errorf("%s: captured nothing", c.Name)
 		}
@@ -117,7 +120,7 @@ func TestSmoke(t *testing.T) {
 		}
 		// The agent's sibling row did the scripted work in the watched
 		// subtree and counted what it reported.
-		if c.Name == nameSibAgent && (!s.ScopeChecked || s.ScopeOps == 0) {
+		if (c.Name == nameSibAgent || c.Name == nameSibSubtree) && (!s.ScopeChecked || s.ScopeOps == 0) {
 			t.Errorf("%s: subtree check did not run or counted nothing: %+v", c.Name, s)
 		}
 	}

@@ -18,6 +18,20 @@ func fullCounts(n int) Counts {
 	return c
 }
 
+// burst sets the agent sibling row's burst check: missing ops, announced.
+func burst(r *Report, missing, announced uint64) *Report {
+	for _, c := range r.Sibling {
+		if c.Name != nameSibAgent {
+			continue
+		}
+		for i := range c.Samples {
+			c.Samples[i].BurstOps = 10
+			c.Samples[i].BurstMissing, c.Samples[i].BurstAnnounced = missing, announced
+		}
+	}
+	return r
+}
+
 // TestTargetVerdicts checks that verdicts follow the figures of the run:
 // the same report flips from PASS to FAIL when one figure moves.
 func TestTargetVerdicts(t *testing.T) {
@@ -73,6 +87,11 @@ func TestTargetVerdicts(t *testing.T) {
 		{"kafka CPU", build(1.3, 0.007, false, 0), "Kafka sink: agent CPU"},
 		{"a lost op", build(1.3, 0.005, true, 0), "0 ops lost"},
 		{"an unreported op in the subtree", build(1.3, 0.005, false, 1), "unwatched sibling"},
+		{"a silent burst op", burst(build(1.3, 0.005, false, 0), 5, 4), "unwatched sibling"},
+	}
+	// Burst ops missing but announced by unwatched_window keep the verdict.
+	if v := verdicts(burst(build(1.3, 0.005, false, 0), 5, 5))("unwatched sibling"); !strings.Contains(v, "PASS") {
+		t.Errorf("burst ops missing and announced: %q, want PASS", v)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
