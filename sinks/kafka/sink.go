@@ -18,6 +18,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,13 +50,14 @@ const (
 
 // Sink is the Kafka sink. Create it with New; Run may be called once.
 type Sink struct {
-	cfg      Config
-	log      zerolog.Logger
-	w        *kafkago.Writer
-	idPrefix string
-	hostKey  []byte
-	spool    *spool
-	dl       *deadLetters
+	cfg       Config
+	log       zerolog.Logger
+	prod      *producer
+	idPrefix  string
+	idPrefixB []byte // idPrefix, to match ids without converting them
+	hostKey   []byte
+	spool     *spool
+	dl        *deadLetters
 
 	acked, spooled, replayed, deadLettered atomic.Uint64
 	retries, rejected                      atomic.Uint64
@@ -130,11 +131,11 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	if err != nil {
 		return nil, err
 	}
-	codec, _ := compressionCodec(cfg.Compression)
 	s := &Sink{
 		cfg:       cfg,
 		log:       log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
 		idPrefix:  record.EventIDPrefix(host, runID), // the records' event.id too
+		idPrefixB: []byte(record.EventIDPrefix(host, runID)),
 		hostKey:   []byte(hostID),
 		spoolWait: newWindow(cfg.MaxInFlightByte),
 	}
@@ -142,33 +143,22 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	if cfg.Key == "none" {
 		balancer = &kafkago.RoundRobin{}
 	}
-	s.w = &kafkago.Writer{
-		Addr:     kafkago.TCP(cfg.Brokers...),
-		Topic:    cfg.Topic,
-		Balancer: balancer,
-		// One attempt: retries happen in this package, under a deadline, so
-		// kafka-go never retries behind our back after the deadline passed.
-		MaxAttempts: 1,
-		// Ask for a missing topic in every metadata request; a broker with
-		// auto.create.topics.enable creates it. Without that (or with
-		// create_topics = false) a missing topic is an outage: records are
-		// spooled and retried until the topic exists.
-		AllowAutoTopicCreation: cfg.CreateTopics,
-		BatchSize:              cfg.BatchSize,
-		BatchBytes:             cfg.BatchBytes,
-		BatchTimeout:           time.Millisecond, // batches are formed before WriteMessages
-		ReadTimeout:            cfg.WriteTimeout.Duration,
-		WriteTimeout:           cfg.WriteTimeout.Duration,
-		RequiredAcks:           requiredAcks(cfg.RequiredAcks),
-		Compression:            codec,
-		Transport: &kafkago.Transport{
-			DialTimeout: min(cfg.WriteTimeout.Duration, 5*time.Second),
-			IdleTimeout: 30 * time.Second,
-			MetadataTTL: 2 * time.Second, // find a new leader quickly
-			ClientID:    cfg.ClientID,
-			TLS:         tlsCfg,
-			SASL:        mech,
-		},
+	tr := &kafkago.Transport{
+		DialTimeout: min(cfg.WriteTimeout.Duration, 5*time.Second),
+		IdleTimeout: 30 * time.Second,
+		MetadataTTL: 2 * time.Second, // find a new leader quickly
+		ClientID:    cfg.ClientID,
+		TLS:         tlsCfg,
+		SASL:        mech,
+	}
+	// Retries happen in this package, under a deadline, so nothing is
+	// retried behind our back after the deadline passed. The producer asks
+	// for a missing topic in every metadata request when create_topics is
+	// on; a broker with auto.create.topics.enable creates it. Without that
+	// a missing topic is an outage: records are spooled and retried until
+	// the topic exists.
+	if s.prod, err = newProducer(tr, cfg.Brokers, cfg, balancer); err != nil {
+		return nil, err
 	}
 	if cfg.Spool.Dir != "" {
 		pol, _ := sinks.ParsePolicy(cfg.WhenFull)
@@ -231,9 +221,7 @@ type batch struct {
 func (s *Sink) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		if err := s.w.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("kafka writer close: %w", err))
-		}
+		s.prod.close()
 		if s.spool != nil {
 			errs = append(errs, s.spool.close())
 		}
@@ -328,8 +316,15 @@ func (s *Sink) gather(ctx context.Context, q sinks.Input) (*batch, error) {
 	b.items = items
 	s.sealTaken(ctx, items)
 	b.msgs = make([]kafkago.Message, len(items))
+	// One allocation each for the batch's event ids and headers, not one
+	// per record.
+	hdrs := make([]kafkago.Header, len(items))
+	ids := make([]byte, 0, len(items)*(len(s.idPrefix)+20)) // 20: digits of a uint64
 	for i, it := range items {
-		b.msgs[i] = s.message(it)
+		n := len(ids)
+		ids = record.AppendEventID(ids, s.idPrefix, it.Seq)
+		hdrs[i] = kafkago.Header{Key: HeaderEventID, Value: ids[n:len(ids):len(ids)]}
+		b.msgs[i] = s.message(it, hdrs[i:i+1:i+1])
 		b.bytes += int64(len(b.msgs[i].Value) + len(b.msgs[i].Key))
 	}
 	if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
@@ -338,7 +333,8 @@ func (s *Sink) gather(ctx context.Context, q sinks.Input) (*batch, error) {
 	return b, err
 }
 
-func (s *Sink) message(it *sinks.Item) kafkago.Message {
+// message makes the item's message; hdr holds its event id header.
+func (s *Sink) message(it *sinks.Item, hdr []kafkago.Header) kafkago.Message {
 	v := it.Line
 	if n := len(v); n > 0 && v[n-1] == '\n' {
 		v = v[:n-1]
@@ -350,8 +346,7 @@ func (s *Sink) message(it *sinks.Item) kafkago.Message {
 	case "path":
 		key = []byte(it.Path)
 	}
-	id := record.AppendEventID(make([]byte, 0, len(s.idPrefix)+20), s.idPrefix, it.Seq)
-	return kafkago.Message{Key: key, Value: v, Headers: []kafkago.Header{{Key: HeaderEventID, Value: id}}}
+	return kafkago.Message{Key: key, Value: v, Headers: hdr}
 }
 
 func msgSize(m *kafkago.Message) int64 {
@@ -468,26 +463,23 @@ func (s *Sink) rejectOversize(q sinks.Input, b *batch) *batch {
 // spool refuses them. It returns false when the spool could not take the
 // batch and the caller still owns it.
 func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch) bool {
-	recs := make([]spoolRec, len(b.msgs))
-	for i := range b.msgs {
-		recs[i] = spoolRec{ID: string(b.msgs[i].Headers[0].Value), Key: b.msgs[i].Key, Value: b.msgs[i].Value}
-	}
-	err := s.spool.append(ctx, recs)
+	n := len(b.msgs)
+	err := s.spool.appendMessages(ctx, b.msgs)
 	switch {
 	case err == nil:
-		s.spooled.Add(uint64(len(recs)))
+		s.spooled.Add(uint64(n))
 		return true
 	case errors.Is(err, errSpoolFull):
-		s.rejected.Add(uint64(len(recs)))
-		s.spoolFullLost.Add(uint64(len(recs)))
-		if n, k, ok := s.conds.note("spool full (drop_newest)", len(recs)); ok {
-			s.log.Warn().Uint64("times", n).Uint64("records", k).Msg("spool full (when_full = drop_newest): records dropped, announced as events_lost spool_full")
+		s.rejected.Add(uint64(n))
+		s.spoolFullLost.Add(uint64(n))
+		if t, k, ok := s.conds.note("spool full (drop_newest)", n); ok {
+			s.log.Warn().Uint64("times", t).Uint64("records", k).Msg("spool full (when_full = drop_newest): records dropped, announced as events_lost spool_full")
 		}
-		q.Failed(len(recs), record.ReasonSpoolFull)
+		q.Failed(n, record.ReasonSpoolFull)
 		return true
 	default:
-		if n, k, ok := s.conds.note("spool write", len(recs)); ok {
-			s.log.Error().Err(err).Uint64("times", n).Uint64("records", k).Msg("cannot spool; keeping records in memory")
+		if t, k, ok := s.conds.note("spool write", n); ok {
+			s.log.Error().Err(err).Uint64("times", t).Uint64("records", k).Msg("cannot spool; keeping records in memory")
 		}
 		return false
 	}
@@ -630,12 +622,21 @@ func (o *orderer) done(t uint64) {
 	}
 }
 
+// replayRequests is how many requests (of batch_size / batch_bytes) the
+// replayer reads from the spool and sends at a time.
+const replayRequests = 4
+
 // replay sends spooled records in order, one batch at a time, retrying
 // each forever until it is acknowledged or the sink stops.
 func (s *Sink) replay(ctx context.Context) error {
 	attempt := 0
+	var rmsgs []kafkago.Message
+	var rhdrs []kafkago.Header
 	for {
-		recs, pos, err := s.spool.next(s.cfg.BatchSize, s.cfg.BatchBytes)
+		// replayRequests requests' worth at a time: the producer sends
+		// them one after another, encoding each while the one before it
+		// is in flight.
+		recs, pos, err := s.spool.next(replayRequests*s.cfg.BatchSize, replayRequests*s.cfg.BatchBytes)
 		if err != nil {
 			s.log.Error().Err(err).Msg("spool read failed; retrying")
 			s.spool.rewind()
@@ -656,10 +657,17 @@ func (s *Sink) replay(ctx context.Context) error {
 				return nil
 			}
 		}
-		msgs := make([]kafkago.Message, len(recs))
+		// The messages point into the spool's read buffer, which stays
+		// put until the next spool.next; kafka-go copies the Message
+		// values, and each attempt ends (acknowledged or failed) before
+		// the next one starts, so the buffers are reused safely.
+		msgs := slices.Grow(rmsgs[:0], len(recs))[:len(recs)]
+		hdrs := slices.Grow(rhdrs[:0], len(recs))[:len(recs)]
 		for i := range recs {
-			msgs[i] = kafkago.Message{Key: recs[i].Key, Value: recs[i].Value, Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(recs[i].ID)}}}
+			hdrs[i] = kafkago.Header{Key: HeaderEventID, Value: recs[i].ID}
+			msgs[i] = kafkago.Message{Key: recs[i].Key, Value: recs[i].Value, Headers: hdrs[i : i+1 : i+1]}
 		}
+		rmsgs, rhdrs = msgs, hdrs
 		for len(msgs) > 0 {
 			res := s.send(ctx, msgs)
 			var retry []kafkago.Message
@@ -717,8 +725,8 @@ type replaySettle struct {
 }
 
 func (r *replaySettle) add(s *Sink, m *kafkago.Message, dead bool) {
-	id := string(m.Headers[0].Value)
-	if strings.HasPrefix(id, s.idPrefix) {
+	id := m.Headers[0].Value
+	if bytes.HasPrefix(id, s.idPrefixB) {
 		if dead {
 			r.dead++
 		} else {
@@ -730,7 +738,7 @@ func (r *replaySettle) add(s *Sink, m *kafkago.Message, dead bool) {
 		if r.earlierDead == nil {
 			r.earlierDead = map[string]uint64{}
 		}
-		r.earlierDead[runOfID(id)]++
+		r.earlierDead[runOfID(string(id))]++
 	}
 }
 
@@ -863,23 +871,12 @@ func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message) []error {
 		return res
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout.Duration)
-	err := s.w.WriteMessages(wctx, msgs...)
+	s.prod.produce(wctx, msgs, res)
 	cancel()
-	if err == nil {
-		return res
-	}
-	var werrs kafkago.WriteErrors
-	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
-		for i, e := range werrs {
-			if e != nil {
-				res[i] = fmt.Errorf("produce to %s: %w", s.cfg.Topic, e)
-			}
+	for i, e := range res {
+		if e != nil {
+			res[i] = fmt.Errorf("produce to %s: %w", s.cfg.Topic, e)
 		}
-		return res
-	}
-	err = fmt.Errorf("produce to %s: %w", s.cfg.Topic, err)
-	for i := range res {
-		res[i] = err
 	}
 	return res
 }
