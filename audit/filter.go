@@ -164,6 +164,7 @@ func (c *Capture) dropPass(b *batch, raw []kernel.RawEvent) []bool {
 			clear(c.verdicts)
 			break
 		}
+		b.at = i
 		if r.Err != nil || r.Mask&kernel.FanQOverflow != 0 || !c.dropOutside(b, raw, i) {
 			continue
 		}

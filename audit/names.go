@@ -28,6 +28,9 @@ type wait struct {
 	// next move (the old side of its next rename), not for where it went;
 	// see the rename case of fidEvent.
 	before bool
+	// old: the name is the event's OldPath (a rename whose old directory
+	// was gone by the time it was read), not its Path.
+	old bool
 }
 
 func (w *wait) waiting() bool { return w.key != "" }
@@ -100,6 +103,37 @@ func (c *Capture) named(b *batch, key []byte, path string) {
 	}
 }
 
+// namedMoved releases, into b, the events waiting for key, the object a
+// rename record moves from oldPath to path. They were queued before the
+// move, so they name oldPath; a delete_self is the exception: the kernel
+// merges it into an earlier queued event of the object, so it comes
+// before the moves that preceded it, and takes path (where the object
+// went). With oldPath unknown they all take path.
+func (c *Capture) namedMoved(b *batch, key []byte, oldPath, path string) {
+	if oldPath == "" {
+		c.named(b, key, path)
+		return
+	}
+	items, ok := c.pend.byKey[string(key)]
+	if !ok {
+		return
+	}
+	delete(c.pend.byKey, string(key))
+	for _, it := range items {
+		p := oldPath
+		if path != "" && slices.ContainsFunc(it.evs, func(e Event) bool { return e.Action == ActionDeleteSelf }) {
+			p = path
+		}
+		if it.w.name != "" {
+			p = joinName(p, it.w.name)
+		}
+		if it.w.child != "" {
+			c.named(b, []byte(it.w.child), p)
+		}
+		b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
+	}
+}
+
 // namedBefore releases, into b, the events waiting for where key's object
 // was before the move being converted: oldPath, its old side ("" when the
 // kernel did not give it, which leaves them unnamed, and counted). Other
@@ -129,8 +163,12 @@ func (c *Capture) releaseHeld(out []Event, it *pendingItem, p string, filtered *
 	c.pend.n -= len(it.evs)
 	for i := range it.evs {
 		ev := it.evs[i]
-		ev.Path = p
-		if p != "" && !c.scope.allowed(p) && (ev.OldPath == "" || !c.scope.allowed(ev.OldPath)) {
+		if it.w.old {
+			ev.OldPath = p
+		} else {
+			ev.Path = p
+		}
+		if ev.Path != "" && !c.scope.allowed(ev.Path) && (ev.OldPath == "" || !c.scope.allowed(ev.OldPath)) {
 			ev.Release()
 			*filtered++
 			continue

@@ -197,6 +197,11 @@ type nameCase struct {
 	// delete_self and move_self and the attrib of a link-count change
 	// never come (they go to the file's marks, and files carry none).
 	inodeOnly bool
+	// lagged: run happens after the marks are placed and before the
+	// capture reads anything (run's session is nil): the reader finds
+	// every record queued, and the objects already where run left them,
+	// as a reader that lags behind a burst does.
+	lagged bool
 	// accept maps each of several true names of one event to the one want
 	// lists.
 	accept func(dir string, got []string) []string
@@ -222,8 +227,18 @@ func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T
 	if tc.raw {
 		opts.Actions = FileActions()
 	}
-	s := startSession(t, opts)
-	tc.run(t, s, dir)
+	var s *session
+	if tc.lagged {
+		c, err := New(opts, testLogger(t))
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		tc.run(t, nil, dir)
+		s = attachSession(t, c)
+	} else {
+		s = startSession(t, opts)
+		tc.run(t, s, dir)
+	}
 	s.mark(filepath.Join(dir, tc.markIn))
 	evs := s.take()
 	if tc.throughNew && scope == ScopeSubtree {
@@ -408,6 +423,33 @@ func nameCases() []nameCase {
 			run:  func(t *testing.T, s *session, dir string) { sh(t, dir, "rm f && mv a b && rmdir d") },
 			only: FileActions(),
 			want: func(string) []string { return []string{"delete ./f", "rename ./b <- ./a", "delete ./d (dir)"} },
+		},
+		{
+			// The reader lags: by the time it reads the write, the
+			// directory's handle names where it went, or nothing (it is
+			// gone). The events in it name where it was.
+			name: "events in a pre-existing directory then it is renamed and removed", lagged: true,
+			setup: files("d/", "d/f", "d/g", "c/"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "echo y >> d/f && mv d/g c/g && mv d e && rm e/f && rmdir e")
+			},
+			only: []Action{ActionCloseWrite, ActionRename, ActionDelete},
+			want: func(string) []string {
+				return []string{"close_write ./d/f", "rename ./c/g <- ./d/g", "rename ./e <- ./d (dir)", "delete ./e/f", "delete ./e (dir)"}
+			},
+			sorted: true,
+		},
+		{
+			name: "events in a pre-existing directory then its parent is renamed", lagged: true,
+			setup: files("p/", "p/d/", "p/d/f", "p/d/g", "p/c/"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "echo y >> p/d/f && mv p/d/g p/c/g && mv p q && echo z > q/d/h")
+			},
+			only: []Action{ActionCloseWrite, ActionRename, ActionDelete},
+			want: func(string) []string {
+				return []string{"close_write ./p/d/f", "rename ./p/c/g <- ./p/d/g", "rename ./q <- ./p (dir)", "close_write ./q/d/h"}
+			},
+			sorted: true,
 		},
 		bindCase("bind mount listed first", true),
 		bindCase("bind mount listed last", false),

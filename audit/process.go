@@ -17,6 +17,14 @@ type batch struct {
 	stats []kernel.Stat
 	arena []byte // handle bytes; a regrow leaves earlier slices intact
 
+	// The read's events and the one being converted, for lagged, with the
+	// directory renames it found after it (see lag.go).
+	raw             []kernel.RawEvent
+	at              int
+	scanned         bool
+	lastMove, built int
+	moves           []dirMove
+
 	filtered, self, resolveFails, decodeErrs, overflows uint64
 }
 
@@ -26,7 +34,7 @@ type batch struct {
 func (c *Capture) process(buf []byte, now time.Time, mayHold bool) ([]Event, int) {
 	raw, derr := kernel.Decode(c.raw[:0], buf)
 	c.raw = raw[:0]
-	keep := 0
+	keep, full := 0, raw
 	if mayHold && derr == nil {
 		if i := c.holdFrom(raw); i < len(raw) {
 			if k := len(buf) - raw[i].Off; k <= len(c.buf)/4 {
@@ -34,7 +42,7 @@ func (c *Capture) process(buf []byte, now time.Time, mayHold bool) ([]Event, int
 			}
 		}
 	}
-	return c.convert(raw, derr, now), keep
+	return c.convert(raw, full, derr, now), keep
 }
 
 // holdFrom returns the index of the first of the last few events that
@@ -82,12 +90,14 @@ func otherRename(raw []kernel.RawEvent, i int) bool {
 	return false
 }
 
-// convert turns decoded events into Events; derr is Decode's error.
-func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Event {
+// convert turns decoded events into Events; derr is Decode's error. full
+// is raw and the events held back after it (see holdFrom), which only
+// lagged looks at.
+func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time) []Event {
 	// One Event per action bit at most, plus a possible decode loss: one
 	// exact-size allocation instead of regrowing.
 	// Events dropped by their directory's scope verdict cost nothing more.
-	b := batch{now: now}
+	b := batch{now: now, raw: full}
 	drop := c.dropPass(&b, raw)
 	nev, nraw := 1, 0
 	for i := range raw {
@@ -107,6 +117,7 @@ func (c *Capture) convert(raw []kernel.RawEvent, derr error, now time.Time) []Ev
 		if drop != nil && drop[i] {
 			continue
 		}
+		b.at = i
 		if c.event(&b, raw, i) {
 			i++ // the next event was paired with this one
 		}
@@ -215,8 +226,15 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		// Under inode marks the kernel names only the marked side: a
 		// move into the subtree has no old name, a move out of it is
 		// named where it went by its handle.
+		var oldWait wait
 		if r.OldDir.Valid() {
-			oldPath = c.join(b, c.resolveDir(b, &r.OldDir), r.OldName)
+			od := c.resolveDir(b, &r.OldDir)
+			oldPath = c.join(b, od, r.OldName)
+			if od == "" && c.feat.TargetFID {
+				// The old directory is gone by now: the record that names
+				// it (its rename or delete, queued later) names this side.
+				oldWait = wait{key: string(r.OldDir.Key), name: EscapePath(r.OldName), old: true}
+			}
 		}
 		if obj.Valid() {
 			// An earlier rename of this object held for its destination
@@ -255,8 +273,11 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 				c.dirs.del(obj.Key)
 			}
 		}
-		if obj.Valid() && path != "" {
-			c.named(b, obj.Key, path)
+		if obj.Valid() {
+			c.namedMoved(b, obj.Key, oldPath, path)
+		}
+		if !w.waiting() && oldWait.waiting() {
+			w = oldWait
 		}
 		c.lastRename.pid, c.lastRename.path = r.Pid, path
 		c.lastRename.fid = append(c.lastRename.fid[:0], obj.Key...) // no allocation per rename
@@ -573,13 +594,28 @@ func (c *Capture) resolveDir(b *batch, h *kernel.Handle) string {
 	return c.resolve(b, h, true)
 }
 
-// resolve names a handle by open_by_handle_at(O_PATH) and readlink.
-// Live directories are cached; the " (deleted)" suffix never appears.
-// With several watched mounts of one filesystem (a bind mount of a
-// subdirectory and its source), a handle is named through the first mount
-// that shows it under a watched root: through a bind mount, an object
-// outside the bound directory has no path under it.
+// resolve names a handle by open_by_handle_at(O_PATH) and readlink, as
+// it was at the event being converted (see lagged). Live directories are
+// cached; the " (deleted)" suffix never appears.
 func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
+	p, st, found := c.resolveHandle(h)
+	if !found {
+		b.resolveFails++
+		return ""
+	}
+	p = c.lagged(b, p)
+	if cache && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
+		c.dirs.put(h.Key, p)
+	}
+	return p
+}
+
+// resolveHandle names a handle as it is now. With several watched mounts
+// of one filesystem (a bind mount of a subdirectory and its source), a
+// handle is named through the first mount that shows it under a watched
+// root: through a bind mount, an object outside the bound directory has no
+// path under it.
+func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 	fsid := h.Fsid()
 	var p string
 	var st kernel.Stat
@@ -604,14 +640,7 @@ func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
 			break
 		}
 	}
-	if !found {
-		b.resolveFails++
-		return ""
-	}
-	if cache && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
-		c.dirs.put(h.Key, p)
-	}
-	return p
+	return p, st, found
 }
 
 // join builds dir/name with name escaped, in one allocation.

@@ -226,7 +226,7 @@ func TestConvert(t *testing.T) {
 				c.dirs.put(h.Key, p)
 			}
 			var got []string
-			evs := c.convert(tt.raw, tt.derr, time.Unix(1, 0))
+			evs := c.convert(tt.raw, tt.raw, tt.derr, time.Unix(1, 0))
 			evs = append(evs, c.flushHeld()...) // the queue ran empty
 			for _, e := range evs {
 				s := e.Action.String()
