@@ -104,16 +104,15 @@ func (c *Capture) named(b *batch, key []byte, path string) {
 }
 
 // namedMoved releases, into b, the events waiting for key, the object a
-// rename record moves from oldPath to path. They were queued before the
-// move, so they name oldPath; a delete_self is the exception: the kernel
-// merges it into an earlier queued event of the object, so it comes
-// before the moves that preceded it, and takes path (where the object
-// went). With oldPath unknown they all take path.
-func (c *Capture) namedMoved(b *batch, key []byte, oldPath, path string) {
-	if oldPath == "" {
-		c.named(b, key, path)
-		return
-	}
+// rename record moves to path. They were queued before the move, so they
+// name where the object was: oldPath. When the old directory is gone by
+// now (oldWait), they wait for the record that names it instead. When the
+// kernel did not report the old side (the object came from a directory
+// not marked, under inode marks), where they happened is unknowable: they
+// go out unnamed and counted, never with the later path. A delete_self is
+// the exception: the kernel merges it into an earlier queued event of the
+// object, ahead of the moves before it, and it takes path.
+func (c *Capture) namedMoved(b *batch, key []byte, oldPath, path string, oldWait wait) {
 	items, ok := c.pend.byKey[string(key)]
 	if !ok {
 		return
@@ -121,8 +120,18 @@ func (c *Capture) namedMoved(b *batch, key []byte, oldPath, path string) {
 	delete(c.pend.byKey, string(key))
 	for _, it := range items {
 		p := oldPath
-		if path != "" && slices.ContainsFunc(it.evs, func(e Event) bool { return e.Action == ActionDeleteSelf }) {
+		switch {
+		case path != "" && slices.ContainsFunc(it.evs, func(e Event) bool { return e.Action == ActionDeleteSelf }):
 			p = path
+		case p == "" && oldWait.waiting():
+			it.w.key = oldWait.key
+			if it.w.name == "" {
+				it.w.name = oldWait.name
+			} else {
+				it.w.name = oldWait.name + "/" + it.w.name
+			}
+			c.pend.byKey[it.w.key] = append(c.pend.byKey[it.w.key], it)
+			continue
 		}
 		if it.w.name != "" {
 			p = joinName(p, it.w.name)

@@ -274,7 +274,7 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			}
 		}
 		if obj.Valid() {
-			c.namedMoved(b, obj.Key, oldPath, path)
+			c.namedMoved(b, obj.Key, oldPath, path, oldWait)
 		}
 		if !w.waiting() && oldWait.waiting() {
 			w = oldWait
