@@ -265,19 +265,23 @@ func (f *fanState) emitChunk(ctx context.Context, batch []*record.Record) error 
 	for e := range f.encs {
 		f.items[e] = f.encs[e].encode(batch)
 	}
-	for i, r := range batch {
-		f.p.produced.Store(r.Sequence)
+	for _, r := range batch {
 		if r.Action == record.ActionEventsLost {
 			f.p.lossRecs.Add(1)
 			if r.Fanaudit.Lost.Reason == record.ReasonKernelOverflow {
 				f.p.kernelOverflows.Add(1)
 			}
 		}
-		for qi, q := range f.p.queues {
-			if err := q.Push(ctx, &f.items[f.qfmt[qi]][i]); err != nil {
-				f.donePushing(false)
-				return err
-			}
+	}
+	if n := len(batch); n > 0 {
+		f.p.produced.Store(batch[n-1].Sequence)
+	}
+	// A chunk at a time per queue: one lock and one wake-up of its sink
+	// per chunk, and the sink takes the chunk whole.
+	for qi, q := range f.p.queues {
+		if _, err := q.PushAll(ctx, f.items[f.qfmt[qi]]); err != nil {
+			f.donePushing(false)
+			return err
 		}
 	}
 	f.donePushing(true)

@@ -278,6 +278,54 @@ func (q *Queue) Push(ctx context.Context, it *Item) error {
 	}
 }
 
+// PushAll pushes &items[i] for every i, in order, as Push would one by
+// one, but under one lock while there is room and with one wake-up of the
+// sink per run of items instead of one per item: a sink then takes a
+// whole batch at once. It returns how many items were received (queued or
+// dropped by policy) before an error, which only a blocked push that gave
+// up (ctx) or Close cause.
+func (q *Queue) PushAll(ctx context.Context, items []Item) (int, error) {
+	done := 0
+	for done < len(items) {
+		q.mu.Lock()
+		n := 0
+		for _, it := range items[done:] {
+			if q.closed || q.abandoned != "" || (q.count >= q.capacity && !it.Loss && q.policy == Block) {
+				break
+			}
+			q.received++
+			switch {
+			case q.count < q.capacity || it.Loss:
+				q.put(&items[done+n])
+			case q.policy == DropNewest:
+				q.drop(1)
+				items[done+n].release()
+			default: // DropOldest
+				if q.evictOldest() {
+					q.put(&items[done+n])
+				} else {
+					q.drop(1)
+					items[done+n].release()
+				}
+			}
+			n++
+		}
+		if n > 0 {
+			q.wakeAfterPush()
+		}
+		q.mu.Unlock()
+		done += n
+		if done < len(items) {
+			// Closed, abandoned or full under Block: Push knows what to do.
+			if err := q.Push(ctx, &items[done]); err != nil {
+				return done, err
+			}
+			done++
+		}
+	}
+	return done, nil
+}
+
 // put appends to the ring, growing it when a loss record exceeds the
 // capacity. Called with mu held.
 func (q *Queue) put(it *Item) {

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -474,5 +475,69 @@ func TestQueueReleasesOwners(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPushAllIsPush: PushAll leaves a queue as pushing the items one by
+// one does, for every policy, loss records and an abandoned queue
+// included.
+func TestPushAllIsPush(t *testing.T) {
+	ctx := context.Background()
+	mk := func() []Item {
+		items := make([]Item, 7)
+		for i := range items {
+			items[i] = Item{Seq: uint64(i + 1), Line: []byte("{}\n"), Loss: i == 4}
+		}
+		return items
+	}
+	state := func(q *Queue) string {
+		st := q.Stats()
+		var seqs []uint64
+		for q.Len() > 0 {
+			got, err := q.Next(ctx, make([]*Item, 0, 16))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range got {
+				seqs = append(seqs, it.Seq)
+			}
+			q.Delivered(len(got))
+		}
+		return fmt.Sprintf("%+v %v %v", st, q.TakeUnreported(), seqs)
+	}
+	for _, pol := range []Policy{DropNewest, DropOldest, Block} {
+		for _, abandon := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/abandoned=%v", pol, abandon), func(t *testing.T) {
+				one, all := New("s", 3, pol), New("s", 3, pol)
+				n := 7
+				if pol == Block && !abandon {
+					n = 3 // a fourth would wait for room
+				}
+				if abandon {
+					one.Abandon("sink_error")
+					all.Abandon("sink_error")
+				}
+				items := mk()
+				for i := range items[:n] {
+					if err := one.Push(ctx, &items[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := all.PushAll(ctx, mk()[:n])
+				if err != nil || got != n {
+					t.Fatalf("PushAll = %d, %v", got, err)
+				}
+				if a, b := state(one), state(all); a != b {
+					t.Errorf("Push one by one: %s\nPushAll:          %s", a, b)
+				}
+			})
+		}
+	}
+	// Block: PushAll waits for room like Push and gives up with ctx.
+	q := New("s", 2, Block)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if got, err := q.PushAll(cctx, mk()[:3]); got != 2 || !errors.Is(err, context.Canceled) {
+		t.Errorf("PushAll on a full Block queue with ctx cancelled = %d, %v", got, err)
 	}
 }
