@@ -20,6 +20,8 @@ import (
 
 // dirMove is a directory rename of the read being converted: the
 // directory was at old just before record at, and at new just after it.
+// old is "" when the kernel did not report it (under inode marks, a move
+// out of a directory not marked): what was below new then is unknowable.
 type dirMove struct {
 	at       int
 	old, new string
@@ -28,10 +30,9 @@ type dirMove struct {
 	swap bool
 }
 
-// isDirMove reports whether r is a directory rename with both sides.
+// isDirMove reports whether r is a directory rename with a new side.
 func isDirMove(r *kernel.RawEvent) bool {
-	return r.Err == nil && r.Mask&(kernel.FanRename|kernel.FanOnDir) == kernel.FanRename|kernel.FanOnDir &&
-		r.OldDir.Valid() && r.NewDir.Valid()
+	return r.Err == nil && r.Mask&(kernel.FanRename|kernel.FanOnDir) == kernel.FanRename|kernel.FanOnDir && r.NewDir.Valid()
 }
 
 // lagged returns where p, a path just read by handle, was at the event
@@ -61,13 +62,19 @@ func (c *Capture) lagged(b *batch, p string) string {
 		if !isDirMove(r) {
 			continue
 		}
-		nd, od := c.resolveNow(&r.NewDir), c.resolveNow(&r.OldDir)
-		if nd == "" || od == "" {
-			continue // a side is gone: this move can't be undone
+		nd, od := c.resolveNow(&r.NewDir), ""
+		if r.OldDir.Valid() {
+			if od = c.resolveNow(&r.OldDir); od == "" {
+				continue // gone: this move can't be undone
+			}
 		}
-		m := dirMove{at: j,
-			new: joinEscaped(backThrough(b.moves, j, nd), string(r.NewName)),
-			old: joinEscaped(backThrough(b.moves, j, od), string(r.OldName))}
+		if nd == "" {
+			continue
+		}
+		m := dirMove{at: j, new: joinEscaped(backThrough(b.moves, j, nd), string(r.NewName))}
+		if od != "" {
+			m.old = joinEscaped(backThrough(b.moves, j, od), string(r.OldName))
+		}
 		if n := len(b.moves); n > 0 && b.moves[n-1].at == j+1 && exchanged(r, &b.raw[j+1]) {
 			b.moves[n-1].swap = true
 		}
@@ -82,6 +89,9 @@ func backThrough(moves []dirMove, at int, p string) string {
 	for k := 0; k < len(moves) && moves[k].at > at; k++ {
 		m := &moves[k]
 		if under(p, m.new) {
+			if m.old == "" {
+				return "" // it came from where the kernel does not say
+			}
 			p = m.old + p[len(m.new):]
 			if m.swap {
 				k++ // its other half happened at the same time
