@@ -181,6 +181,8 @@ type Capture struct {
 	buf      []byte
 	raw      []kernel.RawEvent
 	scratch  []byte
+	evCap    int          // the largest batch of Events so far: reused slices grow to it
+	evFree   chan []Event // slices given back by Recycle, for Run to reuse
 
 	roots  []rootState            // what each watched path was when marked, see mounts.go
 	mw     *mountWatch            // during Run
@@ -200,13 +202,14 @@ type Capture struct {
 // marks. The caller must Close the Capture.
 func New(opts Options, log zerolog.Logger) (*Capture, error) {
 	c := &Capture{
-		log:   log.With().Str("component", "capture").Logger(),
-		opts:  opts,
-		self:  int32(os.Getpid()),
-		dirs:  newPathCache(dirCacheSize),
-		gone:  newPathCache(goneCacheSize),
-		raw:   make([]kernel.RawEvent, 0, 1024),
-		scope: scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
+		log:    log.With().Str("component", "capture").Logger(),
+		opts:   opts,
+		self:   int32(os.Getpid()),
+		dirs:   newPathCache(dirCacheSize),
+		gone:   newPathCache(goneCacheSize),
+		raw:    make([]kernel.RawEvent, 0, 1024),
+		evFree: make(chan []Event, recycledBatches),
+		scope:  scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -497,6 +500,40 @@ func (c *Capture) Close() error {
 		}
 	})
 	return c.closeErr
+}
+
+// recycledBatches bounds the Event slices kept for reuse.
+const recycledBatches = 4
+
+// Recycle gives back a slice Run sent, once every Event in it has been
+// released and nothing refers to it or to its Events any more: Run reuses
+// its storage for a later batch instead of allocating one per read. It
+// may be called from any goroutine; a slice it has no room for is left to
+// the garbage collector. Calling it is optional.
+func (c *Capture) Recycle(evs []Event) {
+	if c.evFree == nil || cap(evs) == 0 {
+		return
+	}
+	evs = evs[:cap(evs)]
+	clear(evs) // drop the paths and file identities they point to
+	select {
+	case c.evFree <- evs[:0]:
+	default:
+	}
+}
+
+// events returns an empty Event slice with room for n: a recycled one
+// when there is one, else a new one as large as the largest batch so far.
+func (c *Capture) events(n int) []Event {
+	c.evCap = max(c.evCap, n)
+	select {
+	case evs := <-c.evFree:
+		if cap(evs) >= n {
+			return evs
+		}
+	default:
+	}
+	return make([]Event, 0, c.evCap)
 }
 
 // Stats returns a snapshot of the counters.

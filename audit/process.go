@@ -106,7 +106,7 @@ func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time
 			nev += max(1, bits.OnesCount64(raw[i].Mask&allActionBits))
 		}
 	}
-	b.evs = make([]Event, 0, nev)
+	b.evs = c.events(nev)
 	if c.fdMode {
 		b.stats = make([]kernel.Stat, 0, nraw)
 	} else {

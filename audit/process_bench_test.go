@@ -88,3 +88,54 @@ func actionBits2() (out []Action) {
 	}
 	return out
 }
+
+// TestRecycleReusesEvents: a slice given back with Recycle is the storage
+// of the next batch, which comes out as a fresh slice would.
+func TestRecycleReusesEvents(t *testing.T) {
+	seed := seedBuffer(t, "real-wl")
+	raw, err := kernel.Decode(nil, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCapture := func() *Capture {
+		c := &Capture{
+			log:  zerolog.Nop(),
+			want: setOf(actionBits2()),
+			dirs: newPathCache(dirCacheSize), gone: newPathCache(goneCacheSize),
+			scope:  scope{roots: []string{"/m"}},
+			self:   -1,
+			evFree: make(chan []Event, recycledBatches),
+		}
+		for _, r := range raw {
+			for _, h := range []kernel.Handle{r.Dir, r.OldDir, r.NewDir, r.FID} {
+				if h.Valid() {
+					c.dirs.put(h.Key, "/m/dir")
+				}
+			}
+		}
+		return c
+	}
+	now := time.Now()
+	c, fresh := newCapture(), newCapture()
+	first, _ := c.process(seed, now, false)
+	if len(first) == 0 {
+		t.Fatal("no events from the seed buffer")
+	}
+	c.Recycle(first)
+	second, _ := c.process(seed, now, false)
+	fresh.process(seed, now, false) // the same caches' state as c
+	want, _ := fresh.process(seed, now, false)
+	if &second[:1][0] != &first[:1][0] {
+		t.Error("the recycled slice was not reused")
+	}
+	if len(second) != len(want) {
+		t.Fatalf("%d events from a recycled slice, %d from a new one", len(second), len(want))
+	}
+	for i := range second {
+		a, b := second[i], want[i]
+		a.fid, b.fid = nil, nil
+		if a != b {
+			t.Fatalf("event %d: %+v from a recycled slice, %+v from a new one", i, a, b)
+		}
+	}
+}

@@ -94,6 +94,8 @@ type Enricher struct {
 	missingCache [1 << numMissBits][]string // Run's goroutine only
 	slabSize     int                        // Run's goroutine only: records per arena
 
+	recycle func([]audit.Event) // RecycleTo; set before Run
+
 	tokens     float64 // hash I/O budget, Run's goroutine only
 	tokensAt   time.Time
 	tokenBurst float64
@@ -158,6 +160,11 @@ func New(opts Options, log zerolog.Logger) (*Enricher, error) {
 	}
 	return e, nil
 }
+
+// RecycleTo makes Run hand every input batch to f once it is done with
+// it: its events are released, its records emitted, and nothing refers to
+// the slice any more (audit.Capture.Recycle). Call it before Run.
+func (e *Enricher) RecycleTo(f func([]audit.Event)) { e.recycle = f }
 
 // Close ends the proc connector subscription. Run's return does the same;
 // Close is for an Enricher that never runs. It is idempotent.
@@ -291,6 +298,11 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, emit func([
 			}
 			fifo[0] = nil
 			fifo = fifo[1:]
+			if e.recycle != nil {
+				// Every event was released when its record was built or
+				// hashed, and hash jobs are done (n reached 0).
+				e.recycle(p.events)
+			}
 			if len(free) < maxFreeBatches {
 				// emit is done with the records: clear them for reuse
 				// (fill sets only what it knows) and drop the events.

@@ -397,3 +397,43 @@ func TestConvertReusesArena(t *testing.T) {
 		t.Errorf("record %+v", r)
 	}
 }
+
+// TestRunRecycles: every input batch is handed to the recycler once, in
+// order, after its records were emitted and its events released.
+func TestRunRecycles(t *testing.T) {
+	e := newTest(t, nil)
+	batches := [][]audit.Event{
+		{ev(100, audit.ActionCreate, "/m/a"), ev(200, audit.ActionOpen, "/m/b")},
+		{ev(200, audit.ActionCloseWrite, "/m/c")},
+		{ev(100, audit.ActionDelete, "/m/d")},
+	}
+	in := make(chan []audit.Event, len(batches))
+	for _, b := range batches {
+		in <- b
+	}
+	close(in)
+	emitted := 0
+	var got [][]audit.Event
+	e.RecycleTo(func(b []audit.Event) {
+		for i := range b {
+			if b[i].File != nil || b[i].PidFD != -1 {
+				t.Errorf("recycled event %d not released", i)
+			}
+		}
+		if emitted != len(got)+1 {
+			t.Errorf("batch %d recycled after %d emits", len(got), emitted)
+		}
+		got = append(got, b)
+	})
+	if err := e.Run(context.Background(), in, func([]*record.Record) error { emitted++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(batches) {
+		t.Fatalf("%d batches recycled, want %d", len(got), len(batches))
+	}
+	for i := range got {
+		if &got[i][0] != &batches[i][0] {
+			t.Errorf("batch %d: another slice recycled", i)
+		}
+	}
+}

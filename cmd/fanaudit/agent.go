@@ -73,6 +73,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		return err // already says "capture: …"
 	}
 	defer capt.Close()
+	// The capture reuses its Event slices once enrichment is done with them.
+	enr.RecycleTo(capt.Recycle)
 
 	runID, err := newRunID()
 	if err != nil {
