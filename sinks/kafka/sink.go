@@ -395,13 +395,12 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 		}()
 		return
 	}
-	if s.order.isTurn(t) {
-		s.spoolInTurn(ctx, q, b, win, senders, t)
-		return
-	}
-	// Earlier direct batches are still in flight and may yet spool: this
-	// one waits its turn off the gather loop, in memory bounded by the
-	// window's size.
+	// The batch is written to the spool off the gather loop, after every
+	// earlier batch is done with the spool (earlier direct batches still
+	// in flight may yet spool), in memory bounded by the window's size: a
+	// write or an fsync that stalls on a busy disk does not stop the sink
+	// from taking the next batches off its queue, which the capture waits
+	// on when it is full.
 	if err := s.spoolWait.acquire(ctx, b.bytes); err != nil {
 		s.order.done(t)
 		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
@@ -575,12 +574,6 @@ func (o *orderer) ticket() uint64 {
 	t := o.next
 	o.next++
 	return t
-}
-
-func (o *orderer) isTurn(t uint64) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.turn == t
 }
 
 // wait blocks until it is t's turn, or ctx ends (on abort order no longer

@@ -120,9 +120,10 @@ type spool struct {
 	rout []spooled
 	rAvg int // average frame size seen, to size reads
 
-	cursorAt    time.Time // last cursor write
-	cursorDirty bool      // the ack position moved since
-	nextID      uint64    // ids only grow, so the cursor never points past a new segment
+	unsynced    []*os.File // segments rotated out, for the syncer to fsync and close (fsync = "interval")
+	cursorAt    time.Time  // last cursor write
+	cursorDirty bool       // the ack position moved since
+	nextID      uint64     // ids only grow, so the cursor never points past a new segment
 
 	// Loss accounting (see the package doc). runOwed counts this run's
 	// records appended and not yet settled (acknowledged, dead-lettered or
@@ -502,7 +503,9 @@ func (s *spool) appendFrom(ctx context.Context, src frameSource) error {
 	}
 	s.dirty = true
 	switch {
-	case s.fsync == "always", s.fsync == "interval" && time.Since(s.lastSync) >= s.interval:
+	case s.fsync == "always":
+		// fsync = "interval" is the syncer's (syncDue), off the lock and
+		// off the path that takes batches from the queue.
 		return s.syncLocked()
 	}
 	return nil
@@ -620,26 +623,59 @@ func (s *spool) syncLocked() error {
 	return nil
 }
 
-// syncDue fsyncs appended records older than fsync_interval; the sink
-// calls it on a ticker so a quiet spool does not keep records unsynced.
+// syncDue fsyncs what was appended since its last call: the sink calls it
+// every fsync_interval (fsync = "interval").
+//
+// The fsyncs run without the spool's lock: an fsync of a segment can take
+// hundreds of milliseconds on a busy disk, and appends (the sink taking
+// batches from its queue, which the capture waits on when full) must not
+// wait for it. Segments closed by rotation since the last call are synced
+// and closed here too. A segment the spool closes meanwhile (everything
+// delivered, or a failed write) makes its Sync fail harmlessly.
 func (s *spool) syncDue() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fsync != "interval" || time.Since(s.lastSync) < s.interval {
+	if s.fsync != "interval" || !s.dirty && len(s.unsynced) == 0 {
+		s.mu.Unlock()
 		return nil
 	}
-	return s.syncLocked()
+	w, old := s.w, s.unsynced
+	if !s.dirty {
+		w = nil
+	}
+	s.unsynced, s.dirty, s.lastSync = nil, false, time.Now()
+	s.mu.Unlock()
+	var errs []error
+	for _, f := range old {
+		if err := f.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("spool fsync: %w", err))
+		}
+		if err := f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("spool close segment: %w", err))
+		}
+	}
+	if w != nil {
+		if err := w.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, fmt.Errorf("spool fsync: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *spool) rotateLocked() error {
 	if s.w != nil {
-		if s.fsync != "never" {
+		switch s.fsync {
+		case "interval":
+			// Synced and closed by the syncer (syncDue), off the lock.
+			s.unsynced = append(s.unsynced, s.w)
+		case "always":
 			if err := s.w.Sync(); err != nil {
 				return fmt.Errorf("spool fsync: %w", err)
 			}
-		}
-		if err := s.w.Close(); err != nil {
-			return fmt.Errorf("spool close segment: %w", err)
+			fallthrough
+		default:
+			if err := s.w.Close(); err != nil {
+				return fmt.Errorf("spool close segment: %w", err)
+			}
 		}
 		s.w = nil
 	}
@@ -1074,6 +1110,13 @@ func (s *spool) close() error {
 	if s.cursorDirty {
 		err = s.writeCursorLocked(s.ack)
 	}
+	for _, f := range s.unsynced {
+		if serr := f.Sync(); err == nil {
+			err = serr
+		}
+		f.Close()
+	}
+	s.unsynced = nil
 	if s.w != nil {
 		if s.fsync != "never" {
 			if serr := s.w.Sync(); err == nil {

@@ -373,3 +373,52 @@ func TestSpoolBatchRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestSpoolIntervalSyncOffAppend: with fsync = "interval" an append never
+// fsyncs (rotated segments wait for the syncer, which syncs and closes
+// them without the spool's lock), and close syncs what is left.
+func TestSpoolIntervalSyncOffAppend(t *testing.T) {
+	cfg := testSpoolCfg(t.TempDir())
+	cfg.Fsync = "interval"
+	s, err := openSpool(cfg, sinks.Block, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := s.append(context.Background(), recs(i*50, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	rotated, dirty := len(s.unsynced), s.dirty
+	s.mu.Unlock()
+	if rotated == 0 || !dirty {
+		t.Fatalf("after appends over several segments: %d segments left for the syncer, dirty %v; want some, true", rotated, dirty)
+	}
+	if err := s.syncDue(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	rotated, dirty = len(s.unsynced), s.dirty
+	s.mu.Unlock()
+	if rotated != 0 || dirty {
+		t.Fatalf("after syncDue: %d segments unsynced, dirty %v", rotated, dirty)
+	}
+	if err := s.append(context.Background(), recs(500, 200)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.unsynced) != 0 {
+		t.Fatal("close left segments unsynced")
+	}
+	s2, err := openSpool(cfg, sinks.Block, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.close()
+	if got := drain(t, s2); fmt.Sprint(got) != fmt.Sprint(wantIDs(0, 700)) {
+		t.Fatalf("read back %d records after reopening, want 700 in order", len(got))
+	}
+}
