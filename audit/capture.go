@@ -514,8 +514,9 @@ func (c *Capture) Recycle(evs []Event) {
 	if c.evFree == nil || cap(evs) == 0 {
 		return
 	}
-	evs = evs[:cap(evs)]
-	clear(evs) // drop the paths and file identities they point to
+	// Drop the paths and file identities they point to. Past len they
+	// are zero already: Run clears what it drops from a batch.
+	clear(evs)
 	select {
 	case c.evFree <- evs[:0]:
 	default:
