@@ -25,6 +25,10 @@ type session struct {
 	done   chan error
 	ch     chan []Event
 
+	// canon, if set, maps a path to the one the test compares (a bind
+	// mount and its source name the same objects).
+	canon func(string) string
+
 	mu     sync.Mutex
 	events []Event
 	cond   *sync.Cond
@@ -127,7 +131,9 @@ func (s *session) mark(dir string) string {
 	s.t.Helper()
 	p := filepath.Join(dir, fmt.Sprintf(".mark-%d", time.Now().UnixNano()))
 	runHelper(s.t, "touch", p)
-	s.waitFor("marker "+p, func(e *Event) bool { return e.Action == ActionCreate && e.Path == p })
+	s.waitFor("marker "+p, func(e *Event) bool {
+		return e.Action == ActionCreate && (e.Path == p || (s.canon != nil && s.canon(e.Path) == p))
+	})
 	return p
 }
 

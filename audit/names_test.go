@@ -36,6 +36,9 @@ func TestNames(t *testing.T) {
 				if tc.inodeMarks {
 					scopes = scopes[1:]
 				}
+				if fs.bind != "" && tc.paths != nil {
+					continue // the case's own bind mounts
+				}
 				if fs.noFSMark {
 					if tc.fsOnly {
 						continue
@@ -59,6 +62,23 @@ func TestNames(t *testing.T) {
 						var after func(*testing.T, string) string
 						if fs.layer {
 							after = overlayOver
+						}
+						if fs.bind != "" {
+							// The case runs through a bind mount of its
+							// directory, watched with it, in the layout's order;
+							// an object is named under either (both true).
+							var src string
+							after = func(t *testing.T, d string) string {
+								src = d
+								return bindMount(t, d)
+							}
+							tc.paths = func(b string) []string {
+								if fs.bind == "first" {
+									return []string{b, src}
+								}
+								return []string{src, b}
+							}
+							tc.aliasOf = func() string { return src }
 						}
 						events += tc.check(t, dir, sc, after)
 					})
@@ -87,6 +107,10 @@ type nameLayout struct {
 	// lower layer of an overlayfs, and the case runs in the merged
 	// directory (a container's image files).
 	layer bool
+	// bind: after a case's setup, its directory is bind-mounted, and the
+	// case runs in the bind mount, watched together with its source:
+	// "first" (paths = [bind, src]) or "last" (#12 case 7 for every case).
+	bind string
 }
 
 func nameLayouts() []nameLayout {
@@ -124,6 +148,10 @@ func nameLayouts() []nameLayout {
 		// The same with every pre-existing file in the lower layer: deletes
 		// and renames there are whiteouts and copy-ups in the upper one.
 		{name: "overlayfs-lower", mount: tmpfs, noFSMark: true, layer: true},
+		// Every case through a bind mount watched with its source, in
+		// either order.
+		{name: "bind-first", mount: tmpfs, bind: "first"},
+		{name: "bind-last", mount: tmpfs, bind: "last"},
 	}
 }
 
@@ -210,6 +238,9 @@ type nameCase struct {
 	// every record queued, and the objects already where run left them,
 	// as a reader that lags behind a burst does.
 	lagged bool
+	// aliasOf, if set, returns a watched directory that shows the same
+	// objects as the case's: names under it are rewritten to the case's.
+	aliasOf func() string
 	// accept maps each of several true names of one event to the one want
 	// lists.
 	accept func(dir string, got []string) []string
@@ -235,6 +266,16 @@ func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T
 	if tc.raw {
 		opts.Actions = FileActions()
 	}
+	var canon func(string) string
+	if tc.aliasOf != nil {
+		a := tc.aliasOf()
+		canon = func(p string) string {
+			if under(p, a) {
+				return dir + p[len(a):]
+			}
+			return p
+		}
+	}
 	var s *session
 	if tc.lagged {
 		c, err := New(opts, testLogger(t))
@@ -243,12 +284,19 @@ func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T
 		}
 		tc.run(t, nil, dir)
 		s = attachSession(t, c)
+		s.canon = canon
 	} else {
 		s = startSession(t, opts)
+		s.canon = canon
 		tc.run(t, s, dir)
 	}
 	s.mark(filepath.Join(dir, tc.markIn))
 	evs := s.take()
+	if s.canon != nil {
+		for i := range evs {
+			evs[i].Path, evs[i].OldPath = s.canon(evs[i].Path), s.canon(evs[i].OldPath)
+		}
+	}
 	if tc.mayMiss != nil && scope == ScopeSubtree {
 		requireCounted(t, s, evs, tc.mayMiss...)
 	} else if tc.throughNew && scope == ScopeSubtree {
