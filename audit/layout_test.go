@@ -337,6 +337,10 @@ func checkPreTree(t *testing.T, s *session, dir string) {
 	}
 	want := []string{"close_write ./pre/a/b/f", "rename ./pre/a/c/g <- ./pre/a/b/g", "delete ./pre/a/c/g",
 		"delete ./pre/a/b/f", "delete ./pre/a/b (dir)"}
+	// When the reader lags, events in b wait for b's delete to name them
+	// and go out just before it (see names.go): compared as sets.
+	slices.Sort(got)
+	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		var all []string
 		for i := range evs {
