@@ -296,8 +296,11 @@ func (e *Enricher) Run(ctx context.Context, in <-chan []audit.Event, emit func([
 			if err := emit(p.recs); err != nil {
 				return err
 			}
-			fifo[0] = nil
-			fifo = fifo[1:]
+			// Shift rather than reslice, so that appending to fifo
+			// reuses its array instead of growing a new one per batch.
+			n := copy(fifo, fifo[1:])
+			fifo[n] = nil
+			fifo = fifo[:n]
 			if e.recycle != nil {
 				// Every event was released when its record was built or
 				// hashed, and hash jobs are done (n reached 0).

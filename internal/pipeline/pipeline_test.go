@@ -732,8 +732,9 @@ func TestStagesEnrichQuitsEarly(t *testing.T) {
 // discardSink settles everything at once.
 type discardSink struct{}
 
-func (discardSink) Reopen() error { return nil }
-func (discardSink) Close() error  { return nil }
+func (discardSink) Reopen() error        { return nil }
+func (discardSink) SettlesInOrder() bool { return true }
+func (discardSink) Close() error         { return nil }
 func (discardSink) Run(ctx context.Context, q sinks.Input) error {
 	buf := make([]*sinks.Item, 0, 512)
 	for {
