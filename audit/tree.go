@@ -56,6 +56,11 @@ const ReasonUnwatchedWindow = "unwatched_window"
 //   - A directory renamed into the tree is marked with its subtree (no
 //     synthesized creates: the rename record covers it); renamed out of
 //     it, its marks are removed; within it, the remembered paths move.
+//   - A directory whose create or move in is read after it moved on
+//     within the tree (mkdir d && mv d e, read after both) has nothing
+//     marked at its old path: it is marked at its next rename in the
+//     tree, where it went (see markNew); so is one renamed from an
+//     excluded name to an included one.
 //   - rmdir frees the kernel's mark with the inode; the delete (or the
 //     directory's own delete_self) makes the tree forget it.
 //   - The walk stays on the root's filesystem and skips directories the
@@ -78,6 +83,11 @@ type tree struct {
 	roots []treeRoot
 	dirs  map[string]string   // handle key → escaped path of a marked directory
 	synth map[string]struct{} // escaped paths of synthesized creates
+	// late: directories whose create (true) or move in (false) was read
+	// after they had moved on (mkdir d && mv d e, read after both), so
+	// nothing was marked at the path: handle key → made here. Their next
+	// rename within the tree marks them where they went.
+	late map[string]bool
 }
 
 type treeRoot struct {
@@ -90,7 +100,7 @@ type treeRoot struct {
 const synthMax = 4096
 
 func newTree(mask uint64, auto bool, max int) *tree {
-	return &tree{mask: mask, auto: auto, max: max, dirs: make(map[string]string), synth: make(map[string]struct{})}
+	return &tree{mask: mask, auto: auto, max: max, dirs: make(map[string]string), synth: make(map[string]struct{}), late: make(map[string]bool)}
 }
 
 // realPath turns an escaped path back into the bytes the kernel knows.
@@ -445,11 +455,7 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 			}
 		}
 		if rt := t.root(path); rt != nil && !rt.frozen {
-			ok, failed, window := c.markTree(b, rt, path, true)
-			c.announceWindow(b, path, window)
-			if !ok {
-				c.fallback(b, rt, failed)
-			}
+			c.markNew(b, rt, obj, path, true, false)
 		}
 	case m&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0:
 		oldIn := oldPath != "" && t.root(oldPath) != nil
@@ -457,23 +463,65 @@ func (c *Capture) follow(b *batch, from int, r *kernel.RawEvent, obj *kernel.Han
 		if path != "" {
 			newRt = t.root(path)
 		}
+		unmarked := false // a directory moving within the tree with no mark
+		if obj.Valid() {
+			_, marked := t.dirs[string(obj.Key)]
+			unmarked = !marked
+		}
 		switch {
+		case oldIn && newRt != nil && unmarked && !newRt.frozen:
+			// Its create or move in was read after it had moved on, or
+			// its old name was out of scope: it is marked where it went.
+			created, late := t.late[string(obj.Key)]
+			c.markNew(b, newRt, obj, path, created, late)
 		case oldIn && newRt != nil:
 			t.move(oldPath, path)
 		case oldIn:
 			t.unmark(c, oldPath, path)
-		case newRt != nil && !newRt.frozen:
-			ok, failed, window := c.markTree(b, newRt, path, false)
-			c.announceWindow(b, path, window)
-			if !ok {
-				c.fallback(b, newRt, failed)
+			if obj.Valid() {
+				delete(t.late, string(obj.Key))
 			}
+		case newRt != nil && !newRt.frozen:
+			c.markNew(b, newRt, obj, path, false, false)
 		}
 	case m&(kernel.FanDelete|kernel.FanDeleteSelf) != 0:
 		// rmdir: the kernel drops the mark with the inode.
 		if obj.Valid() {
 			delete(t.dirs, string(obj.Key))
+			delete(t.late, string(obj.Key))
 		}
+	}
+}
+
+// markNew marks a directory that appeared in the tree at path (made
+// there, or moved in), announces its window and falls back when marking
+// failed. When what it marked at path is not the event's directory obj
+// (obj has moved on since: mkdir d && mv d e, read after both), obj is
+// remembered as late and marked at its next rename within the tree.
+// late says this is that rename: a directory moved in that moved on
+// before its mark has no time to compare its changes with, so its window
+// is announced.
+func (c *Capture) markNew(b *batch, rt *treeRoot, obj *kernel.Handle, path string, created, late bool) {
+	t := c.tree
+	ok, failed, window := c.markTree(b, rt, path, created)
+	marked := true
+	if obj.Valid() {
+		_, marked = t.dirs[string(obj.Key)]
+		if marked {
+			delete(t.late, string(obj.Key))
+		} else if ok {
+			if len(t.late) >= synthMax {
+				clear(t.late) // at worst a directory found late is marked as moved in
+			}
+			t.late[string(obj.Key)] = created
+		}
+	}
+	if late && !created && marked {
+		window = true
+	}
+	c.announceWindow(b, path, window)
+	if !ok {
+		c.fallback(b, rt, failed)
 	}
 }
 

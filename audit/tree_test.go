@@ -212,3 +212,66 @@ func TestScopeVerdictCache(t *testing.T) {
 		}
 	}
 }
+
+// TestSubtreeDirMovedBeforeMark: a directory that appeared in the subtree
+// (made there, or moved in) and was renamed again within it before the
+// reader got to its create or rename, or renamed from an excluded name to
+// an included one, is marked where it went: work in it afterwards is
+// reported, and work in it before its mark is announced (unwatched_window
+// naming where it went), never lost without a record.
+func TestSubtreeDirMovedBeforeMark(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		exclude      []string
+		live         bool     // the script runs while the reader runs
+		lost         string   // a directory whose earlier work was lost: announced
+		later        []string // files written once the backlog is read
+	}{
+		{name: "made", script: `mkdir w/x; echo a > w/x/f; mv w/x w/y`, lost: "y", later: []string{"y/g"}},
+		{name: "made-twice", script: `mkdir w/x; mv w/x w/y; mv w/y w/z`, later: []string{"z/g"}},
+		{name: "made-nested", script: `mkdir -p w/x/s; mv w/x w/y`, later: []string{"y/g", "y/s/g"}},
+		{name: "moved-in", script: `mv src/x w/x; echo a >> w/x/s/f; mv w/x w/y`, lost: "y", later: []string{"y/g", "y/s/g"}},
+		{name: "replaced", script: `mkdir w/x; mv w/x w/y; mkdir w/x`, later: []string{"y/g", "x/g"}},
+		{name: "excluded", script: `mv w/x.tmp w/x`, exclude: []string{"*.tmp"}, live: true, later: []string{"x/g", "x/s/g"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt := tmpfs(t)
+			w := filepath.Join(mnt, "w")
+			mkdirs(t, w, filepath.Join(mnt, "src", "x", "s"), filepath.Join(w, "x.tmp", "s"))
+			sh(t, mnt, `echo x > src/x/s/f`)
+			c, err := New(Options{Paths: []string{w}, Scope: ScopeSubtree, Exclude: tc.exclude}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s *session
+			if tc.live {
+				s = attachSession(t, c)
+			}
+			// Without live, before the reader starts: it reads the create
+			// (or rename in) after the directory has moved on.
+			sh(t, mnt, tc.script)
+			if !tc.live {
+				s = attachSession(t, c)
+			}
+			s.mark(w)
+			for _, f := range tc.later {
+				runHelper(t, "touch", filepath.Join(w, f))
+			}
+			s.mark(w)
+			evs := s.take()
+			for _, f := range tc.later {
+				p := filepath.Join(w, f)
+				if !has(evs, ActionCloseWrite, p) {
+					t.Errorf("no close_write %s: its directory was never marked (%d inode marks)", p, c.Stats().InodeMarks)
+				}
+			}
+			ann := announced(evs)
+			if tc.lost != "" && ann[filepath.Join(w, tc.lost)] != 1 {
+				t.Errorf("work in %s before its mark not announced: %v", tc.lost, ann)
+			}
+			if tc.lost == "" && len(ann) > 0 {
+				t.Errorf("announced with nothing lost: %v", ann)
+			}
+		})
+	}
+}
