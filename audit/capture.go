@@ -154,6 +154,7 @@ type counters struct {
 type mountRef struct {
 	fsid uint64
 	f    *os.File
+	root string // the watched path it was opened for ("" for exec paths)
 }
 
 // Capture reads one fanotify group.
@@ -365,7 +366,7 @@ func (c *Capture) setup() error {
 		// Every root's mount is kept: a bind mount shows only part of the
 		// filesystem, and a handle resolves to a usable path only through a
 		// mount that shows it (see Capture.resolve).
-		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: root})
 		if c.fdMode {
 			// A mount mark covers one mount only, so fd mode marks every root.
 			if err := g.Mark(kernel.MarkAdd|kernel.MarkMount, mask, realPath(root)); err != nil {

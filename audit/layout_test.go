@@ -308,6 +308,58 @@ func TestUnmountedRoot(t *testing.T) {
 	}
 }
 
+// TestUnmountedBindWithSource: a bind mount of a subdirectory watched
+// together with its source, in either order, is unmounted: health names
+// it, and what happens in the source, bound directory included, is still
+// named, by the source's paths (the unmounted path shows nothing now, so
+// no name may point into it). A new bind mount at the path is watched
+// again.
+func TestUnmountedBindWithSource(t *testing.T) {
+	for _, first := range []bool{true, false} {
+		t.Run(map[bool]string{true: "bind-first", false: "bind-last"}[first], func(t *testing.T) {
+			src := tmpfs(t)
+			sub, other := filepath.Join(src, "sub"), filepath.Join(src, "other")
+			mkdirs(t, sub, other)
+			at := mountDir(t, "fanaudit-umount-")
+			run(t, "mount", "--bind", sub, at)
+			paths := []string{at, src}
+			if !first {
+				paths = []string{src, at}
+			}
+			s := startSession(t, Options{Paths: paths})
+			// While the bind mount is there, what is in sub is under both
+			// watched paths, and named by either.
+			canon := func(p string) string {
+				if under(p, at) {
+					return sub + p[len(at):]
+				}
+				return p
+			}
+			s.canon = canon
+			checkOps(t, s, other)
+			sh(t, at, "echo x > f && rm f") // names sub's handle, through either path
+			s.mark(sub)
+			s.take()
+			s.canon = nil
+			run(t, "umount", "-l", at)
+			if why := waitHealth(t, s.c, false); !strings.Contains(why, at) {
+				t.Errorf("health %q", why)
+			}
+			checkOps(t, s, sub)
+			checkOps(t, s, other)
+			run(t, "mount", "--bind", sub, at)
+			waitHealth(t, s.c, true)
+			s.canon = canon
+			sh(t, at, "echo x > g")
+			s.mark(sub)
+			if evs := s.take(); !has(evs, ActionCloseWrite, filepath.Join(at, "g")) && !has(evs, ActionCloseWrite, filepath.Join(sub, "g")) {
+				t.Errorf("no close_write g through the new bind mount")
+			}
+			checkOps(t, s, other)
+		})
+	}
+}
+
 // mkPreTree makes, in dir, the tree checkPreTree works on.
 func mkPreTree(t *testing.T, dir string) {
 	t.Helper()

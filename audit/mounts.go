@@ -121,11 +121,7 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 		c.log.Warn().Err(err).Str("path", r.path).Msg("cannot open the new mount")
 		return
 	}
-	if c.mount(fsid) != nil {
-		f.Close()
-	} else {
-		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
-	}
+	c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: r.path})
 	if err := c.markRoot(r.path, fsid, mountinfo); err != nil {
 		c.log.Error().Err(err).Str("path", r.path).Msg("cannot watch the new mount")
 		return
@@ -151,9 +147,24 @@ func (c *Capture) anyGone() bool {
 
 // release lets go of what kept an unmounted filesystem alive: the tree's
 // memory of its directories (the kernel frees the inode marks with the
-// superblock) and the mount fd, unless another watched path still uses
-// that filesystem.
+// superblock) and the path's mount fd, and forgets every name under the
+// path: it shows nothing now. Another watched path on the same filesystem
+// (the source of a bound directory) keeps its own mount fd, its names and
+// the filesystem mark; the objects the path showed are named through it.
 func (c *Capture) release(r *rootState) {
+	c.dirs.dropPrefix(r.path)
+	c.gone.dropPrefix(r.path)
+	clear(c.verdicts)
+	mounts := c.mounts[:0]
+	for _, m := range c.mounts {
+		if m.root == r.path {
+			m.f.Close()
+			continue
+		}
+		mounts = append(mounts, m)
+	}
+	clear(c.mounts[len(mounts):])
+	c.mounts = mounts
 	if t := c.tree; t != nil {
 		roots := t.roots[:0]
 		for _, rt := range t.roots {
@@ -175,13 +186,6 @@ func (c *Capture) release(r *rootState) {
 		}
 	}
 	delete(c.fsMark, r.fsid)
-	for i, m := range c.mounts {
-		if m.fsid == r.fsid {
-			m.f.Close()
-			c.mounts = append(c.mounts[:i], c.mounts[i+1:]...)
-			break
-		}
-	}
 }
 
 // Health reports whether every watched path is watched, and why not.
