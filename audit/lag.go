@@ -21,7 +21,8 @@ import (
 // dirMove is a directory rename of the read being converted: the
 // directory was at old just before record at, and at new just after it.
 // old is "" when the kernel did not report it (under inode marks, a move
-// out of a directory not marked): what was below new then is unknowable.
+// out of a directory not marked) or its directory is gone by now: what
+// was below new then is unknowable.
 type dirMove struct {
 	at       int
 	old, new string
@@ -63,13 +64,15 @@ func (c *Capture) lagged(b *batch, p string) string {
 			continue
 		}
 		nd, od := c.resolveNow(&r.NewDir), ""
-		if r.OldDir.Valid() {
-			if od = c.resolveNow(&r.OldDir); od == "" {
-				continue // gone: this move can't be undone
-			}
-		}
 		if nd == "" {
 			continue
+		}
+		if r.OldDir.Valid() {
+			// A gone old directory leaves old "": what was below the
+			// moved directory then is unknowable now, never its later
+			// path (the records that name the old directory, queued
+			// later, may still name the events held for it).
+			od = c.resolveNow(&r.OldDir)
 		}
 		m := dirMove{at: j, new: joinEscaped(backThrough(b.moves, j, nd), string(r.NewName))}
 		if od != "" {

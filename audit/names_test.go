@@ -558,6 +558,31 @@ func nameCases() []nameCase {
 			},
 			sorted: true,
 		},
+		{
+			// The reader lags, and the directory the write happened in has
+			// moved out of a directory that is gone by the time the reader
+			// gets there: the write was in s/d, never in e (the handle's
+			// path now). Unknowable when read: unnamed and counted, never e/f.
+			name: "events in a pre-existing directory then it moves out of its parent and that is removed", lagged: true,
+			setup: files("s/", "s/d/", "s/d/f"),
+			run: func(t *testing.T, s *session, dir string) {
+				sh(t, dir, "echo y >> s/d/f && mv s/d e && rmdir s")
+			},
+			mayMiss: []Action{ActionOpen, ActionModify, ActionCloseWrite},
+			only:    []Action{ActionCloseWrite, ActionRename, ActionDelete},
+			want: func(string) []string {
+				return []string{"close_write ./s/d/f", "rename ./e <- ./s/d (dir)", "delete ./s (dir)"}
+			},
+			accept: func(dir string, got []string) []string {
+				for i, g := range got {
+					if g == "close_write ?" {
+						got[i] = "close_write ./s/d/f"
+					}
+				}
+				return got
+			},
+			sorted: true,
+		},
 		bindCase("bind mount listed first", true),
 		bindCase("bind mount listed last", false),
 	}
@@ -740,4 +765,34 @@ func TestRenameThroughUnmarkedDirectory(t *testing.T) {
 		t.Errorf("%d renames without a path, Stats.Unnamed = %d", unnamed, st.Unnamed)
 	}
 	t.Logf("first moves: %d named, %d unnamed and counted", named, unnamed)
+}
+
+// TestLaggedUnknowableNotCached: a directory whose path at a lagging
+// event is unknowable (it moved out of a directory that is gone by the
+// time the reader gets there) is not cached as nameless: what happens in
+// it afterwards is named where it is.
+func TestLaggedUnknowableNotCached(t *testing.T) {
+	for _, scope := range []string{ScopeFilesystem, ScopeSubtree} {
+		t.Run(scope, func(t *testing.T) {
+			dir := tmpfs(t)
+			files("s/", "s/d/", "s/d/f")(t, dir)
+			c, err := New(Options{Paths: []string{dir}, Scope: scope}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh(t, dir, "echo y >> s/d/f && mv s/d e && rmdir s")
+			s := attachSession(t, c)
+			s.mark(dir)
+			s.take()
+			runHelper(t, "touch", filepath.Join(dir, "e", "g"))
+			s.mark(dir)
+			if evs := s.take(); !has(evs, ActionCloseWrite, filepath.Join(dir, "e", "g")) {
+				var all []string
+				for i := range evs {
+					all = append(all, line(&evs[i], dir))
+				}
+				t.Errorf("no close_write ./e/g: %q", all)
+			}
+		})
+	}
 }

@@ -604,7 +604,7 @@ func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
 		return ""
 	}
 	p = c.lagged(b, p)
-	if cache && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
+	if cache && p != "" && st.Nlink > 0 && st.Mode&kernel.ModeType == kernel.ModeDir {
 		c.dirs.put(h.Key, p)
 	}
 	return p
