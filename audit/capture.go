@@ -175,15 +175,16 @@ type Capture struct {
 	markErr error           // markTree's last refused inode mark
 
 	// Reader state, touched only by Run.
-	dirs     *pathCache      // directory handle → path
-	verdicts map[string]bool // directory handle → nothing in it is in scope, see dropOutside
-	drop     []bool          // dropPass's flags, reused
-	gone     *pathCache      // unlinked files still referenced → path, for delete_self
-	buf      []byte
-	raw      []kernel.RawEvent
-	scratch  []byte
-	evCap    int          // the largest batch of Events so far: reused slices grow to it
-	evFree   chan []Event // slices given back by Recycle, for Run to reuse
+	dirs        *pathCache          // directory handle → path
+	verdicts    map[string]bool     // directory handle → nothing in it is in scope, see dropOutside
+	drop        []bool              // dropPass's flags, reused
+	gone        *pathCache          // unlinked files still referenced → path, for delete_self
+	deletedSelf map[string]struct{} // handles whose delete_self was read, see againDeleted
+	buf         []byte
+	raw         []kernel.RawEvent
+	scratch     []byte
+	evCap       int          // the largest batch of Events so far: reused slices grow to it
+	evFree      chan []Event // slices given back by Recycle, for Run to reuse
 
 	roots  []rootState            // what each watched path was when marked, see mounts.go
 	mw     *mountWatch            // during Run

@@ -216,6 +216,14 @@ func (c *Capture) fdEvent(b *batch, r *kernel.RawEvent) {
 // caches current.
 func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool) {
 	r, next := &raw[i], raw[i+1:]
+	if r.Mask&kernel.FanDeleteSelf != 0 && c.againDeleted(r) {
+		r.Mask &^= kernel.FanDeleteSelf
+		if r.Mask&allActionBits == 0 {
+			b.filtered++
+			closeRes(r.FD, r.PidFD)
+			return false
+		}
+	}
 	dir := r.Mask&kernel.FanOnDir != 0
 	var path, oldPath string
 	var w wait
@@ -353,6 +361,31 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 		c.hold(b, from, w)
 	}
 	return paired
+}
+
+// againDeleted reports whether r's delete_self repeats one already read:
+// when the agent opens an unlinked directory by its handle (naming an
+// event of it), the kernel can instantiate a second dentry for the inode
+// and report delete_self again as the agent closes it, blamed on the
+// agent. The handles of the delete_selfs read are remembered (bounded).
+func (c *Capture) againDeleted(r *kernel.RawEvent) bool {
+	h := &r.FID
+	if !h.Valid() {
+		h = &r.Dir
+	}
+	if !h.Valid() {
+		return false
+	}
+	if r.Pid == c.self {
+		if _, ok := c.deletedSelf[string(h.Key)]; ok {
+			return true
+		}
+	}
+	if c.deletedSelf == nil || len(c.deletedSelf) >= goneCacheSize {
+		c.deletedSelf = make(map[string]struct{})
+	}
+	c.deletedSelf[string(h.Key)] = struct{}{}
+	return false
 }
 
 // handleName names an object the event gives only a handle of: it is
