@@ -431,3 +431,59 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestRemountRefusedNoLeak: a new mount at an unmounted watched path that
+// the capture cannot watch (a btrfs subvol= mount next to another watched
+// filesystem: EXDEV) is retried at every later mount table change, and a
+// retry that fails keeps nothing open: no mount fd piles up per change.
+func TestRemountRefusedNoLeak(t *testing.T) {
+	testutil.RequireRoot(t)
+	other := tmpfs(t)
+	dev := mountSource(t, btrfs(t))
+	at := mountDir(t, "fanaudit-refused-")
+	run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", at)
+	var logs syncBuffer
+	c, err := New(Options{Paths: []string{other, at}}, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attachSession(t, c)
+	run(t, "umount", "-l", at)
+	waitHealth(t, c, false)
+	const refused = "cannot watch the new mount"
+	attempts := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(waitBound)
+		for strings.Count(logs.String(), refused) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d attempts to watch the new mount logged, want %d: %s", strings.Count(logs.String(), refused), n, logs.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	run(t, "mount", "-o", "subvol=sv", dev, at)
+	attempts(1)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	scratch := mountDir(t, "fanaudit-scratch-")
+	const changes = 6
+	for i := range changes {
+		// Each change of the mount table is a retry.
+		run(t, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", scratch)
+		attempts(2 + 2*i)
+		run(t, "umount", scratch)
+		attempts(3 + 2*i)
+	}
+	if after := fds(); after > before+2 {
+		t.Errorf("%d fds open after %d refused retries, %d before", after, 2*changes, before)
+	}
+	if ok, _ := c.Health(); ok {
+		t.Error("healthy with the path unwatched")
+	}
+}

@@ -124,6 +124,9 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 	c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: r.path})
 	if err := c.markRoot(r.path, fsid, mountinfo); err != nil {
 		c.log.Error().Err(err).Str("path", r.path).Msg("cannot watch the new mount")
+		// Let go of what this attempt opened and remembered (the mount
+		// fd, the tree root): the next mount table change tries again.
+		c.release(r)
 		return
 	}
 	r.gone, r.dev, r.ino, r.fsid = false, dev, ino, fsid
