@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"net"
@@ -230,25 +231,31 @@ func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *
 	m := p.partitionLock(g.part)
 	m.Lock()
 	defer m.Unlock()
-	done := make(chan error, 1)
+	done := make(chan sent, 1)
 	for from := 0; from < len(g.idx); {
 		cur := next
 		if cur.err == nil {
 			go func() { done <- p.send(ctx, g.part, *cur.buf) }()
 		} else {
-			done <- cur.err
+			done <- sent{err: cur.err}
 		}
 		from += len(cur.idx)
 		next = encoded{}
 		if from < len(g.idx) {
 			next = p.encode(msgs, chunk(from)) // while cur is in flight
 		}
-		err := <-done
+		r := <-done
+		err := r.err
 		p.bufs.Put(cur.buf)
-		for _, i := range cur.idx {
-			res[i] = err
+		for k, i := range cur.idx {
+			res[i] = r.recordErr(k)
 		}
 		if err != nil {
+			// The later requests were never sent: an error about the
+			// records of this one (dead_letter) is not theirs.
+			if deadLetterable(err) {
+				err = fmt.Errorf("%w (an earlier request of the partition was refused: %v)", errNotSent, err)
+			}
 			for _, i := range g.idx[from:] {
 				res[i] = err
 			}
@@ -278,7 +285,33 @@ func (p *producer) encode(msgs []kafkago.Message, idx []int) encoded {
 	return encoded{buf: bp, idx: idx, err: err}
 }
 
-func (p *producer) send(ctx context.Context, part int, batch []byte) error {
+// errNotSent is the error of records that were not sent, or not taken,
+// for another record's sake: they are retried, never dead-lettered.
+var errNotSent = errors.New("not sent")
+
+// sent is the broker's answer to one request: err for the request, and
+// for each record it named (record_errors, by index in the batch) that
+// record's error.
+type sent struct {
+	err  error
+	recs map[int]error
+}
+
+// recordErr is the error of the batch's k-th record. The broker refuses a
+// whole batch for the records it names; the others were not taken because
+// of them, and are sent again.
+func (r sent) recordErr(k int) error {
+	if r.err == nil || len(r.recs) == 0 {
+		return r.err
+	}
+	if e, ok := r.recs[k]; ok {
+		return fmt.Errorf("%w (record %d of the batch: %w)", r.err, k, e)
+	}
+	// %v, not %w: this record is not the invalid one.
+	return fmt.Errorf("%w (the broker refused its batch for other records: %v)", errNotSent, r.err)
+}
+
+func (p *producer) send(ctx context.Context, part int, batch []byte) sent {
 	r, err := p.client.RawProduce(ctx, &kafkago.RawProduceRequest{
 		Topic:        p.topic,
 		Partition:    part,
@@ -287,16 +320,16 @@ func (p *producer) send(ctx context.Context, part int, batch []byte) error {
 	})
 	switch {
 	case err != nil:
-		return err
+		return sent{err: err}
 	case r == nil: // acks = none
-		return nil
+		return sent{}
 	case r.Error != nil:
-		return r.Error
+		return sent{err: r.Error, recs: r.RecordErrors}
 	}
 	if len(r.RecordErrors) > 0 {
-		return fmt.Errorf("%w: the broker refused %d records of the batch", kafkago.InvalidRecord, len(r.RecordErrors))
+		return sent{err: fmt.Errorf("%w: the broker refused %d records of the batch", kafkago.InvalidRecord, len(r.RecordErrors)), recs: r.RecordErrors}
 	}
-	return nil
+	return sent{}
 }
 
 // Record batch v2 layout (the Kafka protocol's RecordBatch), offsets of

@@ -1,0 +1,100 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestRecordErrorsDeadLetterOnlyTheirRecords: a compacted topic refuses a
+// record without a key, and the broker rejects the whole batch while
+// naming that record (record_errors, produce v8). Only that record is
+// dead-lettered; the others of its batch are sent again and arrive.
+func TestRecordErrorsDeadLetterOnlyTheirRecords(t *testing.T) {
+	brokers := sharedBrokers(t)
+	topic := uniqueTopic(t)
+	c := &kafkago.Client{Addr: kafkago.TCP(brokers), Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{
+		Topic: topic, NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: []kafkago.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}},
+	}}})
+	if err != nil || res.Errors[topic] != nil {
+		t.Fatalf("create compacted topic: %v %v", err, res.Errors[topic])
+	}
+	cfg := testConfig(brokers, topic)
+	cfg.Key = "path"
+	cfg.BatchSize = 10
+	r := startSink(t, cfg, "recerr")
+	const n, bad = 30, 13
+	var ids []string
+	for seq := uint64(1); seq <= n; seq++ {
+		it := testItem(seq)
+		if seq == bad {
+			it.Path = "" // a null key
+		} else {
+			ids = append(ids, eventID(r.runID, seq))
+		}
+		if err := r.q.Push(context.Background(), it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := consumeIDs(t, brokers, topic, len(ids), 60*time.Second)
+	if d := check(ids, seen); d.missing > 0 {
+		t.Errorf("%d records of the refused batch never arrived (dead-lettered with the keyless one?)", d.missing)
+	}
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := settledQueue(t, r.q)
+	if st.Dropped != 1 || r.sink.Stats().DeadLettered != 1 {
+		t.Errorf("dropped %d, dead-lettered %d; want 1 and 1 (the keyless record)", st.Dropped, r.sink.Stats().DeadLettered)
+	}
+}
+
+// TestProduceUnsentNotDeadLettered: when a request of a partition's
+// sequence is refused for a record in it (invalid), the requests after it
+// were never sent: their records get an error that no one dead-letters.
+func TestProduceUnsentNotDeadLettered(t *testing.T) {
+	const topic = "unsent"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mark := func(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: 1,
+		When: func(r kmsg.Request) bool { return produceCarries(r, mark(9)) }})
+	cfg := testConfig(c.ListenAddrs()[0], topic)
+	cfg.Compression = "none"
+	cfg.BatchSize = 7
+	p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	msgs := make([]kafkago.Message, 30)
+	for i := range msgs {
+		msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
+	}
+	res := make([]error, len(msgs))
+	p.produce(t.Context(), msgs, res)
+	for i, err := range res {
+		switch {
+		case i < 7 && err != nil:
+			t.Errorf("message %d: %v, want acknowledged", i, err)
+		case i >= 7 && i < 14 && !errors.Is(err, kafkago.InvalidRecord):
+			t.Errorf("message %d: %v, want InvalidRecord (its request was refused)", i, err)
+		case i >= 14 && (err == nil || deadLetterable(err)):
+			t.Errorf("message %d, never sent: %v, want an error that is retried", i, err)
+		}
+	}
+}
