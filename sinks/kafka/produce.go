@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -154,14 +155,28 @@ func (p *producer) partitionLock(part int) *sync.Mutex {
 	return m
 }
 
+// sendTurn orders concurrent produce calls on their partitions: wait
+// returns once the calls before this one have taken their partitions,
+// and taken says that this one has taken its own. Without it the calls
+// would race for a partition (its lock is not first come, first served,
+// and a call encodes before it asks), and a later batch could reach the
+// partition first.
+type sendTurn interface {
+	wait()
+	taken()
+}
+
 // produce sends msgs and fills res with one error per message (nil when
 // acknowledged). Messages are grouped by partition; each group is one
-// request.
-func (p *producer) produce(ctx context.Context, msgs []kafkago.Message, res []error) {
+// request. turn, when not nil, orders this call after the ones before.
+func (p *producer) produce(ctx context.Context, msgs []kafkago.Message, res []error, turn sendTurn) {
 	parts, err := p.partitions(ctx)
 	if err != nil {
 		for i := range res {
 			res[i] = err
+		}
+		if turn != nil {
+			turn.taken()
 		}
 		return
 	}
@@ -189,8 +204,11 @@ func (p *producer) produce(ctx context.Context, msgs []kafkago.Message, res []er
 		}
 		groups[g].idx = append(groups[g].idx, i)
 	}
+	var left atomic.Int32
+	left.Store(int32(len(groups)))
+	tk := groupTurn{turn: turn, left: &left}
 	if len(groups) == 1 {
-		p.produceGroup(ctx, msgs, &groups[0], res)
+		p.produceGroup(ctx, msgs, &groups[0], res, tk)
 		return
 	}
 	var wg sync.WaitGroup
@@ -198,10 +216,29 @@ func (p *producer) produce(ctx context.Context, msgs []kafkago.Message, res []er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.produceGroup(ctx, msgs, &groups[j], res)
+			p.produceGroup(ctx, msgs, &groups[j], res, tk)
 		}()
 	}
 	wg.Wait()
+}
+
+// groupTurn is a produce call's turn as its partition groups see it: the
+// call has taken its partitions when the last group has.
+type groupTurn struct {
+	turn sendTurn
+	left *atomic.Int32
+}
+
+func (g groupTurn) wait() {
+	if g.turn != nil {
+		g.turn.wait()
+	}
+}
+
+func (g groupTurn) taken() {
+	if g.left.Add(-1) == 0 && g.turn != nil {
+		g.turn.taken()
+	}
 }
 
 type partGroup struct {
@@ -215,7 +252,7 @@ type partGroup struct {
 // and compressing overlaps the broker's round trip. When a request fails,
 // the ones after it are not sent (their messages get its error), so a
 // retry never puts later records before earlier ones.
-func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *partGroup, res []error) {
+func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *partGroup, res []error, turn groupTurn) {
 	chunk := func(from int) []int {
 		to, size := from, int64(0)
 		for to < len(g.idx) && to-from < p.maxN && (to == from || size < p.maxBytes) {
@@ -226,10 +263,12 @@ func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *
 		return g.idx[from:to]
 	}
 	next := p.encode(msgs, chunk(0))
-	// One sequence of requests at a time per partition, so the partition
-	// keeps the order in which the sequences got here.
+	// One sequence of requests at a time per partition, taken in turn, so
+	// the partition keeps the order of the calls.
 	m := p.partitionLock(g.part)
+	turn.wait()
 	m.Lock()
+	turn.taken()
 	defer m.Unlock()
 	done := make(chan sent, 1)
 	for from := 0; from < len(g.idx); {

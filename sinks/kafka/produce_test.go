@@ -157,7 +157,7 @@ func TestProduceChunksInOrder(t *testing.T) {
 		return out
 	}
 	res := make([]error, len(msgs))
-	p.produce(t.Context(), msgs, res)
+	p.produce(t.Context(), msgs, res, nil)
 	for i, err := range res {
 		if i < 14 && err != nil || i >= 14 && !errors.Is(err, kafkago.NotEnoughReplicas) {
 			t.Errorf("message %d: %v, want %s", i, err, map[bool]string{true: "acknowledged", false: "NotEnoughReplicas"}[i < 14])
@@ -170,7 +170,7 @@ func TestProduceChunksInOrder(t *testing.T) {
 		t.Fatalf("requests %s, want %s (nothing after the failed one)", got, want)
 	}
 	res = res[:16]
-	p.produce(t.Context(), msgs[14:], res)
+	p.produce(t.Context(), msgs[14:], res, nil)
 	for i, err := range res {
 		if err != nil {
 			t.Errorf("retried message %d: %v", 14+i, err)

@@ -86,7 +86,7 @@ func TestProduceUnsentNotDeadLettered(t *testing.T) {
 		msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
 	}
 	res := make([]error, len(msgs))
-	p.produce(t.Context(), msgs, res)
+	p.produce(t.Context(), msgs, res, nil)
 	for i, err := range res {
 		switch {
 		case i < 7 && err != nil:

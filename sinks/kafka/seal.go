@@ -61,7 +61,7 @@ func (s *Sink) produceSeal(ctx context.Context, mk func(time.Time) ([]byte, erro
 				return
 			}
 		}
-		res := s.send(ctx, []kafkago.Message{msg})
+		res := s.send(ctx, []kafkago.Message{msg}, nil)
 		if res[0] == nil {
 			return
 		}

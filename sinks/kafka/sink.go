@@ -66,6 +66,7 @@ type Sink struct {
 	lat                                    latency
 	conds                                  condLog
 	order                                  orderer
+	started                                orderer // direct batches' turns to take their partitions (sendTurn)
 	spoolWait                              *window // batches waiting for their turn to spool
 
 	// q is the queue Run serves; the spool's loss callback settles on it.
@@ -378,20 +379,25 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 			return
 		}
 		senders.Add(1)
+		g := s.started.ticket()
 		go func() {
 			defer senders.Done()
 			defer win.release(b.bytes)
-			s.sendDirect(ctx, q, b, s.order.ticket())
+			s.sendDirect(ctx, q, b, s.order.ticket(), g)
 		}()
 		return
 	}
 	t := s.order.ticket()
-	if ctx.Err() == nil && s.spool.empty() && win.tryAcquire(b.bytes) {
+	// Direct only when nothing is in the spool or on its way there: a
+	// batch still waiting for its turn to spool (spoolWait) would
+	// otherwise reach the partition after this one.
+	if ctx.Err() == nil && s.spoolWait.idle() && s.spool.empty() && win.tryAcquire(b.bytes) {
 		senders.Add(1)
+		g := s.started.ticket()
 		go func() {
 			defer senders.Done()
 			defer win.release(b.bytes)
-			s.sendDirect(ctx, q, b, t)
+			s.sendDirect(ctx, q, b, t, g)
 		}()
 		return
 	}
@@ -430,10 +436,11 @@ func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, win *wi
 		return
 	}
 	senders.Add(1)
+	g := s.started.ticket()
 	go func() {
 		defer senders.Done()
 		defer win.release(b.bytes)
-		s.sendDirect(ctx, q, b, s.order.ticket())
+		s.sendDirect(ctx, q, b, s.order.ticket(), g)
 	}()
 }
 
@@ -486,8 +493,12 @@ func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch) bool {
 
 // sendDirect sends b until every message is acknowledged, dead-lettered,
 // or (on a transient error, with a spool) spooled, in ticket t's turn.
-// Without a spool it retries forever with jittered backoff.
-func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t uint64) {
+// Without a spool it retries forever with jittered backoff. Its first
+// request takes its partitions in ticket g's turn of s.started (the
+// order the gather loop dispatched the direct batches in).
+func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t, g uint64) {
+	st := &startTurn{ctx: ctx, o: &s.started, t: g}
+	defer st.taken() // a request that never got to the producer
 	turnDone := false
 	passTurn := func() {
 		if !turnDone {
@@ -497,7 +508,7 @@ func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t uint64
 	}
 	defer passTurn()
 	for attempt := 0; ; attempt++ {
-		res := s.send(ctx, b.msgs)
+		res := s.send(ctx, b.msgs, st)
 		var retry batch
 		retry.taken = b.taken
 		acked := b.items[:0:0]
@@ -553,6 +564,16 @@ func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t uint64
 		}
 	}
 }
+
+// startTurn is a direct batch's turn to take its partitions (sendTurn).
+type startTurn struct {
+	ctx context.Context
+	o   *orderer
+	t   uint64
+}
+
+func (s *startTurn) wait()  { s.o.wait(s.ctx, s.t) }
+func (s *startTurn) taken() { s.o.done(s.t) }
 
 // orderer hands out tickets in dispatch order and lets a batch act on
 // the spool only when every earlier batch is done with it.
@@ -662,7 +683,7 @@ func (s *Sink) replay(ctx context.Context) error {
 		}
 		rmsgs, rhdrs = msgs, hdrs
 		for len(msgs) > 0 {
-			res := s.send(ctx, msgs)
+			res := s.send(ctx, msgs, nil)
 			var retry []kafkago.Message
 			var firstErr error
 			var set replaySettle
@@ -820,8 +841,10 @@ func (s *Sink) syncSpool(ctx context.Context) error {
 // send writes msgs under write_timeout and returns one error per message.
 // A batch the broker finds too large is bisected, so only the offending
 // messages end up rejected, in O(log n) extra requests.
-func (s *Sink) send(ctx context.Context, msgs []kafkago.Message) []error {
-	res := s.sendOnce(ctx, msgs)
+// turn, when not nil, orders the first request after those of earlier
+// direct batches (sendTurn).
+func (s *Sink) send(ctx context.Context, msgs []kafkago.Message, turn sendTurn) []error {
+	res := s.sendOnce(ctx, msgs, turn)
 	if len(msgs) < 2 {
 		return res
 	}
@@ -841,9 +864,9 @@ func (s *Sink) send(ctx context.Context, msgs []kafkago.Message) []error {
 	var subRes []error
 	if len(sub) == len(msgs) {
 		h := len(sub) / 2
-		subRes = append(s.send(ctx, sub[:h]), s.send(ctx, sub[h:])...)
+		subRes = append(s.send(ctx, sub[:h], nil), s.send(ctx, sub[h:], nil)...)
 	} else {
-		subRes = s.send(ctx, sub)
+		subRes = s.send(ctx, sub, nil)
 	}
 	for j, i := range idx {
 		res[i] = subRes[j]
@@ -855,7 +878,7 @@ func tooLarge(err error) bool {
 	return errors.Is(err, kafkago.MessageSizeTooLarge) || errors.Is(err, kafkago.RecordListTooLarge)
 }
 
-func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message) []error {
+func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message, turn sendTurn) []error {
 	res := make([]error, len(msgs))
 	if err := ctx.Err(); err != nil {
 		for i := range res {
@@ -864,7 +887,7 @@ func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message) []error {
 		return res
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout.Duration)
-	s.prod.produce(wctx, msgs, res)
+	s.prod.produce(wctx, msgs, res, turn)
 	cancel()
 	for i, e := range res {
 		if e != nil {
@@ -1089,6 +1112,13 @@ func (w *window) tryAcquire(n int64) bool {
 	}
 	w.used += n
 	return true
+}
+
+// idle reports whether nothing is held.
+func (w *window) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.used == 0
 }
 
 func (w *window) acquire(ctx context.Context, n int64) error {
