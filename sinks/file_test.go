@@ -45,19 +45,7 @@ func parseSeq(line string) (uint64, error) {
 // failing on any partial or foreign line.
 func readSeqs(t *testing.T, name string) []uint64 {
 	t.Helper()
-	data, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if data, err = io.ReadAll(zr); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
+	data := readFileGz(t, name)
 	if len(data) > 0 && data[len(data)-1] != '\n' {
 		t.Fatalf("%s does not end with a whole line: ...%q", name, data[max(len(data)-40, 0):])
 	}
@@ -71,6 +59,25 @@ func readSeqs(t *testing.T, name string) []uint64 {
 		out = append(out, seq)
 	}
 	return out
+}
+
+// readFileGz reads a file, gunzipped when its name ends in .gz.
+func readFileGz(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasSuffix(name, ".gz") {
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if data, err = io.ReadAll(zr); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	return data
 }
 
 // allFiles lists path and its backups, oldest backup first, path last.
