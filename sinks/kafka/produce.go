@@ -293,7 +293,8 @@ func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *
 			// The later requests were never sent: an error about the
 			// records of this one (dead_letter) is not theirs.
 			if deadLetterable(err) {
-				err = fmt.Errorf("%w (an earlier request of the partition was refused: %v)", errNotSent, err)
+				// Its text only: the error is not these records'.
+				err = fmt.Errorf("%w (an earlier request of the partition was refused: %s)", errNotSent, err.Error())
 			}
 			for _, i := range g.idx[from:] {
 				res[i] = err
@@ -346,8 +347,8 @@ func (r sent) recordErr(k int) error {
 	if e, ok := r.recs[k]; ok {
 		return fmt.Errorf("%w (record %d of the batch: %w)", r.err, k, e)
 	}
-	// %v, not %w: this record is not the invalid one.
-	return fmt.Errorf("%w (the broker refused its batch for other records: %v)", errNotSent, r.err)
+	// Its text only, not wrapped: this record is not the invalid one.
+	return fmt.Errorf("%w (the broker refused its batch for other records: %s)", errNotSent, r.err.Error())
 }
 
 func (p *producer) send(ctx context.Context, part int, batch []byte) sent {
