@@ -291,8 +291,11 @@ func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *
 		}
 		if err != nil {
 			// The later requests were never sent: an error about the
-			// records of this one (dead_letter) is not theirs.
-			if deadLetterable(err) {
+			// records of this one (dead_letter) is not theirs. Too large
+			// stays: Sink.send bisects what is too large, and sends
+			// the later records again with it at once, rather than
+			// after a backoff.
+			if deadLetterable(err) && !tooLarge(err) {
 				// Its text only: the error is not these records'.
 				err = fmt.Errorf("%w (an earlier request of the partition was refused: %s)", errNotSent, err.Error())
 			}

@@ -63,38 +63,51 @@ func TestRecordErrorsDeadLetterOnlyTheirRecords(t *testing.T) {
 // TestProduceUnsentNotDeadLettered: when a request of a partition's
 // sequence is refused for a record in it (invalid), the requests after it
 // were never sent: their records get an error that no one dead-letters.
+// A request too large passes its error on to the later ones, which
+// Sink.send bisects and sends again at once.
 func TestProduceUnsentNotDeadLettered(t *testing.T) {
-	const topic = "unsent"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	mark := func(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
-	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: 1,
-		When: func(r kmsg.Request) bool { return produceCarries(r, mark(9)) }})
-	cfg := testConfig(c.ListenAddrs()[0], topic)
-	cfg.Compression = "none"
-	cfg.BatchSize = 7
-	p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	msgs := make([]kafkago.Message, 30)
-	for i := range msgs {
-		msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
-	}
-	res := make([]error, len(msgs))
-	p.produce(t.Context(), msgs, res, nil)
-	for i, err := range res {
-		switch {
-		case i < 7 && err != nil:
-			t.Errorf("message %d: %v, want acknowledged", i, err)
-		case i >= 7 && i < 14 && !errors.Is(err, kafkago.InvalidRecord):
-			t.Errorf("message %d: %v, want InvalidRecord (its request was refused)", i, err)
-		case i >= 14 && (err == nil || deadLetterable(err)):
-			t.Errorf("message %d, never sent: %v, want an error that is retried", i, err)
-		}
+	for _, tt := range []struct {
+		err   *kerr.Error
+		want  error
+		later func(error) bool
+	}{
+		{kerr.InvalidRecord, kafkago.InvalidRecord, func(err error) bool { return errors.Is(err, errNotSent) && !deadLetterable(err) }},
+		{kerr.MessageTooLarge, kafkago.MessageSizeTooLarge, tooLarge},
+	} {
+		t.Run(tt.err.Message, func(t *testing.T) {
+			const topic = "unsent"
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			mark := func(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: tt.err, Count: 1,
+				When: func(r kmsg.Request) bool { return produceCarries(r, mark(9)) }})
+			cfg := testConfig(c.ListenAddrs()[0], topic)
+			cfg.Compression = "none"
+			cfg.BatchSize = 7
+			p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			msgs := make([]kafkago.Message, 30)
+			for i := range msgs {
+				msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
+			}
+			res := make([]error, len(msgs))
+			p.produce(t.Context(), msgs, res, nil)
+			for i, err := range res {
+				switch {
+				case i < 7 && err != nil:
+					t.Errorf("message %d: %v, want acknowledged", i, err)
+				case i >= 7 && i < 14 && !errors.Is(err, tt.want):
+					t.Errorf("message %d: %v, want %v (its request was refused)", i, err, tt.want)
+				case i >= 14 && (err == nil || !tt.later(err)):
+					t.Errorf("message %d, never sent: %v", i, err)
+				}
+			}
+		})
 	}
 }

@@ -478,8 +478,10 @@ func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch) bool {
 	case errors.Is(err, errSpoolFull):
 		s.rejected.Add(uint64(n))
 		s.spoolFullLost.Add(uint64(n))
-		if t, k, ok := s.conds.note("spool full (drop_newest)", n); ok {
-			s.log.Warn().Uint64("times", t).Uint64("records", k).Msg("spool full (when_full = drop_newest): records dropped, announced as events_lost spool_full")
+		// drop_newest, or drop_oldest with nothing left to drop but the
+		// segment being written.
+		if t, k, ok := s.conds.note("spool full", n); ok {
+			s.log.Warn().Str("when_full", s.cfg.WhenFull).Uint64("times", t).Uint64("records", k).Msg("spool full: new records dropped, announced as events_lost spool_full")
 		}
 		q.Failed(n, record.ReasonSpoolFull)
 		return true
