@@ -253,11 +253,18 @@ type partGroup struct {
 // the ones after it are not sent (their messages get its error), so a
 // retry never puts later records before earlier ones.
 func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *partGroup, res []error, turn groupTurn) {
+	// A request's batch stays within maxBytes as encoded, headers and
+	// framing included (recordBound): uncompressed, a broker refuses a
+	// batch past its max.message.bytes, and batch_bytes' default is just
+	// under the broker's.
 	chunk := func(from int) []int {
-		to, size := from, int64(0)
-		for to < len(g.idx) && to-from < p.maxN && (to == from || size < p.maxBytes) {
-			m := &msgs[g.idx[to]]
-			size += int64(len(m.Key) + len(m.Value))
+		to, size := from, int64(4+rbHeaderLength)
+		for to < len(g.idx) && to-from < p.maxN {
+			n := recordBound(&msgs[g.idx[to]])
+			if to > from && size+n > p.maxBytes {
+				break
+			}
+			size += n
 			to++
 		}
 		return g.idx[from:to]
@@ -453,6 +460,16 @@ func appendRecord(b []byte, m *kafkago.Message, offsetDelta int64) []byte {
 		b = appendBytes(b, h.Value, false)
 	}
 	return b
+}
+
+// recordBound is at most the bytes appendRecord takes for m: its data
+// and, for each varint, the longest a 32-bit length or delta takes.
+func recordBound(m *kafkago.Message) int64 {
+	n := int64(len(m.Key)+len(m.Value)) + 1 + 6*binary.MaxVarintLen32
+	for _, h := range m.Headers {
+		n += int64(len(h.Key)+len(h.Value)) + 2*binary.MaxVarintLen32
+	}
+	return n
 }
 
 // appendBytes appends a varint length and v; a nil v (and, for keys, an

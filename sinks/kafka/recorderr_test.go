@@ -1,9 +1,11 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,5 +111,57 @@ func TestProduceUnsentNotDeadLettered(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestProduceBatchWithinBatchBytes: without compression, every record
+// batch the producer sends fits in batch_bytes, headers and record
+// framing included, so a broker whose max.message.bytes is batch_bytes
+// (its default is 12 bytes more than ours) never refuses one as too large.
+func TestProduceBatchWithinBatchBytes(t *testing.T) {
+	const topic = "fits"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	var sizes []int
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, tp := range r.(*kmsg.ProduceRequest).Topics {
+			for _, p := range tp.Partitions {
+				sizes = append(sizes, len(p.Records))
+			}
+		}
+		return nil, nil, false
+	})
+	cfg := testConfig(c.ListenAddrs()[0], topic)
+	cfg.Compression = "none"
+	p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	// Records the size of real ones, with their event id header.
+	msgs := make([]kafkago.Message, 3000)
+	value := bytes.Repeat([]byte("v"), 1215)
+	for i := range msgs {
+		msgs[i] = kafkago.Message{Key: []byte(testHost.ID), Value: value,
+			Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(eventID("fits", uint64(i+1)))}}}
+	}
+	res := make([]error, len(msgs))
+	p.produce(t.Context(), msgs, res, nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) == 0 {
+		t.Fatal("no produce request")
+	}
+	for i, n := range sizes {
+		if int64(n) > cfg.BatchBytes {
+			t.Errorf("request %d of %d: a record batch of %d bytes, batch_bytes is %d", i+1, len(sizes), n, cfg.BatchBytes)
+		}
 	}
 }
