@@ -54,7 +54,11 @@ func (r *spoolRec) size() int { return len(r.ID) + len(r.Key) + len(r.Value) }
 type segment struct {
 	id    uint64
 	size  int64
-	count int64 // valid records in the segment
+	count int64 // valid records in the segment, from from on
+	items int64 // of count, queue items (seal records are not)
+	// from is where counting starts: an earlier run's segment the cursor
+	// points into had the records before it acknowledged.
+	from int64
 	// run is the agent run whose records the segment holds: "" for this
 	// run (segments are never shared between runs), else the run id of
 	// its first readable record ("unknown" when it has none).
@@ -139,7 +143,8 @@ type spool struct {
 
 type goneRecs struct {
 	run string
-	n   int64
+	n   int64 // queue items
+	all int64 // records, seal records included
 }
 
 func openSpool(cfg Spool, policy sinks.Policy, onLoss spoolLoss) (*spool, error) {
@@ -212,11 +217,11 @@ func openSpool(cfg Spool, policy sinks.Policy, onLoss spoolLoss) (*spool, error)
 		if id == cur.seg {
 			from = cur.off
 		}
-		valid, run, err := s.countRecords(id, from, st.Size())
+		valid, items, run, err := s.countRecords(id, from, st.Size())
 		if err != nil {
 			return nil, err
 		}
-		seg.count, seg.run = valid, run
+		seg.count, seg.items, seg.run, seg.from = valid, items, run, from
 		s.pending += valid
 		s.total += seg.size
 		s.segs = append(s.segs, seg)
@@ -254,59 +259,64 @@ func (s *spool) loadCursor() (spoolPos, error) {
 }
 
 // countRecords scans a segment of an earlier run for valid records from
-// off to size and returns their number and the run they belong to.
-func (s *spool) countRecords(id uint64, off, size int64) (int64, string, error) {
+// off to size and returns their number, how many of them are queue items
+// (not seal records), and the run they belong to.
+func (s *spool) countRecords(id uint64, off, size int64) (n, items int64, run string, err error) {
 	f, err := os.Open(s.segPath(id))
 	if err != nil {
-		return 0, "", fmt.Errorf("spool: %w", err)
+		return 0, 0, "", fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
-	var n int64
-	run := ""
 	for start := int64(0); start < size; {
 		rec, next, ok, err := readRecord(f, start, size)
 		if err != nil {
-			return 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+			return 0, 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
 		}
 		if ok && run == "" {
 			run = runOfID(rec.ID)
 		}
 		if ok && start >= off {
 			n++
+			if !isSealID(rec.ID) {
+				items++
+			}
 		}
 		start = next
 	}
 	if run == "" {
 		run = "unknown"
 	}
-	return n, run, nil
+	return n, items, run, nil
 }
 
-// countUpTo counts the valid records of seg that start before off.
-func (s *spool) countUpTo(seg segment, off int64) int64 {
-	if off <= 0 {
-		return 0
+// countUpTo counts the valid records of seg that start before off (and
+// not before seg.from, as seg.count), and the queue items among them.
+func (s *spool) countUpTo(seg segment, off int64) (n, items int64) {
+	if off <= seg.from {
+		return 0, 0
 	}
 	if off >= seg.size {
-		return seg.count
+		return seg.count, seg.items
 	}
 	f, err := os.Open(s.segPath(seg.id))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	defer f.Close()
-	var n int64
 	for pos := int64(0); pos < off; {
-		_, next, ok, err := readRecord(f, pos, seg.size)
+		rec, next, ok, err := readRecord(f, pos, seg.size)
 		if err != nil {
 			break
 		}
-		if ok {
+		if ok && pos >= seg.from {
 			n++
+			if !isSealID(rec.ID) {
+				items++
+			}
 		}
 		pos = next
 	}
-	return n
+	return n, items
 }
 
 // readRecord decodes the record at off. ok is false for a corrupt record;
@@ -535,6 +545,7 @@ func (s *spool) flushLocked(written *int64) error {
 		s.pending++
 		if e.owed {
 			owed++
+			last.items++
 		}
 	}
 	s.oweLocked(owed)
@@ -703,22 +714,25 @@ func (s *spool) dropOldestLocked() bool {
 	// Records before the ack position were delivered; records between it
 	// and the read position are in the replayer's hands (it settles them
 	// when the broker answers); only records not yet read are lost here.
-	acked, read := int64(0), old.count
+	// Seal records are counted in pending, but are no queue item to
+	// announce (items).
+	acked, ackedItems := int64(0), int64(0)
+	read, readItems := old.count, old.items
 	if s.ack.seg == old.id {
-		acked = s.countUpTo(old, s.ack.off)
+		acked, ackedItems = s.countUpTo(old, s.ack.off)
 	}
 	if s.read.seg == old.id {
-		read = s.countUpTo(old, s.read.off)
+		read, readItems = s.countUpTo(old, s.read.off)
 	}
-	read = max(read, acked)
-	lost := old.count - read
-	if inFlight := read - acked; inFlight > 0 {
-		s.gone = append(s.gone, goneRecs{run: old.run, n: inFlight})
+	read, readItems = max(read, acked), max(readItems, ackedItems)
+	lost := old.items - readItems
+	if read > acked {
+		s.gone = append(s.gone, goneRecs{run: old.run, n: readItems - ackedItems, all: read - acked})
 	}
 	_ = os.Remove(s.segPath(old.id))
 	s.segs = s.segs[1:]
 	s.total -= old.size
-	s.pending -= lost
+	s.pending -= old.count - read
 	s.dropped += uint64(lost)
 	s.lostLocked(record.ReasonSpoolFull, old.run, lost)
 	next := spoolPos{s.segs[0].id, 0}
@@ -1000,7 +1014,7 @@ func (s *spool) rewind() {
 	s.read = s.ack
 	// Read records whose segment drop_oldest removed cannot be read again.
 	for _, g := range s.gone {
-		s.pending -= g.n
+		s.pending -= g.all
 		s.dropped += uint64(g.n)
 		s.lostLocked(record.ReasonSpoolFull, g.run, g.n)
 	}

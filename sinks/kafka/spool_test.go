@@ -422,3 +422,126 @@ func TestSpoolIntervalSyncOffAppend(t *testing.T) {
 		t.Fatalf("read back %d records after reopening, want 700 in order", len(got))
 	}
 }
+
+// TestSpoolDropOldestCountsRecordsOnly: seal records share the spool with
+// queue items but are not items; drop_oldest announces exactly the items
+// it discarded, not the seal records beside them.
+func TestSpoolDropOldestCountsRecordsOnly(t *testing.T) {
+	cfg := testSpoolCfg(t.TempDir())
+	cfg.MaxBytes = 3 * cfg.SegmentBytes
+	var lost int64
+	s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, n int64) { lost += n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	appended := 0
+	for i := 0; i < 1000 && s.stats().Dropped < 100; i++ {
+		if err := s.append(t.Context(), []spoolRec{{ID: fmt.Sprintf("%sh:b:r:%d", sealIDPrefix, i), Key: []byte("h"), Value: []byte(`{"seal":1}`)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.append(t.Context(), recs(i*10, 10)); err != nil {
+			t.Fatal(err)
+		}
+		appended += 10
+	}
+	items := 0
+	for {
+		rs, pos, err := s.next(7, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range rs {
+			if !isSealID(string(r.ID)) {
+				n++
+			}
+		}
+		items += n
+		s.settleRun(int64(n)) // as the replayer does, before it commits
+		if err := s.commit(len(rs), pos); err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			break
+		}
+	}
+	if int64(items)+lost != int64(appended) {
+		t.Fatalf("%d items appended; %d read back + %d announced lost = %d", appended, items, lost, int64(items)+lost)
+	}
+}
+
+// TestSpoolDropOldestAfterRestartMidSegment: an earlier run's segment
+// whose first records were acknowledged (the cursor points into it), then
+// dropped by drop_oldest before the rest is replayed: the records not
+// replayed are announced lost, under that run, exactly.
+func TestSpoolDropOldestAfterRestartMidSegment(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := openSpool(testSpoolCfg(dir), sinks.Block, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200 // several segments of 4 KiB
+	if err := s1.append(t.Context(), recs(0, n)); err != nil {
+		t.Fatal(err)
+	}
+	rs, pos, err := s1.next(7, 1<<20)
+	if err != nil || len(rs) != 7 {
+		t.Fatalf("next: %d records, %v", len(rs), err)
+	}
+	if err := s1.commit(len(rs), pos); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := testSpoolCfg(dir)
+	cfg.MaxBytes = 3 * cfg.SegmentBytes
+	lost := map[string]int64{}
+	s2, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, k int64) { lost[run] += k })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.close()
+	if p := s2.stats().Pending; p != n-7 {
+		t.Fatalf("pending after restart %d, want %d", p, n-7)
+	}
+	// This run's records push the earlier run's segments out.
+	mine := 0
+	for i := 0; i < 100 && lost["r"] < n-7; i++ {
+		batch := make([]spoolRec, 10)
+		for j := range batch {
+			batch[j] = spoolRec{ID: fmt.Sprintf("h:b:now:%d", mine+j), Key: []byte("h"), Value: []byte(`{"x":1}`)}
+		}
+		if err := s2.append(t.Context(), batch); err != nil {
+			t.Fatal(err)
+		}
+		mine += 10
+	}
+	earlier := int64(0)
+	for {
+		rs, pos, err := s2.next(7, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours := int64(0)
+		for _, r := range rs {
+			if runOfID(string(r.ID)) == "r" {
+				earlier++
+			} else {
+				ours++
+			}
+		}
+		s2.settleRun(ours)
+		if err := s2.commit(len(rs), pos); err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			break
+		}
+	}
+	if earlier+lost["r"] != n-7 {
+		t.Fatalf("earlier run: %d not acknowledged; %d read back + %d announced lost = %d", n-7, earlier, lost["r"], earlier+lost["r"])
+	}
+}
