@@ -165,3 +165,22 @@ func TestProduceBatchWithinBatchBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaySettleSkipsSeals: a seal record replayed from the spool is no
+// queue item of any run: acknowledged or dead-lettered, it settles
+// nothing and announces no earlier run's loss.
+func TestReplaySettleSkipsSeals(t *testing.T) {
+	s := &Sink{idPrefixB: []byte("h:b:now:")}
+	msg := func(id string) *kafkago.Message {
+		return &kafkago.Message{Headers: []kafkago.Header{{Key: HeaderEventID, Value: []byte(id)}}}
+	}
+	var set replaySettle
+	set.add(s, msg(sealIDPrefix+"h:b:now:3"), true)
+	set.add(s, msg(sealIDPrefix+"h:b:before:1"), true)
+	set.add(s, msg(sealIDPrefix+"h:b:now:4"), false)
+	set.add(s, msg("h:b:now:7"), true)
+	set.add(s, msg("h:b:before:9"), true)
+	if set.acked != 0 || set.dead != 1 || len(set.earlierDead) != 1 || set.earlierDead["before"] != 1 {
+		t.Fatalf("settled %+v; want this run's one dead letter and one earlier run's, no seal", set)
+	}
+}

@@ -742,6 +742,11 @@ type replaySettle struct {
 
 func (r *replaySettle) add(s *Sink, m *kafkago.Message, dead bool) {
 	id := m.Headers[0].Value
+	if bytes.HasPrefix(id, sealIDPrefixB) {
+		// A seal record is no queue item: nothing to settle, and its id
+		// would read as an earlier run's (runOfID) when dead-lettered.
+		return
+	}
 	if bytes.HasPrefix(id, s.idPrefixB) {
 		if dead {
 			r.dead++
