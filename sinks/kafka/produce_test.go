@@ -114,7 +114,7 @@ func TestProduceChunksInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	mark := func(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
+	mark := markOf
 	var mu sync.Mutex
 	var sent [][]int // the messages each produce request carried, in arrival order
 	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
@@ -133,18 +133,7 @@ func TestProduceChunksInOrder(t *testing.T) {
 	// The request carrying message 14 (the third) fails once.
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotEnoughReplicas, Count: 1,
 		When: func(r kmsg.Request) bool { return produceCarries(r, mark(14)) }})
-	cfg := testConfig(c.ListenAddrs()[0], topic)
-	cfg.Compression = "none" // so the test sees the marks
-	cfg.BatchSize = 7
-	p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	msgs := make([]kafkago.Message, 30)
-	for i := range msgs {
-		msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
-	}
+	p, msgs := markedProducer(t, c, topic)
 	chunks := func(from, to int) [][]int {
 		var out [][]int
 		for i := from; i < to; i += 7 {
@@ -182,4 +171,27 @@ func TestProduceChunksInOrder(t *testing.T) {
 	if want := fmt.Sprint(chunks(14, 30)); got != want {
 		t.Fatalf("retry requests %s, want %s", got, want)
 	}
+}
+
+// markOf is the value of message i of markedProducer's messages.
+func markOf(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
+
+// markedProducer is a producer for topic on c that sends requests of 7
+// records, uncompressed (so that kfake sees the marks), and 30 messages
+// with the values markOf(i), for one partition.
+func markedProducer(t *testing.T, c *kfake.Cluster, topic string) (*producer, []kafkago.Message) {
+	t.Helper()
+	cfg := testConfig(c.ListenAddrs()[0], topic)
+	cfg.Compression = "none"
+	cfg.BatchSize = 7
+	p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	msgs := make([]kafkago.Message, 30)
+	for i := range msgs {
+		msgs[i] = kafkago.Message{Key: []byte("host"), Value: markOf(i)}
+	}
+	return p, msgs
 }

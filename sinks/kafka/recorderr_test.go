@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -83,21 +82,9 @@ func TestProduceUnsentNotDeadLettered(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			mark := func(i int) []byte { return fmt.Appendf(nil, "<m%03d>", i) }
 			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: tt.err, Count: 1,
-				When: func(r kmsg.Request) bool { return produceCarries(r, mark(9)) }})
-			cfg := testConfig(c.ListenAddrs()[0], topic)
-			cfg.Compression = "none"
-			cfg.BatchSize = 7
-			p, err := newProducer(&kafkago.Transport{}, cfg.Brokers, cfg, &kafkago.Murmur2Balancer{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.close()
-			msgs := make([]kafkago.Message, 30)
-			for i := range msgs {
-				msgs[i] = kafkago.Message{Key: []byte("host"), Value: mark(i)}
-			}
+				When: func(r kmsg.Request) bool { return produceCarries(r, markOf(9)) }})
+			p, msgs := markedProducer(t, c, topic)
 			res := make([]error, len(msgs))
 			p.produce(t.Context(), msgs, res, nil)
 			for i, err := range res {
