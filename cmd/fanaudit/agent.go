@@ -147,7 +147,6 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	p, err := pipeline.New(pipeline.Options{
 		Source:           stages,
 		Sinks:            specs,
-		RecordChannel:    cfg.Pipeline.EnrichChannel,
 		ShutdownTimeout:  cfg.ShutdownTimeout.Duration,
 		StatsInterval:    cfg.StatsInterval.Duration,
 		SinkFailingAfter: cfg.Health.SinkFailingAfter.Duration,

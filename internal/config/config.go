@@ -120,7 +120,10 @@ type Capture struct {
 // Pipeline sizes the channels between the stages, counted in batches.
 type Pipeline struct {
 	CaptureChannel int `toml:"capture_channel"`
-	EnrichChannel  int `toml:"enrich_channel"`
+	// EnrichChannel is accepted (the contract lists it) and validated,
+	// but unused: enrichment hands its batches to the fan-out in its own
+	// goroutine.
+	EnrichChannel int `toml:"enrich_channel"`
 }
 
 // Enrich configures the process, user and file enrichment.

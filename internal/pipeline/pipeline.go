@@ -55,10 +55,6 @@ type SinkSpec struct {
 type Options struct {
 	Source Source
 	Sinks  []SinkSpec
-	// RecordChannel is unused: enrichment hands its batches to the
-	// fan-out in its own goroutine (see Stages). Kept so that configs
-	// and callers that set it still build.
-	RecordChannel int
 	// ShutdownTimeout bounds the drain and flush after the run context
 	// ends; past it every stage is cancelled and Run returns
 	// ErrShutdownTimeout.
@@ -125,9 +121,6 @@ func New(opts Options, log zerolog.Logger) (*Pipeline, error) {
 	}
 	if len(opts.Sinks) == 0 {
 		return nil, errors.New("pipeline: no sinks")
-	}
-	if opts.RecordChannel < 1 {
-		opts.RecordChannel = 64
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
