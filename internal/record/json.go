@@ -76,15 +76,8 @@ type Encoder struct {
 	idHost   *Host
 	idPrefix string
 
-	ts     time.Time
-	tsText []byte
-
-	p     Process
-	u     User
-	c     Container
-	h     *Host
-	actor []byte
-	valid bool
+	ts    tsCache
+	actor actorCache
 
 	tk        tailKey
 	tail      []byte
@@ -112,23 +105,58 @@ func cachedPrefix(host **Host, prefix *string, h *Host, runID string) string {
 	return *prefix
 }
 
+// tsCache keeps the text of the last timestamp formatted: the records of
+// one read share their timestamp.
+type tsCache struct {
+	t   time.Time
+	buf []byte
+}
+
+// text returns t formatted by AppendTimestamp, formatted again only when
+// t differs from the last one.
+func (c *tsCache) text(t time.Time) []byte {
+	if !t.Equal(c.t) || c.buf == nil {
+		c.t = t
+		c.buf = AppendTimestamp(c.buf[:0], t)
+	}
+	return c.buf
+}
+
+// actorCache keeps the encoded actor members (process, user, container,
+// host) of the last record, for reuse while those fields are equal.
+type actorCache struct {
+	p     Process
+	u     User
+	c     Container
+	h     *Host
+	buf   []byte
+	valid bool
+}
+
+// hit reports whether buf holds r's members: r's fields are those of
+// the record they were stored for.
+func (c *actorCache) hit(r *Record) bool {
+	return c.valid && r.Host == c.h && r.Process == c.p && r.User == c.u && r.Container == c.c
+}
+
+// store caches members, the encoded actor members of r.
+func (c *actorCache) store(r *Record, members []byte) {
+	c.buf = append(c.buf[:0], members...)
+	c.p, c.u, c.c, c.h, c.valid = r.Process, r.User, r.Container, r.Host, true
+}
+
 // Append appends r as one JSON object, like r.AppendJSON(dst).
 func (e *Encoder) Append(dst []byte, r *Record) []byte {
 	// The records of one read share their timestamp.
-	if !r.Timestamp.Equal(e.ts) || e.tsText == nil {
-		e.ts = r.Timestamp
-		e.tsText = AppendTimestamp(e.tsText[:0], r.Timestamp)
-	}
-	b := r.appendHead(dst, e.tsText, e.prefix(r.Host))
-	if e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c {
-		b = append(b, e.actor...)
+	b := r.appendHead(dst, e.ts.text(r.Timestamp), e.prefix(r.Host))
+	if e.actor.hit(r) {
+		b = append(b, e.actor.buf...)
 	} else {
 		// The members always follow the event object, so the separator
 		// they start with is the same for every record.
 		m := len(b)
 		b = r.appendActor(b)
-		e.actor = append(e.actor[:0], b[m:]...)
-		e.p, e.u, e.c, e.h, e.valid = r.Process, r.User, r.Container, r.Host, true
+		e.actor.store(r, b[m:])
 	}
 	// The fanaudit members of file events repeat too: enrichment shares
 	// one Missing slice per combination of missing fields, so the slice's

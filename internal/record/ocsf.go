@@ -2,7 +2,6 @@ package record
 
 import (
 	"strconv"
-	"time"
 )
 
 // OCSF 1.8 File System Activity (class 1001, category 1 System Activity)
@@ -81,14 +80,8 @@ type OCSFEncoder struct {
 	// The actor and device members of the previous file event, reused
 	// while its process, user, container and host are equal (as the ECS
 	// Encoder does), and the previous timestamp's text.
-	p      Process
-	u      User
-	c      Container
-	h      *Host
-	actor  []byte
-	valid  bool
-	ts     time.Time
-	tsText []byte
+	actor actorCache
+	ts    tsCache
 }
 
 // NewOCSFEncoder returns an OCSF encoder with the run's options.
@@ -171,8 +164,8 @@ func (e *OCSFEncoder) Append(dst []byte, r *Record) []byte {
 		// The agent itself reports the loss.
 		b = append(b, `,"actor":{"app_name":"fanaudit"},"device":`...)
 		b = appendOCSFDevice(b, r.Host)
-	case e.valid && r.Host == e.h && r.Process == e.p && r.User == e.u && r.Container == e.c:
-		b = append(b, e.actor...)
+	case e.actor.hit(r):
+		b = append(b, e.actor.buf...)
 	default:
 		m := len(b)
 		b = append(b, `,"actor":`...)
@@ -184,19 +177,14 @@ func (e *OCSFEncoder) Append(dst []byte, r *Record) []byte {
 		}
 		b = append(b, `,"device":`...)
 		b = appendOCSFDevice(b, r.Host)
-		e.actor = append(e.actor[:0], b[m:]...)
-		e.p, e.u, e.c, e.h, e.valid = r.Process, r.User, r.Container, r.Host, true
+		e.actor.store(r, b[m:])
 	}
 	if r.Action == ActionEventsLost {
 		b = append(b, `,"message":"`...)
 		b = appendLossText(b, &r.Fanaudit.Lost)
 		b = append(b, '"')
 	}
-	if !r.Timestamp.Equal(e.ts) || e.tsText == nil {
-		e.ts = r.Timestamp
-		e.tsText = AppendTimestamp(e.tsText[:0], r.Timestamp)
-	}
-	b = r.appendOCSFUnmapped(b, e.opts.RunID, e.tsText)
+	b = r.appendOCSFUnmapped(b, e.opts.RunID, e.ts.text(r.Timestamp))
 	return append(b, '}')
 }
 
