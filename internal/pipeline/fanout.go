@@ -172,8 +172,8 @@ type lineBatch struct {
 }
 
 // Release implements queue.Releaser.
-func (lb *lineBatch) Release() {
-	if lb.refs.Add(-1) != 0 {
+func (lb *lineBatch) Release(n int) {
+	if lb.refs.Add(-int64(n)) != 0 {
 		return
 	}
 	if cap(lb.buf) > maxPooledLines {
@@ -294,7 +294,7 @@ func (f *fanState) donePushing(pushed bool) {
 	for e := range f.encs {
 		fe := &f.encs[e]
 		if fe.cur != nil && pushed {
-			fe.cur.Release()
+			fe.cur.Release(1)
 		}
 		fe.cur = nil
 	}

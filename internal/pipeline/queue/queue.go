@@ -30,14 +30,37 @@ type Item struct {
 	Owner Releaser
 }
 
-// Releaser is an Item's owner, see Item.Owner.
+// Releaser is an Item's owner, see Item.Owner. Release(n) tells it that
+// the queue is done with n of its items: a run of settled items costs
+// their owner one call, not one per item.
 type Releaser interface {
-	Release()
+	Release(n int)
 }
 
 func (it *Item) release() {
 	if it.Owner != nil {
-		it.Owner.Release()
+		it.Owner.Release(1)
+	}
+}
+
+// releaseItems tells the owners of items that the queue is done with
+// them, one call per run of items with the same owner.
+func releaseItems(items []*Item) {
+	var owner Releaser
+	n := 0
+	for _, it := range items {
+		if it.Owner != owner {
+			if n > 0 {
+				owner.Release(n)
+			}
+			owner, n = it.Owner, 0
+		}
+		if owner != nil {
+			n++
+		}
+	}
+	if n > 0 {
+		owner.Release(n)
 	}
 }
 
@@ -497,9 +520,7 @@ func (q *Queue) settle(n int, failed string) {
 // is done with them. Called with mu held.
 func (q *Queue) releaseHeld(n int) {
 	n = min(n, len(q.held)-q.heldHead)
-	for _, it := range q.held[q.heldHead : q.heldHead+n] {
-		it.release()
-	}
+	releaseItems(q.held[q.heldHead : q.heldHead+n])
 	clear(q.held[q.heldHead : q.heldHead+n])
 	q.heldHead += n
 	switch {

@@ -426,7 +426,7 @@ func TestQueuePark(t *testing.T) {
 // countOwner counts releases.
 type countOwner struct{ n int }
 
-func (c *countOwner) Release() { c.n++ }
+func (c *countOwner) Release(n int) { c.n += n }
 
 // TestQueueReleasesOwners: a queue whose sink settles in order tells an
 // item's owner exactly once that it is done with it, whether the item was
