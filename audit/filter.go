@@ -212,17 +212,12 @@ func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
 		if !r.FID.Valid() || r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) == 0 || r.Mask&kernel.FanOnDir != 0 {
 			return false
 		}
-		dir = nil
-		for j := i + 1; j < len(raw) && j <= i+lookAhead; j++ {
-			n := &raw[j]
-			if n.Mask&kernel.FanDelete != 0 && n.Dir.Valid() && string(n.FID.Key) == string(r.FID.Key) {
-				dir = &n.Dir
-				break
-			}
-		}
-		if dir == nil {
+		next := raw[i+1:]
+		j := deleteOf(next[:min(len(next), lookAhead)], &r.FID)
+		if j < 0 {
 			return false
 		}
+		dir = &next[j].Dir
 	}
 	out, ok := c.verdicts[string(dir.Key)]
 	if !ok {

@@ -456,17 +456,28 @@ func (c *Capture) deletedDir(b *batch, obj *kernel.Handle, next []kernel.RawEven
 // obj. ok reports whether one was found; its directory may still be
 // unknown, and then the wait says so.
 func (c *Capture) unlinkedName(b *batch, obj *kernel.Handle, next []kernel.RawEvent, n int) (string, wait, bool) {
-	for i := range min(len(next), n) {
-		e := &next[i]
+	i := deleteOf(next[:min(len(next), n)], obj)
+	if i < 0 {
+		return "", wait{}, false
+	}
+	e := &next[i]
+	d := c.resolveDir(b, &e.Dir)
+	if d == "" {
+		return "", wait{key: string(e.Dir.Key), name: EscapePath(e.Name)}, true
+	}
+	return c.join(b, d, e.Name), wait{}, true
+}
+
+// deleteOf returns the index of the first delete record in evs that names
+// obj (with its directory's handle), or -1.
+func deleteOf(evs []kernel.RawEvent, obj *kernel.Handle) int {
+	for i := range evs {
+		e := &evs[i]
 		if e.Mask&kernel.FanDelete != 0 && e.FID.Valid() && e.Dir.Valid() && string(e.FID.Key) == string(obj.Key) {
-			d := c.resolveDir(b, &e.Dir)
-			if d == "" {
-				return "", wait{key: string(e.Dir.Key), name: EscapePath(e.Name)}, true
-			}
-			return c.join(b, d, e.Name), wait{}, true
+			return i
 		}
 	}
-	return "", wait{}, false
+	return -1
 }
 
 // replacedName names the inode a rename replaced (mv -f t.tmp t): the
