@@ -92,15 +92,21 @@ func (c *Capture) named(b *batch, key []byte, path string) {
 	}
 	delete(c.pend.byKey, string(key))
 	for _, it := range items {
-		p := path
-		if it.w.name != "" {
-			p = joinName(path, it.w.name)
-		}
-		if it.w.child != "" {
-			c.named(b, []byte(it.w.child), p)
-		}
-		b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
+		c.releaseAt(b, it, path)
 	}
+}
+
+// releaseAt releases it into b, its key now known to be at path: its
+// directory's own waiters first (see named), then its events.
+func (c *Capture) releaseAt(b *batch, it *pendingItem, path string) {
+	p := path
+	if it.w.name != "" {
+		p = joinName(path, it.w.name)
+	}
+	if it.w.child != "" {
+		c.named(b, []byte(it.w.child), p)
+	}
+	b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
 }
 
 // namedMoved releases, into b, the events waiting for key, the object a
@@ -133,13 +139,7 @@ func (c *Capture) namedMoved(b *batch, key []byte, oldPath, path string, oldWait
 			c.pend.byKey[it.w.key] = append(c.pend.byKey[it.w.key], it)
 			continue
 		}
-		if it.w.name != "" {
-			p = joinName(p, it.w.name)
-		}
-		if it.w.child != "" {
-			c.named(b, []byte(it.w.child), p)
-		}
-		b.evs = c.releaseHeld(b.evs, it, p, &b.filtered)
+		c.releaseAt(b, it, p)
 	}
 }
 
