@@ -175,6 +175,15 @@ func line(e *Event, root string) string {
 	return s
 }
 
+// lines is every event's line, for a failure message.
+func lines(evs []Event, root string) []string {
+	var all []string
+	for i := range evs {
+		all = append(all, line(&evs[i], root))
+	}
+	return all
+}
+
 func contextCancelled() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

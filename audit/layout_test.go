@@ -394,11 +394,7 @@ func checkPreTree(t *testing.T, s *session, dir string) {
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		var all []string
-		for i := range evs {
-			all = append(all, line(&evs[i], dir))
-		}
-		t.Errorf("pre-existing tree after the new mount:\n got %q\nwant %q\n all %q", got, want, all)
+		t.Errorf("pre-existing tree after the new mount:\n got %q\nwant %q\n all %q", got, want, lines(evs, dir))
 	}
 }
 

@@ -327,11 +327,7 @@ func (tc *nameCase) check(t *testing.T, dir, scope string, after func(*testing.T
 		slices.Sort(want)
 	}
 	if !slices.Equal(got, want) {
-		var all []string
-		for i := range evs {
-			all = append(all, line(&evs[i], dir))
-		}
-		t.Errorf("events:\n got %q\nwant %q\n all %q", got, want, all)
+		t.Errorf("events:\n got %q\nwant %q\n all %q", got, want, lines(evs, dir))
 	}
 	return len(evs)
 }
@@ -787,11 +783,7 @@ func TestLaggedUnknowableNotCached(t *testing.T) {
 			runHelper(t, "touch", filepath.Join(dir, "e", "g"))
 			s.mark(dir)
 			if evs := s.take(); !has(evs, ActionCloseWrite, filepath.Join(dir, "e", "g")) {
-				var all []string
-				for i := range evs {
-					all = append(all, line(&evs[i], dir))
-				}
-				t.Errorf("no close_write ./e/g: %q", all)
+				t.Errorf("no close_write ./e/g: %q", lines(evs, dir))
 			}
 		})
 	}
