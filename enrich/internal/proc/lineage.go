@@ -63,7 +63,6 @@ type Lineage struct {
 	// command line while the pid stays, and a fork may reuse a pid.
 	onExec, onFork func(pid int32)
 	lost           atomic.Uint64
-	reads          atomic.Uint64
 }
 
 // OpenLineage subscribes to the proc connector. size bounds the processes
@@ -175,7 +174,6 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 		e := l.m[ev.Tgid]
 		var info Info
 		_, err := l.reader.Read(ev.Tgid, -1, ReadAll, &info)
-		l.reads.Add(1)
 		if err == nil && (info.HasCreds || info.HasExe) && e == nil {
 			e = &lineEntry{pid: ev.Tgid}
 			l.put(e)
@@ -213,7 +211,6 @@ func (l *Lineage) apply(ev *kernel.ProcEvent) {
 }
 
 func (l *Lineage) readParent(pid int32) *lineEntry {
-	l.reads.Add(1)
 	var info Info
 	if _, err := l.reader.Read(pid, -1, ReadCreds|ReadExe, &info); err != nil || !info.HasCreds {
 		return nil
