@@ -199,7 +199,7 @@ func (c *Cache) Observe(pid int32, t time.Time, exec bool, execPath string, pidf
 		what = ReadCreds | ReadStat | ReadExe | ReadCmdline
 	}
 	var info Info
-	_, err := c.obs.Read(pid, pidfd, what, &info)
+	_, err := c.obs.read(pid, pidfd, ino, what, &info)
 	var lin LineInfo // from the proc connector
 	if l := c.cfg.Lineage; l != nil && (err != nil || !info.HasCreds || (!info.HasExe && what&ReadExe != 0) ||
 		(!info.HasCmdline && what&ReadCmdline != 0) || (!info.HasStart && what&ReadStat != 0)) {

@@ -107,6 +107,12 @@ const (
 // ErrGone. Later files may fail on their own (a zombie has no exe); those
 // leave their Has* false and their errors are returned in partial.
 func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []error, err error) {
+	return r.read(pid, pidfd, 0, what, info)
+}
+
+// read is Read for a caller that has already fstat'ed pidfd: ino is its
+// pidfs inode (0 unknown), which Read would otherwise fstat again.
+func (r *Reader) read(pid int32, pidfd int, ino uint64, what int, info *Info) (partial []error, err error) {
 	*info = Info{Pid: pid}
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
@@ -122,8 +128,10 @@ func (r *Reader) Read(pid int32, pidfd int, what int, info *Info) (partial []err
 		}
 	}
 	if pidfd >= 0 && r.pidfds {
-		if ino, err := kernel.PidfdInode(pidfd); err == nil {
+		if ino != 0 {
 			info.PidfsIno = ino
+		} else if v, err := kernel.PidfdInode(pidfd); err == nil {
+			info.PidfsIno = v
 		}
 	}
 	if pidfd >= 0 && r.pidfds && what&ReadCreds != 0 {
