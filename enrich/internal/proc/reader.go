@@ -170,8 +170,8 @@ func (r *Reader) read(pid int32, pidfd int, ino uint64, what int, info *Info) (p
 		info.HasExe, info.Exe = true, strings.TrimSuffix(string(r.buf[:n]), " (deleted)")
 	}
 
-	n, _, err := d.ReadFile("stat", r.buf)
-	if err != nil {
+	if what&ReadStat == 0 {
+	} else if n, _, err := d.ReadFile("stat", r.buf); err != nil {
 		if !info.HasCreds {
 			return nil, gone(pid, err)
 		}
