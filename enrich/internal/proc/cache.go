@@ -301,15 +301,7 @@ func (c *Cache) fillFrom(e, old *Entry) {
 	if !e.HasExe && old.HasExe {
 		e.HasExe, e.Exe, e.FromExec = true, old.Exe, old.FromExec
 	}
-	if !e.HasComm && old.HasComm {
-		e.HasComm, e.Comm = true, old.Comm
-	}
-	if !e.HasCmdline && old.HasCmdline {
-		e.HasCmdline, e.Cmdline, e.Argv = true, old.Cmdline, old.Argv
-	}
-	if !e.HasPPid && old.HasPPid {
-		e.HasPPid, e.PPid = true, old.PPid
-	}
+	fillCommon(&e.Info, &old.Info)
 	if e.PidfsIno == 0 {
 		e.PidfsIno = old.PidfsIno
 	}
@@ -318,12 +310,6 @@ func (c *Cache) fillFrom(e, old *Entry) {
 	}
 	if !e.HasCreds && old.HasCreds {
 		e.HasCreds, e.Creds = true, old.Creds
-	}
-	if !e.HasLoginUID && old.HasLoginUID {
-		e.HasLoginUID, e.LoginUID = true, old.LoginUID
-	}
-	if !e.HasSession && old.HasSession {
-		e.HasSession, e.Session = true, old.Session
 	}
 	if !e.HasCgroup && old.HasCgroup {
 		e.HasCgroup, e.CgroupPath, e.ContainerID, e.Runtime = true, old.CgroupPath, old.ContainerID, old.Runtime
@@ -337,6 +323,26 @@ func (e *Entry) markExec(path string) {
 	e.FromExec = true
 }
 
+// fillCommon completes dst's comm, command line, parent, login uid and
+// session with src's, for fillFrom and fillImage.
+func fillCommon(dst, src *Info) {
+	if !dst.HasComm && src.HasComm {
+		dst.HasComm, dst.Comm = true, src.Comm
+	}
+	if !dst.HasCmdline && src.HasCmdline {
+		dst.HasCmdline, dst.Cmdline, dst.Argv = true, src.Cmdline, src.Argv
+	}
+	if !dst.HasPPid && src.HasPPid {
+		dst.HasPPid, dst.PPid = true, src.PPid
+	}
+	if !dst.HasLoginUID && src.HasLoginUID {
+		dst.HasLoginUID, dst.LoginUID = true, src.LoginUID
+	}
+	if !dst.HasSession && src.HasSession {
+		dst.HasSession, dst.Session = true, src.Session
+	}
+}
+
 // fillImage completes info's image fields (command line, comm, start,
 // parent, login, cgroup) from what the proc connector's lineage read at
 // the process's last exec, unless the two disagree on the start time
@@ -346,21 +352,7 @@ func fillImage(info, img *Info) bool {
 	if info.HasStart && img.HasStart && info.StartTicks != img.StartTicks {
 		return false
 	}
-	if !info.HasCmdline && img.HasCmdline {
-		info.HasCmdline, info.Cmdline, info.Argv = true, img.Cmdline, img.Argv
-	}
-	if !info.HasComm && img.HasComm {
-		info.HasComm, info.Comm = true, img.Comm
-	}
-	if !info.HasPPid && img.HasPPid {
-		info.HasPPid, info.PPid = true, img.PPid
-	}
-	if !info.HasLoginUID && img.HasLoginUID {
-		info.HasLoginUID, info.LoginUID = true, img.LoginUID
-	}
-	if !info.HasSession && img.HasSession {
-		info.HasSession, info.Session = true, img.Session
-	}
+	fillCommon(info, img)
 	if !info.HasCgroup && img.HasCgroup {
 		info.HasCgroup, info.CgroupPath = true, img.CgroupPath
 	}
