@@ -15,27 +15,13 @@ import (
 	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
-// kafkaBrokers returns the broker scripts/test.sh started, skipping
-// without one unless CI=true.
-func kafkaBrokers(t *testing.T) string {
-	t.Helper()
-	b := os.Getenv("FANAUDIT_KAFKA_BROKERS")
-	if b == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("FANAUDIT_KAFKA_BROKERS is unset and CI=true: run via scripts/test.sh")
-		}
-		t.Skip("FANAUDIT_KAFKA_BROKERS unset; run scripts/test.sh or eval \"$(bash scripts/kafka.sh start)\"")
-	}
-	return b
-}
-
 // TestSealedKafkaTopic: a sealed Kafka sink, through an agent restart, on
 // a topic of three partitions (records keyed by path, so they spread and
 // interleave); the topic read back with kcat verifies with --kafka, and a
 // record removed from the dump is found.
 func TestSealedKafkaTopic(t *testing.T) {
 	testutil.RequireRoot(t)
-	brokers := kafkaBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	if _, err := exec.LookPath("kcat"); err != nil {
 		t.Fatal("kcat is needed (apt package kcat; .ci/run installs it)")
 	}

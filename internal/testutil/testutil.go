@@ -1,6 +1,6 @@
 // Package testutil holds helpers shared by tests: the root check that turns
-// a skip into a failure under CI, private tmpfs mounts and filesystem
-// images to loop-mount.
+// a skip into a failure under CI, the test broker's address, private
+// tmpfs mounts and filesystem images to loop-mount.
 package testutil
 
 import (
@@ -22,6 +22,20 @@ func RequireRoot(t testing.TB) {
 		t.Fatalf("test needs root, and CI=true turns the skip into a failure")
 	}
 	t.Skip("test needs root")
+}
+
+// KafkaBrokers returns the broker scripts/test.sh started
+// (FANAUDIT_KAFKA_BROKERS), skipping without one unless CI=true.
+func KafkaBrokers(t testing.TB) string {
+	t.Helper()
+	b := os.Getenv("FANAUDIT_KAFKA_BROKERS")
+	if b == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("FANAUDIT_KAFKA_BROKERS is unset and CI=true: run via scripts/test.sh")
+		}
+		t.Skip("FANAUDIT_KAFKA_BROKERS unset; run scripts/test.sh or eval \"$(bash scripts/kafka.sh start)\"")
+	}
+	return b
 }
 
 // TmpfsMount mounts a private tmpfs of the given size (e.g. "64m") on a new

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
+	"github.com/fanaudit/fanaudit/internal/testutil"
 	"github.com/fanaudit/fanaudit/sinks"
 )
 
@@ -42,7 +43,7 @@ func benchLines(b *testing.B) [][]byte {
 // saturation (rate 0, so latency is mostly queueing) and at a fixed rate.
 // FANAUDIT_KAFKA_PAYLOAD=FILE sends real records (see benchLines).
 func BenchmarkSink(b *testing.B) {
-	brokers := sharedBrokers(b)
+	brokers := testutil.KafkaBrokers(b)
 	lines := benchLines(b)
 	for _, bc := range []struct {
 		name        string
@@ -151,7 +152,7 @@ func BenchmarkSink(b *testing.B) {
 // BenchmarkReplay measures how fast a spool filled during an outage drains
 // to the real broker once it is back (acks=all, zstd).
 func BenchmarkReplay(b *testing.B) {
-	brokers := sharedBrokers(b)
+	brokers := testutil.KafkaBrokers(b)
 	topic := uniqueTopic(b)
 	createTopic(b, brokers, topic, 1)
 	dir := b.TempDir()

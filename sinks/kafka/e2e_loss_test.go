@@ -43,7 +43,7 @@ func TestAgentOutageAccounted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the agent")
 	}
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	testutil.RequireRoot(t)
 	watched := testutil.TmpfsMount(t, "32m")
 	work := t.TempDir()
@@ -263,7 +263,7 @@ func TestAgentRestartDuringOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the agent")
 	}
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	testutil.RequireRoot(t)
 	watched := testutil.TmpfsMount(t, "32m")
 	work := t.TempDir()

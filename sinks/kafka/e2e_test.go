@@ -25,7 +25,7 @@ func TestAgentRoundTrip(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the agent")
 	}
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	testutil.RequireRoot(t)
 	watched := testutil.TmpfsMount(t, "32m")
 	work := t.TempDir()

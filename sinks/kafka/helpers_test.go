@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -17,26 +16,13 @@ import (
 
 	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/testutil"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/rs/zerolog"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
 var testHost = &record.Host{Hostname: "h1", ID: "0123456789abcdef0123456789abcdef", BootID: "b00t"}
-
-// sharedBrokers returns the broker started by scripts/test.sh, skipping
-// without one unless CI=true.
-func sharedBrokers(t testing.TB) string {
-	t.Helper()
-	b := os.Getenv("FANAUDIT_KAFKA_BROKERS")
-	if b == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("FANAUDIT_KAFKA_BROKERS is unset and CI=true: run via scripts/test.sh")
-		}
-		t.Skip("FANAUDIT_KAFKA_BROKERS unset; run scripts/test.sh or eval \"$(bash scripts/kafka.sh start)\"")
-	}
-	return b
-}
 
 func repoRoot(t testing.TB) string {
 	t.Helper()
@@ -65,7 +51,7 @@ func freePort(t testing.TB) int {
 // startOwnBroker starts a broker on its own data directory via the script.
 func startOwnBroker(t testing.TB, extra ...string) *ownBroker {
 	t.Helper()
-	sharedBrokers(t) // same gate: no broker tooling, no test
+	testutil.KafkaBrokers(t) // same gate: no broker tooling, no test
 	b := &ownBroker{t: t, dir: t.TempDir(), extra: extra}
 	port := freePort(t)
 	b.addr = "127.0.0.1:" + strconv.Itoa(port)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
+	"github.com/fanaudit/fanaudit/internal/testutil"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -29,7 +30,7 @@ import (
 // does not exist is created by the broker on first use, and every record
 // arrives.
 func TestFreshTopicAutoCreated(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	topic := uniqueTopic(t) // not created: the sink must make the broker create it
 	cfg := testConfig(brokers, topic)
 	cfg.Spool.Dir = t.TempDir()
@@ -71,7 +72,7 @@ func TestMissingTopicIsAnOutage(t *testing.T) {
 		{"broker auto-creation off", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			brokers := sharedBrokers(t)
+			brokers := testutil.KafkaBrokers(t)
 			create := false
 			if tt.ownBroker {
 				if testing.Short() {
@@ -159,7 +160,7 @@ func seqOfID(id string) uint64 {
 // spool_full losses, the sink's counters agree, and the queue invariant
 // holds: delivered + lost = sent.
 func TestSpoolDropOldestAnnounced(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	topic := uniqueTopic(t)
 	cfg := testConfig(brokers, topic)
 	cfg.CreateTopics = false

@@ -3,6 +3,8 @@ package kafka
 import (
 	"testing"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // TestOrderDirectAndSpooled: with a window of about one batch, batches
@@ -11,7 +13,7 @@ import (
 // the records in event.sequence order: a batch never goes straight to
 // the broker while an earlier one is still on its way into the spool.
 func TestOrderDirectAndSpooled(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	cfg := testConfig(brokers, uniqueTopic(t))
 	cfg.Spool.Dir = t.TempDir()
 	cfg.MaxMessageBytes = 4096
@@ -26,7 +28,7 @@ func TestOrderDirectAndSpooled(t *testing.T) {
 // TestOrderDirect: many small batches in flight at once, without a spool:
 // they reach their partition in the order they left the queue.
 func TestOrderDirect(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	cfg := testConfig(brokers, uniqueTopic(t))
 	cfg.MaxMessageBytes = 4096
 	cfg.BatchBytes = 4096

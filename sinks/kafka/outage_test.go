@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // waitFor polls cond until it holds or the deadline passes; it is for
@@ -144,7 +146,7 @@ func TestBrokerCrash(t *testing.T) {
 // and starts a new one on the same spool directory: the spooled events are
 // delivered after the restart, before the new run's events.
 func TestRestartDuringOutage(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	deadAddr := "127.0.0.1:" + strconv.Itoa(freePort(t)) // nothing listens here
 	tests := []struct {
 		name string

@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // TestRecordErrorsDeadLetterOnlyTheirRecords: a compacted topic refuses a
@@ -19,7 +21,7 @@ import (
 // naming that record (record_errors, produce v8). Only that record is
 // dead-lettered; the others of its batch are sent again and arrive.
 func TestRecordErrorsDeadLetterOnlyTheirRecords(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	topic := uniqueTopic(t)
 	c := &kafkago.Client{Addr: kafkago.TCP(brokers), Timeout: 30 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -3,13 +3,15 @@ package kafka
 import (
 	"testing"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // TestRoundTrip feeds known events through a queue into the sink against
 // the real broker and checks, with kcat as the independent consumer, that
 // every event id arrives.
 func TestRoundTrip(t *testing.T) {
-	brokers := sharedBrokers(t)
+	brokers := testutil.KafkaBrokers(t)
 	tests := []struct {
 		name        string
 		key         string
