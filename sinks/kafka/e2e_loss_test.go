@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fanaudit/fanaudit/internal/testutil"
 )
 
 // lostRec is the part of a record the accounting checks read.
@@ -40,15 +38,7 @@ type lostRec struct {
 // in-band (in the file and in Kafka itself), account for every sequence
 // number, exactly.
 func TestAgentOutageAccounted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the agent")
-	}
-	brokers := testutil.KafkaBrokers(t)
-	testutil.RequireRoot(t)
-	watched := testutil.TmpfsMount(t, "32m")
-	work := t.TempDir()
-	bin := buildAgent(t, work)
-	topic := uniqueTopic(t)
+	brokers, watched, work, bin, topic := agentSetup(t)
 	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	outFile := filepath.Join(work, "out.jsonl")
 	ag := startAgent(t, bin, work, fmt.Sprintf(`paths = [%q]
@@ -88,14 +78,7 @@ segment_bytes = 65536
 max_bytes = 262144
 `, watched, listen, outFile, brokers, topic, filepath.Join(work, "spool")))
 
-	health := func() int {
-		resp, err := http.Get("http://" + listen + "/healthz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	health := func() int { return healthz(listen) }
 	const files = 3000
 	for i := range files {
 		if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("f-%04d.txt", i)), []byte("x"), 0o644); err != nil {
@@ -170,6 +153,16 @@ max_bytes = 262144
 	if lossInKafka == 0 {
 		t.Error("no loss record naming kafka reached kafka")
 	}
+}
+
+// healthz is the agent's /healthz status code, 0 when it does not answer.
+func healthz(listen string) int {
+	resp, err := http.Get("http://" + listen + "/healthz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // scrape reads the agent's /metrics into name{labels} -> value.
@@ -260,15 +253,7 @@ func account(t *testing.T, outFile, brokers, topic string) accounting {
 // both runs the records that reached Kafka plus the losses announced
 // naming it equal the records produced.
 func TestAgentRestartDuringOutage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the agent")
-	}
-	brokers := testutil.KafkaBrokers(t)
-	testutil.RequireRoot(t)
-	watched := testutil.TmpfsMount(t, "32m")
-	work := t.TempDir()
-	bin := buildAgent(t, work)
-	topic := uniqueTopic(t)
+	brokers, watched, work, bin, topic := agentSetup(t)
 	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	outFile := filepath.Join(work, "out.jsonl")
 	cfg := fmt.Sprintf(`paths = [%q]
@@ -299,14 +284,7 @@ create_topics = false
 [sinks.kafka.spool]
 dir = %q
 `, watched, listen, outFile, brokers, topic, filepath.Join(work, "spool"))
-	health := func() int {
-		resp, err := http.Get("http://" + listen + "/healthz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	health := func() int { return healthz(listen) }
 	touch := func(prefix string, n int) {
 		for i := range n {
 			if err := os.WriteFile(filepath.Join(watched, fmt.Sprintf("%s-%04d.txt", prefix, i)), []byte("x"), 0o644); err != nil {

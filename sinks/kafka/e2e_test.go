@@ -22,15 +22,7 @@ import (
 // with kcat that every created file was reported and that the event ids
 // cover event.sequence 1..max without a gap.
 func TestAgentRoundTrip(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the agent")
-	}
-	brokers := testutil.KafkaBrokers(t)
-	testutil.RequireRoot(t)
-	watched := testutil.TmpfsMount(t, "32m")
-	work := t.TempDir()
-	bin := buildAgent(t, work)
-	topic := uniqueTopic(t)
+	brokers, watched, work, bin, topic := agentSetup(t)
 	createTopic(t, brokers, topic, 1)
 	ag := startAgent(t, bin, work, fmt.Sprintf(`paths = [%q]
 
@@ -185,6 +177,23 @@ func startAgent(t *testing.T, bin, work, cfg string) *agent {
 		return strings.Contains(ag.log.String(), `"running"`)
 	})
 	return ag
+}
+
+// agentSetup skips or fails (as testutil does) a test that builds and
+// runs the agent with a Kafka sink, and returns what each such test
+// needs: the broker, a watched tmpfs, a work directory with the agent
+// built in it, and a topic name of its own (not created).
+func agentSetup(t *testing.T) (brokers, watched, work, bin, topic string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the agent")
+	}
+	brokers = testutil.KafkaBrokers(t)
+	testutil.RequireRoot(t)
+	watched = testutil.TmpfsMount(t, "32m")
+	work = t.TempDir()
+	bin = buildAgent(t, work)
+	return brokers, watched, work, bin, uniqueTopic(t)
 }
 
 func buildAgent(t *testing.T, work string) string {
