@@ -142,7 +142,7 @@ func kafkaConfig(k *config.KafkaSink) kafka.Config {
 			Dir:           k.Spool.Dir,
 			MaxBytes:      k.Spool.MaxBytes,
 			SegmentBytes:  k.Spool.SegmentBytes,
-			Fsync:         k.Spool.Fsync,
+			Fsync:         sinks.FsyncMode(k.Spool.Fsync),
 			FsyncInterval: kafka.Duration{Duration: k.Spool.FsyncInterval.Duration},
 		},
 		DeadLetterFile: k.DeadLetterFile,

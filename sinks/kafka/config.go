@@ -76,11 +76,11 @@ type SASL struct {
 // sink then keeps undeliverable batches in memory (bounded by
 // max_in_flight_bytes) and retries them.
 type Spool struct {
-	Dir           string   `toml:"dir"`
-	MaxBytes      int64    `toml:"max_bytes"`
-	SegmentBytes  int64    `toml:"segment_bytes"`
-	Fsync         string   `toml:"fsync"` // never | interval | always
-	FsyncInterval Duration `toml:"fsync_interval"`
+	Dir           string          `toml:"dir"`
+	MaxBytes      int64           `toml:"max_bytes"`
+	SegmentBytes  int64           `toml:"segment_bytes"`
+	Fsync         sinks.FsyncMode `toml:"fsync"` // never | interval | always, as the file sink's
+	FsyncInterval Duration        `toml:"fsync_interval"`
 }
 
 // Duration is a time.Duration that reads and prints as "20ms".
@@ -118,7 +118,7 @@ func Defaults() Config {
 		Spool: Spool{
 			MaxBytes:      1 << 30,
 			SegmentBytes:  16 << 20,
-			Fsync:         "interval",
+			Fsync:         sinks.FsyncInterval,
 			FsyncInterval: Duration{time.Second},
 		},
 		WhenFull: "block",
@@ -226,8 +226,8 @@ func (s Spool) validate(maxMsg int64) error {
 		return keyErr("spool.max_bytes", "%d must be at least two segments (%d)", s.MaxBytes, 2*s.SegmentBytes)
 	}
 	switch s.Fsync {
-	case "never", "always":
-	case "interval":
+	case sinks.FsyncNever, sinks.FsyncAlways:
+	case sinks.FsyncInterval:
 		if s.FsyncInterval.Duration <= 0 {
 			return keyErr("spool.fsync_interval", "%s must be positive", s.FsyncInterval.Duration)
 		}

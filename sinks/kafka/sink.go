@@ -828,7 +828,7 @@ func (s *Sink) spoolLost(reason, run string, n int64) {
 // syncSpool applies spool.fsync = "interval" to records appended just
 // before the spool went quiet.
 func (s *Sink) syncSpool(ctx context.Context) error {
-	if s.cfg.Spool.Fsync != "interval" {
+	if s.cfg.Spool.Fsync != sinks.FsyncInterval {
 		return nil
 	}
 	t := time.NewTicker(s.cfg.Spool.FsyncInterval.Duration)

@@ -95,7 +95,7 @@ type spool struct {
 	dir      string
 	segBytes int64
 	maxBytes int64
-	fsync    string
+	fsync    sinks.FsyncMode
 	interval time.Duration
 	policy   sinks.Policy
 
@@ -513,7 +513,7 @@ func (s *spool) appendFrom(ctx context.Context, src frameSource) error {
 	}
 	s.dirty = true
 	switch {
-	case s.fsync == "always":
+	case s.fsync == sinks.FsyncAlways:
 		// fsync = "interval" is the syncer's (syncDue), off the lock and
 		// off the path that takes batches from the queue.
 		return s.syncLocked()
@@ -645,7 +645,7 @@ func (s *spool) syncLocked() error {
 // delivered, or a failed write) makes its Sync fail harmlessly.
 func (s *spool) syncDue() error {
 	s.mu.Lock()
-	if s.fsync != "interval" || !s.dirty && len(s.unsynced) == 0 {
+	if s.fsync != sinks.FsyncInterval || !s.dirty && len(s.unsynced) == 0 {
 		s.mu.Unlock()
 		return nil
 	}
@@ -675,10 +675,10 @@ func (s *spool) syncDue() error {
 func (s *spool) rotateLocked() error {
 	if s.w != nil {
 		switch s.fsync {
-		case "interval":
+		case sinks.FsyncInterval:
 			// Synced and closed by the syncer (syncDue), off the lock.
 			s.unsynced = append(s.unsynced, s.w)
-		case "always":
+		case sinks.FsyncAlways:
 			if err := s.w.Sync(); err != nil {
 				return fmt.Errorf("spool fsync: %w", err)
 			}
@@ -1073,7 +1073,7 @@ func (s *spool) commit(n int, pos spoolPos) error {
 	// per batch: it is four system calls and a rename. A cursor that lags
 	// costs only duplicates after a crash, which at-least-once allows.
 	s.cursorDirty = true
-	if s.fsync == "always" || freed || time.Since(s.cursorAt) >= cursorEvery {
+	if s.fsync == sinks.FsyncAlways || freed || time.Since(s.cursorAt) >= cursorEvery {
 		return s.writeCursorLocked(pos)
 	}
 	return nil
@@ -1089,7 +1089,7 @@ func (s *spool) writeCursorLocked(p spoolPos) error {
 		return fmt.Errorf("spool cursor: %w", err)
 	}
 	_, err = fmt.Fprintf(f, "%d %d\n", p.seg, p.off)
-	if err == nil && s.fsync == "always" {
+	if err == nil && s.fsync == sinks.FsyncAlways {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -1132,7 +1132,7 @@ func (s *spool) close() error {
 	}
 	s.unsynced = nil
 	if s.w != nil {
-		if s.fsync != "never" {
+		if s.fsync != sinks.FsyncNever {
 			if serr := s.w.Sync(); err == nil {
 				err = serr
 			}
