@@ -253,12 +253,10 @@ func runSet(ctx context.Context, e *env, round int, cs []config, res []*ConfigRe
 		if ctx.Err() != nil {
 			return
 		}
-		e.seq++
-		tag := fmt.Sprintf("r%d-%02d", round, e.seq)
-		dir := filepath.Join(e.wlMnt, tag)
 		s, err := func() (Sample, error) {
-			if err := os.Mkdir(dir, 0o755); err != nil {
-				return Sample{}, fmt.Errorf("run dir: %w", err)
+			tag, dir, err := e.runDir(fmt.Sprintf("r%d", round))
+			if err != nil {
+				return Sample{}, err
 			}
 			defer os.RemoveAll(dir)
 			return c.run(ctx, e, dir, tag)
@@ -275,11 +273,28 @@ func runSet(ctx context.Context, e *env, round int, cs []config, res []*ConfigRe
 				c.name, s.WL.Elapsed, s.CPU, s.MaxRSSKiB, s.Counts.total(), s.Counts.Ops, s.Counts.Lost, s.Counts.LossReports, s.DrainS)
 		}
 		res[i].Samples = append(res[i].Samples, s)
-		// Outputs are large; keep the out tmpfs from filling up.
-		ents, _ := os.ReadDir(e.outMnt)
-		for _, en := range ents {
-			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
-		}
+		e.clearOut()
+	}
+}
+
+// runDir makes the workload directory of the next run, named
+// PREFIX-SEQ (its tag), under the workload mount.
+func (e *env) runDir(prefix string) (tag, dir string, err error) {
+	e.seq++
+	tag = fmt.Sprintf("%s-%02d", prefix, e.seq)
+	dir = filepath.Join(e.wlMnt, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("run dir: %w", err)
+	}
+	return tag, dir, nil
+}
+
+// clearOut empties the output mount after a run: outputs are large;
+// this keeps the out tmpfs from filling up.
+func (e *env) clearOut() {
+	ents, _ := os.ReadDir(e.outMnt)
+	for _, en := range ents {
+		os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
 	}
 }
 

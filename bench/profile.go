@@ -86,19 +86,12 @@ func profileRuns(ctx context.Context, e *env) []Profile {
 // attaches once the agent has marked, before the workload starts, and
 // ends with the agent.
 func profileLive(ctx context.Context, e *env, perf string, kind sinkKind, p *Profile) error {
-	e.seq++
-	tag := fmt.Sprintf("perf-%02d", e.seq)
-	dir := filepath.Join(e.wlMnt, tag)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return fmt.Errorf("run dir: %w", err)
+	tag, dir, err := e.runDir("perf")
+	if err != nil {
+		return err
 	}
 	defer os.RemoveAll(dir)
-	defer func() {
-		ents, _ := os.ReadDir(e.outMnt)
-		for _, en := range ents {
-			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
-		}
-	}()
+	defer e.clearOut()
 	var rec *monitor
 	defer func() {
 		if rec != nil {
@@ -149,19 +142,12 @@ func (p *Profile) report(ctx context.Context, perf string) error {
 }
 
 func profileOne(ctx context.Context, e *env, perf string, drain bool, p *Profile) error {
-	e.seq++
-	tag := fmt.Sprintf("perf-%02d", e.seq)
-	dir := filepath.Join(e.wlMnt, tag)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return fmt.Errorf("run dir: %w", err)
+	tag, dir, err := e.runDir("perf")
+	if err != nil {
+		return err
 	}
 	defer os.RemoveAll(dir)
-	defer func() {
-		ents, _ := os.ReadDir(e.outMnt)
-		for _, en := range ents {
-			os.RemoveAll(filepath.Join(e.outMnt, en.Name()))
-		}
-	}()
+	defer e.clearOut()
 	cfg := filepath.Join(e.outMnt, tag+".toml")
 	out := filepath.Join(e.outMnt, tag+".jsonl")
 	state, err := e.privateDir("state-" + tag)
