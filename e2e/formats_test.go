@@ -99,10 +99,7 @@ queue_size = 1
 	// exec of a program on the watched mount with quoted arguments; it
 	// stays alive (reading stdin) until its own create is recorded, so
 	// its argv can be read.
-	sh, err := os.ReadFile("/bin/sh")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := readFile(t, "/bin/sh")
 	prog := filepath.Join(watched, "prog")
 	if err := os.WriteFile(prog, sh, 0o755); err != nil {
 		t.Fatal(err)

@@ -63,10 +63,7 @@ func createFiles(t *testing.T, dir string, n int) {
 func checkIsolated(t *testing.T, a *agent, out string, n int) {
 	t.Helper()
 	final := a.waitLog("final stats", time.Second)
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	creates := 0
@@ -156,10 +153,7 @@ func TestStdoutENOSPC(t *testing.T) {
 	a.waitLog("write failed; records are dropped (and announced) until writing works again", 30*time.Second)
 	a.stop()
 	checkIsolated(t, a, out, n)
-	data, err := os.ReadFile(stdoutPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, stdoutPath)
 	if len(data) == 0 {
 		t.Fatal("nothing reached stdout before the disk filled")
 	}
@@ -218,10 +212,7 @@ func TestSIGHUPStorm(t *testing.T) {
 	close(stop)
 	sent := <-stormed
 	a.stop()
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	if !strings.Contains(string(data), `"path":"`+f+`"`) {
 		t.Errorf("the create of %s is missing after %d SIGHUPs:\n%s", f, sent, data)
 	}
@@ -290,10 +281,7 @@ type restartRec struct {
 
 func readRestartRecs(t *testing.T, path string) []restartRec {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, path)
 	var out []restartRec
 	for _, l := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
 		var r restartRec

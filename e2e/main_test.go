@@ -241,6 +241,17 @@ type rec struct {
 	} `json:"fanaudit"`
 }
 
+// readFile returns the contents of file p, failing the test when it
+// cannot be read.
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func parseRecords(t *testing.T, data []byte) []rec {
 	t.Helper()
 	var out []rec

@@ -123,10 +123,7 @@ func TestKernelOverflow(t *testing.T) {
 	a.signal(syscall.SIGCONT)
 	a.stop()
 	final := a.waitLog("final stats", 5*time.Second)
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	overflows, creates := 0, 0
@@ -161,10 +158,7 @@ func TestKernelOverflow(t *testing.T) {
 // cannot silently stop an alert from firing.
 func TestAlertRuleMetricsExist(t *testing.T) {
 	testutil.RequireRoot(t)
-	rules, err := os.ReadFile("../deploy/prometheus/fanaudit.rules.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := readFile(t, "../deploy/prometheus/fanaudit.rules.yml")
 	used := map[string]bool{}
 	for _, line := range strings.Split(string(rules), "\n") {
 		expr, ok := strings.CutPrefix(strings.TrimSpace(line), "expr:")

@@ -75,10 +75,7 @@ func TestRunFileSink(t *testing.T) {
 	a.stop()
 	final := a.waitLog("final stats", time.Second)
 
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	want := []struct{ action, path, old string }{
@@ -124,10 +121,7 @@ func TestNoFeedbackLoop(t *testing.T) {
 		}
 	}
 	a.stop()
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	seen := 0
@@ -177,10 +171,7 @@ queue_size = 16
 	stdoutData := a.output()
 	final := a.waitLog("final stats", time.Second)
 
-	fileData, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fileData := readFile(t, out)
 	all := parseRecords(t, fileData)
 	checkGapless(t, all)
 	creates := 0
@@ -263,10 +254,7 @@ func TestFullDisk(t *testing.T) {
 	a.stop()
 	final := a.waitLog("final stats", time.Second)
 
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	var prev uint64
 	sawAfter := false
@@ -364,10 +352,7 @@ func TestSIGHUPReopens(t *testing.T) {
 	}
 	a.stop()
 	old, _ := os.ReadFile(out + ".1")
-	cur, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cur := readFile(t, out)
 	all := append(parseRecords(t, old), parseRecords(t, cur)...)
 	checkGapless(t, all)
 	if !bytes.Contains(cur, []byte(filepath.Join(watched, "two"))) {
@@ -439,10 +424,7 @@ func TestNoFeedbackLoopRotation(t *testing.T) {
 	}
 	var all []rec
 	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(logDir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		data := readFile(t, filepath.Join(logDir, e.Name()))
 		if strings.HasSuffix(e.Name(), ".gz") {
 			zr, err := gzip.NewReader(bytes.NewReader(data))
 			if err != nil {

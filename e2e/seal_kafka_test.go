@@ -94,10 +94,7 @@ dir = %q
 	}
 
 	// Drop one record from the dump: verify names the loss.
-	b, err := os.ReadFile(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, dump)
 	lines := strings.SplitAfter(string(b), "\n")
 	for i, l := range lines {
 		if !isSealLine(l) && strings.Contains(l, `"action":"close_write"`) {

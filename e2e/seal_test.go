@@ -141,10 +141,7 @@ max_size_mb = 1
 		t.Fatalf("verify of the intact stream: exit %d: %q", code, errs)
 	}
 
-	live, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := readFile(t, out)
 	lines := strings.SplitAfter(string(live), "\n")
 	lines = lines[:len(lines)-1]
 	// A record line in the middle of the live file, with a record after it.
@@ -199,10 +196,7 @@ max_size_mb = 1
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			for _, f := range files[:len(files)-1] {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
+				b := readFile(t, f)
 				if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
 					t.Fatal(err)
 				}

@@ -116,10 +116,7 @@ func unmountHealth(t *testing.T, kind string) {
 	waitRecord(t, a, out, closeWritten(filepath.Join(watched, "after")))
 	a.stop()
 
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	// The records after the first mount's: every one named, exactly the

@@ -148,10 +148,7 @@ func TestOutputDeletedUnderAgent(t *testing.T) {
 	}
 	a.stop()
 	final := a.waitLog("final stats", time.Second)
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out)
 	recs := parseRecords(t, data)
 	if len(recs) == 0 {
 		t.Fatal("the new file is empty")
@@ -226,10 +223,7 @@ func TestSwappedLinkOnSIGHUP(t *testing.T) {
 	}
 	a.stop()
 	final := a.waitLog("final stats", time.Second)
-	data, err := os.ReadFile(out + ".1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, out+".1")
 	recs := parseRecords(t, data)
 	checkGapless(t, recs)
 	if float64(len(recs)) != final["produced"] {

@@ -105,12 +105,3 @@ path = %q
 		t.Errorf("ocsf: %d unwatched_window records, want 1", n)
 	}
 }
-
-func readFile(t *testing.T, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
