@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -328,6 +329,16 @@ func writeConfig(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// waitFileLines waits until the file at path holds at least n lines.
+func (a *agent) waitFileLines(path string, n int) {
+	for {
+		if b, _ := os.ReadFile(path); bytes.Count(b, []byte("\n")) >= n {
+			return
+		}
+		a.waitAnyLogOrTick()
+	}
 }
 
 // waitAnyLogOrTick waits for a new log line or 10ms, for the rare state

@@ -336,12 +336,7 @@ func TestSIGHUPReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the first records reached the file before moving it.
-	for {
-		if b, _ := os.ReadFile(out); bytes.Count(b, []byte("\n")) >= 2 {
-			break
-		}
-		a.waitAnyLogOrTick()
-	}
+	a.waitFileLines(out, 2)
 	if err := os.Rename(out, out+".1"); err != nil {
 		t.Fatal(err)
 	}

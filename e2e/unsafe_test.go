@@ -128,12 +128,7 @@ func TestOutputDeletedUnderAgent(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(watched, "before"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if b, _ := os.ReadFile(out); bytes.Count(b, []byte("\n")) >= 2 {
-			break
-		}
-		a.waitAnyLogOrTick()
-	}
+	a.waitFileLines(out, 2)
 	if err := os.Remove(out); err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +196,7 @@ func TestSwappedLinkOnSIGHUP(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(watched, "one"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if b, _ := os.ReadFile(out); bytes.Count(b, []byte("\n")) >= 2 {
-			break
-		}
-		a.waitAnyLogOrTick()
-	}
+	a.waitFileLines(out, 2)
 	if err := os.Rename(out, out+".1"); err != nil {
 		t.Fatal(err)
 	}
