@@ -98,24 +98,9 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run")
-	file := fs.String("config", "", "config file (default "+config.DefaultPath+", else the embedded default)")
-	pos, err := parseFlags("run", fs, args)
+	cfg, source, err := loadConfigFlag("run", "config file (default "+config.DefaultPath+", else the embedded default)", args)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("run: unexpected argument %q", pos[0])
-	}
-	if flagGiven(fs, "config") && *file == "" {
-		return usagef("run: --config: empty file name")
-	}
-	cfg, source, err := config.LoadDefault(*file)
-	if err != nil {
-		return wrapConfig(err)
-	}
-	if err := checkOptions(cfg, source); err != nil {
-		return wrapConfig(err)
 	}
 	if err := checkFiles(cfg, source); err != nil {
 		return wrapConfig(err)
@@ -176,29 +161,40 @@ func (h *heldWriter) discard() {
 }
 
 func cmdCheckConfig(args []string, stdout io.Writer) error {
-	fs := newFlagSet("check-config")
-	file := fs.String("config", "", "config file")
-	pos, err := parseFlags("check-config", fs, args)
+	cfg, source, err := loadConfigFlag("check-config", "config file", args)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("check-config: unexpected argument %q", pos[0])
-	}
-	if flagGiven(fs, "config") && *file == "" {
-		return usagef("check-config: --config: empty file name")
-	}
-	cfg, source, err := config.LoadDefault(*file)
-	if err != nil {
-		return wrapConfig(err)
-	}
-	if err := checkOptions(cfg, source); err != nil {
-		return wrapConfig(err)
 	}
 	// No check that the watched paths or the credential files exist
 	// (run checks those): a config is often checked on another machine
 	// than the one it runs on (a ConfigMap, a build).
 	return cfg.WriteTOML(stdout, source)
+}
+
+// loadConfigFlag is the common part of run and check-config: it parses
+// cmd's only flag, --config (described by help), loads the file it names
+// (else the default) and checks the options the stages derive from it.
+func loadConfigFlag(cmd, help string, args []string) (*config.Config, string, error) {
+	fs := newFlagSet(cmd)
+	file := fs.String("config", "", help)
+	pos, err := parseFlags(cmd, fs, args)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(pos) > 0 {
+		return nil, "", usagef("%s: unexpected argument %q", cmd, pos[0])
+	}
+	if flagGiven(fs, "config") && *file == "" {
+		return nil, "", usagef("%s: --config: empty file name", cmd)
+	}
+	cfg, source, err := config.LoadDefault(*file)
+	if err != nil {
+		return nil, "", wrapConfig(err)
+	}
+	if err := checkOptions(cfg, source); err != nil {
+		return nil, "", wrapConfig(err)
+	}
+	return cfg, source, nil
 }
 
 // newLogger builds the agent's own log on stderr: JSON, or a console
