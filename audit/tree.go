@@ -175,9 +175,6 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, 
 	var w *windowCheck
 	if b != nil {
 		w = &windowCheck{created: synth}
-		if !synth {
-			w.ref = c.movedAt(dir)
-		}
 	}
 	for len(stack) > 0 {
 		it := stack[len(stack)-1]
@@ -192,6 +189,9 @@ func (c *Capture) markTree(b *batch, rt *treeRoot, dir string, synth bool) (ok, 
 		st, err := kernel.StatTimes(rp)
 		if err != nil || !st.IsDir() || st.Dev != rt.dev {
 			continue // gone, replaced, or another filesystem mounted here
+		}
+		if w != nil && !synth && it.parent < 0 {
+			w.ref = c.movedAt(p, st.Ctime)
 		}
 		id, err := c.group.MarkDir(kernel.MarkAdd, t.mask, rp)
 		if err != nil {
@@ -279,15 +279,11 @@ type windowDir struct {
 	childB int64 // latest birth of a subdirectory found
 }
 
-// movedAt is when the directory at p was moved in: the older ctime of it
-// and of its new parent (a rename sets both; later changes move only one
-// of them, mostly the parent's).
-func (c *Capture) movedAt(p string) int64 {
-	st, err := kernel.StatTimes(realPath(p))
-	if err != nil {
-		return 0
-	}
-	ref := st.Ctime
+// movedAt is when the directory at p, whose ctime is ctime, was moved
+// in: the older ctime of it and of its new parent (a rename sets both;
+// later changes move only one of them, mostly the parent's).
+func (c *Capture) movedAt(p string, ctime int64) int64 {
+	ref := ctime
 	if i := strings.LastIndexByte(p, '/'); i > 0 {
 		if pst, err := kernel.StatTimes(realPath(p[:i])); err == nil && pst.Ctime < ref {
 			ref = pst.Ctime
