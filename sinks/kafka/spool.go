@@ -350,21 +350,14 @@ func readRecord(f *os.File, off, size int64) (rec spoolRec, next int64, ok bool,
 	return rec, off + recordHeader + n, true, nil
 }
 
+// decodePayload is decodeFrame for a payload of its own (readRecord's):
+// the id is made a string, key and value stay in p.
 func decodePayload(p []byte) (spoolRec, bool) {
-	var r spoolRec
-	n, k := binary.Uvarint(p)
-	if k <= 0 || uint64(len(p)-k) < n {
-		return r, false
+	r, ok := decodeFrame(p)
+	if !ok {
+		return spoolRec{}, false
 	}
-	r.ID = string(p[k : k+int(n)])
-	p = p[k+int(n):]
-	n, k = binary.Uvarint(p)
-	if k <= 0 || uint64(len(p)-k) < n {
-		return r, false
-	}
-	r.Key = p[k : k+int(n)]
-	r.Value = p[k+int(n):]
-	return r, true
+	return spoolRec{ID: string(r.ID), Key: r.Key, Value: r.Value}, true
 }
 
 // resync finds the next magic at or after off.
