@@ -80,10 +80,7 @@ func TestProtocolFaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := fakeCluster(t, topic)
 			defer c.Close()
 			tt.inject(c)
 			cfg := testConfig(c.ListenAddrs()[0], topic)
@@ -162,6 +159,17 @@ func readDeadLetters(t *testing.T, path string) []deadLetter {
 	return out
 }
 
+// fakeCluster starts a kfake cluster of one broker with topic (one
+// partition); the caller closes it.
+func fakeCluster(t *testing.T, topic string) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // consumeKfake reads the topic back with kcat against kfake.
 func consumeKfake(t *testing.T, c *kfake.Cluster, topic string) map[string]int {
 	t.Helper()
@@ -171,10 +179,7 @@ func consumeKfake(t *testing.T, c *kfake.Cluster, topic string) map[string]int {
 // TestOversizeRejectedLocally checks that a record over max_message_bytes
 // never reaches the broker and is dead-lettered.
 func TestOversizeRejectedLocally(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, "t")
 	defer c.Close()
 	cfg := testConfig(c.ListenAddrs()[0], "t")
 	cfg.MaxMessageBytes = 2048
@@ -201,10 +206,7 @@ func TestOversizeRejectedLocally(t *testing.T) {
 // and stay in flight, nothing is dead-lettered, and once the topic exists
 // everything arrives.
 func TestUnknownTopicIsAnOutage(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "other"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, "other")
 	defer c.Close()
 	cfg := testConfig(c.ListenAddrs()[0], "missing")
 	cfg.DeadLetterFile = filepath.Join(t.TempDir(), "dead.jsonl")
@@ -234,10 +236,7 @@ func TestUnknownTopicIsAnOutage(t *testing.T) {
 // of blocking the queue, and everything arrives once the broker answers.
 func TestWindowFullSpools(t *testing.T) {
 	const topic = "slow"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, topic)
 	defer c.Close()
 	release := make(chan struct{})
 	held := make(chan struct{})

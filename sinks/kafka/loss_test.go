@@ -207,10 +207,7 @@ func TestSpoolDropOldestAnnounced(t *testing.T) {
 func TestReplayLossesAnnounced(t *testing.T) {
 	const topic = "replay"
 	const n = 400
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "other"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, "other")
 	defer c.Close()
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.MessageTooLarge, Count: -1,
 		When: func(r kmsg.Request) bool { return produceCarries(r, marker) }})

@@ -109,10 +109,7 @@ func readAll(t *testing.T, b protocol.Bytes) []byte {
 // fails the later ones are not sent, so retrying never reorders records.
 func TestProduceChunksInOrder(t *testing.T) {
 	const topic = "chunks"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, topic)
 	defer c.Close()
 	mark := markOf
 	var mu sync.Mutex

@@ -79,10 +79,7 @@ func TestProduceUnsentNotDeadLettered(t *testing.T) {
 	} {
 		t.Run(tt.err.Message, func(t *testing.T) {
 			const topic = "unsent"
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := fakeCluster(t, topic)
 			defer c.Close()
 			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: tt.err, Count: 1,
 				When: func(r kmsg.Request) bool { return produceCarries(r, markOf(9)) }})
@@ -109,10 +106,7 @@ func TestProduceUnsentNotDeadLettered(t *testing.T) {
 // (its default is 12 bytes more than ours) never refuses one as too large.
 func TestProduceBatchWithinBatchBytes(t *testing.T) {
 	const topic = "fits"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := fakeCluster(t, topic)
 	defer c.Close()
 	var mu sync.Mutex
 	var sizes []int
