@@ -534,9 +534,7 @@ func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, ol
 	moved := false
 	for j := i + 1; j < len(raw) && j <= i+3 && !moved; j++ {
 		p := &raw[j]
-		if p.Mask&kernel.FanRename != 0 && p.Pid == r.Pid && p.OldDir.Valid() && p.NewDir.Valid() &&
-			string(p.OldName) == string(r.NewName) && string(p.NewName) == string(r.OldName) &&
-			string(p.OldDir.Key) == string(r.NewDir.Key) && string(p.NewDir.Key) == string(r.OldDir.Key) {
+		if exchanged(r, p) {
 			// The two subtrees traded places. Forget both rather than swap
 			// them: a directory resolved by handle after the exchange
 			// (the reader lags) is already right, and a swap would undo
