@@ -675,10 +675,11 @@ func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 			continue
 		}
 		q = escapeString(q)
-		if !found || underAny(q, c.scope.roots) {
+		under := underAny(q, c.scope.roots)
+		if !found || under {
 			p, st, found = q, s, true
 		}
-		if underAny(q, c.scope.roots) {
+		if under {
 			break
 		}
 	}
