@@ -118,6 +118,20 @@ func (r *Report) targetRows() []targetRow {
 		}
 		return verdict(true)
 	}
+	// statRow adds a #14 row of one statistic of every agent
+	// configuration, with the reference reader's beside it.
+	statRow := func(target, format, unit string, of func(*ConfigResult) Stat, ok func(Stat) bool) {
+		cells, stats := measuredAll(format, of)
+		measured := notMeasured
+		if len(cells) > 0 {
+			measured = strings.Join(cells, ", ") + " " + unit
+		}
+		refCell := "—"
+		if ref != nil {
+			refCell = of(ref).fmt(format) + " " + unit
+		}
+		add("#14", target, measured, refCell, allOK(stats, ok))
+	}
 
 	// #14: live slowdown against the reference reader's.
 	{
@@ -141,19 +155,8 @@ func (r *Report) targetRows() []targetRow {
 			allOK(stats, func(s Stat) bool { return s.Med <= 1.05 }))
 	}
 	// #14: agent CPU per operation, live.
-	{
-		cells, stats := measuredAll("%.2f", func(c *ConfigResult) Stat { return c.stat(opsPerCPU) })
-		measured := notMeasured
-		if len(cells) > 0 {
-			measured = strings.Join(cells, ", ") + " M ops per CPU-s"
-		}
-		refCell := "—"
-		if ref != nil {
-			refCell = ref.stat(opsPerCPU).fmt("%.2f") + " M ops per CPU-s"
-		}
-		add("#14", "agent CPU ≥ 1.0 M ops per CPU-second, live", measured, refCell,
-			allOK(stats, func(s Stat) bool { return s.Med >= 1.0 }))
-	}
+	statRow("agent CPU ≥ 1.0 M ops per CPU-second, live", "%.2f", "M ops per CPU-s",
+		func(c *ConfigResult) Stat { return c.stat(opsPerCPU) }, func(s Stat) bool { return s.Med >= 1.0 })
 	// #14: drain against the C reader with paths, /proc and JSON.
 	{
 		fd, rd := r.find(r.Drain, nameFileDrain), r.find(r.Drain, nameRefDrain)
@@ -234,19 +237,8 @@ func (r *Report) targetRows() []targetRow {
 		add("#14", "unwatched sibling work on the same filesystem: slowdown ≤ 1.05 × no monitor, every in-subtree op reported", measured, refCell, v)
 	}
 	// #14: peak RSS at full speed.
-	{
-		cells, stats := measuredAll("%.1f", func(c *ConfigResult) Stat { return c.stat(rssOf) })
-		measured := notMeasured
-		if len(cells) > 0 {
-			measured = strings.Join(cells, ", ") + " MiB"
-		}
-		refCell := "—"
-		if ref != nil {
-			refCell = ref.stat(rssOf).fmt("%.1f") + " MiB"
-		}
-		add("#14", "peak RSS ≤ 64 MiB at full speed", measured, refCell,
-			allOK(stats, func(s Stat) bool { return s.Med <= targetRSS }))
-	}
+	statRow("peak RSS ≤ 64 MiB at full speed", "%.1f", "MiB",
+		func(c *ConfigResult) Stat { return c.stat(rssOf) }, func(s Stat) bool { return s.Med <= targetRSS })
 	// #13: the live Kafka row.
 	{
 		k := r.find(r.Live, nameKafka)
