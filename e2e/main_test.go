@@ -180,6 +180,45 @@ func (a *agent) signal(sig syscall.Signal) {
 	if err := a.cmd.Process.Signal(sig); err != nil {
 		a.t.Fatal(err)
 	}
+	if sig == syscall.SIGSTOP {
+		a.waitStopped()
+	}
+}
+
+// waitStopped returns once every thread of the agent is in the stopped
+// state. kill(2) returns before a thread running on another CPU has
+// stopped, so a test that acts "while the agent does not read" right after
+// SIGSTOP could race a last read of the agent's (seen in CI under load:
+// the agent marked a new directory before the test wrote into it).
+func (a *agent) waitStopped() {
+	a.t.Helper()
+	tasks := fmt.Sprintf("/proc/%d/task", a.cmd.Process.Pid)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ents, err := os.ReadDir(tasks)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		running := 0
+		for _, e := range ents {
+			stat, err := os.ReadFile(filepath.Join(tasks, e.Name(), "stat"))
+			if err != nil {
+				continue // the thread exited
+			}
+			// The state follows the command's closing parenthesis.
+			i := bytes.LastIndexByte(stat, ')')
+			if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("agent still has %d threads running %v after SIGSTOP", running, startTimeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // wait waits for the exit and returns the exit code. The pipes are read
