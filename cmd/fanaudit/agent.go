@@ -291,6 +291,9 @@ func buildSinks(cfg *config.Config, source string, host *record.Host, runID stri
 		if err := setSealer(sink, cfg.Sinks[i].SealState, cfg.Sinks[i].SealInterval.Duration); err != nil {
 			sink.Close()
 			closeAll()
+			if source == "watch" {
+				return nil, nil, nil, usagef("watch: --seal-state: %v", err)
+			}
 			return nil, nil, nil, wrapConfig(cfg.KeyError(source, "sinks."+strconv.Itoa(i)+".seal_state", err))
 		}
 		specs = append(specs, pipeline.SinkSpec{Name: s.Name, Sink: sink, QueueSize: s.QueueSize, Policy: s.Policy, Format: s.Format})

@@ -140,6 +140,27 @@ func Fchmod(f *os.File, perm uint32) error {
 	return nil
 }
 
+// ErrWouldBlock is returned by TryLock when another open file
+// description holds the lock.
+const ErrWouldBlock = unix.EWOULDBLOCK
+
+// TryLock takes an exclusive flock(2) on f without waiting; a lock held
+// elsewhere is ErrWouldBlock (wrapped).
+func TryLock(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("flock %s: %w", f.Name(), err)
+	}
+	var serr error
+	if cerr := rc.Control(func(fd uintptr) { serr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB) }); cerr != nil {
+		return fmt.Errorf("flock %s: %w", f.Name(), cerr)
+	}
+	if serr != nil {
+		return &os.PathError{Op: "flock", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
 // RenameAt renames oldname to newname, both in dir. With noReplace it
 // fails with an error matching fs.ErrExist rather than replace newname
 // (renameat2 RENAME_NOREPLACE). A rename never follows a symbolic link:

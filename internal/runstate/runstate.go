@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/safefile"
@@ -74,15 +73,11 @@ func Begin(dir, key, runID string, now time.Time) (m *Marker, prev *Previous, er
 			d.Close()
 		}
 	}()
-	lock, err := d.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: run lock: %w", key, err)
+	lock, err := d.Lock(lockName, 0o600)
+	if errors.Is(err, safefile.ErrLocked) {
+		return nil, nil, fmt.Errorf("%s %s: %w", key, dir, ErrBusy)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, nil, fmt.Errorf("%s %s: %w", key, dir, ErrBusy)
-		}
+	if err != nil {
 		return nil, nil, fmt.Errorf("%s: run lock: %w", key, err)
 	}
 	defer func() {

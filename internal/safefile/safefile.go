@@ -323,6 +323,29 @@ func (d *Dir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error
 	return f, nil
 }
 
+// ErrLocked is returned by Lock when another open file description (in
+// this process or another) holds the lock.
+var ErrLocked = errors.New("locked by another process")
+
+// Lock opens (creating it with perm when missing) the lock file name in d
+// and takes an exclusive flock on it without waiting. The lock lasts
+// until the returned file is closed, or the process exits, so a crash
+// never leaves it stale. A lock already held is ErrLocked.
+func (d *Dir) Lock(name string, perm os.FileMode) (*os.File, error) {
+	f, err := d.OpenFile(name, os.O_RDWR|os.O_CREATE, perm)
+	if err != nil {
+		return nil, err
+	}
+	if err := kernel.TryLock(f); err != nil {
+		f.Close()
+		if errors.Is(err, kernel.ErrWouldBlock) {
+			return nil, fmt.Errorf("%s: %w", d.join(name), ErrLocked)
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
 // openErr turns an open error into a refusal when the name is something
 // the agent must not use (a link; a FIFO or device, which O_NONBLOCK
 // keeps from blocking the open).

@@ -2,6 +2,7 @@ package seal
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fanaudit/fanaudit/internal/safefile"
 )
 
 // stream builds a sealed stream: an open seal, n records with a seal
@@ -74,6 +77,10 @@ func (s *stream) run(t *testing.T, from, to, every int, clean bool) {
 	}
 	if clean {
 		add(sl.Close(now))
+	} else {
+		// A crash: the process's exit drops the lock and writes nothing.
+		sl.lock.Close()
+		sl.dir.Close()
 	}
 }
 
@@ -208,6 +215,34 @@ func TestUncleanRestart(t *testing.T) {
 	got := verify(t, s.k0, s.lines, VerifyOptions{})
 	if len(got) != 1 || !strings.Contains(got[0], fmt.Sprintf("f:%d: 10 record(s) in lines %d-%d are not covered", n-9, n-9, n)) {
 		t.Fatalf("findings %q", got)
+	}
+}
+
+// One chain, one writer: a second Open of a state in use is refused
+// (a second agent would fork the chain), and the state is free again
+// after the first writer's clean stop.
+func TestOneWriter(t *testing.T) {
+	s := newStream(t)
+	first, err := Open(s.state, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Begin(runStart(0)); err != nil {
+		t.Fatal(err)
+	}
+	second, err := Open(s.state, time.Second)
+	if !errors.Is(err, ErrState) || !errors.Is(err, safefile.ErrLocked) {
+		t.Fatalf("second Open: %v, %v; want ErrState and safefile.ErrLocked", second, err)
+	}
+	if _, err := first.Close(runStart(0)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(s.state, time.Second)
+	if err != nil {
+		t.Fatalf("Open after the first writer's Close: %v", err)
+	}
+	if _, err := again.Close(runStart(1)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -3,12 +3,18 @@ package seal
 import (
 	"crypto/cipher"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/safefile"
 )
+
+// lockSuffix names the lock file beside a state file (NAME.lock). The
+// state file itself cannot carry the lock: each seal replaces it.
+const lockSuffix = ".lock"
 
 // DefaultInterval is the default seal_interval.
 const DefaultInterval = 10 * time.Second
@@ -22,6 +28,7 @@ const DefaultInterval = 10 * time.Second
 type Sealer struct {
 	path     string
 	dir      *safefile.Dir
+	lock     *os.File // flock held while this Sealer writes the chain
 	name     string
 	interval time.Duration
 
@@ -56,14 +63,26 @@ func Open(path string, interval time.Duration) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A chain has exactly one writer: a second agent (or sink) on the same
+	// state would fork it, and the second seal would look like tampering.
+	lock, err := d.Lock(name+lockSuffix, 0o600)
+	if err != nil {
+		d.Close()
+		if errors.Is(err, safefile.ErrLocked) {
+			return nil, fmt.Errorf("%w: %s is in use by another running writer (one chain, one writer): %w", ErrState, path, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrState, err)
+	}
 	st, k, head, err := loadState(d, name)
 	if err != nil {
+		lock.Close()
 		d.Close()
 		return nil, err
 	}
-	s := &Sealer{path: path, dir: d, name: name, interval: interval, st: st, key: k, head: head, prev: head,
+	s := &Sealer{path: path, dir: d, lock: lock, name: name, interval: interval, st: st, key: k, head: head, prev: head,
 		block: make([]byte, 0, 64<<10), tag: make([]byte, 0, 16), markEvery: 1, marks: make([]byte, 0, maxMarks*markSize)}
 	if s.aead, err = blockAEAD(&s.key); err != nil {
+		lock.Close()
 		d.Close()
 		return nil, err
 	}
@@ -227,6 +246,7 @@ func (s *Sealer) Close(now time.Time) ([]byte, error) {
 	if cerr := s.dir.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("%w: %w", ErrState, cerr)
 	}
+	s.lock.Close() // only releases the lock: nothing was written through it
 	return line, err
 }
 
