@@ -93,6 +93,15 @@ dir = %q
 		t.Fatalf("verify --kafka of the topic: exit %d: %q", code, errs)
 	}
 
+	// The topic read directly, with the sink's own settings from the
+	// config and with --brokers/--topic, verifies the same.
+	if code, errs := verifyRun(t, "--key", key, "--config", cfg, "--sink", "siem"); code != 0 {
+		t.Fatalf("verify --config --sink (the topic read directly): exit %d: %q", code, errs)
+	}
+	if code, errs := verifyRun(t, "--key", key, "--brokers", brokers, "--topic", topic); code != 0 {
+		t.Fatalf("verify --brokers --topic: exit %d: %q", code, errs)
+	}
+
 	// Drop one record from the dump: verify names the loss.
 	b := readFile(t, dump)
 	lines := strings.SplitAfter(string(b), "\n")
@@ -108,5 +117,25 @@ dir = %q
 	code, errs := verifyRun(t, "--kafka", "--key", key, dump)
 	if code != 1 || len(errs) == 0 || !strings.Contains(errs[0], "removed") {
 		t.Fatalf("verify --kafka of a dump without one record: exit %d: %q", code, errs)
+	}
+
+	// A forged record produced into the topic (a sealed record with one
+	// byte changed) is found when the topic is read directly, and named
+	// by partition and offset.
+	var forged []byte
+	for _, l := range lines {
+		if !isSealLine(l) && strings.Contains(l, `"action":"create"`) {
+			forged = []byte(strings.Replace(strings.TrimSuffix(l, "\n"), `"action":"create"`, `"action":"creatE"`, 1))
+			break
+		}
+	}
+	w := &kafkago.Writer{Addr: kafkago.TCP(strings.Split(brokers, ",")...), Topic: topic, RequiredAcks: kafkago.RequireAll}
+	if err := w.WriteMessages(ctx, kafkago.Message{Partition: 0, Value: forged}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	code, errs = verifyRun(t, "--key", key, "--brokers", brokers, "--topic", topic)
+	if code != 1 || len(errs) == 0 || !strings.Contains(strings.Join(errs, "\n"), topic+"[") {
+		t.Fatalf("verify --topic after a forged record was produced: exit %d: %q", code, errs)
 	}
 }

@@ -236,7 +236,13 @@ max_size_mb = 1
 	}
 
 	// Usage errors exit 2 with one line.
-	for _, args := range [][]string{{out}, {"--key", "xyz", out}, {"--key", key}, {"--key", key, filepath.Join(outDir, "nope")}} {
+	for _, args := range [][]string{
+		{out}, {"--key", "xyz", out}, {"--key", key}, {"--key", key, filepath.Join(outDir, "nope")},
+		{"--key", key, "--topic", "t"}, {"--key", key, "--brokers", "127.0.0.1:1"},
+		{"--key", key, "--brokers", "127.0.0.1:1", "--topic", "t", out},
+		{"--key", key, "--config", filepath.Join(outDir, "nope.toml"), "--sink", "s"},
+		{"--key", key, "--topic", "t", "--brokers", "127.0.0.1:1", "--sink", "s"},
+	} {
 		if code, errs := verifyRun(t, args...); code != 2 || len(errs) != 1 {
 			t.Errorf("verify %q: exit %d, stderr %q; want 2 and one line", args, code, errs)
 		}

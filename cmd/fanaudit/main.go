@@ -90,6 +90,7 @@ const usageText = `usage:
   fanaudit check-config [--config FILE]
   fanaudit seal-keygen --state FILE
   fanaudit verify --key KEY [--kafka] [--allow-pruned] FILE...
+  fanaudit verify --key KEY [--allow-pruned] (--config FILE --sink NAME | --brokers LIST --topic TOPIC)
   fanaudit version
 `
 

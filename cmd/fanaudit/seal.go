@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,8 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/config"
 	"github.com/fanaudit/fanaudit/internal/seal"
 	"github.com/fanaudit/fanaudit/sinks"
+	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
 
 // exitCode ends a command with a code and nothing more on stderr: verify
@@ -86,6 +89,10 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	keyArg := fs.String("key", "", "verification key (hex), or @FILE to read it from FILE")
 	kafka := fs.Bool("kafka", false, "FILEs are Kafka topic dumps (kcat -C -e): duplicates dropped, order restored by epoch and event.sequence")
 	pruned := fs.Bool("allow-pruned", false, "accept a stream whose oldest files were pruned (it starts after the first seal)")
+	topic := fs.String("topic", "", "read this Kafka topic directly from --brokers (instead of FILEs)")
+	brokers := fs.String("brokers", "", "comma-separated Kafka brokers for --topic (plaintext)")
+	cfgFile := fs.String("config", "", "with --sink: read that Kafka sink's topic directly, with its brokers, TLS and SASL settings")
+	sinkName := fs.String("sink", "", "the Kafka sink in --config whose topic to read")
 	pos, err := parseFlags("verify", fs, args)
 	if err != nil {
 		return err
@@ -93,7 +100,14 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	if *keyArg == "" {
 		return usagef("verify: --key KEY is required")
 	}
-	if len(pos) == 0 {
+	kc, direct, err := verifyTopicFlags(fs, *topic, *brokers, *cfgFile, *sinkName)
+	if err != nil {
+		return err
+	}
+	if direct && len(pos) > 0 {
+		return usagef("verify: FILE %q given with a topic to read: check one or the other", pos[0])
+	}
+	if !direct && len(pos) == 0 {
 		return usagef("verify: missing FILE (usage: fanaudit verify --key KEY FILE...)")
 	}
 	ks := *keyArg
@@ -109,7 +123,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		return usagef("verify: --key: %v", err)
 	}
 	var files []string
-	if *kafka {
+	if *kafka || direct {
 		files = pos
 	} else if files, err = streamFiles(pos); err != nil {
 		return usagef("verify: %v", err)
@@ -120,7 +134,13 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	src := fileSource(files)
-	if *kafka {
+	switch {
+	case direct:
+		if src, err = topicSource(kc); err != nil {
+			return err
+		}
+		files = []string{"topic " + kc.Topic}
+	case *kafka:
 		if src, err = kafkaSource(files); err != nil {
 			return err
 		}
@@ -301,6 +321,64 @@ func readLines(name string, fn func(no int, line []byte) bool) (bool, error) {
 			return false, fmt.Errorf("%s: %w", name, err)
 		}
 	}
+}
+
+// verifyTopicFlags decides whether verify reads a topic directly: with
+// --topic and --brokers (plaintext), or with --config and --sink (that
+// Kafka sink's brokers, topic, TLS and SASL).
+func verifyTopicFlags(fs *flag.FlagSet, topic, brokers, cfgFile, sinkName string) (kafka.Config, bool, error) {
+	byFlags := flagGiven(fs, "topic") || flagGiven(fs, "brokers")
+	byConfig := flagGiven(fs, "config") || flagGiven(fs, "sink")
+	switch {
+	case byFlags && byConfig:
+		return kafka.Config{}, false, usagef("verify: --topic/--brokers and --config/--sink both given: use one pair")
+	case byFlags:
+		var bs []string
+		for b := range strings.SplitSeq(brokers, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				bs = append(bs, b)
+			}
+		}
+		if topic == "" || len(bs) == 0 {
+			return kafka.Config{}, false, usagef("verify: --topic and --brokers go together, neither empty")
+		}
+		return kafka.Config{Brokers: bs, Topic: topic}, true, nil
+	case byConfig:
+		if cfgFile == "" || sinkName == "" {
+			return kafka.Config{}, false, usagef("verify: --config and --sink go together, neither empty")
+		}
+		cfg, err := config.Load(cfgFile)
+		if err != nil {
+			return kafka.Config{}, false, wrapConfig(err)
+		}
+		for i := range cfg.Sinks {
+			if s := &cfg.Sinks[i]; s.Name == sinkName {
+				if s.Type != config.SinkKafka {
+					return kafka.Config{}, false, usagef("verify: --sink %q is a %s sink: give its files instead", sinkName, s.Type)
+				}
+				return kafkaConfig(s.Kafka), true, nil
+			}
+		}
+		return kafka.Config{}, false, usagef("verify: --sink: no sink named %q in %s", sinkName, cfgFile)
+	}
+	return kafka.Config{}, false, nil
+}
+
+// topicSource reads a Kafka topic directly (kafka.ReadTopic) and restores
+// its sealed order as kafkaSource does for a dump. A line is named
+// TOPIC[PARTITION] and numbered by its offset.
+func topicSource(kc kafka.Config) (seal.Source, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var lines []seal.Line
+	err := kafka.ReadTopic(ctx, kc, func(p int, off int64, v []byte) error {
+		lines = append(lines, seal.Line{Name: kc.Topic + "[" + strconv.Itoa(p) + "]", No: int(off), Data: bytes.Clone(v)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	return seal.SliceSource(seal.Reorder(lines)), nil
 }
 
 // kafkaSource reads topic dumps into memory and restores their sealed
