@@ -416,8 +416,12 @@ var (
 
 // Configuration names the targets refer to.
 const (
-	nameNone      = "no monitor"
-	nameRef       = "fanread dfid_name_target -e full -S 1000"
+	nameNone = "no monitor"
+	nameRef  = "fanread dfid_name_target -e full -S 1000"
+	// nameRefWork is the C reader doing, live, the work the drain
+	// reference does: paths, /proc, JSON lines to a file. It is the floor
+	// the agent's CPU per operation is read against.
+	nameRefWork   = "fanread dfid_name_target -e full -S 1000 -r -p -C -o"
 	nameFile      = "fanaudit file sink"
 	nameWatch     = "fanaudit watch"
 	nameSealed    = "fanaudit file sink, sealed"
@@ -444,6 +448,7 @@ func configs(e *env) (live, drain, sibling []config) {
 		fanreadLive("fanread fd", []string{"-m", "fd"}, fdOps),
 		fanreadLive("fanread dfid_name -S 1000", []string{"-m", "dfid_name", "-S", "1000"}, allOps),
 		fanreadLive(nameRef, append(slices.Clone(refArgs), "-S", "1000"), allOps),
+		fanreadLive(nameRefWork, append(slices.Clone(refArgs), "-S", "1000", "-r", "-p", "-C", "-o", "OUT"), allOps),
 	)
 	if o.Fatrace != "" {
 		live = append(live, config{name: "fatrace -c -o FILE", command: "fatrace -c -o FILE (cwd on the tmpfs)", ops: allOps, run: runFatrace})
@@ -511,12 +516,25 @@ func runNone(ctx context.Context, e *env, dir, tag string) (Sample, error) {
 func fanreadLive(name string, args []string, ops []Op) config {
 	return config{
 		name:    name,
-		command: "fanread " + strings.Join(args, " ") + " DIR",
+		command: "fanread " + strings.ReplaceAll(strings.Join(args, " "), "OUT", "FILE") + " DIR",
 		ops:     ops,
 		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-			return fanreadRun(ctx, e, dir, tag, args, e.wl)
+			return fanreadRun(ctx, e, dir, tag, fanreadArgv(e, tag, args), e.wl)
 		},
 	}
+}
+
+// fanreadArgv puts the run's output file (on the output tmpfs) where args
+// say OUT.
+func fanreadArgv(e *env, tag string, args []string) []string {
+	argv := make([]string, 0, len(args))
+	for _, a := range args {
+		if a == "OUT" {
+			a = filepath.Join(e.outMnt, tag+".jsonl")
+		}
+		argv = append(argv, a)
+	}
+	return argv
 }
 
 // startFanread starts fanread with args on dir and returns once its mark
@@ -622,14 +640,7 @@ func fanreadDrain(name string, args []string) config {
 		command: "fanread " + strings.ReplaceAll(strings.Join(args, " "), "OUT", "FILE") + " -D -u DIR; SIGUSR1 after the workload",
 		ops:     allOps,
 		run: func(ctx context.Context, e *env, dir, tag string) (Sample, error) {
-			var argv []string
-			for _, a := range args {
-				if a == "OUT" {
-					a = filepath.Join(e.outMnt, tag+".jsonl")
-				}
-				argv = append(argv, a)
-			}
-			m, err := startFanread(ctx, e, dir, tag, append(argv, "-D", "-u")...)
+			m, err := startFanread(ctx, e, dir, tag, append(fanreadArgv(e, tag, args), "-D", "-u")...)
 			if err != nil {
 				return Sample{}, err
 			}

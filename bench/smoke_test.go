@@ -77,7 +77,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLive, wantDrain, wantSibling, wantPaced := 5, 4, 3, 1
+	wantLive, wantDrain, wantSibling, wantPaced := 6, 4, 3, 1
 	if ok {
 		wantLive += 2 // run with a file sink, watch
 		if rep.SealNA == "" {
