@@ -144,6 +144,9 @@ func (r *Report) targetRows() []targetRow {
 		measured, refCell := notMeasured, "—"
 		if ref != nil {
 			refCell = "`fanread " + strings.Join(refArgs, " ") + " -S 1000`: " + r.slowdown(ref).fmt("%.2f") + "×"
+			if w := r.find(r.Live, nameRefWork); w != nil {
+				refCell += "; `" + w.Name + "` (the same work in C): " + r.slowdown(w).fmt("%.2f") + "×, " + r.relSlowdown(w, ref).fmt("%.2f") + " × the reference's"
+			}
 			var abs []string
 			for _, c := range agents {
 				if c != nil {
