@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -253,22 +254,7 @@ type partGroup struct {
 // the ones after it are not sent (their messages get its error), so a
 // retry never puts later records before earlier ones.
 func (p *producer) produceGroup(ctx context.Context, msgs []kafkago.Message, g *partGroup, res []error, turn groupTurn) {
-	// A request's batch stays within maxBytes as encoded, headers and
-	// framing included (recordBound): uncompressed, a broker refuses a
-	// batch past its max.message.bytes, and batch_bytes' default is just
-	// under the broker's.
-	chunk := func(from int) []int {
-		to, size := from, int64(4+rbHeaderLength)
-		for to < len(g.idx) && to-from < p.maxN {
-			n := recordBound(&msgs[g.idx[to]])
-			if to > from && size+n > p.maxBytes {
-				break
-			}
-			size += n
-			to++
-		}
-		return g.idx[from:to]
-	}
+	chunk := func(from int) []int { return g.idx[from:p.chunkEnd(msgs, g.idx, from)] }
 	next := p.encode(msgs, chunk(0))
 	// One sequence of requests at a time per partition, taken in turn, so
 	// the partition keeps the order of the calls.
@@ -524,4 +510,116 @@ func (p *producer) compressTail(dst []byte, from int) ([]byte, error) {
 		return dst, fmt.Errorf("compress: %w", err)
 	}
 	return append(dst[:from], out.Bytes()...), nil
+}
+
+// chunkEnd is where the request starting at idx[from] ends: at most maxN
+// records, and within maxBytes as encoded (recordBound), headers and
+// framing included, since a broker refuses an uncompressed batch past its
+// max.message.bytes and batch_bytes' default is just under the broker's.
+func (p *producer) chunkEnd(msgs []kafkago.Message, idx []int, from int) int {
+	to, size := from, int64(4+rbHeaderLength)
+	for to < len(idx) && to-from < p.maxN {
+		n := recordBound(&msgs[idx[to]])
+		if to > from && size+n > p.maxBytes {
+			break
+		}
+		size += n
+		to++
+	}
+	return to
+}
+
+// encodeSets encodes msgs, all for one partition, as the record sets of
+// the requests produceGroup would send, for the spool (spoolSet): the
+// replayer sends them as they are. Each set is appended to buf, which is
+// returned with the sets pointing into it.
+func (p *producer) encodeSets(buf []byte, msgs []kafkago.Message, now time.Time) ([]byte, []spoolSet, error) {
+	idx := make([]int, len(msgs))
+	for i := range idx {
+		idx[i] = i
+	}
+	type span struct{ from, to, at int }
+	var spans []span
+	for from := 0; from < len(idx); {
+		to := p.chunkEnd(msgs, idx, from)
+		at := len(buf)
+		var err error
+		if buf, err = p.encodeRecordSet(buf, msgs, idx[from:to], now); err != nil {
+			return buf, nil, err
+		}
+		spans = append(spans, span{from, to, at})
+		from = to
+	}
+	sets := make([]spoolSet, len(spans))
+	for i, sp := range spans {
+		end := len(buf)
+		if i+1 < len(spans) {
+			end = spans[i+1].at
+		}
+		sets[i] = spoolSet{
+			FirstID: msgs[sp.from].Headers[0].Value, Key: msgs[sp.from].Key,
+			N: sp.to - sp.from, Set: buf[sp.at:end:end],
+		}
+	}
+	return buf, sets, nil
+}
+
+// produceSet sends a record set encoded earlier (encodeSets, read back
+// from the spool) to the partition its key maps to, as it is: no second
+// encoding or compression. Like produceGroup it takes the partition's
+// lock, so it is the only request in flight there.
+func (p *producer) produceSet(ctx context.Context, key, set []byte) sent {
+	parts, err := p.partitions(ctx)
+	if err != nil {
+		return sent{err: err}
+	}
+	part := p.bal.Balance(kafkago.Message{Key: key}, parts...)
+	m := p.partitionLock(part)
+	m.Lock()
+	defer m.Unlock()
+	r := p.send(ctx, part, set)
+	if r.err != nil {
+		p.forgetPartitions()
+	}
+	return r
+}
+
+// decodeRecordSet reads the messages back from a record set encoded by
+// encodeRecordSet (size, then one batch), with their keys, values and
+// headers; the replayer falls back to them when the broker refuses a
+// stored set for some of its records (too large, invalid), so that only
+// those are dead-lettered.
+func decodeRecordSet(set []byte) ([]kafkago.Message, error) {
+	var rs protocol.RecordSet
+	if _, err := rs.ReadFrom(bytes.NewReader(set)); err != nil {
+		return nil, fmt.Errorf("decode record set: %w", err)
+	}
+	if rs.Records == nil {
+		return nil, errors.New("decode record set: no records")
+	}
+	var msgs []kafkago.Message
+	for {
+		r, err := rs.Records.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			return msgs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decode record set: %w", err)
+		}
+		m := kafkago.Message{}
+		if r.Key != nil {
+			if m.Key, err = protocol.ReadAll(r.Key); err != nil {
+				return nil, fmt.Errorf("decode record set: %w", err)
+			}
+		}
+		if r.Value != nil {
+			if m.Value, err = protocol.ReadAll(r.Value); err != nil {
+				return nil, fmt.Errorf("decode record set: %w", err)
+			}
+		}
+		for _, h := range r.Headers {
+			m.Headers = append(m.Headers, kafkago.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
+		}
+		msgs = append(msgs, m)
+	}
 }

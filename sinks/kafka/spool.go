@@ -24,17 +24,30 @@ import (
 
 // On-disk spool layout: dir/seg-<20-digit id>.log segments, append-only,
 // and dir/cursor holding "<segment id> <offset>" of the first record not
-// yet acknowledged by the broker. Each record is
+// yet acknowledged by the broker. A segment holds frames of two kinds.
+// One record (seal records, and spools written before record sets were):
 //
 //	magic u32 | payload length u32 | crc32c(payload) u32 | payload
 //	payload = uvarint len | event id | uvarint len | key | value
 //
-// The magic lets the reader resynchronise after a corrupt record instead
-// of giving up on the rest of the segment.
+// A record set, the batch of one produce request as encodeRecordSet made
+// it (compressed), which the replayer sends as it is:
+//
+//	setMagic u32 | payload length u32 | crc32c(payload) u32 | records u32 |
+//	crc32c(the 16 bytes before) u32 | payload
+//	payload = uvarint len | first event id | uvarint len | key | record set
+//
+// The set's header has its own CRC, so a set whose bytes are damaged is
+// still counted exactly (records) and skipped whole. The magics let the
+// reader resynchronise after a corrupt frame instead of giving up on the
+// rest of the segment.
 const (
 	spoolMagic     uint32 = 0xFA5B001D
+	setMagic       uint32 = 0xFA5B5E75
 	recordHeader          = 12
+	setHeader             = 20
 	recordOverhead        = recordHeader + 2*binary.MaxVarintLen64
+	setOverhead           = setHeader + 2*binary.MaxVarintLen64
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -268,7 +281,7 @@ func (s *spool) countRecords(id uint64, off, size int64) (n, items int64, run st
 	}
 	defer f.Close()
 	for start := int64(0); start < size; {
-		rec, next, ok, err := readRecord(f, start, size)
+		rec, k, next, ok, err := readRecord(f, start, size)
 		if err != nil {
 			return 0, 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
 		}
@@ -276,9 +289,9 @@ func (s *spool) countRecords(id uint64, off, size int64) (n, items int64, run st
 			run = runOfID(rec.ID)
 		}
 		if ok && start >= off {
-			n++
+			n += k
 			if !isSealID(rec.ID) {
-				items++
+				items += k
 			}
 		}
 		start = next
@@ -304,14 +317,14 @@ func (s *spool) countUpTo(seg segment, off int64) (n, items int64) {
 	}
 	defer f.Close()
 	for pos := int64(0); pos < off; {
-		rec, next, ok, err := readRecord(f, pos, seg.size)
+		rec, k, next, ok, err := readRecord(f, pos, seg.size)
 		if err != nil {
 			break
 		}
 		if ok && pos >= seg.from {
-			n++
+			n += k
 			if !isSealID(rec.ID) {
-				items++
+				items += k
 			}
 		}
 		pos = next
@@ -319,35 +332,60 @@ func (s *spool) countUpTo(seg segment, off int64) (n, items int64) {
 	return n, items
 }
 
-// readRecord decodes the record at off. ok is false for a corrupt record;
-// next is then where the next plausible record starts.
-func readRecord(f *os.File, off, size int64) (rec spoolRec, next int64, ok bool, err error) {
-	var h [recordHeader]byte
+// readRecord decodes the frame at off: a record, or a record set of n
+// records (rec holds its first event id and key; its Value is the set).
+// ok is false for a corrupt frame; next is then where the next plausible
+// frame starts.
+func readRecord(f *os.File, off, size int64) (rec spoolRec, n, next int64, ok bool, err error) {
+	var h [setHeader]byte
 	if off+recordHeader > size {
-		return rec, size, false, nil
+		return rec, 0, size, false, nil
 	}
-	if _, err := f.ReadAt(h[:], off); err != nil {
-		return rec, 0, false, fmt.Errorf("read header: %w", err)
+	hl := int64(recordHeader)
+	if _, err := f.ReadAt(h[:recordHeader], off); err != nil {
+		return rec, 0, 0, false, fmt.Errorf("read header: %w", err)
 	}
-	n := int64(binary.LittleEndian.Uint32(h[4:]))
-	if binary.LittleEndian.Uint32(h[:]) != spoolMagic || off+recordHeader+n > size {
+	n = 1
+	magic := binary.LittleEndian.Uint32(h[:])
+	if magic == setMagic && off+setHeader <= size {
+		hl = setHeader
+		if _, err := f.ReadAt(h[:], off); err != nil {
+			return rec, 0, 0, false, fmt.Errorf("read header: %w", err)
+		}
+		var hok bool
+		if n, hok = setHeaderCount(h[:]); !hok {
+			magic = 0 // resync below
+		}
+	}
+	plen := int64(binary.LittleEndian.Uint32(h[4:]))
+	if magic != spoolMagic && (magic != setMagic || hl != setHeader) || off+hl+plen > size {
 		next, err := resync(f, off+1, size)
-		return rec, next, false, err
+		return rec, 0, next, false, err
 	}
-	payload := make([]byte, n)
-	if _, err := f.ReadAt(payload, off+recordHeader); err != nil {
-		return rec, 0, false, fmt.Errorf("read record: %w", err)
+	payload := make([]byte, plen)
+	if _, err := f.ReadAt(payload, off+hl); err != nil {
+		return rec, 0, 0, false, fmt.Errorf("read record: %w", err)
 	}
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(h[8:]) {
 		next, err := resync(f, off+1, size)
-		return rec, next, false, err
+		return rec, 0, next, false, err
 	}
 	rec, ok = decodePayload(payload)
 	if !ok {
 		next, err := resync(f, off+1, size)
-		return rec, next, false, err
+		return rec, 0, next, false, err
 	}
-	return rec, off + recordHeader + n, true, nil
+	return rec, n, off + hl + plen, true, nil
+}
+
+// setHeaderCount checks a set frame's header (its own CRC) and returns
+// the number of records in the set.
+func setHeaderCount(h []byte) (int64, bool) {
+	if crc32.Checksum(h[:16], castagnoli) != binary.LittleEndian.Uint32(h[16:]) {
+		return 0, false
+	}
+	n := int64(binary.LittleEndian.Uint32(h[12:]))
+	return n, n > 0
 }
 
 // decodePayload is decodeFrame for a payload of its own (readRecord's):
@@ -360,10 +398,8 @@ func decodePayload(p []byte) (spoolRec, bool) {
 	return spoolRec{ID: string(r.ID), Key: r.Key, Value: r.Value}, true
 }
 
-// resync finds the next magic at or after off.
+// resync finds the next magic (of either frame kind) at or after off.
 func resync(f *os.File, off, size int64) (int64, error) {
-	var m [4]byte
-	binary.LittleEndian.PutUint32(m[:], spoolMagic)
 	buf := make([]byte, 64<<10)
 	for off < size {
 		n, err := f.ReadAt(buf, off)
@@ -373,7 +409,7 @@ func resync(f *os.File, off, size int64) (int64, error) {
 		if n == 0 {
 			break
 		}
-		if i := bytes.Index(buf[:n], m[:]); i >= 0 {
+		if i := indexMagic(buf[:n]); i >= 0 {
 			return off + int64(i), nil
 		}
 		if n < 4 {
@@ -401,20 +437,67 @@ func appendFrame[T string | []byte](b []byte, id T, key, value []byte) []byte {
 	return b
 }
 
+// spoolSet is one record set to spool (producer.encodeSets): N records,
+// the first one's event id, their key (one for the whole set: the
+// replayer sends it to the partition of that key) and the encoded set.
+type spoolSet struct {
+	FirstID, Key, Set []byte
+	N                 int
+}
+
+// appendSetFrame appends a set's frame to b (see the layout above).
+func appendSetFrame(b []byte, st *spoolSet) []byte {
+	start := len(b)
+	b = append(b, make([]byte, setHeader)...)
+	b = binary.AppendUvarint(b, uint64(len(st.FirstID)))
+	b = append(b, st.FirstID...)
+	b = binary.AppendUvarint(b, uint64(len(st.Key)))
+	b = append(b, st.Key...)
+	b = append(b, st.Set...)
+	p := b[start+setHeader:]
+	h := b[start : start+setHeader]
+	binary.LittleEndian.PutUint32(h, setMagic)
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(p)))
+	binary.LittleEndian.PutUint32(h[8:], crc32.Checksum(p, castagnoli))
+	binary.LittleEndian.PutUint32(h[12:], uint32(st.N))
+	binary.LittleEndian.PutUint32(h[16:], crc32.Checksum(h[:16], castagnoli))
+	return b
+}
+
+var spoolMagicB, setMagicB = binary.LittleEndian.AppendUint32(nil, spoolMagic), binary.LittleEndian.AppendUint32(nil, setMagic)
+
+// indexMagic is the index of the first magic of either frame kind in b,
+// or -1.
+func indexMagic(b []byte) int {
+	i, j := bytes.Index(b, spoolMagicB), bytes.Index(b, setMagicB)
+	switch {
+	case i < 0:
+		return j
+	case j < 0:
+		return i
+	}
+	return min(i, j)
+}
+
 // frameSource is what append writes: spoolRecs (seal records, tests) or
 // the messages of a batch, which are framed straight from the batch.
 type frameSource interface {
 	len() int
-	size(i int) int               // id + key + value bytes of record i
-	frame(i int, b []byte) []byte // b with record i's frame appended
-	owed(i int) bool              // a queue item (seal records are not)
+	bound(i int) int              // at most the bytes of frame i
+	frame(i int, b []byte) []byte // b with frame i appended
+	recs(i int) (n, owed int64)   // records in frame i, and queue items among them (seal records are not)
 }
 
 type recSource []spoolRec
 
-func (r recSource) len() int        { return len(r) }
-func (r recSource) size(i int) int  { return r[i].size() }
-func (r recSource) owed(i int) bool { return !isSealID(r[i].ID) }
+func (r recSource) len() int       { return len(r) }
+func (r recSource) bound(i int) int { return r[i].size() + recordOverhead }
+func (r recSource) recs(i int) (int64, int64) {
+	if isSealID(r[i].ID) {
+		return 1, 0
+	}
+	return 1, 1
+}
 func (r recSource) frame(i int, b []byte) []byte {
 	return appendFrame(b, r[i].ID, r[i].Key, r[i].Value)
 }
@@ -423,12 +506,30 @@ func (r recSource) frame(i int, b []byte) []byte {
 type msgSource []kafkago.Message
 
 func (m msgSource) len() int { return len(m) }
-func (m msgSource) size(i int) int {
-	return len(m[i].Headers[0].Value) + len(m[i].Key) + len(m[i].Value)
+func (m msgSource) bound(i int) int {
+	return len(m[i].Headers[0].Value) + len(m[i].Key) + len(m[i].Value) + recordOverhead
 }
-func (m msgSource) owed(i int) bool { return !bytes.HasPrefix(m[i].Headers[0].Value, sealIDPrefixB) }
+func (m msgSource) recs(i int) (int64, int64) {
+	if bytes.HasPrefix(m[i].Headers[0].Value, sealIDPrefixB) {
+		return 1, 0
+	}
+	return 1, 1
+}
 func (m msgSource) frame(i int, b []byte) []byte {
 	return appendFrame(b, m[i].Headers[0].Value, m[i].Key, m[i].Value)
+}
+
+// setSource frames record sets of queue items (seal records are spooled
+// on their own, as records).
+type setSource []spoolSet
+
+func (s setSource) len() int { return len(s) }
+func (s setSource) bound(i int) int {
+	return len(s[i].FirstID) + len(s[i].Key) + len(s[i].Set) + setOverhead
+}
+func (s setSource) recs(i int) (int64, int64) { return int64(s[i].N), int64(s[i].N) }
+func (s setSource) frame(i int, b []byte) []byte {
+	return appendSetFrame(b, &s[i])
 }
 
 var sealIDPrefixB = []byte(sealIDPrefix)
@@ -446,6 +547,11 @@ func (s *spool) appendMessages(ctx context.Context, msgs []kafkago.Message) erro
 	return s.appendFrom(ctx, msgSource(msgs))
 }
 
+// appendSets writes record sets in order (see append).
+func (s *spool) appendSets(ctx context.Context, sets []spoolSet) error {
+	return s.appendFrom(ctx, setSource(sets))
+}
+
 // appendFrom frames the records of src into one buffer and writes it with
 // one write per segment it touches, so a batch costs one system call and
 // one trip through the lock, not one per record.
@@ -455,7 +561,7 @@ func (s *spool) appendFrom(ctx context.Context, src frameSource) error {
 	}
 	need := int64(0)
 	for i := range src.len() {
-		need += int64(src.size(i)) + recordOverhead
+		need += int64(src.bound(i))
 	}
 	s.mu.Lock()
 	for s.total+need > s.maxBytes {
@@ -494,7 +600,8 @@ func (s *spool) appendFrom(ctx context.Context, src frameSource) error {
 			}
 		}
 		s.enc = src.frame(i, s.enc)
-		s.encEnds = append(s.encEnds, encEnd{end: len(s.enc), owed: src.owed(i)})
+		n, owed := src.recs(i)
+		s.encEnds = append(s.encEnds, encEnd{end: len(s.enc), n: n, owed: owed})
 	}
 	if err := s.flushLocked(&written); err != nil {
 		s.unwriteLocked(written)
@@ -514,10 +621,11 @@ func (s *spool) appendFrom(ctx context.Context, src frameSource) error {
 	return nil
 }
 
-// encEnd is where a framed record ends in spool.enc.
+// encEnd is where a frame ends in spool.enc, with its records and the
+// queue items among them.
 type encEnd struct {
-	end  int
-	owed bool
+	end     int
+	n, owed int64
 }
 
 // flushLocked writes the frames buffered in s.enc to the active segment
@@ -534,12 +642,10 @@ func (s *spool) flushLocked(written *int64) error {
 		if e.end > n {
 			break
 		}
-		last.count++
-		s.pending++
-		if e.owed {
-			owed++
-			last.items++
-		}
+		last.count += e.n
+		s.pending += e.n
+		owed += e.owed
+		last.items += e.owed
 	}
 	s.oweLocked(owed)
 	*written += owed
@@ -613,6 +719,17 @@ func (s *spool) lostLocked(reason, run string, n int64) {
 	if s.onLoss != nil && n > 0 {
 		s.onLoss(reason, run, n)
 	}
+}
+
+// lose announces n spooled records that will never be sent (see
+// lostLocked); they are taken as acknowledged by the next commit.
+func (s *spool) lose(reason, run string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if reason == record.ReasonSpoolCorrupt {
+		s.corrupt += uint64(n)
+	}
+	s.lostLocked(reason, run, n)
 }
 
 func (s *spool) syncLocked() error {
@@ -764,13 +881,34 @@ func (s *spool) emptyLocked() bool {
 	return s.ack.seg == last.id && s.ack.off >= last.size
 }
 
-// spooled is one record read back from the spool. Its slices point into
-// the reader's buffer and stay valid until the next call of next.
+// spooled is one record read back from the spool, or a record set (Set
+// not nil: N records, ID the first one's event id, Key theirs). Its
+// slices point into the reader's buffer and stay valid until the next
+// call of next.
 type spooled struct {
 	ID, Key, Value []byte
+	Set            []byte
+	N              int
 }
 
-func (r *spooled) size() int { return len(r.ID) + len(r.Key) + len(r.Value) }
+func (r *spooled) size() int { return len(r.ID) + len(r.Key) + len(r.Value) + len(r.Set) }
+
+// records is how many records r holds.
+func (r *spooled) records() int {
+	if r.Set != nil {
+		return r.N
+	}
+	return 1
+}
+
+// countSpooled is how many records rs hold.
+func countSpooled(rs []spooled) int {
+	n := 0
+	for i := range rs {
+		n += rs[i].records()
+	}
+	return n
+}
 
 // readChunkMin is the smallest read the reader makes (unless the segment
 // ends sooner): large sequential reads, parsed in memory.
@@ -790,9 +928,10 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spooled, spoolPos, error) {
 	out := s.rout[:0]
 	s.rbuf = s.rbuf[:0]
 	var size int64
+	recs := 0       // records in out
 	resync := false // scanning for the next magic after a corrupt record
 	minRead := 0
-	for len(out) < maxN && size < maxBytes {
+	for recs < maxN && size < maxBytes {
 		i := s.segIndexLocked(s.read.seg)
 		if i < 0 {
 			break
@@ -818,13 +957,13 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spooled, spoolPos, error) {
 			s.rf, s.rfID = f, seg.id
 		}
 		from := s.read
-		want := s.readSize(maxN-len(out), maxBytes-size, minRead, seg.size-from.off)
+		want := s.readSize(maxN-recs, maxBytes-size, minRead, seg.size-from.off)
 		rf := s.rf
 		s.mu.Unlock()
 		buf, err := s.readAt(rf, from.off, want)
 		var scan frameScan
 		if err == nil {
-			scan = scanFrames(buf, from.off, seg.size, resync, out, maxN, maxBytes-size)
+			scan = scanFrames(buf, from.off, seg.size, resync, out, maxN-recs, maxBytes-size)
 		}
 		s.mu.Lock()
 		if err != nil {
@@ -837,15 +976,17 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spooled, spoolPos, error) {
 			resync, minRead = false, 0
 			continue
 		}
-		if scan.corrupt > 0 && seg.run != "" {
-			// An earlier run's record: its count is unknown, so each
-			// unreadable stretch counts as one record.
-			s.corrupt += uint64(scan.corrupt)
-			s.lostLocked(record.ReasonSpoolCorrupt, seg.run, int64(scan.corrupt))
+		if lost := int64(scan.corrupt) + scan.corruptRecs; lost > 0 && seg.run != "" {
+			// An earlier run's records: a damaged set counts its
+			// records (its header says how many), any other unreadable
+			// stretch counts as one record, its count being unknown.
+			s.corrupt += uint64(lost)
+			s.lostLocked(record.ReasonSpoolCorrupt, seg.run, lost)
 		}
-		if n := len(scan.out) - len(out); n > 0 {
-			s.rAvg = int((scan.next - from.off) / int64(n))
+		if scan.recs > 0 {
+			s.rAvg = int((scan.next - from.off) / int64(scan.recs))
 		}
+		recs += scan.recs
 		for _, r := range scan.out[len(out):] {
 			size += int64(r.size())
 		}
@@ -898,14 +1039,14 @@ func (s *spool) readAt(f *os.File, off int64, n int) ([]byte, error) {
 
 // frameScan is what scanFrames found in one read.
 type frameScan struct {
-	out     []spooled
-	next    int64 // segment offset after the last frame consumed
-	corrupt int   // corrupt stretches skipped
-	resync  bool  // the read ended while looking for the next magic
-	need    int   // bytes needed at next to read the next whole frame
+	out         []spooled
+	recs        int   // records in the frames appended to out
+	next        int64 // segment offset after the last frame consumed
+	corrupt     int   // corrupt stretches skipped, of unknown count
+	corruptRecs int64 // records in damaged sets whose header was intact (skipped whole)
+	resync      bool  // the read ended while looking for the next magic
+	need        int   // bytes needed at next to read the next whole frame
 }
-
-var spoolMagicB = binary.LittleEndian.AppendUint32(nil, spoolMagic)
 
 // scanFrames parses the frames in buf, which holds the segment's bytes
 // from off on (the segment is size bytes long), appending records to out
@@ -915,16 +1056,16 @@ var spoolMagicB = binary.LittleEndian.AppendUint32(nil, spoolMagic)
 // by the end of buf is left for the next read.
 func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN int, maxBytes int64) frameScan {
 	p := 0
-	var bytesOut int64
-	corrupt := 0
+	var bytesOut, corruptRecs int64
+	corrupt, recs := 0, 0
 	need := 0
-	for len(out) < maxN && bytesOut < maxBytes {
+	for recs < maxN && bytesOut < maxBytes {
 		abs := off + int64(p)
 		if abs >= size {
 			break
 		}
 		if resync {
-			if i := bytes.Index(buf[p:], spoolMagicB); i >= 0 {
+			if i := indexMagic(buf[p:]); i >= 0 {
 				p += i
 				resync = false
 				continue
@@ -948,6 +1089,32 @@ func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN in
 		}
 		h := buf[p : p+recordHeader]
 		n := int64(binary.LittleEndian.Uint32(h[4:]))
+		if binary.LittleEndian.Uint32(h) == setMagic {
+			st := scanSet(buf[p:], abs, size)
+			switch {
+			case st.need > 0:
+				need = st.need
+			case st.resync:
+				corrupt++
+				resync = true
+				p++
+				continue
+			case st.bad:
+				corruptRecs += st.rec.records64()
+				p += st.len
+				continue
+			default:
+				if recs > 0 && recs+st.rec.N > maxN {
+					break // whole sets only; the next call takes it
+				}
+				out = append(out, st.rec)
+				recs += st.rec.N
+				bytesOut += int64(st.rec.size())
+				p += st.len
+				continue
+			}
+			break
+		}
 		if binary.LittleEndian.Uint32(h) != spoolMagic || abs+recordHeader+n > size {
 			corrupt++
 			resync = true
@@ -967,10 +1134,53 @@ func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN in
 			continue
 		}
 		out = append(out, rec)
+		recs++
 		bytesOut += int64(rec.size())
 		p += recordHeader + int(n)
 	}
-	return frameScan{out: out, next: off + int64(p), corrupt: corrupt, resync: resync, need: need}
+	return frameScan{out: out, recs: recs, next: off + int64(p), corrupt: corrupt, corruptRecs: corruptRecs, resync: resync, need: need}
+}
+
+// setScan is what scanSet found at the start of its buffer.
+type setScan struct {
+	rec    spooled
+	len    int  // bytes of the frame, when its header is intact
+	need   int  // bytes needed to read the whole frame (it is cut by the end of the read)
+	resync bool // the header is damaged: scan for the next magic
+	bad    bool // the header is intact, the rest damaged: skip len bytes, rec.N records lost
+}
+
+func (r *spooled) records64() int64 { return int64(r.records()) }
+
+// scanSet parses the set frame at the start of b, which starts at
+// segment offset abs (the segment is size bytes long).
+func scanSet(b []byte, abs, size int64) setScan {
+	if abs+setHeader > size {
+		return setScan{resync: true} // torn header at the end
+	}
+	if len(b) < setHeader {
+		return setScan{need: setHeader}
+	}
+	h := b[:setHeader]
+	n, ok := setHeaderCount(h)
+	plen := int64(binary.LittleEndian.Uint32(h[4:]))
+	if !ok {
+		return setScan{resync: true}
+	}
+	if abs+setHeader+plen > size {
+		// A torn set at the end of the segment: its records are lost.
+		return setScan{bad: true, len: int(size - abs), rec: spooled{Set: []byte{}, N: int(n)}}
+	}
+	if int64(len(b)) < setHeader+plen {
+		return setScan{need: setHeader + int(plen)}
+	}
+	payload := b[setHeader : setHeader+plen]
+	fl := setHeader + int(plen)
+	r, ok := decodeFrame(payload)
+	if !ok || len(r.Value) == 0 || crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(h[8:]) {
+		return setScan{bad: true, len: fl, rec: spooled{Set: []byte{}, N: int(n)}}
+	}
+	return setScan{len: fl, rec: spooled{ID: r.ID, Key: r.Key, Set: r.Value, N: int(n)}}
 }
 
 // decodeFrame splits a payload into its parts without copying.
