@@ -490,7 +490,7 @@ type frameSource interface {
 
 type recSource []spoolRec
 
-func (r recSource) len() int       { return len(r) }
+func (r recSource) len() int        { return len(r) }
 func (r recSource) bound(i int) int { return r[i].size() + recordOverhead }
 func (r recSource) recs(i int) (int64, int64) {
 	if isSealID(r[i].ID) {
