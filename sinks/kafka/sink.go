@@ -66,8 +66,9 @@ type Sink struct {
 	lat                                    latency
 	conds                                  condLog
 	order                                  orderer
-	started                                orderer // direct batches' turns to take their partitions (sendTurn)
-	spoolWait                              *window // batches waiting for their turn to spool
+	started                                orderer    // direct batches' turns to take their partitions (sendTurn)
+	spoolWait                              *window    // batches waiting for their turn to spool
+	spoolEnc                               sync.Mutex // one batch encoded for the spool at a time
 
 	// q is the queue Run serves; the spool's loss callback settles on it.
 	q atomic.Pointer[sinks.Input]
@@ -424,7 +425,6 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 		// Encoded before its turn: batches on their way to the spool
 		// encode and compress side by side, and only write in turn.
 		sets := s.encodeForSpool(b)
-		defer sets.release()
 		s.order.wait(ctx, t)
 		s.spoolInTurn(ctx, q, b, sets, win, senders, t)
 	}()
@@ -432,7 +432,7 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 
 // spoolInTurn spools b, whose turn it is, and passes the turn on. When the
 // spool cannot take it, b is sent from memory, bounded by the window.
-func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, sets *spoolSets, win *window, senders *sync.WaitGroup, t uint64) {
+func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, sets []spoolSet, win *window, senders *sync.WaitGroup, t uint64) {
 	ok := s.toSpool(ctx, q, b, sets)
 	s.order.done(t)
 	if ok {
@@ -472,21 +472,6 @@ func (s *Sink) rejectOversize(q sinks.Input, b *batch) *batch {
 	return b
 }
 
-// spoolSets are a batch's record sets, encoded for the spool
-// (encodeForSpool), in a buffer of the producer's pool.
-type spoolSets struct {
-	p    *producer
-	buf  *[]byte
-	sets []spoolSet
-}
-
-func (ss *spoolSets) release() {
-	if ss != nil && ss.buf != nil {
-		ss.p.bufs.Put(ss.buf)
-		ss.buf = nil
-	}
-}
-
 // encodeForSpool encodes b's messages as the record sets of the requests
 // that will carry them (compressed), so the spool stores what the
 // replayer sends: about 50 times fewer bytes written and read than the
@@ -494,35 +479,56 @@ func (ss *spoolSets) release() {
 // a set: key = "host_id" (one key) and "none" (any partition) qualify;
 // with key = "path" (nil is returned) the records are spooled one by one
 // and replayed to their own partitions.
-func (s *Sink) encodeForSpool(b *batch) *spoolSets {
+func (s *Sink) encodeForSpool(b *batch) []spoolSet {
 	if s.cfg.Key == "path" {
 		return nil
 	}
+	// One batch at a time: the batches waiting for their turn to spool
+	// (up to max_in_flight_bytes of them) would otherwise all compress at
+	// once, and take the CPU from the capture while they do.
+	s.spoolEnc.Lock()
 	bp, _ := s.prod.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
 	}
 	buf, sets, err := s.prod.encodeSets((*bp)[:0], b.msgs, time.Now())
+	// The sets are copied out of the pool's buffer, which the
+	// uncompressed records made as large as the batch: a batch waiting
+	// for its turn holds only its compressed bytes.
+	if err == nil {
+		var own []byte
+		n := 0
+		for i := range sets {
+			n += len(sets[i].Set)
+		}
+		own = make([]byte, 0, n)
+		for i := range sets {
+			at := len(own)
+			own = append(own, sets[i].Set...)
+			sets[i].Set = own[at:len(own):len(own)]
+		}
+	}
 	*bp = buf
+	s.prod.bufs.Put(bp)
+	s.spoolEnc.Unlock()
 	if err != nil {
-		s.prod.bufs.Put(bp)
 		if t, k, ok := s.conds.note("spool encode", len(b.msgs)); ok {
 			s.log.Warn().Err(err).Uint64("times", t).Uint64("records", k).Msg("cannot encode records for the spool; spooling them one by one")
 		}
 		return nil
 	}
-	return &spoolSets{p: s.prod, buf: bp, sets: sets}
+	return sets
 }
 
 // toSpool writes the batch to the spool (as sets, when encoded), where its
 // items stay in flight until the replayer settles them, or settles them
 // as lost when a full spool refuses them. It returns false when the spool
 // could not take the batch and the caller still owns it.
-func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch, sets *spoolSets) bool {
+func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch, sets []spoolSet) bool {
 	n := len(b.msgs)
 	var err error
 	if sets != nil {
-		err = s.spool.appendSets(ctx, sets.sets)
+		err = s.spool.appendSets(ctx, sets)
 	} else {
 		err = s.spool.appendMessages(ctx, b.msgs)
 	}
@@ -603,7 +609,6 @@ func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t, g uin
 			sets := s.encodeForSpool(&retry)
 			s.order.wait(ctx, t)
 			ok := s.toSpool(ctx, q, &retry, sets)
-			sets.release()
 			passTurn()
 			if ok {
 				return
