@@ -69,6 +69,12 @@ type segment struct {
 	size  int64
 	count int64 // valid records in the segment, from from on
 	items int64 // of count, queue items (seal records are not)
+	// bad counts the records in damaged frames from from on, found by the
+	// start-up scan of an earlier run's segment (a set whose header is
+	// intact counts its records, any other damaged stretch one, as the
+	// reader counts them): drop_oldest announces those the reader has not
+	// reached.
+	bad int64
 	// from is where counting starts: an earlier run's segment the cursor
 	// points into had the records before it acknowledged.
 	from int64
@@ -152,6 +158,19 @@ type spool struct {
 	onOwed  func(delta int64) // told of every runOwed change, under the lock
 	runOwed int64
 	gone    []goneRecs
+	// readLost holds an earlier run's damaged frames the reader passed for
+	// the batch it handed out (next). They are announced when the replayer
+	// commits that batch, not when read: a rewind (the sink stopping with
+	// the batch unacknowledged) reads them again, in this run or the next,
+	// which would announce them twice. A rewind announces those whose
+	// segment drop_oldest removed, as it can no longer be read again.
+	readLost []readLoss
+}
+
+type readLoss struct {
+	seg uint64
+	run string
+	n   int64
 }
 
 type goneRecs struct {
@@ -230,11 +249,11 @@ func openSpool(cfg Spool, policy sinks.Policy, onLoss spoolLoss) (*spool, error)
 		if id == cur.seg {
 			from = cur.off
 		}
-		valid, items, run, err := s.countRecords(id, from, st.Size())
+		valid, items, bad, run, err := s.countRecords(id, from, st.Size())
 		if err != nil {
 			return nil, err
 		}
-		seg.count, seg.items, seg.run, seg.from = valid, items, run, from
+		seg.count, seg.items, seg.bad, seg.run, seg.from = valid, items, bad, run, from
 		s.pending += valid
 		s.total += seg.size
 		s.segs = append(s.segs, seg)
@@ -273,17 +292,21 @@ func (s *spool) loadCursor() (spoolPos, error) {
 
 // countRecords scans a segment of an earlier run for valid records from
 // off to size and returns their number, how many of them are queue items
-// (not seal records), and the run they belong to.
-func (s *spool) countRecords(id uint64, off, size int64) (n, items int64, run string, err error) {
+// (not seal records), the records in damaged frames (segment.bad), and
+// the run they belong to.
+func (s *spool) countRecords(id uint64, off, size int64) (n, items, bad int64, run string, err error) {
 	f, err := os.Open(s.segPath(id))
 	if err != nil {
-		return 0, 0, "", fmt.Errorf("spool: %w", err)
+		return 0, 0, 0, "", fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
 	for start := int64(0); start < size; {
 		rec, k, next, ok, err := readRecord(f, start, size)
 		if err != nil {
-			return 0, 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+			return 0, 0, 0, "", fmt.Errorf("spool: scan %s: %w", s.segPath(id), err)
+		}
+		if !ok && start >= off {
+			bad += k
 		}
 		if ok && run == "" {
 			run = runOfID(rec.ID)
@@ -299,21 +322,22 @@ func (s *spool) countRecords(id uint64, off, size int64) (n, items int64, run st
 	if run == "" {
 		run = "unknown"
 	}
-	return n, items, run, nil
+	return n, items, bad, run, nil
 }
 
 // countUpTo counts the valid records of seg that start before off (and
-// not before seg.from, as seg.count), and the queue items among them.
-func (s *spool) countUpTo(seg segment, off int64) (n, items int64) {
+// not before seg.from, as seg.count), the queue items among them, and
+// the records of the damaged frames that start before off (seg.bad).
+func (s *spool) countUpTo(seg segment, off int64) (n, items, bad int64) {
 	if off <= seg.from {
-		return 0, 0
+		return 0, 0, 0
 	}
 	if off >= seg.size {
-		return seg.count, seg.items
+		return seg.count, seg.items, seg.bad
 	}
 	f, err := os.Open(s.segPath(seg.id))
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	defer f.Close()
 	for pos := int64(0); pos < off; {
@@ -327,19 +351,23 @@ func (s *spool) countUpTo(seg segment, off int64) (n, items int64) {
 				items += k
 			}
 		}
+		if !ok && pos >= seg.from {
+			bad += k
+		}
 		pos = next
 	}
-	return n, items
+	return n, items, bad
 }
 
 // readRecord decodes the frame at off: a record, or a record set of n
 // records (rec holds its first event id and key; its Value is the set).
 // ok is false for a corrupt frame; next is then where the next plausible
-// frame starts.
+// frame starts, and n the records lost with it: a set's own count when
+// its header is intact, else 1 (one damaged stretch, as the reader counts).
 func readRecord(f *os.File, off, size int64) (rec spoolRec, n, next int64, ok bool, err error) {
 	var h [setHeader]byte
 	if off+recordHeader > size {
-		return rec, 0, size, false, nil
+		return rec, 1, size, false, nil
 	}
 	hl := int64(recordHeader)
 	if _, err := f.ReadAt(h[:recordHeader], off); err != nil {
@@ -352,15 +380,16 @@ func readRecord(f *os.File, off, size int64) (rec spoolRec, n, next int64, ok bo
 		if _, err := f.ReadAt(h[:], off); err != nil {
 			return rec, 0, 0, false, fmt.Errorf("read header: %w", err)
 		}
-		var hok bool
-		if n, hok = setHeaderCount(h[:]); !hok {
+		if k, hok := setHeaderCount(h[:]); hok {
+			n = k
+		} else {
 			magic = 0 // resync below
 		}
 	}
 	plen := int64(binary.LittleEndian.Uint32(h[4:]))
 	if magic != spoolMagic && (magic != setMagic || hl != setHeader) || off+hl+plen > size {
 		next, err := resync(f, off+1, size)
-		return rec, 0, next, false, err
+		return rec, n, next, false, err
 	}
 	payload := make([]byte, plen)
 	if _, err := f.ReadAt(payload, off+hl); err != nil {
@@ -368,12 +397,12 @@ func readRecord(f *os.File, off, size int64) (rec spoolRec, n, next int64, ok bo
 	}
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(h[8:]) {
 		next, err := resync(f, off+1, size)
-		return rec, 0, next, false, err
+		return rec, n, next, false, err
 	}
 	rec, ok = decodePayload(payload)
 	if !ok {
 		next, err := resync(f, off+1, size)
-		return rec, 0, next, false, err
+		return rec, n, next, false, err
 	}
 	return rec, n, off + hl + plen, true, nil
 }
@@ -826,13 +855,15 @@ func (s *spool) dropOldestLocked() bool {
 	// when the broker answers); only records not yet read are lost here.
 	// Seal records are counted in pending, but are no queue item to
 	// announce (items).
+	// An earlier run's damaged frames the reader has not reached are
+	// announced here: the reader announces those it passes (next).
 	acked, ackedItems := int64(0), int64(0)
-	read, readItems := old.count, old.items
+	read, readItems, badRead := old.count, old.items, old.bad
 	if s.ack.seg == old.id {
-		acked, ackedItems = s.countUpTo(old, s.ack.off)
+		acked, ackedItems, _ = s.countUpTo(old, s.ack.off)
 	}
 	if s.read.seg == old.id {
-		read, readItems = s.countUpTo(old, s.read.off)
+		read, readItems, badRead = s.countUpTo(old, s.read.off)
 	}
 	read, readItems = max(read, acked), max(readItems, ackedItems)
 	lost := old.items - readItems
@@ -845,6 +876,10 @@ func (s *spool) dropOldestLocked() bool {
 	s.pending -= old.count - read
 	s.dropped += uint64(lost)
 	s.lostLocked(record.ReasonSpoolFull, old.run, lost)
+	if bad := old.bad - badRead; bad > 0 && old.run != "" {
+		s.corrupt += uint64(bad)
+		s.lostLocked(record.ReasonSpoolCorrupt, old.run, bad)
+	}
 	next := spoolPos{s.segs[0].id, 0}
 	if s.read.seg == old.id {
 		s.read = next
@@ -980,8 +1015,8 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spooled, spoolPos, error) {
 			// An earlier run's records: a damaged set counts its
 			// records (its header says how many), any other unreadable
 			// stretch counts as one record, its count being unknown.
-			s.corrupt += uint64(lost)
-			s.lostLocked(record.ReasonSpoolCorrupt, seg.run, lost)
+			// Announced when the batch is committed (readLost).
+			s.readLost = append(s.readLost, readLoss{seg: seg.id, run: seg.run, n: lost})
 		}
 		if scan.recs > 0 {
 			s.rAvg = int((scan.next - from.off) / int64(scan.recs))
@@ -1215,6 +1250,7 @@ func (s *spool) segIndexLocked(id uint64) int {
 func (s *spool) rewind() {
 	s.mu.Lock()
 	s.read = s.ack
+	s.announceReadLostLocked(true)
 	// Read records whose segment drop_oldest removed cannot be read again.
 	for _, g := range s.gone {
 		s.pending -= g.all
@@ -1231,6 +1267,7 @@ func (s *spool) commit(n int, pos spoolPos) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gone = nil // the replayer settled them
+	announced := s.announceReadLostLocked(false)
 	s.pending = max(s.pending-int64(n), 0)
 	if s.segIndexLocked(pos.seg) < 0 {
 		// drop_oldest removed the segment while its batch was in flight;
@@ -1276,10 +1313,29 @@ func (s *spool) commit(n int, pos spoolPos) error {
 	// per batch: it is four system calls and a rename. A cursor that lags
 	// costs only duplicates after a crash, which at-least-once allows.
 	s.cursorDirty = true
-	if s.fsync == sinks.FsyncAlways || freed || time.Since(s.cursorAt) >= cursorEvery {
+	// After an announcement at once, so that a crash does not have the
+	// next run read and announce the same damaged frames again.
+	if s.fsync == sinks.FsyncAlways || freed || announced || time.Since(s.cursorAt) >= cursorEvery {
 		return s.writeCursorLocked(pos)
 	}
 	return nil
+}
+
+// announceReadLostLocked announces the damaged frames in readLost (only
+// those whose segment is gone when goneOnly) and forgets them all; it
+// reports whether it announced any.
+func (s *spool) announceReadLostLocked(goneOnly bool) bool {
+	announced := false
+	for _, l := range s.readLost {
+		if goneOnly && s.segIndexLocked(l.seg) >= 0 {
+			continue // read again after the rewind
+		}
+		s.corrupt += uint64(l.n)
+		s.lostLocked(record.ReasonSpoolCorrupt, l.run, l.n)
+		announced = true
+	}
+	s.readLost = s.readLost[:0]
+	return announced
 }
 
 // cursorEvery is how often commit persists the cursor at most.
