@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fanaudit/fanaudit/internal/pipeline/queue"
 	"github.com/fanaudit/fanaudit/internal/record"
 	"github.com/fanaudit/fanaudit/internal/safefile"
 )
@@ -459,16 +460,7 @@ func (s *File) writeSome(items []*Item) (int, error) {
 		return 0, err
 	}
 
-	buf := s.buf[:0]
-	n := 0
-	for _, it := range items {
-		if n > 0 && s.maxSize > 0 && s.size+int64(len(buf)+len(it.Line)) > s.maxSize {
-			break
-		}
-		buf = append(buf, it.Line...)
-		n++
-	}
-	s.buf = buf
+	buf, n := s.gather(items)
 	w, err := s.f.Write(buf)
 	if err == nil {
 		s.size += int64(w)
@@ -497,6 +489,38 @@ func (s *File) writeSome(items []*Item) (int, error) {
 	}
 	s.sealWrittenLocked(buf, items[:lines])
 	return lines, fmt.Errorf("file sink: write %s: %w", s.opts.Path, err)
+}
+
+// gather returns the bytes of the next write and how many items they
+// are: a prefix of items that fits the current file (at least one item).
+// Lines that the pipeline encoded back to back are written from its
+// buffer as they are (queue.Run), which the sink may read while it holds
+// the items; only a batch whose first lines are not is copied into the
+// sink's own buffer.
+func (s *File) gather(items []*Item) ([]byte, int) {
+	run, n := queue.Run(items)
+	if n > 1 || len(items) == 1 {
+		if s.maxSize > 0 && s.size+int64(len(run)) > s.maxSize {
+			size, k := len(items[0].Line), 1
+			for k < n && s.size+int64(size+len(items[k].Line)) <= s.maxSize {
+				size += len(items[k].Line)
+				k++
+			}
+			run, n = run[:size], k
+		}
+		return run, n
+	}
+	buf := s.buf[:0]
+	n = 0
+	for _, it := range items {
+		if n > 0 && s.maxSize > 0 && s.size+int64(len(buf)+len(it.Line)) > s.maxSize {
+			break
+		}
+		buf = append(buf, it.Line...)
+		n++
+	}
+	s.buf = buf
+	return buf, n
 }
 
 // checkPathLocked runs after n lines were written. One fstat (no

@@ -28,6 +28,22 @@ func padItem(seq uint64) *Item {
 	return &Item{Seq: seq, Line: fmt.Appendf(nil, "{\"event\":{\"sequence\":%d},\"pad\":\"%s\"}\n", seq, strings.Repeat("x", 64))}
 }
 
+// spanItems returns a maker of padItem lines that lie back to back in
+// buffers of n lines, with Span set, the way the pipeline encodes them, so
+// that the sink writes runs of them from there instead of copying.
+func spanItems(n int) func(uint64) *Item {
+	var buf []byte
+	return func(seq uint64) *Item {
+		if cap(buf)-len(buf) < 128 {
+			buf = make([]byte, 0, n*128)
+		}
+		start := len(buf)
+		buf = append(buf, padItem(seq).Line...)
+		end := len(buf)
+		return &Item{Seq: seq, Line: buf[start:end:end], Span: buf[start:end:cap(buf)]}
+	}
+}
+
 // parseSeq returns the sequence of one whole line, or an error if the line
 // is not one of ours.
 func parseSeq(line string) (uint64, error) {
@@ -141,9 +157,15 @@ func writeSync(t *testing.T, s *File, q *Queue, from, to uint64) {
 // runAll pushes seqs from..to, closes q and waits for Run.
 func runAll(t *testing.T, s *File, q *Queue, from, to uint64) {
 	t.Helper()
+	runAllWith(t, s, q, from, to, padItem)
+}
+
+// runAllWith is runAll with items made by mk.
+func runAllWith(t *testing.T, s *File, q *Queue, from, to uint64, mk func(uint64) *Item) {
+	t.Helper()
 	done := runSink(context.Background(), s, q)
 	for seq := from; seq <= to; seq++ {
-		if err := q.Push(context.Background(), padItem(seq)); err != nil {
+		if err := q.Push(context.Background(), mk(seq)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -299,10 +321,13 @@ func TestFileRotateBySize(t *testing.T) {
 		name     string
 		maxSize  int64
 		compress bool
+		spans    bool // lines back to back in one buffer: written from it
 	}{
-		{"plain", 1000, false},
-		{"gzip", 1000, true},
-		{"smaller than a line", 10, false},
+		{"plain", 1000, false, false},
+		{"gzip", 1000, true, false},
+		{"smaller than a line", 10, false, false},
+		{"plain, back to back", 1000, false, true},
+		{"smaller than a line, back to back", 10, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,7 +337,14 @@ func TestFileRotateBySize(t *testing.T) {
 			s := newTestFile(t, o)
 			s.maxSize = tc.maxSize
 			const n = 500
-			runAll(t, s, NewQueue("file", 64, Block), 1, n)
+			mk := padItem
+			if tc.spans {
+				mk = spanItems(n)
+			}
+			runAllWith(t, s, NewQueue("file", 64, Block), 1, n, mk)
+			if tc.spans && cap(s.buf) != 0 {
+				t.Fatalf("lines back to back were copied (%d bytes of buffer)", cap(s.buf))
+			}
 			var all []uint64
 			files := allFiles(t, o.Path)
 			if len(files) < 2 {
@@ -605,12 +637,19 @@ func TestFileFullDisk(t *testing.T) {
 	tests := []struct {
 		name   string
 		policy Policy
+		spans  bool // lines back to back in one buffer: written from it
 	}{
-		{"block", Block},
-		{"drop_newest", DropNewest},
+		{"block", Block, false},
+		{"drop_newest", DropNewest, false},
+		{"block, back to back", Block, true},
+		{"drop_newest, back to back", DropNewest, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			padItem := padItem
+			if tc.spans {
+				padItem = spanItems(300)
+			}
 			mnt := testutil.TmpfsMount(t, "256k")
 			filler := filepath.Join(mnt, "filler")
 			if err := os.WriteFile(filler, make([]byte, 160<<10), 0o600); err != nil {

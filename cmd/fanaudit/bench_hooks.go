@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -19,9 +20,61 @@ import (
 // the no-op twins in bench_hooks_off.go and reads no FANAUDIT_BENCH_*
 // variables.
 
-// benchProfile writes a pprof CPU profile to $FANAUDIT_CPUPROFILE until
-// the returned func runs, so benchmarks can show where the time goes.
+// benchProfile writes a pprof CPU profile to $FANAUDIT_CPUPROFILE, and an
+// execution trace to $FANAUDIT_TRACE (who wakes whom: goroutine hand-offs
+// and idle processors woken), until the returned func runs, and then the
+// allocation profile to $FANAUDIT_MEMPROFILE, so benchmarks can show
+// where the time and the memory go.
 func benchProfile(stderr io.Writer) func() {
+	stopTrace := benchTrace(stderr)
+	stopCPU := benchCPUProfile(stderr)
+	return func() {
+		stopCPU()
+		stopTrace()
+		benchHeapProfile(stderr)
+	}
+}
+
+// benchHeapProfile writes the heap profile (live and allocated since the
+// start) to $FANAUDIT_MEMPROFILE.
+func benchHeapProfile(stderr io.Writer) {
+	path := os.Getenv("FANAUDIT_MEMPROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_MEMPROFILE:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_MEMPROFILE:", err)
+	}
+}
+
+func benchTrace(stderr io.Writer) func() {
+	path := os.Getenv("FANAUDIT_TRACE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_TRACE:", err)
+		return func() {}
+	}
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintln(stderr, "fanaudit: FANAUDIT_TRACE:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		trace.Stop()
+		f.Close()
+	}
+}
+
+func benchCPUProfile(stderr io.Writer) func() {
 	path := os.Getenv("FANAUDIT_CPUPROFILE")
 	if path == "" {
 		return func() {}

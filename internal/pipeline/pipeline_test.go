@@ -1214,3 +1214,60 @@ func TestEmitBatchAllocs(t *testing.T) {
 		t.Errorf("emitBatch allocates %.1f times per batch of %d, want 0", a, len(batch))
 	}
 }
+
+// TestChunksBackToBack: for sinks that settle in order, the lines of
+// successive chunks lie back to back in one slab until it is full, so a
+// file sink writes them from there in one write (queue.Run).
+func TestChunksBackToBack(t *testing.T) {
+	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+		{Name: "a", Sink: &orderedSink{}, QueueSize: 1024},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFanState(p)
+	mk := func(n int) []*record.Record {
+		batch := make([]*record.Record, n)
+		for i := range batch {
+			batch[i] = &record.Record{Action: record.ActionCreate, File: record.File{Path: "/srv/f" + strconv.Itoa(i)}}
+		}
+		return batch
+	}
+	ctx := context.Background()
+	q := p.queues[0]
+	take := func(want int) []*queue.Item {
+		t.Helper()
+		items, err := q.Next(ctx, make([]*queue.Item, 0, 1024))
+		if err != nil || len(items) != want {
+			t.Fatalf("took %d items (%v), want %d", len(items), err, want)
+		}
+		return items
+	}
+	for range 3 {
+		if err := f.emitBatch(ctx, mk(10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	items := take(30)
+	run, n := queue.Run(items)
+	var all []byte
+	for _, it := range items {
+		all = append(all, it.Line...)
+	}
+	if n != 30 || !bytes.Equal(run, all) {
+		t.Fatalf("Run covers %d of 30 items (%d of %d bytes)", n, len(run), len(all))
+	}
+	q.Delivered(30)
+	// The slab holds slabItems lines: the run ends where it is full.
+	if err := f.emitBatch(ctx, mk(250)); err != nil {
+		t.Fatal(err)
+	}
+	items = take(250)
+	if _, n := queue.Run(items); n != slabItems-30 {
+		t.Fatalf("Run covers %d items, want %d (the rest of the slab)", n, slabItems-30)
+	}
+	if _, n := queue.Run(items[slabItems-30:]); n != 250-(slabItems-30) {
+		t.Fatalf("Run covers %d items of the next slab, want %d", n, 250-(slabItems-30))
+	}
+	q.Delivered(250)
+}

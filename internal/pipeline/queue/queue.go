@@ -22,12 +22,45 @@ type Item struct {
 	Action record.Action
 	Path   string // file.path, for sinks that key by path
 	Line   []byte // one compact JSON object followed by '\n'
-	Loss   bool   // an events_lost record; queues never drop these
+	// Span, when set, is Line followed by whatever its buffer holds
+	// after it: Span[:len(Line)] is Line, and cap(Span) reaches the end
+	// of the buffer. The pipeline encodes successive records back to
+	// back, so a sink can write a run of the items it holds from the
+	// buffer itself (Run) instead of copying their lines. Read-only, like
+	// Line, and only while the sink holds the items (taken, not settled).
+	Span []byte
+	Loss bool // an events_lost record; queues never drop these
 	// Owner, when set, is told once per queue the item was pushed to
 	// when that queue is done with it: dropped, or settled by a sink
 	// that settles in order (see SettleInOrder). The pipeline reuses a
 	// batch's line buffer once every queue is done with every item.
 	Owner Releaser
+}
+
+// Run returns the longest prefix of items whose lines lie back to back
+// in one buffer, as one slice of those bytes, and how many items it
+// covers (at least one when items is not empty). Without Span, or when
+// the next line is elsewhere, the run ends. The slice is read-only and
+// valid while the caller holds the items.
+func Run(items []*Item) ([]byte, int) {
+	if len(items) == 0 {
+		return nil, 0
+	}
+	run := items[0].Span
+	size := len(items[0].Line)
+	if len(run) < size {
+		return items[0].Line, 1
+	}
+	n := 1
+	for _, it := range items[1:] {
+		l := len(it.Line)
+		if l == 0 || cap(run)-size < l || &run[:size+1][size] != &it.Line[0] {
+			break
+		}
+		size += l
+		n++
+	}
+	return run[:size], n
 }
 
 // Releaser is an Item's owner, see Item.Owner. Release(n) tells it that

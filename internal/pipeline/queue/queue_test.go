@@ -541,3 +541,47 @@ func TestPushAllIsPush(t *testing.T) {
 		t.Errorf("PushAll on a full Block queue with ctx cancelled = %d, %v", got, err)
 	}
 }
+
+func TestRun(t *testing.T) {
+	// Three lines back to back in one buffer, as the fan-out encodes
+	// them, and one elsewhere.
+	buf := make([]byte, 0, 64)
+	var spans []*Item
+	for _, l := range []string{"a\n", "bb\n", "ccc\n"} {
+		start := len(buf)
+		buf = append(buf, l...)
+		end := len(buf)
+		spans = append(spans, &Item{Line: buf[start:end:end], Span: buf[start:end:cap(buf)]})
+	}
+	other := []byte("dddd\n")
+	elsewhere := &Item{Line: other, Span: other}
+	noSpan := &Item{Line: []byte("e\n")}
+	// A Span cut short (capacity ending with its line) must stop the run
+	// without reaching past it.
+	short := &Item{Line: spans[0].Line, Span: spans[0].Line}
+
+	tests := []struct {
+		name  string
+		items []*Item
+		want  string
+		n     int
+	}{
+		{"none", nil, "", 0},
+		{"one", spans[:1], "a\n", 1},
+		{"back to back", spans, "a\nbb\nccc\n", 3},
+		{"from the middle", spans[1:], "bb\nccc\n", 2},
+		{"then elsewhere", []*Item{spans[0], spans[1], elsewhere, spans[2]}, "a\nbb\n", 2},
+		{"a gap", []*Item{spans[0], spans[2]}, "a\n", 1},
+		{"without span", []*Item{noSpan, spans[0]}, "e\n", 1},
+		{"span cut short", []*Item{short, spans[1]}, "a\n", 1},
+		{"out of order", []*Item{spans[1], spans[0]}, "bb\n", 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, n := Run(tc.items)
+			if string(got) != tc.want || n != tc.n {
+				t.Fatalf("Run = %q, %d; want %q, %d", got, n, tc.want, tc.n)
+			}
+		})
+	}
+}
