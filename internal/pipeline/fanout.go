@@ -289,9 +289,9 @@ func (f *fanState) emitChunk(ctx context.Context, batch []*record.Record) error 
 	if n := len(batch); n > 0 {
 		f.p.produced.Store(batch[n-1].Sequence)
 	}
-	// A chunk at a time per queue (one run, or two when it filled a slab):
-	// one lock and one wake-up of its sink per run, and the sink takes
-	// the run whole.
+	// A chunk at a time per queue (one run per slab it went into, and
+	// one per loss record): one lock and one wake-up of its sink per
+	// run, and the sink takes the run whole.
 	for qi, q := range f.p.queues {
 		for _, run := range f.runs[f.qfmt[qi]] {
 			if _, err := q.PushAll(ctx, run); err != nil {
@@ -319,12 +319,22 @@ func (fe *fanEncoder) encode(batch []*record.Record, runs [][]queue.Item) [][]qu
 		return append(runs, fe.encodeNew(batch))
 	}
 	for len(batch) > 0 {
+		if batch[0].Action == record.ActionEventsLost {
+			// A loss record is queued past a full queue's capacity and
+			// waits there as long as its sink stalls, one more every
+			// LossInterval: in a slab, each would keep the lines of up to
+			// slabItems other records alive with it. It gets memory of
+			// its own (loss records are rare).
+			runs = append(runs, fe.encodeNew(batch[:1]))
+			batch = batch[1:]
+			continue
+		}
 		lb := fe.slab()
 		first, off := len(lb.items), len(lb.buf)
 		buf := lb.buf
 		n := 0
 		for _, r := range batch {
-			if len(lb.items) == cap(lb.items) || (n > 0 && cap(buf)-len(buf) < fe.lineSize) {
+			if len(lb.items) == cap(lb.items) || (n > 0 && cap(buf)-len(buf) < fe.lineSize) || r.Action == record.ActionEventsLost {
 				break
 			}
 			start := len(buf)

@@ -1271,3 +1271,72 @@ func TestChunksBackToBack(t *testing.T) {
 	}
 	q.Delivered(250)
 }
+
+// TestLossRecordsKeepNoSlab: a sink that stalls under a drop policy gets
+// an events_lost record every LossInterval past its queue's capacity (loss
+// records are never dropped), for as long as it stalls. Such a record must
+// not keep a slab alive: that is up to 256 other records' lines, hundreds
+// of KiB, held per second of the stall.
+func TestLossRecordsKeepNoSlab(t *testing.T) {
+	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+		{Name: "fast", Sink: &orderedSink{}, QueueSize: 1024},
+		{Name: "stalled", Sink: &orderedSink{}, QueueSize: 8, Policy: sinks.DropNewest},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFanState(p)
+	ctx := context.Background()
+	fast, stalled := p.queues[0], p.queues[1]
+	host := &record.Host{Hostname: "h", ID: "id", BootID: "b"}
+	mk := func(n int) []*record.Record {
+		batch := make([]*record.Record, n)
+		for i := range batch {
+			batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, Host: host,
+				File:    record.File{Path: "/srv/f" + strconv.Itoa(i)},
+				Process: record.Process{Pid: 42, Name: "x", Executable: "/bin/x", CommandLine: "x -y"}}
+		}
+		return batch
+	}
+	buf := make([]*queue.Item, 0, 1024)
+	const rounds = 40
+	for range rounds {
+		// A second of traffic, then that second's loss report.
+		if err := f.emitBatch(ctx, mk(300)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.reportLosses(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		for fast.Len() > 0 {
+			items, err := fast.Next(ctx, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fast.Delivered(len(items))
+		}
+	}
+	items, err := stalled.Next(ctx, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	losses, slabs, pinned := 0, map[*lineBatch]bool{}, 0
+	for _, it := range items {
+		if it.Loss {
+			losses++
+		}
+		if lb, ok := it.Owner.(*lineBatch); ok && !slabs[lb] {
+			slabs[lb] = true
+			pinned += cap(lb.buf)
+		}
+	}
+	if losses != rounds {
+		t.Fatalf("the stalled queue holds %d loss records, want %d", losses, rounds)
+	}
+	// Its 8 queued records lie in one slab, or two.
+	if len(slabs) > 2 {
+		t.Errorf("the stalled queue's %d items (%d loss records) keep %d slabs (%d KiB) alive, want at most 2",
+			len(items), losses, len(slabs), pinned>>10)
+	}
+	stalled.Delivered(len(items))
+}
