@@ -352,9 +352,10 @@ func (s *File) write(ctx context.Context, q Input, items []*Item) error {
 			q.Failed(len(items)-bad, record.ReasonSinkError)
 			return err
 		}
+		// Logged before it is settled: then its memory may be reused.
 		it := items[bad]
-		q.Failed(1, record.ReasonSinkError)
 		s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
+		q.Failed(1, record.ReasonSinkError)
 		items = items[bad+1:]
 	}
 	return nil

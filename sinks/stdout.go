@@ -114,9 +114,10 @@ func (s *Stdout) Run(ctx context.Context, in Input) error {
 		for _, it := range items {
 			if !validLine(it.Line) {
 				// Settled in order (Ordered): what is buffered first.
+				// Logged before it is settled: then its memory may be reused.
 				r.flush()
-				in.Failed(1, record.ReasonSinkError)
 				s.log.Error().Uint64("seq", it.Seq).Int("len", len(it.Line)).Msg("dropping item whose Line is not exactly one newline-terminated line")
+				in.Failed(1, record.ReasonSinkError)
 				continue
 			}
 			r.buf = append(r.buf, it.Line...)
