@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fanaudit/fanaudit/internal/testutil"
 	"github.com/fanaudit/fanaudit/sinks"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -268,6 +269,55 @@ func TestWindowFullSpools(t *testing.T) {
 	}
 	st := r.sink.Stats()
 	t.Logf("sink %+v", st)
+	if d := check(ids, consumeKfake(t, c, topic)); d.missing != 0 {
+		t.Fatalf("%d of %d missing", d.missing, d.sent)
+	}
+}
+
+// TestSpoolDiskFullSendsFromMemory: batches bound for the spool (the
+// first request is held at the broker, so the window is full) are encoded
+// as record sets; when the spool's disk is full they are sent from memory
+// instead, and everything arrives once the broker answers.
+func TestSpoolDiskFullSendsFromMemory(t *testing.T) {
+	const topic = "diskfull"
+	c := fakeCluster(t, topic)
+	defer c.Close()
+	release := make(chan struct{})
+	held := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		first := false
+		once.Do(func() { first = true })
+		if !first {
+			return nil, nil, false
+		}
+		close(held)
+		c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	cfg := testConfig(c.ListenAddrs()[0], topic)
+	cfg.MaxMessageBytes, cfg.BatchBytes, cfg.MaxInFlightByte, cfg.BatchSize = 2048, 4096, 4096, 10
+	cfg.Compression = "none" // so 200 records do not fit the 16 KiB disk
+	cfg.Spool.Dir = filepath.Join(testutil.TmpfsMount(t, "16k"), "spool")
+	r := startSink(t, cfg, "diskfull")
+	ids := r.push(t, 1, 200)
+	<-held
+	waitFor(t, 30*time.Second, "queue emptied while the broker stalls and the disk is full", func() bool {
+		return r.q.Stats().Depth == 0
+	})
+	close(release)
+	waitFor(t, 30*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := r.sink.Stats()
+	t.Logf("sink %+v", st)
+	if st.Spooled >= 190 {
+		t.Fatalf("spooled %d of 200 records on a 16 KiB disk: the disk never filled", st.Spooled)
+	}
+	if qs := settledQueue(t, r.q); qs.Delivered != 200 || qs.Dropped != 0 {
+		t.Fatalf("queue %+v, want 200 delivered", qs)
+	}
 	if d := check(ids, consumeKfake(t, c, topic)); d.missing != 0 {
 		t.Fatalf("%d of %d missing", d.missing, d.sent)
 	}

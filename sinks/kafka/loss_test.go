@@ -100,6 +100,12 @@ func missingTopicOutage(t *testing.T, brokers string, create bool) {
 	r := startExisting(t, s, "missing")
 	ids := r.push(t, 1, 3000)
 	waitFor(t, 60*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 3000 })
+	// Spooled as the compressed record sets of their requests: the test
+	// records are about 400 bytes each, so the spool holds far less than
+	// the records would take one by one.
+	if b := r.sink.Stats().SpoolBytes; b > 3000*400/4 {
+		t.Errorf("the spool holds %d bytes for 3000 records: not compressed record sets", b)
+	}
 	// Five failed replay attempts of 100 records: about 3 s of backoff.
 	waitFor(t, 60*time.Second, "replay retries", func() bool { return r.sink.Stats().Retries >= 600 })
 	qs := settledQueue(t, r.q)

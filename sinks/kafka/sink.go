@@ -422,8 +422,8 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 	go func() {
 		defer senders.Done()
 		defer s.spoolWait.release(b.bytes)
-		// Encoded before its turn: batches on their way to the spool
-		// encode and compress side by side, and only write in turn.
+		// Encoded before its turn (one batch at a time, see
+		// encodeForSpool), written in turn.
 		sets := s.encodeForSpool(b)
 		s.order.wait(ctx, t)
 		s.spoolInTurn(ctx, q, b, sets, win, senders, t)
@@ -493,15 +493,14 @@ func (s *Sink) encodeForSpool(b *batch) []spoolSet {
 	}
 	buf, sets, err := s.prod.encodeSets((*bp)[:0], b.msgs, time.Now())
 	// The sets are copied out of the pool's buffer, which the
-	// uncompressed records made as large as the batch: a batch waiting
-	// for its turn holds only its compressed bytes.
+	// uncompressed records made as large as the batch, so that a batch
+	// waiting for its turn does not hold a second copy of its records.
 	if err == nil {
-		var own []byte
 		n := 0
 		for i := range sets {
 			n += len(sets[i].Set)
 		}
-		own = make([]byte, 0, n)
+		own := make([]byte, 0, n)
 		for i := range sets {
 			at := len(own)
 			own = append(own, sets[i].Set...)
