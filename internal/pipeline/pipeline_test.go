@@ -1340,3 +1340,70 @@ func TestLossRecordsKeepNoSlab(t *testing.T) {
 	}
 	stalled.Delivered(len(items))
 }
+
+// TestSlabNotReusedWhileHeld: a sink that holds items it took keeps their
+// slabs from reuse while another sink settles everything and its own
+// queue drops (drop_newest) or evicts (drop_oldest) every later item, for
+// many slabs' worth of records: the held lines stay as they were encoded.
+func TestSlabNotReusedWhileHeld(t *testing.T) {
+	for _, policy := range []sinks.Policy{sinks.DropNewest, sinks.DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+				{Name: "fast", Sink: &orderedSink{}, QueueSize: 1024},
+				{Name: "holder", Sink: &orderedSink{}, QueueSize: 16, Policy: policy},
+			}}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFanState(p)
+			ctx := context.Background()
+			fast, holder := p.queues[0], p.queues[1]
+			next := 0
+			mk := func(n int) []*record.Record {
+				batch := make([]*record.Record, n)
+				for i := range batch {
+					next++
+					batch[i] = &record.Record{Action: record.ActionCreate, File: record.File{Path: "/srv/f" + strconv.Itoa(next)}}
+				}
+				return batch
+			}
+			drainFast := func() {
+				t.Helper()
+				for fast.Len() > 0 {
+					items, err := fast.Next(ctx, make([]*queue.Item, 0, 1024))
+					if err != nil {
+						t.Fatal(err)
+					}
+					fast.Delivered(len(items))
+				}
+			}
+			if err := f.emitBatch(ctx, mk(10)); err != nil {
+				t.Fatal(err)
+			}
+			drainFast()
+			held, err := holder.Next(ctx, make([]*queue.Item, 0, 1024))
+			if err != nil || len(held) != 10 {
+				t.Fatalf("took %d items (%v), want 10", len(held), err)
+			}
+			want := make([][]byte, len(held))
+			for i, it := range held {
+				want[i] = bytes.Clone(it.Line)
+			}
+			for range 100 { // ~120 slabs
+				if err := f.emitBatch(ctx, mk(300)); err != nil {
+					t.Fatal(err)
+				}
+				drainFast()
+			}
+			for i, it := range held {
+				if !bytes.Equal(it.Line, want[i]) {
+					t.Fatalf("held line %d changed:\n got %.200q\nwant %.200q", i, it.Line, want[i])
+				}
+			}
+			holder.Delivered(len(held))
+			if st := holder.Stats(); st.Dropped == 0 {
+				t.Fatalf("the holder's queue dropped nothing: %+v", st)
+			}
+		})
+	}
+}
