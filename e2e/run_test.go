@@ -191,6 +191,17 @@ queue_size = 16
 		}
 		prev = r.Event.Sequence
 	}
+	// Both sinks write the one encoding of each record, from the same
+	// buffers: a line stdout wrote is the file's line of its sequence,
+	// byte for byte (a buffer reused while one of them still read it
+	// would show here).
+	fileLines := strings.Split(strings.TrimSuffix(string(fileData), "\n"), "\n")
+	stdoutLines := strings.Split(strings.TrimSuffix(string(stdoutData), "\n"), "\n")
+	for i, r := range some {
+		if stdoutLines[i] != fileLines[r.Event.Sequence-1] {
+			t.Fatalf("stdout's line of sequence %d differs from the file's:\n%.300q\n%.300q", r.Event.Sequence, stdoutLines[i], fileLines[r.Event.Sequence-1])
+		}
+	}
 	gaps := uint64(len(all) - len(some))
 	if gaps == 0 {
 		t.Fatal("the stalled stdout sink dropped nothing; the test proves nothing")
