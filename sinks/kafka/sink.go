@@ -727,7 +727,7 @@ func (s *Sink) replay(ctx context.Context) error {
 			continue
 		}
 		if len(recs) == 0 {
-			if err := s.spool.commit(0, pos); err != nil {
+			if err := s.spool.commit(nil, pos); err != nil {
 				s.log.Error().Err(err).Msg("spool cursor update failed")
 			}
 			select {
@@ -739,6 +739,7 @@ func (s *Sink) replay(ctx context.Context) error {
 		}
 		for i := 0; i < len(recs); {
 			ok := false
+			unit := i
 			if recs[i].Set != nil {
 				ok = s.replaySet(ctx, &recs[i], &attempt)
 				i++
@@ -767,21 +768,34 @@ func (s *Sink) replay(ctx context.Context) error {
 				s.spool.rewind()
 				return nil
 			}
+			// Committed as soon as it is settled: a stop while a later
+			// request of this read is retried must not read it again (its
+			// dead letters would be announced twice, its delivery after a
+			// drop_oldest of its segment counted as lost).
+			if err := s.spool.commit(recs[unit:i], recs[i-1].end); err != nil {
+				s.log.Error().Err(err).Msg("spool cursor update failed")
+			}
 		}
-		if err := s.spool.commit(countSpooled(recs), pos); err != nil {
-			s.log.Error().Err(err).Msg("spool cursor update failed")
+		if recs[len(recs)-1].end != pos {
+			// Damaged frames after the last record read.
+			if err := s.spool.commit(nil, pos); err != nil {
+				s.log.Error().Err(err).Msg("spool cursor update failed")
+			}
 		}
 	}
 }
 
 // replayMsgs sends spooled messages until each is acknowledged or
-// dead-lettered and settles them; false when the sink stopped first.
+// dead-lettered and settles them; false when the sink stopped first. They
+// are settled together at the end: a stop in between leaves them all to
+// be read again (by the next run), which settles them then, dead letters
+// included, so nothing is settled twice.
 func (s *Sink) replayMsgs(ctx context.Context, msgs []kafkago.Message, attempt *int) bool {
+	var set replaySettle
 	for len(msgs) > 0 {
 		res := s.send(ctx, msgs, nil)
 		var retry []kafkago.Message
 		var firstErr error
-		var set replaySettle
 		for i, err := range res {
 			switch {
 			case err == nil:
@@ -798,8 +812,8 @@ func (s *Sink) replayMsgs(ctx context.Context, msgs []kafkago.Message, attempt *
 				retry = append(retry, msgs[i])
 			}
 		}
-		s.settleReplay(&set)
 		if len(retry) == 0 {
+			s.settleReplay(&set)
 			s.replayResumed(attempt)
 			return true
 		}
@@ -932,6 +946,9 @@ func (s *Sink) settleReplay(r *replaySettle) {
 	for run, n := range r.earlierDead {
 		s.lostEarlier.Add(n)
 		q.LostEarlier(n, record.ReasonDeadLetter, run)
+	}
+	if r.dead > 0 || len(r.earlierDead) > 0 {
+		s.spool.announced()
 	}
 }
 

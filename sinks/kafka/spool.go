@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,6 +83,13 @@ type segment struct {
 	// run (segments are never shared between runs), else the run id of
 	// its first readable record ("unknown" when it has none).
 	run string
+	// Of this run's segments: torn says a failed write left a torn frame
+	// at tornAt (the segment then ends there, and nothing from tornAt on
+	// was owed to anybody); badDone counts the records of damaged frames
+	// in it that commit announced (drop_oldest does not count them again).
+	torn    bool
+	tornAt  int64
+	badDone int64
 }
 
 // spoolLoss is called, under the spool lock, for spooled records that will
@@ -158,17 +166,25 @@ type spool struct {
 	onOwed  func(delta int64) // told of every runOwed change, under the lock
 	runOwed int64
 	gone    []goneRecs
-	// readLost holds an earlier run's damaged frames the reader passed for
-	// the batch it handed out (next). They are announced when the replayer
-	// commits that batch, not when read: a rewind (the sink stopping with
-	// the batch unacknowledged) reads them again, in this run or the next,
-	// which would announce them twice. A rewind announces those whose
-	// segment drop_oldest removed, as it can no longer be read again.
+	// readLost holds the damaged frames the reader passed for the batch
+	// it handed out (next), of any run. They are announced when the
+	// replayer commits past them, not when read: a rewind (the sink
+	// stopping with the batch unacknowledged) reads them again, in this
+	// run or the next, which would announce them twice; and this run's
+	// cannot wait for the replay to catch up with the writer (see next),
+	// since the run may end first, and the next run, starting from the
+	// cursor past them, would never see them. A rewind announces an
+	// earlier run's whose segment drop_oldest removed, as it can no longer
+	// be read again (drop_oldest counts this run's).
 	readLost []readLoss
+	// cursorNow asks commit to write the cursor at once: a loss was
+	// announced among the records it commits (a damaged frame, a dead
+	// letter), which a crash must not have the next run announce again.
+	cursorNow bool
 }
 
 type readLoss struct {
-	seg uint64
+	at  spoolPos // where the damaged frame starts
 	run string
 	n   int64
 }
@@ -667,10 +683,12 @@ func (s *spool) flushLocked(written *int64) error {
 	n, err := s.w.Write(s.enc)
 	last := &s.segs[len(s.segs)-1]
 	owed := int64(0)
+	whole := 0 // bytes of the frames written whole
 	for _, e := range s.encEnds {
 		if e.end > n {
 			break
 		}
+		whole = e.end
 		last.count += e.n
 		s.pending += e.n
 		owed += e.owed
@@ -686,6 +704,9 @@ func (s *spool) flushLocked(written *int64) error {
 		// records would start past where the reader expects them, so
 		// account for them and close the segment: the next append
 		// starts a new one.
+		if n > whole {
+			last.torn, last.tornAt = true, last.size+int64(whole)
+		}
 		last.size += int64(n)
 		s.total += int64(n)
 		s.w.Close()
@@ -759,6 +780,16 @@ func (s *spool) lose(reason, run string, n int64) {
 		s.corrupt += uint64(n)
 	}
 	s.lostLocked(reason, run, n)
+	s.cursorNow = true
+}
+
+// announced tells the spool that the replayer announced a loss among the
+// records it commits next (a dead letter): commit then writes the cursor
+// at once, so that a crash does not have the next run announce it again.
+func (s *spool) announced() {
+	s.mu.Lock()
+	s.cursorNow = true
+	s.mu.Unlock()
 }
 
 func (s *spool) syncLocked() error {
@@ -866,7 +897,15 @@ func (s *spool) dropOldestLocked() bool {
 		read, readItems, badRead = s.countUpTo(old, s.read.off)
 	}
 	read, readItems = max(read, acked), max(readItems, ackedItems)
+	// Of this run's segment, items counts every record written whole, so
+	// lost covers its damaged frames too, except those commit announced;
+	// those the reader passed and nobody committed yet are counted here
+	// and forgotten by readLost.
 	lost := old.items - readItems
+	if old.run == "" {
+		lost = max(lost-old.badDone, 0)
+		s.readLost = slices.DeleteFunc(s.readLost, func(l readLoss) bool { return l.at.seg == old.id })
+	}
 	if read > acked {
 		s.gone = append(s.gone, goneRecs{run: old.run, n: readItems - ackedItems, all: read - acked})
 	}
@@ -924,6 +963,7 @@ type spooled struct {
 	ID, Key, Value []byte
 	Set            []byte
 	N              int
+	end            spoolPos // after its frame: where a commit of it and what precedes it moves the cursor
 }
 
 func (r *spooled) size() int { return len(r.ID) + len(r.Key) + len(r.Value) + len(r.Set) }
@@ -1011,12 +1051,19 @@ func (s *spool) next(maxN int, maxBytes int64) ([]spooled, spoolPos, error) {
 			resync, minRead = false, 0
 			continue
 		}
-		if lost := int64(scan.corrupt) + scan.corruptRecs; lost > 0 && seg.run != "" {
-			// An earlier run's records: a damaged set counts its
-			// records (its header says how many), any other unreadable
-			// stretch counts as one record, its count being unknown.
-			// Announced when the batch is committed (readLost).
-			s.readLost = append(s.readLost, readLoss{seg: seg.id, run: seg.run, n: lost})
+		for _, l := range scan.lost {
+			// A damaged set counts its records (its header says how
+			// many), any other unreadable stretch counts as one record,
+			// its count being unknown. Announced when the replayer
+			// commits past it (readLost). What a failed write of this
+			// run left torn was owed to nobody.
+			if seg.run == "" && seg.torn && l.at >= seg.tornAt {
+				continue
+			}
+			s.readLost = append(s.readLost, readLoss{at: spoolPos{seg.id, l.at}, run: seg.run, n: l.n})
+		}
+		for k := len(out); k < len(scan.out); k++ {
+			scan.out[k].end.seg = seg.id
 		}
 		if scan.recs > 0 {
 			s.rAvg = int((scan.next - from.off) / int64(scan.recs))
@@ -1074,13 +1121,19 @@ func (s *spool) readAt(f *os.File, off int64, n int) ([]byte, error) {
 
 // frameScan is what scanFrames found in one read.
 type frameScan struct {
-	out         []spooled
-	recs        int   // records in the frames appended to out
-	next        int64 // segment offset after the last frame consumed
-	corrupt     int   // corrupt stretches skipped, of unknown count
-	corruptRecs int64 // records in damaged sets whose header was intact (skipped whole)
-	resync      bool  // the read ended while looking for the next magic
-	need        int   // bytes needed at next to read the next whole frame
+	out    []spooled
+	recs   int         // records in the frames appended to out
+	next   int64       // segment offset after the last frame consumed
+	lost   []frameLoss // damaged frames skipped
+	resync bool        // the read ended while looking for the next magic
+	need   int         // bytes needed at next to read the next whole frame
+}
+
+// frameLoss is a damaged frame at segment offset at: a set whose header
+// is intact (skipped whole) with its n records, or a corrupt stretch of
+// unknown count (n = 1).
+type frameLoss struct {
+	at, n int64
 }
 
 // scanFrames parses the frames in buf, which holds the segment's bytes
@@ -1091,8 +1144,9 @@ type frameScan struct {
 // by the end of buf is left for the next read.
 func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN int, maxBytes int64) frameScan {
 	p := 0
-	var bytesOut, corruptRecs int64
-	corrupt, recs := 0, 0
+	var bytesOut int64
+	var lost []frameLoss
+	recs := 0
 	need := 0
 	for recs < maxN && bytesOut < maxBytes {
 		abs := off + int64(p)
@@ -1114,7 +1168,7 @@ func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN in
 			break
 		}
 		if abs+recordHeader > size {
-			corrupt++ // torn header at the end
+			lost = append(lost, frameLoss{at: abs, n: 1}) // torn header at the end
 			p = int(size - off)
 			break
 		}
@@ -1130,28 +1184,29 @@ func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN in
 			case st.need > 0:
 				need = st.need
 			case st.resync:
-				corrupt++
+				lost = append(lost, frameLoss{at: abs, n: 1})
 				resync = true
 				p++
 				continue
 			case st.bad:
-				corruptRecs += st.rec.records64()
+				lost = append(lost, frameLoss{at: abs, n: st.rec.records64()})
 				p += st.len
 				continue
 			default:
 				if recs > 0 && recs+st.rec.N > maxN {
 					break // whole sets only; the next call takes it
 				}
+				p += st.len
+				st.rec.end.off = off + int64(p)
 				out = append(out, st.rec)
 				recs += st.rec.N
 				bytesOut += int64(st.rec.size())
-				p += st.len
 				continue
 			}
 			break
 		}
 		if binary.LittleEndian.Uint32(h) != spoolMagic || abs+recordHeader+n > size {
-			corrupt++
+			lost = append(lost, frameLoss{at: abs, n: 1})
 			resync = true
 			p++
 			continue
@@ -1163,17 +1218,18 @@ func scanFrames(buf []byte, off, size int64, resync bool, out []spooled, maxN in
 		payload := buf[p+recordHeader : p+recordHeader+int(n)]
 		rec, ok := decodeFrame(payload)
 		if !ok || crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(h[8:]) {
-			corrupt++
+			lost = append(lost, frameLoss{at: abs, n: 1})
 			resync = true
 			p++
 			continue
 		}
+		p += recordHeader + int(n)
+		rec.end.off = off + int64(p)
 		out = append(out, rec)
 		recs++
 		bytesOut += int64(rec.size())
-		p += recordHeader + int(n)
 	}
-	return frameScan{out: out, recs: recs, next: off + int64(p), corrupt: corrupt, corruptRecs: corruptRecs, resync: resync, need: need}
+	return frameScan{out: out, recs: recs, next: off + int64(p), lost: lost, resync: resync, need: need}
 }
 
 // setScan is what scanSet found at the start of its buffer.
@@ -1250,7 +1306,15 @@ func (s *spool) segIndexLocked(id uint64) int {
 func (s *spool) rewind() {
 	s.mu.Lock()
 	s.read = s.ack
-	s.announceReadLostLocked(true)
+	// An earlier run's damaged frames whose segment drop_oldest removed
+	// cannot be read again (this run's were counted by drop_oldest);
+	// the rest are.
+	for _, l := range s.readLost {
+		if s.segIndexLocked(l.at.seg) < 0 && l.run != "" {
+			s.announceLossLocked(l)
+		}
+	}
+	s.readLost = s.readLost[:0]
 	// Read records whose segment drop_oldest removed cannot be read again.
 	for _, g := range s.gone {
 		s.pending -= g.all
@@ -1261,14 +1325,20 @@ func (s *spool) rewind() {
 	s.mu.Unlock()
 }
 
-// commit acknowledges n records ending at pos: it persists the cursor and
-// deletes segments that are fully acknowledged.
-func (s *spool) commit(n int, pos spoolPos) error {
+// commit acknowledges the records rs, the next ones the reader handed
+// out, which end at pos (a batch of next, or the first of its frames: the
+// replayer commits each request's worth as soon as it is settled, so a
+// stop reads again only what was not): it persists the cursor and deletes
+// segments that are fully acknowledged.
+func (s *spool) commit(rs []spooled, pos spoolPos) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gone = nil // the replayer settled them
-	announced := s.announceReadLostLocked(false)
-	s.pending = max(s.pending-int64(n), 0)
+	n := int64(countSpooled(rs))
+	s.settleGoneLocked(n, n-countSeals(rs))
+	if s.announceReadLostLocked(pos) {
+		s.cursorNow = true
+	}
+	s.pending = max(s.pending-n, 0)
 	if s.segIndexLocked(pos.seg) < 0 {
 		// drop_oldest removed the segment while its batch was in flight;
 		// the batch was sent, and the records after it are where
@@ -1313,29 +1383,73 @@ func (s *spool) commit(n int, pos spoolPos) error {
 	// per batch: it is four system calls and a rename. A cursor that lags
 	// costs only duplicates after a crash, which at-least-once allows.
 	s.cursorDirty = true
-	// After an announcement at once, so that a crash does not have the
-	// next run read and announce the same damaged frames again.
-	if s.fsync == sinks.FsyncAlways || freed || announced || time.Since(s.cursorAt) >= cursorEvery {
+	// After an announcement at once (cursorNow), so that a crash does not
+	// have the next run read and announce the same losses again.
+	if s.fsync == sinks.FsyncAlways || freed || s.cursorNow || time.Since(s.cursorAt) >= cursorEvery {
 		return s.writeCursorLocked(pos)
 	}
 	return nil
 }
 
-// announceReadLostLocked announces the damaged frames in readLost (only
-// those whose segment is gone when goneOnly) and forgets them all; it
-// reports whether it announced any.
-func (s *spool) announceReadLostLocked(goneOnly bool) bool {
-	announced := false
-	for _, l := range s.readLost {
-		if goneOnly && s.segIndexLocked(l.seg) >= 0 {
-			continue // read again after the rewind
+// settleGoneLocked takes n records, items of them queue items, off gone:
+// the replayer settled them (they are the first it holds).
+func (s *spool) settleGoneLocked(n, items int64) {
+	for len(s.gone) > 0 && (n > 0 || items > 0) {
+		g := &s.gone[0]
+		k, ki := min(n, g.all), min(items, g.n)
+		g.all, g.n, n, items = g.all-k, g.n-ki, n-k, items-ki
+		if g.all > 0 {
+			break
 		}
-		s.corrupt += uint64(l.n)
-		s.lostLocked(record.ReasonSpoolCorrupt, l.run, l.n)
+		s.gone = s.gone[1:]
+	}
+	if len(s.gone) == 0 {
+		s.gone = nil
+	}
+}
+
+// countSeals is how many of rs are seal records (no queue items).
+func countSeals(rs []spooled) int64 {
+	n := int64(0)
+	for i := range rs {
+		if rs[i].Set == nil && bytes.HasPrefix(rs[i].ID, sealIDPrefixB) {
+			n++
+		}
+	}
+	return n
+}
+
+// announceReadLostLocked announces the damaged frames in readLost that
+// start before pos (the reader will not read them again) and forgets
+// them; it reports whether it announced any.
+func (s *spool) announceReadLostLocked(pos spoolPos) bool {
+	announced := false
+	kept := s.readLost[:0]
+	for _, l := range s.readLost {
+		if !l.at.before(pos) {
+			kept = append(kept, l)
+			continue
+		}
+		s.announceLossLocked(l)
 		announced = true
 	}
-	s.readLost = s.readLost[:0]
+	s.readLost = kept
 	return announced
+}
+
+func (s *spool) announceLossLocked(l readLoss) {
+	s.corrupt += uint64(l.n)
+	if l.run == "" {
+		if i := s.segIndexLocked(l.at.seg); i >= 0 {
+			s.segs[i].badDone += l.n
+		}
+	}
+	s.lostLocked(record.ReasonSpoolCorrupt, l.run, l.n)
+}
+
+// before reports whether p comes before q in the spool.
+func (p spoolPos) before(q spoolPos) bool {
+	return p.seg < q.seg || p.seg == q.seg && p.off < q.off
 }
 
 // cursorEvery is how often commit persists the cursor at most.
@@ -1360,7 +1474,7 @@ func (s *spool) writeCursorLocked(p spoolPos) error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "cursor")); err != nil {
 		return fmt.Errorf("spool cursor: %w", err)
 	}
-	s.cursorAt, s.cursorDirty = time.Now(), false
+	s.cursorAt, s.cursorDirty, s.cursorNow = time.Now(), false, false
 	return nil
 }
 

@@ -36,7 +36,7 @@ func drain(t *testing.T, s *spool) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.commit(len(rs), pos); err != nil {
+		if err := s.commit(rs, pos); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs) == 0 {
@@ -84,7 +84,7 @@ func TestSpoolOrderAndRestart(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := s.commit(len(rs), pos); err != nil {
+				if err := s.commit(rs, pos); err != nil {
 					t.Fatal(err)
 				}
 				acked += len(rs)
@@ -333,7 +333,7 @@ func TestSpoolBatchRoundTrip(t *testing.T) {
 						t.Fatalf("settled %d of %d records read", n, len(rs))
 					}
 				}
-				if err := s.commit(len(rs), pos); err != nil {
+				if err := s.commit(rs, pos); err != nil {
 					t.Fatal(err)
 				}
 				if len(rs) == 0 {
@@ -459,7 +459,7 @@ func TestSpoolDropOldestCountsRecordsOnly(t *testing.T) {
 		}
 		items += n
 		s.settleRun(int64(n)) // as the replayer does, before it commits
-		if err := s.commit(len(rs), pos); err != nil {
+		if err := s.commit(rs, pos); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs) == 0 {
@@ -489,7 +489,7 @@ func TestSpoolDropOldestAfterRestartMidSegment(t *testing.T) {
 	if err != nil || len(rs) != 7 {
 		t.Fatalf("next: %d records, %v", len(rs), err)
 	}
-	if err := s1.commit(len(rs), pos); err != nil {
+	if err := s1.commit(rs, pos); err != nil {
 		t.Fatal(err)
 	}
 	if err := s1.close(); err != nil {
@@ -534,7 +534,7 @@ func TestSpoolDropOldestAfterRestartMidSegment(t *testing.T) {
 			}
 		}
 		s2.settleRun(ours)
-		if err := s2.commit(len(rs), pos); err != nil {
+		if err := s2.commit(rs, pos); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs) == 0 {

@@ -236,7 +236,7 @@ func TestSpoolDropOldestEarlierDamagedSet(t *testing.T) {
 					}
 				}
 				s2.settleRun(ours)
-				if err := s2.commit(countSpooled(rs), pos); err != nil {
+				if err := s2.commit(rs, pos); err != nil {
 					t.Fatal(err)
 				}
 				if len(rs) == 0 {

@@ -142,7 +142,7 @@ func TestSpoolSets(t *testing.T) {
 						t.Fatal(err)
 					}
 					got = append(got, spooledMsgs(t, rs)...)
-					if err := s2.commit(countSpooled(rs), pos); err != nil {
+					if err := s2.commit(rs, pos); err != nil {
 						t.Fatal(err)
 					}
 					if len(rs) == 0 {
@@ -206,7 +206,7 @@ func TestSpoolDropOldestCountsSets(t *testing.T) {
 		n := countSpooled(rs)
 		items += n
 		s.settleRun(int64(n))
-		if err := s.commit(n, pos); err != nil {
+		if err := s.commit(rs, pos); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs) == 0 {
