@@ -158,7 +158,7 @@ type fanState struct {
 // of order) every chunk gets new memory, left to the garbage collector.
 type fanEncoder struct {
 	enc      record.LineEncoder
-	lineSize int // bytes to reserve per line: the largest chunk average + 64
+	lineSize int // bytes to reserve per line: the last slab's average + 64 (else the largest chunk average + 64)
 	// queues counts the queues of this format.
 	queues int
 	pool   *slabPool  // nil: no slabs
@@ -330,7 +330,7 @@ func (fe *fanEncoder) encode(batch []*record.Record, runs [][]queue.Item) [][]qu
 			continue
 		}
 		lb := fe.slab()
-		first, off := len(lb.items), len(lb.buf)
+		first := len(lb.items)
 		buf := lb.buf
 		n := 0
 		for _, r := range batch {
@@ -347,7 +347,6 @@ func (fe *fanEncoder) encode(batch []*record.Record, runs [][]queue.Item) [][]qu
 		// Every item is pushed to each queue of the format and released
 		// once by each.
 		lb.refs.Add(int64(n * fe.queues))
-		fe.lineSize = max(fe.lineSize, (len(buf)-off)/n+64)
 		runs = append(runs, lb.items[first:])
 		batch = batch[n:]
 	}
@@ -361,6 +360,11 @@ func (fe *fanEncoder) slab() *lineBatch {
 		if len(lb.items) < cap(lb.items) && cap(lb.buf)-len(lb.buf) >= fe.lineSize {
 			return lb
 		}
+		// The next slabs are sized for this one's average line: 256
+		// lines, not one chunk's, which live is often a record or two;
+		// one long line (a 4 KiB command line) alone in a chunk made
+		// every later slab too big to pool, and mostly empty.
+		fe.lineSize = len(lb.buf)/max(len(lb.items), 1) + 64
 		fe.cur = nil
 		lb.Release(1)
 	}
@@ -395,7 +399,7 @@ func (fe *fanEncoder) encodeNew(batch []*record.Record) []queue.Item {
 		buf = append(buf, '\n')
 		items = append(items, item(r, buf, start, nil))
 	}
-	if n := len(batch); n > 0 {
+	if n := len(batch); n > 0 && fe.pool == nil {
 		fe.lineSize = max(fe.lineSize, len(buf)/n+64)
 	}
 	return items

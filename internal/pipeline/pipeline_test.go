@@ -1407,3 +1407,56 @@ func TestSlabNotReusedWhileHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestLongLineAloneKeepsSlabsPooled: one long line alone in its chunk (a
+// process whose command line is 4 KiB, live, where a read is often a
+// record or two) must not make every later slab too big to pool: then
+// each one was allocated anew, and a full queue of ordinary lines kept
+// slabs mostly empty alive.
+func TestLongLineAloneKeepsSlabsPooled(t *testing.T) {
+	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+		{Name: "a", Sink: &orderedSink{}, QueueSize: 1024},
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFanState(p)
+	host := &record.Host{Hostname: "h", ID: "id", BootID: "b"}
+	mk := func(n int, cmdline string) []*record.Record {
+		batch := make([]*record.Record, n)
+		for i := range batch {
+			batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, Host: host,
+				File:    record.File{Path: "/srv/f" + strconv.Itoa(i)},
+				Process: record.Process{Pid: 42, Name: "java", Executable: "/bin/java", CommandLine: cmdline}}
+		}
+		return batch
+	}
+	ctx := context.Background()
+	q := p.queues[0]
+	buf := make([]*queue.Item, 0, 1024)
+	batch := mk(200, "java -jar x.jar")
+	round := func() {
+		if err := f.emitBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		for q.Len() > 0 {
+			items, err := q.Next(ctx, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q.Delivered(len(items))
+		}
+	}
+	round()
+	if err := f.emitBatch(ctx, mk(1, "java -cp "+strings.Repeat("/opt/lib/x.jar:", 270))); err != nil {
+		t.Fatal(err)
+	}
+	round()
+	round()
+	a := testing.AllocsPerRun(50, round)
+	lb := f.encs[0].cur
+	if line := len(lb.items[0].Line); a != 0 || cap(lb.buf) > 4*slabItems*line {
+		t.Errorf("after one long line, emitBatch allocates %.1f times per batch of %d, want 0; slab of %d KiB for lines of %d bytes",
+			a, len(batch), cap(lb.buf)>>10, line)
+	}
+}
