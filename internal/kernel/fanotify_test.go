@@ -251,3 +251,61 @@ func TestRealReads(t *testing.T) {
 }
 
 const fdModeBitsForTest = FanOpen | FanOpenExec | FanAccess | FanModify | FanCloseWrite | FanCloseNowrite | FanOnDir
+
+// TestReadAllocs: reading the group allocates nothing, whether events
+// are queued or not (a closure per read used to, three allocations a read).
+func TestReadAllocs(t *testing.T) {
+	testutil.RequireRoot(t)
+	root := testutil.TmpfsMount(t, "16m")
+	g, err := Init(InitClassNotif | InitReportDFIDNm | InitReportFID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.Mark(MarkAdd|MarkFilesystem, FanCreate|FanDelete, root); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	name := filepath.Join(root, "f")
+	ops := func() {
+		f, err := os.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := os.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got int
+	reads := func() {
+		// The events queued by ops: Read does not wait for them; then
+		// TryRead drains the queue and reads it empty.
+		n, err := g.Read(buf)
+		if err != nil || n == 0 {
+			t.Fatalf("Read = %d, %v", n, err)
+		}
+		got += n
+		for n > 0 {
+			if n, err = g.TryRead(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opsOnly := testing.AllocsPerRun(50, ops)
+	for n := 1; n > 0; {
+		if n, err = g.TryRead(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := testing.AllocsPerRun(50, func() {
+		ops()
+		reads()
+	})
+	if got == 0 {
+		t.Fatal("nothing read")
+	}
+	if a > opsOnly {
+		t.Errorf("reads allocate %.1f times a round, want 0", a-opsOnly)
+	}
+}
