@@ -76,18 +76,20 @@ type Group struct {
 // (three allocations a read, hundreds of thousands a second at full
 // speed). So TryRead and Read are for one reading goroutine at a time.
 type groupRead struct {
-	buf  []byte
-	n    int
-	err  error
-	try  func(fd uintptr)
-	wait func(fd uintptr) bool
+	buf   []byte
+	n     int
+	err   error
+	again bool // EAGAIN: nothing queued
+	try   func(fd uintptr)
+	wait  func(fd uintptr) bool
 }
 
 // read is the read(2) both callbacks do, retried on EINTR.
 func (r *groupRead) read(fd uintptr) {
 	for {
-		r.n, r.err = unix.Read(int(fd), r.buf)
-		if r.err != unix.EINTR {
+		n, err := unix.Read(int(fd), r.buf)
+		if err != unix.EINTR {
+			r.n, r.err, r.again = n, err, err == unix.EAGAIN
 			return
 		}
 	}
@@ -97,14 +99,14 @@ func (r *groupRead) read(fd uintptr) {
 // calls it again.
 func (r *groupRead) waitRead(fd uintptr) bool {
 	r.read(fd)
-	return r.err != unix.EAGAIN
+	return !r.again
 }
 
 // result takes the read's outcome and drops the buffer.
-func (r *groupRead) result() (int, error) {
-	n, err := r.n, r.err
-	r.buf, r.n, r.err = nil, 0, nil
-	return n, err
+func (r *groupRead) result() (int, bool, error) {
+	n, again, err := r.n, r.again, r.err
+	r.buf, r.n, r.again, r.err = nil, 0, false, nil
+	return n, again, err
 }
 
 // Init creates a fanotify group. FAN_CLOEXEC and FAN_NONBLOCK are always
@@ -147,11 +149,11 @@ func (g *Group) Mark(flags uint, mask uint64, path string) error {
 func (g *Group) TryRead(buf []byte) (int, error) {
 	g.rd.buf = buf
 	cerr := g.rc.Control(g.rd.try)
-	n, err := g.rd.result()
+	n, again, err := g.rd.result()
 	if cerr != nil {
 		return 0, connErr(cerr)
 	}
-	if err == unix.EAGAIN {
+	if again {
 		return 0, nil
 	}
 	if err != nil {
@@ -167,7 +169,7 @@ func (g *Group) TryRead(buf []byte) (int, error) {
 func (g *Group) Read(buf []byte) (int, error) {
 	g.rd.buf = buf
 	cerr := g.rc.Read(g.rd.wait)
-	n, err := g.rd.result()
+	n, _, err := g.rd.result()
 	if cerr != nil {
 		return 0, connErr(cerr)
 	}
