@@ -337,3 +337,35 @@ func corruptOneRecord(t *testing.T, dir string, needle []byte, newest bool) {
 	}
 	t.Fatalf("no spooled record contains %q", needle)
 }
+
+// TestSpoolKeysOutage: records spooled through an outage (the topic is
+// missing) with key = "none" (stored as record sets, each replayed to a
+// partition round robin) and key = "path" (stored one by one, replayed to
+// their own partitions) all arrive once a topic of 4 partitions exists.
+func TestSpoolKeysOutage(t *testing.T) {
+	brokers := testutil.KafkaBrokers(t)
+	for _, key := range []string{"none", "path"} {
+		t.Run(key, func(t *testing.T) {
+			topic := uniqueTopic(t)
+			cfg := testConfig(brokers, topic)
+			cfg.CreateTopics = false
+			cfg.Key = key
+			cfg.BatchSize = 100
+			cfg.Spool.Dir = t.TempDir()
+			r := startSink(t, cfg, "keys")
+			ids := r.push(t, 1, 2000)
+			waitFor(t, 60*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 2000 })
+			createTopic(t, brokers, topic, 4)
+			waitFor(t, 60*time.Second, "delivery", r.drained)
+			if err := r.closeAndWait(t, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if qs := settledQueue(t, r.q); qs.Delivered != 2000 || qs.Dropped != 0 {
+				t.Fatalf("queue %+v sink %+v; want all 2000 delivered", qs, r.sink.Stats())
+			}
+			if d := check(ids, consumeIDs(t, brokers, topic, len(ids), 60*time.Second)); d.missing != 0 {
+				t.Fatalf("%d of %d missing", d.missing, d.sent)
+			}
+		})
+	}
+}
