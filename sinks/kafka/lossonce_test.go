@@ -154,20 +154,10 @@ func testRewindGoneSettled(t *testing.T, dropFirst bool) {
 		}
 	}
 	s.rewind() // the sink stops before the second set is acknowledged
-	for {
-		rs, pos, err := s.next(20, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
+	replay(t, s, 20, func(rs []spooled) {
 		settled += s.settleRun(int64(countSpooled(rs)))
 		received += int64(countSpooled(rs))
-		if err := s.commit(rs, pos); err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) == 0 {
-			break
-		}
-	}
+	})
 	handed := s.takeRunOwed()
 	t.Logf("appended %d: settled %d + lost %d + handed off %d; received %d", appended, settled, lost, handed, received)
 	if received+lost != appended {
@@ -247,19 +237,7 @@ func TestThisRunDamagedHandedOff(t *testing.T) {
 	}
 	defer s2.close()
 	readBack := int64(0)
-	for {
-		rs, pos, err := s2.next(20, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		readBack += int64(countSpooled(rs))
-		if err := s2.commit(rs, pos); err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) == 0 {
-			break
-		}
-	}
+	replay(t, s2, 20, func(rs []spooled) { readBack += int64(countSpooled(rs)) })
 	t.Logf("appended %d: settled %d, handed off %d, read back by the next run %d, announced lost %d", appended, settled, handed, readBack, lost)
 	if settled+readBack+lost != appended {
 		t.Fatalf("appended %d, but settled %d + read back %d + announced lost %d = %d", appended, settled, readBack, lost, settled+readBack+lost)
@@ -318,20 +296,10 @@ func TestThisRunDamagedDroppedOnce(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for {
-				rs, pos, err := s.next(20, 1<<20)
-				if err != nil {
-					t.Fatal(err)
-				}
+			replay(t, s, 20, func(rs []spooled) {
 				received += int64(countSpooled(rs))
 				settled += s.settleRun(int64(countSpooled(rs)))
-				if err := s.commit(rs, pos); err != nil {
-					t.Fatal(err)
-				}
-				if len(rs) == 0 {
-					break
-				}
-			}
+			})
 			handed := s.takeRunOwed()
 			t.Logf("appended %d: received %d (settled %d), announced lost %d, handed off %d", appended, received, settled, lost, handed)
 			if received+lost != appended || settled != received || handed != 0 {
@@ -388,20 +356,10 @@ func TestThisRunTornTailNotAnnounced(t *testing.T) {
 		appended += 50
 	}
 	received, settled := int64(0), int64(0)
-	for {
-		rs, pos, err := s.next(100, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
+	replay(t, s, 100, func(rs []spooled) {
 		received += int64(countSpooled(rs))
 		settled += s.settleRun(int64(countSpooled(rs)))
-		if err := s.commit(rs, pos); err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) == 0 {
-			break
-		}
-	}
+	})
 	t.Logf("appended %d: received %d (settled %d), announced lost %d", appended, received, settled, lost)
 	if lost != 0 || received != appended || settled != appended {
 		t.Fatalf("appended %d: received %d (settled %d), announced lost %d", appended, received, settled, lost)

@@ -31,19 +31,32 @@ func recs(from, n int) []spoolRec {
 func drain(t *testing.T, s *spool) []string {
 	t.Helper()
 	var ids []string
+	replay(t, s, 7, func(rs []spooled) {
+		for _, r := range rs {
+			ids = append(ids, string(r.ID))
+		}
+	})
+	return ids
+}
+
+// replay reads (maxN records a read) and commits until the spool is
+// empty, handing each read to seen before its commit, as the replayer
+// settles a read before it commits it; the last, empty read too. The
+// spool reuses its read buffer on the next read: seen copies what it
+// keeps.
+func replay(t *testing.T, s *spool, maxN int, seen func(rs []spooled)) {
+	t.Helper()
 	for {
-		rs, pos, err := s.next(7, 1<<20)
+		rs, pos, err := s.next(maxN, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
+		seen(rs)
 		if err := s.commit(rs, pos); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs) == 0 {
-			return ids
-		}
-		for _, r := range rs {
-			ids = append(ids, string(r.ID))
+			return
 		}
 	}
 }
