@@ -113,26 +113,8 @@ func TestRewindGoneSettled(t *testing.T) {
 }
 
 func testRewindGoneSettled(t *testing.T, dropFirst bool) {
-	cfg := testSpoolCfg(t.TempDir())
-	cfg.SegmentBytes = 16 << 10
-	cfg.MaxBytes = 3 * cfg.SegmentBytes
-	var lost int64
-	s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	appended := int64(0)
-	add := func() {
-		msgs := setMsgs(int(appended), 10)
-		if err := s.appendSets(t.Context(), testSets(t, "none", 10, msgs)); err != nil {
-			t.Fatal(err)
-		}
-		appended += 10
-	}
-	for len(s.segs) < 2 {
-		add()
-	}
+	var lost, appended int64
+	s, add := dropRun(t, &lost, &appended, 2)
 	rs, _, err := s.next(20, 1<<20)
 	if err != nil || len(rs) != 2 {
 		t.Fatalf("next: %d sets, %v", len(rs), err)
@@ -199,19 +181,10 @@ func TestThisRunDamagedHandedOff(t *testing.T) {
 	cfg := testSpoolCfg(dir)
 	cfg.SegmentBytes = 16 << 10
 	var lost int64
-	s, err := openSpool(cfg, sinks.Block, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openCounting(t, cfg, sinks.Block, &lost)
 	appended := int64(0)
 	for len(s.segs) < 3 {
-		msgs := setMsgs(int(appended), 10)
-		for k := range msgs {
-			msgs[k].Headers[0].Value = fmt.Appendf(nil, "h:b:r:%d", int(appended)+k)
-		}
-		if err := s.appendSets(t.Context(), testSets(t, "none", 10, msgs)); err != nil {
-			t.Fatal(err)
-		}
+		appendRun(t, s, int(appended), 10, 10)
 		appended += 10
 	}
 	damageSecondSet(t, s.segPath(s.segs[0].id))
@@ -231,10 +204,7 @@ func TestThisRunDamagedHandedOff(t *testing.T) {
 	handed := s.takeRunOwed()
 	s.close()
 
-	s2, err := openSpool(cfg, sinks.Block, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := openCounting(t, cfg, sinks.Block, &lost)
 	defer s2.close()
 	readBack := int64(0)
 	replay(t, s2, 20, func(rs []spooled) { readBack += int64(countSpooled(rs)) })
@@ -253,25 +223,8 @@ func TestThisRunDamagedHandedOff(t *testing.T) {
 func TestThisRunDamagedDroppedOnce(t *testing.T) {
 	for _, commitFirst := range []bool{true, false} {
 		t.Run(fmt.Sprint("commitFirst=", commitFirst), func(t *testing.T) {
-			cfg := testSpoolCfg(t.TempDir())
-			cfg.SegmentBytes = 16 << 10
-			cfg.MaxBytes = 3 * cfg.SegmentBytes
-			var lost int64
-			s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, n int64) { lost += n })
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.close()
-			appended := int64(0)
-			add := func() {
-				if err := s.appendSets(t.Context(), testSets(t, "none", 10, setMsgs(int(appended), 10))); err != nil {
-					t.Fatal(err)
-				}
-				appended += 10
-			}
-			for len(s.segs) < 2 {
-				add()
-			}
+			var lost, appended int64
+			s, add := dropRun(t, &lost, &appended, 2)
 			damageSecondSet(t, s.segPath(s.segs[0].id))
 			rs, pos, err := s.next(20, 1<<20) // the first and third sets
 			if err != nil || countSpooled(rs) != 20 || pos.seg != s.segs[0].id {
@@ -323,10 +276,7 @@ func TestThisRunTornTailNotAnnounced(t *testing.T) {
 	cfg.SegmentBytes = 1 << 20
 	cfg.MaxBytes = 4 << 20
 	var lost int64
-	s, err := openSpool(cfg, sinks.Block, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openCounting(t, cfg, sinks.Block, &lost)
 	defer s.close()
 	appended := int64(0)
 	for {
@@ -350,9 +300,7 @@ func TestThisRunTornTailNotAnnounced(t *testing.T) {
 	// so that records are still owed when the replayer commits past the
 	// torn set.
 	for range 3 {
-		if err := s.appendSets(t.Context(), testSets(t, "none", 50, setMsgs(int(appended), 50))); err != nil {
-			t.Fatal(err)
-		}
+		appendRun(t, s, int(appended), 50, 50)
 		appended += 50
 	}
 	received, settled := int64(0), int64(0)

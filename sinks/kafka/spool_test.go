@@ -61,6 +61,16 @@ func replay(t *testing.T, s *spool, maxN int, seen func(rs []spooled)) {
 	}
 }
 
+// openCounting opens a spool whose announced losses add up in *lost.
+func openCounting(t *testing.T, cfg Spool, policy sinks.Policy, lost *int64) *spool {
+	t.Helper()
+	s, err := openSpool(cfg, policy, func(reason, run string, n int64) { *lost += n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func wantIDs(from, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -443,10 +453,7 @@ func TestSpoolDropOldestCountsRecordsOnly(t *testing.T) {
 	cfg := testSpoolCfg(t.TempDir())
 	cfg.MaxBytes = 3 * cfg.SegmentBytes
 	var lost int64
-	s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openCounting(t, cfg, sinks.DropOldest, &lost)
 	defer s.close()
 	appended := 0
 	for i := 0; i < 1000 && s.stats().Dropped < 100; i++ {

@@ -42,6 +42,44 @@ func testSets(t *testing.T, comp string, batchSize int, msgs []kafkago.Message) 
 	return sets
 }
 
+// appendRun appends n records of run r (setMsgs from sequence from on)
+// as uncompressed sets of per records.
+func appendRun(t *testing.T, s *spool, from, n, per int) {
+	t.Helper()
+	if err := s.appendSets(t.Context(), testSets(t, "none", per, setMsgs(from, n))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dropOldestSpool opens a drop_oldest spool of three 16 KiB segments in a
+// fresh directory, closed when the test ends; its announced losses add
+// up in *lost.
+func dropOldestSpool(t *testing.T, lost *int64) *spool {
+	t.Helper()
+	cfg := testSpoolCfg(t.TempDir())
+	cfg.SegmentBytes = 16 << 10
+	cfg.MaxBytes = 3 * cfg.SegmentBytes
+	s := openCounting(t, cfg, sinks.DropOldest, lost)
+	t.Cleanup(func() { s.close() })
+	return s
+}
+
+// dropRun opens a dropOldestSpool and appends this run's records to it
+// with add, ten at a time as one set (counted in *appended), until it has
+// segs segments.
+func dropRun(t *testing.T, lost, appended *int64, segs int) (s *spool, add func()) {
+	t.Helper()
+	s = dropOldestSpool(t, lost)
+	add = func() {
+		appendRun(t, s, int(*appended), 10, 10)
+		*appended += 10
+	}
+	for len(s.segs) < segs {
+		add()
+	}
+	return s, add
+}
+
 // spooledMsgs expands what the spool gave back into messages: records as
 // they are, sets decoded.
 func spooledMsgs(t *testing.T, rs []spooled) []kafkago.Message {
@@ -174,15 +212,8 @@ func TestSpoolSets(t *testing.T) {
 // their records; what is read back plus what is announced is what was
 // appended.
 func TestSpoolDropOldestCountsSets(t *testing.T) {
-	cfg := testSpoolCfg(t.TempDir())
-	cfg.SegmentBytes = 16 << 10
-	cfg.MaxBytes = 3 * cfg.SegmentBytes
 	var lost int64
-	s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, n int64) { lost += n })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
+	s := dropOldestSpool(t, &lost)
 	appended := 0
 	for i := 0; i < 1000 && s.stats().Dropped < 100; i++ {
 		msgs := setMsgs(i*20, 20)
