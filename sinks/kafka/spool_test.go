@@ -61,6 +61,41 @@ func replay(t *testing.T, s *spool, maxN int, seen func(rs []spooled)) {
 	}
 }
 
+// openDropByRun opens a drop_oldest spool on cfg with MaxBytes of three
+// segments, closed when the test ends; lost adds up its announced losses
+// by run.
+func openDropByRun(t *testing.T, cfg Spool) (s *spool, lost map[string]int64) {
+	t.Helper()
+	cfg.MaxBytes = 3 * cfg.SegmentBytes
+	lost = map[string]int64{}
+	s, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, k int64) { lost[run] += k })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.close() })
+	return s, lost
+}
+
+// replayEarlier replays everything (7 records a read), settling this
+// run's records as the replayer does, and returns how many of the earlier
+// run's records (run r) it read back.
+func replayEarlier(t *testing.T, s *spool) int64 {
+	t.Helper()
+	earlier := int64(0)
+	replay(t, s, 7, func(rs []spooled) {
+		ours := int64(0)
+		for _, r := range rs {
+			if runOfID(string(r.ID)) == "r" {
+				earlier += int64(r.records())
+			} else {
+				ours += int64(r.records())
+			}
+		}
+		s.settleRun(ours)
+	})
+	return earlier
+}
+
 // openCounting opens a spool whose announced losses add up in *lost.
 func openCounting(t *testing.T, cfg Spool, policy sinks.Policy, lost *int64) *spool {
 	t.Helper()
@@ -516,14 +551,7 @@ func TestSpoolDropOldestAfterRestartMidSegment(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := testSpoolCfg(dir)
-	cfg.MaxBytes = 3 * cfg.SegmentBytes
-	lost := map[string]int64{}
-	s2, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, k int64) { lost[run] += k })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.close()
+	s2, lost := openDropByRun(t, testSpoolCfg(dir))
 	if p := s2.stats().Pending; p != n-7 {
 		t.Fatalf("pending after restart %d, want %d", p, n-7)
 	}
@@ -539,28 +567,7 @@ func TestSpoolDropOldestAfterRestartMidSegment(t *testing.T) {
 		}
 		mine += 10
 	}
-	earlier := int64(0)
-	for {
-		rs, pos, err := s2.next(7, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ours := int64(0)
-		for _, r := range rs {
-			if runOfID(string(r.ID)) == "r" {
-				earlier++
-			} else {
-				ours++
-			}
-		}
-		s2.settleRun(ours)
-		if err := s2.commit(rs, pos); err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) == 0 {
-			break
-		}
-	}
+	earlier := replayEarlier(t, s2)
 	if earlier+lost["r"] != n-7 {
 		t.Fatalf("earlier run: %d not acknowledged; %d read back + %d announced lost = %d", n-7, earlier, lost["r"], earlier+lost["r"])
 	}

@@ -203,13 +203,7 @@ func TestSpoolDropOldestEarlierDamagedSet(t *testing.T) {
 			slices.Sort(segs)
 			tt.damage(segs)
 
-			cfg.MaxBytes = 3 * cfg.SegmentBytes
-			lost := map[string]int64{}
-			s2, err := openSpool(cfg, sinks.DropOldest, func(reason, run string, k int64) { lost[run] += k })
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s2.close()
+			s2, lost := openDropByRun(t, cfg)
 			// This run's sets push the earlier run's segments out before
 			// any read.
 			for i := 0; s2.segs[0].run != ""; i++ {
@@ -221,28 +215,7 @@ func TestSpoolDropOldestEarlierDamagedSet(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			earlier := int64(0)
-			for {
-				rs, pos, err := s2.next(7, 1<<20)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ours := int64(0)
-				for _, r := range rs {
-					if runOfID(string(r.ID)) == "r" {
-						earlier += int64(r.records())
-					} else {
-						ours += int64(r.records())
-					}
-				}
-				s2.settleRun(ours)
-				if err := s2.commit(rs, pos); err != nil {
-					t.Fatal(err)
-				}
-				if len(rs) == 0 {
-					break
-				}
-			}
+			earlier := replayEarlier(t, s2)
 			if earlier+lost["r"] != appended {
 				t.Fatalf("earlier run: %d spooled; %d read back + %d announced lost = %d", appended, earlier, lost["r"], earlier+lost["r"])
 			}
