@@ -1136,6 +1136,51 @@ func (s *orderedSink) Run(ctx context.Context, q sinks.Input) error {
 	}
 }
 
+// fanOver is the fan-out stage of a pipeline (no source records) over
+// sinks, driven by hand with emitBatch.
+func fanOver(t *testing.T, specs []SinkSpec) (*Pipeline, *fanState) {
+	t.Helper()
+	p, err := New(Options{Source: newSource(0, 1), Sinks: specs}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, newFanState(p)
+}
+
+// deliverAll takes everything queued in q (into buf) and settles it as
+// delivered, as a sink that keeps up does; it allocates nothing.
+func deliverAll(t *testing.T, ctx context.Context, q *queue.Queue, buf []*queue.Item) {
+	t.Helper()
+	for q.Len() > 0 {
+		items, err := q.Next(ctx, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Delivered(len(items))
+	}
+}
+
+// closeWrites are n close_write records, now, of files /srv/f0… by one
+// process (name, /bin/name, cmdline) on host.
+func closeWrites(n int, host *record.Host, name, cmdline string) []*record.Record {
+	batch := make([]*record.Record, n)
+	for i := range batch {
+		batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, Host: host,
+			File:    record.File{Path: "/srv/f" + strconv.Itoa(i)},
+			Process: record.Process{Pid: 42, Name: name, Executable: "/bin/" + name, CommandLine: cmdline}}
+	}
+	return batch
+}
+
+// creates are n create records of files /srv/f<first>, /srv/f<first+1>…
+func creates(first, n int) []*record.Record {
+	batch := make([]*record.Record, n)
+	for i := range batch {
+		batch[i] = &record.Record{Action: record.ActionCreate, File: record.File{Path: "/srv/f" + strconv.Itoa(first+i)}}
+	}
+	return batch
+}
+
 // TestLineBuffersReused runs records through two sinks that settle in
 // order, one slowly and failing half of what it settles, one with a
 // small drop_oldest queue, and checks that no line changed before its
@@ -1176,14 +1221,10 @@ func TestLineBuffersReused(t *testing.T) {
 // TestEmitBatchAllocs: once warm, numbering, encoding and queueing a batch
 // for sinks that settle in order allocates nothing.
 func TestEmitBatchAllocs(t *testing.T) {
-	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+	p, f := fanOver(t, []SinkSpec{
 		{Name: "a", Sink: &orderedSink{}, QueueSize: 1024},
 		{Name: "b", Sink: &orderedSink{}, QueueSize: 1024},
-	}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFanState(p)
+	})
 	host := &record.Host{Hostname: "h", ID: "id", BootID: "b"}
 	slab := make([]record.Record, 200)
 	batch := make([]*record.Record, len(slab))
@@ -1200,13 +1241,7 @@ func TestEmitBatchAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, q := range p.queues {
-			for q.Len() > 0 {
-				items, err := q.Next(ctx, buf)
-				if err != nil {
-					t.Fatal(err)
-				}
-				q.Delivered(len(items))
-			}
+			deliverAll(t, ctx, q, buf)
 		}
 	}
 	round()
@@ -1219,20 +1254,10 @@ func TestEmitBatchAllocs(t *testing.T) {
 // successive chunks lie back to back in one slab until it is full, so a
 // file sink writes them from there in one write (queue.Run).
 func TestChunksBackToBack(t *testing.T) {
-	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+	p, f := fanOver(t, []SinkSpec{
 		{Name: "a", Sink: &orderedSink{}, QueueSize: 1024},
-	}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFanState(p)
-	mk := func(n int) []*record.Record {
-		batch := make([]*record.Record, n)
-		for i := range batch {
-			batch[i] = &record.Record{Action: record.ActionCreate, File: record.File{Path: "/srv/f" + strconv.Itoa(i)}}
-		}
-		return batch
-	}
+	})
+	mk := func(n int) []*record.Record { return creates(0, n) }
 	ctx := context.Background()
 	q := p.queues[0]
 	take := func(want int) []*queue.Item {
@@ -1278,26 +1303,14 @@ func TestChunksBackToBack(t *testing.T) {
 // not keep a slab alive: that is up to 256 other records' lines, hundreds
 // of KiB, held per second of the stall.
 func TestLossRecordsKeepNoSlab(t *testing.T) {
-	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+	p, f := fanOver(t, []SinkSpec{
 		{Name: "fast", Sink: &orderedSink{}, QueueSize: 1024},
 		{Name: "stalled", Sink: &orderedSink{}, QueueSize: 8, Policy: sinks.DropNewest},
-	}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFanState(p)
+	})
 	ctx := context.Background()
 	fast, stalled := p.queues[0], p.queues[1]
 	host := &record.Host{Hostname: "h", ID: "id", BootID: "b"}
-	mk := func(n int) []*record.Record {
-		batch := make([]*record.Record, n)
-		for i := range batch {
-			batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, Host: host,
-				File:    record.File{Path: "/srv/f" + strconv.Itoa(i)},
-				Process: record.Process{Pid: 42, Name: "x", Executable: "/bin/x", CommandLine: "x -y"}}
-		}
-		return batch
-	}
+	mk := func(n int) []*record.Record { return closeWrites(n, host, "x", "x -y") }
 	buf := make([]*queue.Item, 0, 1024)
 	const rounds = 40
 	for range rounds {
@@ -1308,13 +1321,7 @@ func TestLossRecordsKeepNoSlab(t *testing.T) {
 		if err := f.reportLosses(ctx, true); err != nil {
 			t.Fatal(err)
 		}
-		for fast.Len() > 0 {
-			items, err := fast.Next(ctx, buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fast.Delivered(len(items))
-		}
+		deliverAll(t, ctx, fast, buf)
 	}
 	items, err := stalled.Next(ctx, buf)
 	if err != nil {
@@ -1348,34 +1355,21 @@ func TestLossRecordsKeepNoSlab(t *testing.T) {
 func TestSlabNotReusedWhileHeld(t *testing.T) {
 	for _, policy := range []sinks.Policy{sinks.DropNewest, sinks.DropOldest} {
 		t.Run(policy.String(), func(t *testing.T) {
-			p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+			p, f := fanOver(t, []SinkSpec{
 				{Name: "fast", Sink: &orderedSink{}, QueueSize: 1024},
 				{Name: "holder", Sink: &orderedSink{}, QueueSize: 16, Policy: policy},
-			}}, zerolog.Nop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			f := newFanState(p)
+			})
 			ctx := context.Background()
 			fast, holder := p.queues[0], p.queues[1]
 			next := 0
 			mk := func(n int) []*record.Record {
-				batch := make([]*record.Record, n)
-				for i := range batch {
-					next++
-					batch[i] = &record.Record{Action: record.ActionCreate, File: record.File{Path: "/srv/f" + strconv.Itoa(next)}}
-				}
+				batch := creates(next+1, n)
+				next += n
 				return batch
 			}
 			drainFast := func() {
 				t.Helper()
-				for fast.Len() > 0 {
-					items, err := fast.Next(ctx, make([]*queue.Item, 0, 1024))
-					if err != nil {
-						t.Fatal(err)
-					}
-					fast.Delivered(len(items))
-				}
+				deliverAll(t, ctx, fast, make([]*queue.Item, 0, 1024))
 			}
 			if err := f.emitBatch(ctx, mk(10)); err != nil {
 				t.Fatal(err)
@@ -1414,23 +1408,11 @@ func TestSlabNotReusedWhileHeld(t *testing.T) {
 // each one was allocated anew, and a full queue of ordinary lines kept
 // slabs mostly empty alive.
 func TestLongLineAloneKeepsSlabsPooled(t *testing.T) {
-	p, err := New(Options{Source: newSource(0, 1), Sinks: []SinkSpec{
+	p, f := fanOver(t, []SinkSpec{
 		{Name: "a", Sink: &orderedSink{}, QueueSize: 1024},
-	}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFanState(p)
+	})
 	host := &record.Host{Hostname: "h", ID: "id", BootID: "b"}
-	mk := func(n int, cmdline string) []*record.Record {
-		batch := make([]*record.Record, n)
-		for i := range batch {
-			batch[i] = &record.Record{Timestamp: time.Now(), Action: record.ActionCloseWrite, Host: host,
-				File:    record.File{Path: "/srv/f" + strconv.Itoa(i)},
-				Process: record.Process{Pid: 42, Name: "java", Executable: "/bin/java", CommandLine: cmdline}}
-		}
-		return batch
-	}
+	mk := func(n int, cmdline string) []*record.Record { return closeWrites(n, host, "java", cmdline) }
 	ctx := context.Background()
 	q := p.queues[0]
 	buf := make([]*queue.Item, 0, 1024)
@@ -1439,13 +1421,7 @@ func TestLongLineAloneKeepsSlabsPooled(t *testing.T) {
 		if err := f.emitBatch(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
-		for q.Len() > 0 {
-			items, err := q.Next(ctx, buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			q.Delivered(len(items))
-		}
+		deliverAll(t, ctx, q, buf)
 	}
 	round()
 	if err := f.emitBatch(ctx, mk(1, "java -cp "+strings.Repeat("/opt/lib/x.jar:", 270))); err != nil {
