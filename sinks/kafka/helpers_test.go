@@ -97,6 +97,17 @@ func uniqueTopic(t testing.TB) string {
 	return fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
 }
 
+// missingTopicCfg is a sink's config for a fresh topic that the sink may
+// not create (so it spools, to a fresh directory, until the test creates
+// the topic).
+func missingTopicCfg(t testing.TB, brokers string) (topic string, cfg Config) {
+	topic = uniqueTopic(t)
+	cfg = testConfig(brokers, topic)
+	cfg.CreateTopics = false
+	cfg.Spool.Dir = t.TempDir()
+	return topic, cfg
+}
+
 // consumeIDs reads the topic with kcat, the independent consumer, until
 // want distinct event ids arrived or the deadline passes, and returns how
 // often each id arrived.

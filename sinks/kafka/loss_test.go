@@ -167,10 +167,7 @@ func seqOfID(id string) uint64 {
 // holds: delivered + lost = sent.
 func TestSpoolDropOldestAnnounced(t *testing.T) {
 	brokers := testutil.KafkaBrokers(t)
-	topic := uniqueTopic(t)
-	cfg := testConfig(brokers, topic)
-	cfg.CreateTopics = false
-	cfg.Spool.Dir = t.TempDir()
+	topic, cfg := missingTopicCfg(t, brokers)
 	cfg.MaxMessageBytes, cfg.BatchBytes = 4096, 64<<10
 	cfg.Spool.SegmentBytes = 64 << 10
 	cfg.Spool.MaxBytes = 4 * cfg.Spool.SegmentBytes
@@ -346,12 +343,9 @@ func TestSpoolKeysOutage(t *testing.T) {
 	brokers := testutil.KafkaBrokers(t)
 	for _, key := range []string{"none", "path"} {
 		t.Run(key, func(t *testing.T) {
-			topic := uniqueTopic(t)
-			cfg := testConfig(brokers, topic)
-			cfg.CreateTopics = false
+			topic, cfg := missingTopicCfg(t, brokers)
 			cfg.Key = key
 			cfg.BatchSize = 100
-			cfg.Spool.Dir = t.TempDir()
 			r := startSink(t, cfg, "keys")
 			ids := r.push(t, 1, 2000)
 			waitFor(t, 60*time.Second, "records spooled", func() bool { return r.sink.Stats().Spooled == 2000 })

@@ -51,12 +51,9 @@ func TestReplayRefusedSetDeadLettersOnlyItsRecord(t *testing.T) {
 	brokers := testutil.KafkaBrokers(t)
 	for _, comp := range []string{"zstd", "none"} {
 		t.Run(comp, func(t *testing.T) {
-			topic := uniqueTopic(t)
-			cfg := testConfig(brokers, topic)
-			cfg.CreateTopics = false
+			topic, cfg := missingTopicCfg(t, brokers)
 			cfg.Compression = comp
 			cfg.BatchSize = 50
-			cfg.Spool.Dir = t.TempDir()
 			r := startSink(t, cfg, "refused")
 			const n = 400
 			var ids []string
