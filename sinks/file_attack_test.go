@@ -243,15 +243,8 @@ func TestFileDeletedUnderSink(t *testing.T) {
 			writeSync(t, s, q, 1, 5)
 			tc.remove(t, o.Path)
 			done := runSink(t.Context(), s, q)
-			for seq := uint64(6); seq <= 200; seq++ {
-				if err := q.Push(t.Context(), padItem(seq)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			q.Close()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			pushRange(t, t.Context(), q, 6, 200, padItem)
+			closeAndWait(t, q, done)
 			wantRange(t, readSeqs(t, o.Path), 6, 200)
 			if !strings.Contains(logs.String(), "deleted under the sink") {
 				t.Errorf("log does not say so:\n%s", logs)

@@ -164,15 +164,8 @@ func runAll(t *testing.T, s *File, q *Queue, from, to uint64) {
 func runAllWith(t *testing.T, s *File, q *Queue, from, to uint64, mk func(uint64) *Item) {
 	t.Helper()
 	done := runSink(context.Background(), s, q)
-	for seq := from; seq <= to; seq++ {
-		if err := q.Push(context.Background(), mk(seq)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	q.Close()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	pushRange(t, context.Background(), q, from, to, mk)
+	closeAndWait(t, q, done)
 	st := q.Stats()
 	checkInvariant(t, st)
 	if st.InFlight != 0 || st.Dropped != 0 {
@@ -682,17 +675,9 @@ func TestFileFullDisk(t *testing.T) {
 			// ~2000 lines of ~100 bytes fit the tmpfs only without filler.
 			const n = 2000
 			var seq uint64
-			pushed := make(chan error, 1)
+			var pushed <-chan error
 			if tc.policy == Block {
-				go func() {
-					for i := uint64(1); i <= n; i++ {
-						if err := q.Push(ctx, padItem(i)); err != nil {
-							pushed <- err
-							return
-						}
-					}
-					pushed <- nil
-				}()
+				pushed = pushAsync(ctx, q, 1, n, padItem)
 				<-stalled
 			} else {
 			push:
@@ -748,10 +733,7 @@ func TestFileFullDisk(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			q.Close()
-			if err := <-done; err != nil {
-				t.Fatalf("Run: %v", err)
-			}
+			closeAndWait(t, q, done)
 			got = readSeqs(t, o.Path)
 			st = q.Stats()
 			checkInvariant(t, st)

@@ -113,26 +113,15 @@ func TestFileRewriteReadsNoSettledLine(t *testing.T) {
 	mk := poisonItems(300)
 	ctx := t.Context()
 	done := runSink(ctx, s, q)
-	for seq := uint64(1); seq <= 5; seq++ {
-		if err := q.Push(ctx, mk(seq)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pushRange(t, ctx, q, 1, 5, mk)
 	if err := q.WaitSettled(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(o.Path); err != nil {
 		t.Fatal(err)
 	}
-	for seq := uint64(6); seq <= 200; seq++ {
-		if err := q.Push(ctx, mk(seq)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	q.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	pushRange(t, ctx, q, 6, 200, mk)
+	closeAndWait(t, q, done)
 	wantRange(t, readSeqs(t, o.Path), 6, 200)
 	if !strings.Contains(logs.String(), "deleted under the sink") {
 		t.Errorf("log does not say so:\n%s", logs)
@@ -158,17 +147,7 @@ func TestFileFullDiskReadsNoSettledLine(t *testing.T) {
 	ctx := t.Context()
 	done := runSink(ctx, s, q)
 	const n = 2000 // ~100 bytes a line: fits only without the filler
-	mk := poisonItems(300)
-	pushed := make(chan error, 1)
-	go func() {
-		for seq := uint64(1); seq <= n; seq++ {
-			if err := q.Push(ctx, mk(seq)); err != nil {
-				pushed <- err
-				return
-			}
-		}
-		pushed <- nil
-	}()
+	pushed := pushAsync(ctx, q, 1, n, poisonItems(300))
 	<-stalled
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -176,10 +155,7 @@ func TestFileFullDiskReadsNoSettledLine(t *testing.T) {
 	if err := <-pushed; err != nil {
 		t.Fatal(err)
 	}
-	q.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	closeAndWait(t, q, done)
 	wantRange(t, readSeqs(t, o.Path), 1, n)
 	if st := s.Stats(); st.WriteErrors == 0 {
 		t.Fatalf("the disk never filled: %+v", st)
@@ -250,16 +226,8 @@ func TestStdoutReadsNoSettledLine(t *testing.T) {
 	q := inOrderQueue(t, s, 64, Block)
 	const n = 3000
 	done := runSink(t.Context(), s, q)
-	mk := poisonItems(300)
-	for seq := uint64(1); seq <= n; seq++ {
-		if err := q.Push(t.Context(), mk(seq)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	q.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	pushRange(t, t.Context(), q, 1, n, poisonItems(300))
+	closeAndWait(t, q, done)
 	if bytes.Contains(w.out.Bytes(), []byte("#")) {
 		t.Fatalf("a settled item's line was written: %.300q", w.out.Bytes()[bytes.IndexByte(w.out.Bytes(), '#'):])
 	}

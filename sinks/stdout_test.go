@@ -55,6 +55,41 @@ func runSink(ctx context.Context, s Sink, q *Queue) <-chan error {
 	return done
 }
 
+// pushRange pushes the items mk makes for seqs from..to into q.
+func pushRange(t *testing.T, ctx context.Context, q *Queue, from, to uint64, mk func(uint64) *Item) {
+	t.Helper()
+	for seq := from; seq <= to; seq++ {
+		if err := q.Push(ctx, mk(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pushAsync is pushRange from a goroutine, for a sink that stalls the
+// pushes: the channel gives the first Push error, or nil once all are in.
+func pushAsync(ctx context.Context, q *Queue, from, to uint64, mk func(uint64) *Item) <-chan error {
+	pushed := make(chan error, 1)
+	go func() {
+		for seq := from; seq <= to; seq++ {
+			if err := q.Push(ctx, mk(seq)); err != nil {
+				pushed <- err
+				return
+			}
+		}
+		pushed <- nil
+	}()
+	return pushed
+}
+
+// closeAndWait closes q and waits for the Run that runSink started.
+func closeAndWait(t *testing.T, q *Queue, done <-chan error) {
+	t.Helper()
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
 // TestStdoutFlushesWhenIdle checks that a lone item reaches the writer
 // while the queue stays open, as `fanaudit watch` needs.
 func TestStdoutFlushesWhenIdle(t *testing.T) {
