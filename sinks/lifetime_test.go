@@ -170,23 +170,8 @@ func TestBadItemLoggedBeforeSettled(t *testing.T) {
 		it.Owner = &poison{it: it}
 		return it
 	}
-	t.Run("file", func(t *testing.T) {
-		s, logs := newLoggedFile(t, testOpts(t.TempDir()))
-		q := inOrderQueue(t, s, 8, Block)
-		if err := q.Push(t.Context(), bad()); err != nil {
-			t.Fatal(err)
-		}
-		q.Close()
-		if err := s.Run(t.Context(), q); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(logs.String(), `"seq":7`) {
-			t.Fatalf("log does not name seq 7:\n%s", logs)
-		}
-	})
-	t.Run("stdout", func(t *testing.T) {
-		var logs syncBuffer
-		s := NewStdout(&bytes.Buffer{}, zerolog.New(&logs))
+	run := func(t *testing.T, s Sink, logs *syncBuffer) {
+		t.Helper()
 		q := inOrderQueue(t, s, 8, Block)
 		if err := q.Push(t.Context(), bad()); err != nil {
 			t.Fatal(err)
@@ -198,6 +183,14 @@ func TestBadItemLoggedBeforeSettled(t *testing.T) {
 		if !strings.Contains(logs.String(), `"seq":7`) {
 			t.Fatalf("log does not name seq 7:\n%s", logs.String())
 		}
+	}
+	t.Run("file", func(t *testing.T) {
+		s, logs := newLoggedFile(t, testOpts(t.TempDir()))
+		run(t, s, logs)
+	})
+	t.Run("stdout", func(t *testing.T) {
+		var logs syncBuffer
+		run(t, NewStdout(&bytes.Buffer{}, zerolog.New(&logs)), &logs)
 	})
 }
 
