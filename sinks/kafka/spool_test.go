@@ -96,6 +96,18 @@ func replayEarlier(t *testing.T, s *spool) int64 {
 	return earlier
 }
 
+// firstSegment is the path and the contents of the first segment of the
+// spool in dir.
+func firstSegment(t *testing.T, dir string) (seg string, b []byte) {
+	t.Helper()
+	seg = filepath.Join(dir, "seg-00000000000000000001.log")
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seg, b
+}
+
 // openCounting opens a spool whose announced losses add up in *lost.
 func openCounting(t *testing.T, cfg Spool, policy sinks.Policy, lost *int64) *spool {
 	t.Helper()
@@ -203,11 +215,7 @@ func TestSpoolCorruptRecordSkipped(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.close()
-			seg := filepath.Join(dir, "seg-00000000000000000001.log")
-			b, err := os.ReadFile(seg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			seg, b := firstSegment(t, dir)
 			if err := os.WriteFile(seg, tt.corrupt(b), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -351,11 +359,7 @@ func TestSpoolBatchRoundTrip(t *testing.T) {
 				}
 			}
 			if tt.damage != nil {
-				seg := filepath.Join(dir, "seg-00000000000000000001.log")
-				b, err := os.ReadFile(seg)
-				if err != nil {
-					t.Fatal(err)
-				}
+				seg, b := firstSegment(t, dir)
 				b = tt.damage(t, seg, b)
 				if err := os.WriteFile(seg, b, 0o600); err != nil {
 					t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -145,11 +144,7 @@ func TestSpoolSets(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.close()
-				seg := filepath.Join(dir, "seg-00000000000000000001.log")
-				b, err := os.ReadFile(seg)
-				if err != nil {
-					t.Fatal(err)
-				}
+				seg, b := firstSegment(t, dir)
 				var at []int
 				for i := 0; i+4 <= len(b); i++ {
 					if binary.LittleEndian.Uint32(b[i:]) == setMagic {
