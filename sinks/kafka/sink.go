@@ -65,10 +65,25 @@ type Sink struct {
 	spoolFullLost, spoolCorruptLost        atomic.Uint64
 	lat                                    latency
 	conds                                  condLog
-	order                                  orderer
-	started                                orderer    // direct batches' turns to take their partitions (sendTurn)
-	spoolWait                              *window    // batches waiting for their turn to spool
-	spoolEnc                               sync.Mutex // one batch encoded for the spool at a time
+	order                                  orderer // turns to write to the spool, in dispatch order
+	direct                                 orderer // direct batches' turns to handle a failure, in dispatch order
+	started                                orderer // direct batches' turns to take their partitions (sendTurn)
+	memRetried                             atomic.Uint64
+	failing                                atomic.Int64 // direct batches that failed, neither acknowledged nor spooled yet
+	unacked                                directSet    // direct batches not yet acknowledged, spooled or lost
+	replayNext                             atomic.Uint64
+	replayMoved                            signal // replayNext or the spool's cursor moved
+	// routeMu orders the choice between the spool and the direct path:
+	// routed counts the batches dispatch sent toward the spool, and a spool
+	// ticket is taken under it, so a failed direct batch that finds routed
+	// unchanged since its dispatch takes a ticket before any later batch.
+	routeMu sync.Mutex
+	routed  uint64
+	// stopCtx ends when Run's gather loop ends (input closed or ctx
+	// done): direct batches retried from memory are then spooled.
+	stopCtx   context.Context
+	spoolWait *window    // batches waiting for their turn to spool
+	spoolEnc  sync.Mutex // one batch encoded for the spool at a time
 
 	// q is the queue Run serves; the spool's loss callback settles on it.
 	q atomic.Pointer[sinks.Input]
@@ -86,12 +101,16 @@ type Sink struct {
 
 // Stats is a snapshot of the sink's counters.
 type Stats struct {
-	Acked         uint64 // items acknowledged by the broker on the direct path
-	Spooled       uint64 // items written to the spool
-	Replayed      uint64 // spooled records acknowledged by the broker
-	DeadLettered  uint64 // records rejected permanently (live and replayed)
-	ReplayDead    uint64 // of DeadLettered, records rejected on replay from the spool
-	Retries       uint64 // failed send attempts that were retried
+	Acked        uint64 // items acknowledged by the broker on the direct path
+	Spooled      uint64 // items written to the spool
+	Replayed     uint64 // spooled records acknowledged by the broker
+	DeadLettered uint64 // records rejected permanently (live and replayed)
+	ReplayDead   uint64 // of DeadLettered, records rejected on replay from the spool
+	Retries      uint64 // failed send attempts that were retried
+	// MemoryRetried counts records of direct batches that failed after
+	// later batches had been spooled, and were retried from memory (ahead
+	// of them) instead of spooled.
+	MemoryRetried uint64
 	SpoolRejected uint64 // items refused by a full spool (drop_newest)
 	SpoolDropped  uint64 // spooled records discarded by drop_oldest
 	SpoolCorrupt  uint64 // spooled records unreadable (this run: exact; earlier runs: one per damaged stretch)
@@ -199,6 +218,7 @@ func (s *Sink) Stats() Stats {
 	st := Stats{
 		Acked: s.acked.Load(), Spooled: s.spooled.Load(), Replayed: s.replayed.Load(),
 		DeadLettered: s.deadLettered.Load(), ReplayDead: s.replayDead.Load(), Retries: s.retries.Load(),
+		MemoryRetried: s.memRetried.Load(),
 		SpoolRejected: s.rejected.Load(), HandedOff: s.handedOff.Load(), LostEarlier: s.lostEarlier.Load(),
 	}
 	if s.spool != nil {
@@ -216,6 +236,9 @@ type batch struct {
 	msgs  []kafkago.Message
 	bytes int64
 	taken time.Time
+	// mark is Sink.routed when a direct batch was dispatched; first is
+	// its first record's sequence.
+	mark, first uint64
 }
 
 // Close releases the writer, the spool and the dead-letter file. Run calls
@@ -243,6 +266,9 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 	s.q.Store(&q)
 	win := newWindow(s.cfg.MaxInFlightByte)
 	var senders sync.WaitGroup
+	stopCtx, stopNow := context.WithCancel(ctx)
+	defer stopNow()
+	s.stopCtx = stopCtx
 	replayCtx, stopReplay := context.WithCancel(ctx)
 	defer stopReplay()
 	replayErr := make(chan error, 2)
@@ -265,6 +291,10 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 			break
 		}
 	}
+	// Stopping: direct batches retried from memory go to the spool now
+	// (behind what was spooled after them), and the replayer no longer
+	// holds back for them.
+	stopNow()
 	senders.Wait()
 	s.sealClose(ctx)
 	stopReplay()
@@ -278,7 +308,8 @@ func (s *Sink) Run(ctx context.Context, q sinks.Input) error {
 	}
 	st := s.Stats()
 	s.log.Info().Uint64("acked", st.Acked).Uint64("spooled", st.Spooled).Uint64("replayed", st.Replayed).
-		Uint64("dead_lettered", st.DeadLettered).Uint64("retries", st.Retries).Uint64("handed_off", st.HandedOff).
+		Uint64("dead_lettered", st.DeadLettered).Uint64("retries", st.Retries).Uint64("memory_retried", st.MemoryRetried).
+		Uint64("handed_off", st.HandedOff).
 		Dur("ack_p50", st.AckP50).Dur("ack_p99", st.AckP99).Msg("kafka sink stopped")
 	cerr := s.Close()
 	switch {
@@ -363,15 +394,24 @@ func msgSize(m *kafkago.Message) int64 {
 	return int64(n)
 }
 
-// dispatch routes a batch: straight to the broker while the spool is empty
-// and the window has room, else to the spool so the queue keeps moving.
+// dispatch routes a batch: straight to the broker while the spool is empty,
+// no direct batch is retried from memory and the window has room, else to
+// the spool so the queue keeps moving.
 //
-// Order: every batch takes a ticket, and whatever a batch puts into the
-// spool (itself, or the part of a direct send that failed) goes in ticket
-// order, after everything earlier batches spool. So the spool, and the
-// partition behind it, keep the queue's order; the one exception is a
-// direct batch that fails while a later one succeeds (a leader change
-// between two requests), which at-least-once delivery re-sends after it.
+// Order within a partition: batches written to the spool go in in
+// dispatch order (the spool tickets of s.order), and the spool is replayed
+// in order. A direct batch is always older than anything unsent in the
+// spool (none is started while the spool holds records or batches wait
+// to be written to it), and the replayer holds back a spooled batch while
+// an older direct batch is unacknowledged (s.unacked). A direct batch that
+// fails is spooled when nothing was routed to the spool since its
+// dispatch (it then takes its spool ticket before any later batch), else
+// it is retried from memory, ahead of the later batches in the spool.
+// Failed direct batches are handled in dispatch order (s.direct). The
+// exceptions, which at-least-once delivery allows: a direct batch that
+// fails while a later one succeeds (a leader change between two requests)
+// is re-sent after it; and a stop while direct batches are retried from
+// memory spools them behind the batches spooled after them.
 func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *window, senders *sync.WaitGroup) {
 	b = s.rejectOversize(q, b)
 	if b == nil {
@@ -383,35 +423,28 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 			q.Failed(len(b.items), record.ReasonSinkError)
 			return
 		}
-		senders.Add(1)
-		g := s.started.ticket()
-		go func() {
-			defer senders.Done()
-			defer win.release(b.bytes)
-			s.sendDirect(ctx, q, b, s.order.ticket(), g)
-		}()
+		s.goDirect(ctx, q, b, win, senders)
 		return
 	}
+	s.routeMu.Lock()
+	// Direct only when nothing is in the spool or on its way there (a
+	// batch still waiting for its turn to spool would otherwise reach the
+	// partition after this one), and no failed direct batch is on its way
+	// to the spool or retried from memory (this one could overtake it).
+	if ctx.Err() == nil && s.failing.Load() == 0 && s.spoolWait.idle() && s.spool.empty() && win.tryAcquire(b.bytes) {
+		s.routeMu.Unlock()
+		s.goDirect(ctx, q, b, win, senders)
+		return
+	}
+	s.routed++
 	t := s.order.ticket()
-	// Direct only when nothing is in the spool or on its way there: a
-	// batch still waiting for its turn to spool (spoolWait) would
-	// otherwise reach the partition after this one.
-	if ctx.Err() == nil && s.spoolWait.idle() && s.spool.empty() && win.tryAcquire(b.bytes) {
-		senders.Add(1)
-		g := s.started.ticket()
-		go func() {
-			defer senders.Done()
-			defer win.release(b.bytes)
-			s.sendDirect(ctx, q, b, t, g)
-		}()
-		return
-	}
+	s.routeMu.Unlock()
 	// The batch is written to the spool off the gather loop, after every
-	// earlier batch is done with the spool (earlier direct batches still
-	// in flight may yet spool), in memory bounded by the window's size: a
-	// write or an fsync that stalls on a busy disk does not stop the sink
-	// from taking the next batches off its queue, which the capture waits
-	// on when it is full.
+	// earlier batch is done with the spool, in memory bounded by the
+	// window's size: a write or an fsync that stalls on a busy disk does
+	// not stop the sink from taking the next batches off its queue, which
+	// the capture waits on when it is full. It does not wait for earlier
+	// direct batches' acknowledgements (the replayer does).
 	if err := s.spoolWait.acquire(ctx, b.bytes); err != nil {
 		s.order.done(t)
 		s.log.Error().Int("records", len(b.items)).Msg("aborted with records neither acknowledged nor spooled; counted as lost")
@@ -430,6 +463,24 @@ func (s *Sink) dispatch(ctx context.Context, q sinks.Input, b *batch, win *windo
 	}()
 }
 
+// goDirect starts sending b, which holds its bytes of win, from memory:
+// it takes b's turns (s.direct, s.started) and registers it as
+// unacknowledged, so the replayer holds back later spooled records.
+func (s *Sink) goDirect(ctx context.Context, q sinks.Input, b *batch, win *window, senders *sync.WaitGroup) {
+	s.routeMu.Lock()
+	b.mark, b.first = s.routed, b.items[0].Seq
+	t := s.direct.ticket()
+	s.routeMu.Unlock()
+	s.unacked.add(t, b.first)
+	g := s.started.ticket()
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		defer win.release(b.bytes)
+		s.sendDirect(ctx, q, b, t, g)
+	}()
+}
+
 // spoolInTurn spools b, whose turn it is, and passes the turn on. When the
 // spool cannot take it, b is sent from memory, bounded by the window.
 func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, sets []spoolSet, win *window, senders *sync.WaitGroup, t uint64) {
@@ -443,13 +494,7 @@ func (s *Sink) spoolInTurn(ctx context.Context, q sinks.Input, b *batch, sets []
 		q.Failed(len(b.items), record.ReasonSinkError)
 		return
 	}
-	senders.Add(1)
-	g := s.started.ticket()
-	go func() {
-		defer senders.Done()
-		defer win.release(b.bytes)
-		s.sendDirect(ctx, q, b, s.order.ticket(), g)
-	}()
+	s.goDirect(ctx, q, b, win, senders)
 }
 
 // rejectOversize dead-letters messages over max_message_bytes, which no
@@ -554,25 +599,37 @@ func (s *Sink) toSpool(ctx context.Context, q sinks.Input, b *batch, sets []spoo
 }
 
 // sendDirect sends b until every message is acknowledged, dead-lettered,
-// or (on a transient error, with a spool) spooled, in ticket t's turn.
-// Without a spool it retries forever with jittered backoff. Its first
-// request takes its partitions in ticket g's turn of s.started (the
-// order the gather loop dispatched the direct batches in).
+// spooled or, at an abort the spool could not absorb, counted as lost.
+// Its first request takes its partitions in ticket g's turn of s.started
+// (the order the direct batches were dispatched in); a failure is
+// handled in ticket t's turn of s.direct, after every earlier direct
+// batch is acknowledged, spooled or lost. With a spool, the failed
+// records are spooled when no later batch was routed to the spool since
+// b's dispatch, else retried from memory (they are older than what the
+// spool holds unsent, and the replayer waits for them) until
+// acknowledged, or spooled at a stop. Without a spool it retries forever
+// with jittered backoff.
 func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t, g uint64) {
 	st := &startTurn{ctx: ctx, o: &s.started, t: g}
 	defer st.taken() // a request that never got to the producer
-	turnDone := false
-	passTurn := func() {
-		if !turnDone {
-			s.order.done(t)
-			turnDone = true
+	defer func() {
+		// A spool ticket reserved for b and not used is passed on.
+		if ot, ok := s.unacked.remove(t); ok {
+			s.order.done(ot)
 		}
-	}
-	defer passTurn()
+	}()
+	defer s.direct.done(t)
+	first := b.first
+	failed, memory := false, false
+	defer func() {
+		if failed {
+			s.failing.Add(-1)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		res := s.send(ctx, b.msgs, st)
 		var retry batch
-		retry.taken = b.taken
+		retry.taken, retry.mark, retry.first = b.taken, b.mark, b.first
 		acked := b.items[:0:0]
 		var firstErr error
 		for i, err := range res {
@@ -603,29 +660,247 @@ func (s *Sink) sendDirect(ctx context.Context, q sinks.Input, b *batch, t, g uin
 			return
 		}
 		s.retries.Add(uint64(len(retry.items)))
-		if s.spool != nil && !turnDone {
-			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; spooling and retrying from the spool")
-			sets := s.encodeForSpool(&retry)
-			s.order.wait(ctx, t)
-			ok := s.toSpool(ctx, q, &retry, sets)
-			passTurn()
-			if ok {
+		b = &retry
+		if s.spool == nil {
+			s.logRetry(firstErr, len(b.items), attempt+1, "send failed; retrying")
+			// Later batches' failures must not wait for this one.
+			s.direct.done(t)
+			if !sleep(ctx, backoff(attempt)) {
+				s.log.Error().Int("records", len(b.items)).Msg("aborted while retrying; counted as lost")
+				q.Failed(len(b.items), record.ReasonSinkError)
 				return
 			}
-		} else {
-			s.logRetry(firstErr, len(retry.items), attempt+1, "send failed; retrying")
+			continue
 		}
-		// From here on the batch is retried from memory: later batches
-		// must not wait for it.
-		passTurn()
-		b = &retry
-		if !sleep(ctx, backoff(attempt)) {
-			// Aborted: the spool already refused them, or there is none.
-			s.log.Error().Int("records", len(b.items)).Msg("aborted while retrying; counted as lost")
-			q.Failed(len(b.items), record.ReasonSinkError)
+		if !memory {
+			s.direct.wait(ctx, t)
+			// Decided under routeMu, with failing raised, so that no batch
+			// goes direct from here until this one is spooled or
+			// acknowledged, and a spool ticket taken here comes before
+			// those of the batches routed to the spool after it.
+			s.routeMu.Lock()
+			if !failed {
+				failed = true
+				s.failing.Add(1)
+			}
+			ot, spoolIt := s.unacked.reservation(t)
+			if !spoolIt && (s.routed == b.mark || s.stopCtx.Err() != nil) {
+				// Nothing was routed to the spool since b's dispatch: b
+				// and every later direct batch still unacknowledged (they
+				// are likely failing too) get spool tickets ahead of
+				// whatever is routed there from now on.
+				s.unacked.reserveFrom(t, s.order.ticket)
+				ot, spoolIt = s.unacked.reservation(t)
+			}
+			s.routeMu.Unlock()
+			if spoolIt {
+				s.logRetry(firstErr, len(b.items), attempt+1, "send failed; spooling and retrying from the spool")
+				if s.spoolTicketed(ctx, q, b, ot) {
+					return
+				}
+			} else {
+				s.logRetry(firstErr, len(b.items), attempt+1, "send failed; later records are spooled, retrying these from memory ahead of them")
+				s.memRetried.Add(uint64(len(b.items)))
+			}
+			memory = true
+		} else {
+			s.logRetry(firstErr, len(b.items), attempt+1, "send failed; retrying from memory")
+		}
+		if !s.waitMemoryRetry(ctx, backoff(attempt), firstErr, first) {
+			s.spoolAtStop(ctx, q, b)
 			return
 		}
 	}
+}
+
+// spoolTicketed spools b in spool ticket ot's turn and passes the turn
+// on; false when the spool could not take it (the caller still owns b).
+func (s *Sink) spoolTicketed(ctx context.Context, q sinks.Input, b *batch, ot uint64) bool {
+	sets := s.encodeForSpool(b)
+	s.order.wait(ctx, ot)
+	ok := s.toSpool(ctx, q, b, sets)
+	s.order.done(ot)
+	return ok
+}
+
+// spoolAtStop spools a batch retried from memory when the sink stops,
+// behind everything spooled so far; what the spool cannot take is counted
+// as lost and announced.
+func (s *Sink) spoolAtStop(ctx context.Context, q sinks.Input, b *batch) {
+	if s.spool != nil {
+		s.routeMu.Lock()
+		ot := s.order.ticket()
+		s.routeMu.Unlock()
+		if s.spoolTicketed(ctx, q, b, ot) {
+			return
+		}
+	}
+	s.log.Error().Int("records", len(b.items)).Msg("stopped while retrying from memory and the spool did not take the records; counted as lost")
+	q.Failed(len(b.items), record.ReasonSinkError)
+}
+
+// waitMemoryRetry waits out a backoff before a direct batch whose first
+// record is first is retried from memory, then until the spool holds
+// nothing unsent that is older (records a direct batch spooled before
+// later batches were routed there): the replayer has moved on to newer
+// records, or the spool is empty. False when the sink stops first.
+func (s *Sink) waitMemoryRetry(ctx context.Context, d time.Duration, cause error, first uint64) bool {
+	if !s.waitRetry(s.stopCtx, d, cause) {
+		return false
+	}
+	for {
+		ch := s.replayMoved.wait()
+		if s.replayNext.Load() > first || s.spool.empty() {
+			return ctx.Err() == nil && s.stopCtx.Err() == nil
+		}
+		select {
+		case <-ch:
+		case <-s.stopCtx.Done():
+			return false
+		}
+	}
+}
+
+// holdForDirect holds the replayer back before it sends spooled records
+// starting with event id id while an older direct batch is unacknowledged
+// (it may be retried from memory, and must arrive first), until the sink
+// stops. Earlier runs' records are older than any direct batch.
+func (s *Sink) holdForDirect(ctx context.Context, id []byte) {
+	seq, ok := s.seqOfID(id)
+	if !ok {
+		return
+	}
+	if seq > s.replayNext.Load() {
+		s.replayNext.Store(seq)
+		s.replayMoved.broadcast()
+	}
+	for {
+		ch := s.unacked.changed.wait()
+		if !s.unacked.olderThan(seq) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-s.stopCtx.Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// seqOfID is the sequence of an event id of this run.
+func (s *Sink) seqOfID(id []byte) (uint64, bool) {
+	if !bytes.HasPrefix(id, s.idPrefixB) {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range id[len(s.idPrefixB):] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+// directSet holds every direct batch not yet acknowledged, spooled or
+// lost, by its direct ticket: its first sequence, and the spool ticket
+// reserved for it once an earlier (or its own) failure decided to spool.
+type directSet struct {
+	mu      sync.Mutex
+	m       map[uint64]*directEntry
+	changed signal
+}
+
+type directEntry struct {
+	first, ot uint64
+	reserved  bool
+}
+
+func (d *directSet) add(t, seq uint64) {
+	d.mu.Lock()
+	if d.m == nil {
+		d.m = map[uint64]*directEntry{}
+	}
+	d.m[t] = &directEntry{first: seq}
+	d.mu.Unlock()
+}
+
+// remove drops t and returns the spool ticket reserved for it, if any.
+func (d *directSet) remove(t uint64) (ot uint64, reserved bool) {
+	d.mu.Lock()
+	if e := d.m[t]; e != nil {
+		ot, reserved = e.ot, e.reserved
+		delete(d.m, t)
+	}
+	d.mu.Unlock()
+	d.changed.broadcast()
+	return ot, reserved
+}
+
+func (d *directSet) reservation(t uint64) (ot uint64, reserved bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e := d.m[t]; e != nil {
+		return e.ot, e.reserved
+	}
+	return 0, false
+}
+
+// reserveFrom gives t and every later batch held a spool ticket from
+// ticket, in direct ticket order (call it under Sink.routeMu).
+func (d *directSet) reserveFrom(t uint64, ticket func() uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ts []uint64
+	for k, e := range d.m {
+		if k >= t && !e.reserved {
+			ts = append(ts, k)
+		}
+	}
+	slices.Sort(ts)
+	for _, k := range ts {
+		e := d.m[k]
+		e.ot, e.reserved = ticket(), true
+	}
+}
+
+// olderThan reports whether a batch starting before seq is held.
+func (d *directSet) olderThan(seq uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.m {
+		if e.first < seq {
+			return true
+		}
+	}
+	return false
+}
+
+// signal wakes every waiter when something changed: take the channel
+// with wait before checking the condition, then wait on it.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (g *signal) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+	return g.ch
+}
+
+func (g *signal) broadcast() {
+	g.mu.Lock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+	g.mu.Unlock()
 }
 
 // startTurn is a direct batch's turn to take its partitions (sendTurn).
@@ -730,6 +1005,7 @@ func (s *Sink) replay(ctx context.Context) error {
 			if err := s.spool.commit(nil, pos); err != nil {
 				s.log.Error().Err(err).Msg("spool cursor update failed")
 			}
+			s.replayMoved.broadcast()
 			select {
 			case <-s.spool.notify:
 				continue
@@ -741,12 +1017,19 @@ func (s *Sink) replay(ctx context.Context) error {
 			ok := false
 			unit := i
 			if recs[i].Set != nil {
+				s.holdForDirect(ctx, recs[i].ID)
 				ok = s.replaySet(ctx, &recs[i], &attempt)
 				i++
 			} else {
 				j := i
 				for j < len(recs) && recs[j].Set == nil {
 					j++
+				}
+				for k := i; k < j; k++ {
+					if bytes.HasPrefix(recs[k].ID, s.idPrefixB) {
+						s.holdForDirect(ctx, recs[k].ID)
+						break
+					}
 				}
 				// The messages point into the spool's read buffer, which
 				// stays put until the next spool.next; the producer copies
@@ -775,6 +1058,7 @@ func (s *Sink) replay(ctx context.Context) error {
 			if err := s.spool.commit(recs[unit:i], recs[i-1].end); err != nil {
 				s.log.Error().Err(err).Msg("spool cursor update failed")
 			}
+			s.replayMoved.broadcast()
 		}
 		if recs[len(recs)-1].end != pos {
 			// Damaged frames after the last record read.
