@@ -62,12 +62,10 @@ func TestDirectFailureAfterSpooled(t *testing.T) {
 			// Queued before Run, so the first batch is exactly the first
 			// batch_size records.
 			q := queue.New("kafka", 4096, sinks.Block)
-			var ids []string
 			for seq := uint64(1); seq <= n; seq++ {
 				if err := q.Push(t.Context(), testItem(seq)); err != nil {
 					t.Fatal(err)
 				}
-				ids = append(ids, eventID("mem", seq))
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

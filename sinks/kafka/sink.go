@@ -395,8 +395,8 @@ func msgSize(m *kafkago.Message) int64 {
 }
 
 // dispatch routes a batch: straight to the broker while the spool is empty,
-// no direct batch is retried from memory and the window has room, else to
-// the spool so the queue keeps moving.
+// no failed direct batch is pending and the window has room, else to the
+// spool so the queue keeps moving.
 //
 // Order within a partition: batches written to the spool go in in
 // dispatch order (the spool tickets of s.order), and the spool is replayed
@@ -405,8 +405,9 @@ func msgSize(m *kafkago.Message) int64 {
 // to be written to it), and the replayer holds back a spooled batch while
 // an older direct batch is unacknowledged (s.unacked). A direct batch that
 // fails is spooled when nothing was routed to the spool since its
-// dispatch (it then takes its spool ticket before any later batch), else
-// it is retried from memory, ahead of the later batches in the spool.
+// dispatch (it and every later direct batch still unacknowledged then get
+// spool tickets before any batch routed later), else it is retried from
+// memory, ahead of the later batches in the spool.
 // Failed direct batches are handled in dispatch order (s.direct). The
 // exceptions, which at-least-once delivery allows: a direct batch that
 // fails while a later one succeeds (a leader change between two requests)
@@ -470,8 +471,8 @@ func (s *Sink) goDirect(ctx context.Context, q sinks.Input, b *batch, win *windo
 	s.routeMu.Lock()
 	b.mark, b.first = s.routed, b.items[0].Seq
 	t := s.direct.ticket()
+	s.unacked.add(t, b.first) // before a failure's reserveFrom can look
 	s.routeMu.Unlock()
-	s.unacked.add(t, b.first)
 	g := s.started.ticket()
 	senders.Add(1)
 	go func() {
