@@ -139,6 +139,7 @@ func KafkaSink(sink string, stats func() kafka.Stats) Component {
 		counter("fanaudit_kafka_dead_lettered_total", "Records the broker can never take, written to the dead-letter file.", func(s *S) uint64 { return s.DeadLettered }),
 		counter("fanaudit_kafka_replay_dead_total", "Of the dead-lettered records, those rejected on replay from the spool.", func(s *S) uint64 { return s.ReplayDead }),
 		counter("fanaudit_kafka_retries_total", "Failed send attempts that were retried.", func(s *S) uint64 { return s.Retries }),
+		counter("fanaudit_kafka_memory_retried_total", "Records of direct batches that failed after later batches were spooled, retried from memory ahead of them.", func(s *S) uint64 { return s.MemoryRetried }),
 		counter("fanaudit_kafka_spool_rejected_total", "Records a full spool refused (when_full = drop_newest).", func(s *S) uint64 { return s.SpoolRejected }),
 		counter("fanaudit_kafka_spool_dropped_total", "Spooled records discarded by when_full = drop_oldest.", func(s *S) uint64 { return s.SpoolDropped }),
 		counter("fanaudit_kafka_spool_corrupt_total", "Spooled records unreadable on replay.", func(s *S) uint64 { return s.SpoolCorrupt }),
