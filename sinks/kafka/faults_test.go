@@ -232,15 +232,11 @@ func TestUnknownTopicIsAnOutage(t *testing.T) {
 	}
 }
 
-// TestWindowFullSpools holds the first produce request at the broker so
-// the in-flight window fills: later batches must go to the spool instead
-// of blocking the queue, and everything arrives once the broker answers.
-func TestWindowFullSpools(t *testing.T) {
-	const topic = "slow"
-	c := fakeCluster(t, topic)
-	defer c.Close()
-	release := make(chan struct{})
-	held := make(chan struct{})
+// holdFirstProduce makes c hold the first produce request until release
+// is closed, then answer it normally; held is closed once it is held.
+func holdFirstProduce(c *kfake.Cluster) (held <-chan struct{}, release chan struct{}) {
+	release = make(chan struct{})
+	h := make(chan struct{})
 	var once sync.Once
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		first := false
@@ -248,10 +244,35 @@ func TestWindowFullSpools(t *testing.T) {
 		if !first {
 			return nil, nil, false
 		}
-		close(held)
+		close(h)
 		c.SleepControl(func() { <-release })
 		return nil, nil, false // now let the cluster answer it normally
 	})
+	return h, release
+}
+
+// releaseAndClose lets the held request go, waits until every record is
+// settled and closes the sink; it returns the sink's stats.
+func releaseAndClose(t *testing.T, r *running, release chan struct{}) Stats {
+	t.Helper()
+	close(release)
+	waitFor(t, 30*time.Second, "delivery", r.drained)
+	if err := r.closeAndWait(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := r.sink.Stats()
+	t.Logf("sink %+v", st)
+	return st
+}
+
+// TestWindowFullSpools holds the first produce request at the broker so
+// the in-flight window fills: later batches must go to the spool instead
+// of blocking the queue, and everything arrives once the broker answers.
+func TestWindowFullSpools(t *testing.T) {
+	const topic = "slow"
+	c := fakeCluster(t, topic)
+	defer c.Close()
+	held, release := holdFirstProduce(c)
 	cfg := testConfig(c.ListenAddrs()[0], topic)
 	cfg.MaxMessageBytes, cfg.BatchBytes, cfg.MaxInFlightByte, cfg.BatchSize = 2048, 4096, 4096, 10
 	cfg.Spool.Dir = t.TempDir()
@@ -262,13 +283,7 @@ func TestWindowFullSpools(t *testing.T) {
 	waitFor(t, 30*time.Second, "queue emptied into the spool while the broker stalls", func() bool {
 		return r.sink.Stats().Spooled > 0 && r.q.Stats().Depth == 0
 	})
-	close(release)
-	waitFor(t, 30*time.Second, "delivery", r.drained)
-	if err := r.closeAndWait(t, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st := r.sink.Stats()
-	t.Logf("sink %+v", st)
+	releaseAndClose(t, r, release)
 	if d := check(ids, consumeKfake(t, c, topic)); d.missing != 0 {
 		t.Fatalf("%d of %d missing", d.missing, d.sent)
 	}
@@ -282,19 +297,7 @@ func TestSpoolDiskFullSendsFromMemory(t *testing.T) {
 	const topic = "diskfull"
 	c := fakeCluster(t, topic)
 	defer c.Close()
-	release := make(chan struct{})
-	held := make(chan struct{})
-	var once sync.Once
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		first := false
-		once.Do(func() { first = true })
-		if !first {
-			return nil, nil, false
-		}
-		close(held)
-		c.SleepControl(func() { <-release })
-		return nil, nil, false
-	})
+	held, release := holdFirstProduce(c)
 	cfg := testConfig(c.ListenAddrs()[0], topic)
 	cfg.MaxMessageBytes, cfg.BatchBytes, cfg.MaxInFlightByte, cfg.BatchSize = 2048, 4096, 4096, 10
 	cfg.Compression = "none" // so 200 records do not fit the 16 KiB disk
@@ -305,13 +308,7 @@ func TestSpoolDiskFullSendsFromMemory(t *testing.T) {
 	waitFor(t, 30*time.Second, "queue emptied while the broker stalls and the disk is full", func() bool {
 		return r.q.Stats().Depth == 0
 	})
-	close(release)
-	waitFor(t, 30*time.Second, "delivery", r.drained)
-	if err := r.closeAndWait(t, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st := r.sink.Stats()
-	t.Logf("sink %+v", st)
+	st := releaseAndClose(t, r, release)
 	if st.Spooled >= 190 {
 		t.Fatalf("spooled %d of 200 records on a 16 KiB disk: the disk never filled", st.Spooled)
 	}
