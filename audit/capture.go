@@ -588,17 +588,13 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 			if n == 0 {
 				evs, _ := c.process(c.buf[:carry], time.Now(), false)
 				carry = 0
-				if len(evs) > 0 {
-					out <- evs
-				}
+				c.handOn(out, evs)
 				continue
 			}
 		}
 		if n == 0 && c.pend.n > 0 {
 			// The queue is empty: nothing will name the held events now.
-			if evs := c.flushHeld(); len(evs) > 0 {
-				out <- evs
-			}
+			c.handOn(out, c.flushHeld())
 		}
 		if n == 0 {
 			if ctx.Err() != nil {
@@ -639,10 +635,22 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 		evs, keep := c.process(c.buf[:total], time.Now(), ctx.Err() == nil)
 		copy(c.buf, c.buf[total-keep:total])
 		carry = keep
-		if len(evs) > 0 {
-			out <- evs
-		}
+		c.handOn(out, evs)
 	}
+}
+
+// handOn sends a batch on, or, when it holds no event, puts its slice
+// back in the pool. Under a filesystem mark most reads on a busy
+// filesystem are dropped whole by the scope verdicts; their empty slices
+// were left to the garbage collector, so the pool ran dry and every read
+// allocated a batch-sized slice (13 % of the agent's CPU in GC for a
+// workload beside the watched subtree).
+func (c *Capture) handOn(out chan<- []Event, evs []Event) {
+	if len(evs) == 0 {
+		c.Recycle(evs)
+		return
+	}
+	out <- evs
 }
 
 // holdWait bounds how long held events wait for their naming record.

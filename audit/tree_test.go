@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sh runs a shell script in dir from a child process (not the agent's pid).
@@ -182,6 +183,28 @@ func TestScopeOption(t *testing.T) {
 	mnt := tmpfs(t)
 	if _, err := New(Options{Paths: []string{mnt}, Scope: "tree"}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "scope") {
 		t.Fatalf("bad scope: %v", err)
+	}
+}
+
+// TestDroppedReadsKeepThePool: a read whose events are all dropped by
+// the scope verdicts gives its Event slice back to the pool instead of
+// leaving it to the garbage collector (which, with the pool run dry, made
+// every later read allocate a batch-sized slice).
+func TestDroppedReadsKeepThePool(t *testing.T) {
+	mnt := tmpfs(t)
+	w, sib := filepath.Join(mnt, "w"), filepath.Join(mnt, "sib")
+	mkdirs(t, w, sib)
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	sh(t, sib, `for i in $(seq 200); do echo x > f$i; done`)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.c.Stats().ScopeDrops < 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the capture did not read the sibling's events: %+v", s.c.Stats())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a counter the capture bumps
+	}
+	if n := len(s.c.evFree); n == 0 {
+		t.Fatalf("no Event slice back in the pool after %d events dropped by scope (this session recycles nothing else)", s.c.Stats().ScopeDrops)
 	}
 }
 
