@@ -300,6 +300,21 @@ func (t TLS) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// transport is a kafka-go transport with the config's client id, TLS and
+// SASL: what the sink writes with and `verify` reads a topic with. The
+// caller sets the timeouts.
+func (c Config) transport() (*kafkago.Transport, error) {
+	tlsCfg, err := c.TLS.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	mech, err := c.SASL.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	return &kafkago.Transport{ClientID: c.ClientID, TLS: tlsCfg, SASL: mech}, nil
+}
+
 // mechanism builds the SASL mechanism, nil when SASL is off. The password
 // is read here, once, and only ever handed to kafka-go.
 func (s SASL) mechanism() (sasl.Mechanism, error) {

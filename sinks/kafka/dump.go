@@ -20,18 +20,14 @@ import (
 // back; this is what `fanaudit verify` uses instead of a kcat dump.
 // Records written after the call began are not read.
 func ReadTopic(ctx context.Context, cfg Config, fn func(partition int, offset int64, value []byte) error) error {
-	tlsCfg, err := cfg.TLS.tlsConfig()
-	if err != nil {
-		return err
-	}
-	mech, err := cfg.SASL.mechanism()
-	if err != nil {
-		return err
-	}
 	if len(cfg.Brokers) == 0 || cfg.Topic == "" {
 		return errors.New("kafka: brokers and topic are needed to read a topic")
 	}
-	tr := &kafkago.Transport{DialTimeout: 10 * time.Second, ClientID: cfg.ClientID, TLS: tlsCfg, SASL: mech}
+	tr, err := cfg.transport()
+	if err != nil {
+		return err
+	}
+	tr.DialTimeout = 10 * time.Second
 	defer tr.CloseIdleConnections()
 	c := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{cfg.Topic}})

@@ -144,14 +144,13 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	if runID == "" {
 		return nil, errors.New("kafka sink: empty run id")
 	}
-	tlsCfg, err := cfg.TLS.tlsConfig()
+	tr, err := cfg.transport()
 	if err != nil {
 		return nil, err
 	}
-	mech, err := cfg.SASL.mechanism()
-	if err != nil {
-		return nil, err
-	}
+	tr.DialTimeout = min(cfg.WriteTimeout.Duration, 5*time.Second)
+	tr.IdleTimeout = 30 * time.Second
+	tr.MetadataTTL = 2 * time.Second // find a new leader quickly
 	s := &Sink{
 		cfg:       cfg,
 		log:       log.With().Str("component", "sink.kafka").Str("topic", cfg.Topic).Logger(),
@@ -163,14 +162,6 @@ func New(cfg Config, host *record.Host, runID string, log zerolog.Logger) (*Sink
 	var balancer kafkago.Balancer = &kafkago.Murmur2Balancer{} // same partitions as Java clients
 	if cfg.Key == "none" {
 		balancer = &kafkago.RoundRobin{}
-	}
-	tr := &kafkago.Transport{
-		DialTimeout: min(cfg.WriteTimeout.Duration, 5*time.Second),
-		IdleTimeout: 30 * time.Second,
-		MetadataTTL: 2 * time.Second, // find a new leader quickly
-		ClientID:    cfg.ClientID,
-		TLS:         tlsCfg,
-		SASL:        mech,
 	}
 	// Retries happen in this package, under a deadline, so nothing is
 	// retried behind our back after the deadline passed. The producer asks
