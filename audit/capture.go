@@ -121,6 +121,11 @@ type Options struct {
 	Scope          string
 	SubtreeMaxDirs int
 
+	// OutOfScopeMarks bounds the in-kernel ignore marks put on
+	// directories found out of scope under a filesystem mark (see
+	// learned); 0 means DefaultOutOfScopeMarks, negative turns them off.
+	OutOfScopeMarks int
+
 	forceFDMode bool // tests: behave as if FID reporting were missing
 }
 
@@ -141,13 +146,15 @@ type Stats struct {
 	Unnamed         uint64 // file events sent without a path: no record named them
 	// UnwatchedWindows counts events_lost records with reason
 	// unwatched_window: directories that may have seen work before their
-	// inode mark.
+	// inode mark, or before the agent read their move into scope from an
+	// ignored directory.
 	UnwatchedWindows uint64
+	IgnoreMarks      uint64 // out-of-scope directories under an in-kernel ignore mark now
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
-	inodeMarks, markFails, scopeDrops, unnamed, windows                                atomic.Uint64
+	inodeMarks, markFails, scopeDrops, unnamed, windows, ignoreMarks                   atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -171,6 +178,7 @@ type Capture struct {
 	scope   scope
 	self    int32
 	tree    *tree           // subtree scope; nil when no root uses inode marks
+	learn   *learned        // ignore marks on out-of-scope directories; nil when off
 	fsMark  map[uint64]bool // fsids under a filesystem mark for the full mask
 	markErr error           // markTree's last refused inode mark
 
@@ -383,6 +391,12 @@ func (c *Capture) setup() error {
 		return err
 	}
 	c.ignoreMarks(mask)
+	if n := o.OutOfScopeMarks; !c.fdMode && n >= 0 && len(c.fsMark) > 0 {
+		if n == 0 {
+			n = DefaultOutOfScopeMarks
+		}
+		c.learn = newLearned(mask, n, c.feat, o.Observer != nil)
+	}
 	c.log.Info().Bool("fd_mode", c.fdMode).Uint64("inode_marks", c.stats.inodeMarks.Load()).Interface("features", c.feat).
 		Uint64("mask", mask).Strs("roots", c.scope.roots).Msg("capture ready")
 	return nil
@@ -548,7 +562,7 @@ func (c *Capture) Stats() Stats {
 		Overflows: s.overflows.Load(), DecodeErrors: s.decodeErrs.Load(),
 		ResolveFailures: s.resolveFails.Load(),
 		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(), ScopeDrops: s.scopeDrops.Load(),
-		Unnamed: s.unnamed.Load(), UnwatchedWindows: s.windows.Load(),
+		Unnamed: s.unnamed.Load(), UnwatchedWindows: s.windows.Load(), IgnoreMarks: s.ignoreMarks.Load(),
 	}
 }
 

@@ -189,15 +189,25 @@ const verdictCacheSize = 1 << 14
 // filesystem are such, and each costs one decode and one map lookup. The
 // verdict is per directory handle, computed once from the directory's
 // path, and forgotten on every directory rename (a move can bring a
-// directory into scope). Renames, exec events the Observer must see, and
+// directory into scope). A file renamed between two directories out of
+// scope is dropped; other renames, exec events the Observer must see, and
 // events without a directory handle take the full path.
 func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
 	r := &raw[i]
 	if r.Mask&(kernel.FanRename|kernel.FanMovedFrom|kernel.FanMovedTo) != 0 {
 		if r.Mask&kernel.FanOnDir != 0 {
 			clear(c.verdicts)
+			return false
 		}
-		return false
+		// A file moved from one out-of-scope directory to another.
+		if r.Mask&kernel.FanRename == 0 || !r.OldDir.Valid() || !r.NewDir.Valid() ||
+			!c.outsideDir(b, &r.OldDir) || !c.outsideDir(b, &r.NewDir) {
+			return false
+		}
+		closeRes(r.FD, r.PidFD)
+		b.filtered += uint64(max(1, bits.OnesCount64(r.Mask&allActionBits)))
+		c.stats.scopeDrops.Add(1)
+		return true
 	}
 	if r.Mask&kernel.FanOpenExec != 0 && c.opts.Observer != nil {
 		return false
@@ -212,6 +222,14 @@ func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
 		if !r.FID.Valid() || r.Mask&(kernel.FanAttrib|kernel.FanDeleteSelf) == 0 || r.Mask&kernel.FanOnDir != 0 {
 			return false
 		}
+		if r.Mask&^kernel.FanAttrib == 0 && c.fold.has(ActionAttrib) {
+			// A link count echo alone, folded (fidEvent would drop it
+			// too): the kernel still sends it from a directory it
+			// ignores, since it names no parent.
+			closeRes(r.FD, r.PidFD)
+			b.filtered++
+			return true
+		}
 		next := raw[i+1:]
 		j := deleteOf(next[:min(len(next), lookAhead)], &r.FID)
 		if j < 0 {
@@ -219,6 +237,19 @@ func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
 		}
 		dir = &next[j].Dir
 	}
+	out := c.outsideDir(b, dir)
+	if out {
+		closeRes(r.FD, r.PidFD)
+		b.filtered += uint64(max(1, bits.OnesCount64(r.Mask&allActionBits)))
+		c.stats.scopeDrops.Add(1)
+	}
+	return out
+}
+
+// outsideDir reports whether nothing in directory dir can be in scope, by
+// its cached verdict or, the first time, from its path; a directory found
+// out of scope gets an ignore mark (see learned).
+func (c *Capture) outsideDir(b *batch, dir *kernel.Handle) bool {
 	out, ok := c.verdicts[string(dir.Key)]
 	if !ok {
 		fails := b.resolveFails
@@ -238,11 +269,9 @@ func (c *Capture) dropOutside(b *batch, raw []kernel.RawEvent, i int) bool {
 			}
 		}
 		c.verdicts[string(dir.Key)] = out
-	}
-	if out {
-		closeRes(r.FD, r.PidFD)
-		b.filtered += uint64(max(1, bits.OnesCount64(r.Mask&allActionBits)))
-		c.stats.scopeDrops.Add(1)
+		if out {
+			c.learnOut(dir, p)
+		}
 	}
 	return out
 }

@@ -175,6 +175,9 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 		b.evs = append(b.evs, c.lostEvent(b.now, ReasonDecodeError))
 	case r.Mask&kernel.FanQOverflow != 0:
 		b.overflows++
+		// A rename lost here may have moved an ignored directory into
+		// scope: nothing stays ignored on what the table says.
+		c.unignoreAll()
 		closeRes(r.FD, r.PidFD)
 		b.evs = append(b.evs, c.lostEvent(b.now, ReasonKernelOverflow))
 	case c.fdMode:
@@ -272,7 +275,7 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			w = wait{key: string(obj.Key), fallback: path, before: true}
 		}
 		if dir && oldPath != "" && path != "" {
-			c.renameDir(raw, i, obj, oldPath, path)
+			c.renameDir(b, raw, i, obj, oldPath, path)
 		} else if dir && oldPath != "" {
 			// Moved where no name is known yet: the cached names below
 			// the old path are wrong now; they are named afresh.
@@ -280,6 +283,9 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			if obj.Valid() {
 				c.dirs.del(obj.Key)
 			}
+			c.learnMoved(b, oldPath, "")
+		} else if dir {
+			c.learnMoved(b, "", path)
 		}
 		if obj.Valid() {
 			c.namedMoved(b, obj.Key, oldPath, path, oldWait)
@@ -525,7 +531,7 @@ func (c *Capture) movedName(b *batch, obj *kernel.Handle, prev []kernel.RawEvent
 // renameDir moves a renamed directory's cached subtree. renameat2
 // RENAME_EXCHANGE queues two rename records, one per side: the first
 // forgets both subtrees, the second has nothing left to do.
-func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, oldPath, path string) {
+func (c *Capture) renameDir(b *batch, raw []kernel.RawEvent, i int, obj *kernel.Handle, oldPath, path string) {
 	r := &raw[i]
 	if c.swapped != "" && obj.Valid() && string(obj.Key) == c.swapped {
 		c.swapped = ""
@@ -550,11 +556,13 @@ func (c *Capture) renameDir(raw []kernel.RawEvent, i int, obj *kernel.Handle, ol
 			if p.Mask&kernel.FanOnDir != 0 && p.FID.Valid() {
 				c.swapped = string(p.FID.Key)
 			}
+			c.learnExchanged(b, oldPath, path)
 			moved = true
 		}
 	}
 	if !moved {
 		c.dirs.movePrefix(oldPath, path)
+		c.learnMoved(b, oldPath, path)
 	}
 	// After the move: the swap must not move this entry back.
 	if obj.Valid() && c.feat.TargetFID {

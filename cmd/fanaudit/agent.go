@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -62,6 +63,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		ExecPaths:      cfg.Capture.ExecPaths,
 		Scope:          cfg.Capture.Scope,
 		SubtreeMaxDirs: cfg.Capture.SubtreeMaxDirs,
+		// 0 in the config turns them off; 0 in audit.Options is its default.
+		OutOfScopeMarks: cmp.Or(cfg.Capture.OutOfScopeMarks, -1),
 	}, log)
 	if err != nil {
 		if errors.Is(err, audit.ErrOptions) {

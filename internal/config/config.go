@@ -115,6 +115,11 @@ type Capture struct {
 	// SubtreeMaxDirs is how many directories auto marks one by one
 	// before it takes a filesystem mark instead.
 	SubtreeMaxDirs int `toml:"subtree_max_dirs"`
+	// OutOfScopeMarks bounds the in-kernel ignore marks that a filesystem
+	// mark's out-of-scope directories get once their first event is
+	// read, so that the kernel drops their files' events; 0 turns them
+	// off.
+	OutOfScopeMarks int `toml:"out_of_scope_marks"`
 }
 
 // Pipeline sizes the channels between the stages, counted in batches.
@@ -266,6 +271,8 @@ func Default() Config {
 			ReadBuffer:     32 << 10,
 			Scope:          ScopeFilesystem,
 			SubtreeMaxDirs: 8192,
+			// audit.DefaultOutOfScopeMarks; config imports no stage.
+			OutOfScopeMarks: 4096,
 		},
 		Pipeline: Pipeline{CaptureChannel: 1, EnrichChannel: 1},
 		Enrich: Enrich{

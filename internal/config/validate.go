@@ -136,6 +136,9 @@ func (c *Capture) validate() error {
 	if err := oneOf("capture.scope", c.Scope, ScopeAuto, ScopeSubtree, ScopeFilesystem); err != nil {
 		return err
 	}
+	if err := intRange("capture.out_of_scope_marks", c.OutOfScopeMarks, 0, maxSubtreeDirs); err != nil {
+		return err
+	}
 	return intRange("capture.subtree_max_dirs", c.SubtreeMaxDirs, 1, maxSubtreeDirs)
 }
 

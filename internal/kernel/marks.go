@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -334,4 +336,23 @@ func CoarseNow() int64 {
 		return 0
 	}
 	return ts.Nano()
+}
+
+// MarkHandle changes the inode mark of the directory a handle names
+// (open_by_handle_at through mount, then fanotify_mark on that very
+// object, so a path that changed meanwhile cannot redirect it). The O_PATH
+// fd is handed over as /proc/self/fd/N: fanotify_mark takes no O_PATH fd
+// as its object (EBADF), and opening the directory for real would queue
+// open and close events of the agent's own. A handle whose object is gone
+// returns an error IsStale recognises.
+func (g *Group) MarkHandle(flags uint, mask uint64, mount *os.File, h *Handle) error {
+	fd, err := openByHandle(mount, h.Type(), h.Bytes(), OpenPath|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var lnk [32]byte
+	p := append(lnk[:0], "/proc/self/fd/"...)
+	p = strconv.AppendInt(p, int64(fd), 10)
+	return g.Mark(flags, mask, string(p))
 }

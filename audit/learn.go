@@ -1,0 +1,245 @@
+package audit
+
+import (
+	"os"
+
+	"github.com/fanaudit/fanaudit/internal/kernel"
+)
+
+// DefaultOutOfScopeMarks bounds the ignore marks the capture puts on
+// directories found out of scope under a filesystem mark (see learned).
+// Each costs the kernel about 0.2 KiB and pins the directory's inode and
+// dentry (about 1 KiB), so 4096 pin about 5 MiB, and they count against
+// fs.fanotify.max_user_marks.
+const DefaultOutOfScopeMarks = 4096
+
+// learned keeps out-of-scope work out of user space under a filesystem
+// mark. The first event read from a directory nothing in which can be in
+// scope (scope.outside) puts an ignore mark on that directory
+// (FAN_MARK_IGNORE with FAN_EVENT_ON_CHILD): from then on the kernel drops
+// its files' events itself, before queueing them, as it never queues
+// anything outside a subtree under inode marks. Unlike inode marks, this
+// leaves nothing in scope unwatched: a directory made in the watched tree
+// is covered by the filesystem mark from its first instant.
+//
+// Decisions:
+//   - The ignore mask leaves out renames (a file moved out of an ignored
+//     directory into scope must be seen: the kernel drops an event that
+//     any of its marks ignores), directory events (FAN_ONDIR: a
+//     directory made, removed or moved still comes, to keep the names and
+//     this table right), and exec when enrichment observes it. So the
+//     kernel still queues those, and renames and directory events of an
+//     ignored directory are dropped by the cached verdicts (one decode,
+//     one lookup). A file's link count attrib (no parent) still comes.
+//   - A directory moved is unignored when its rename is read: every
+//     ignore mark it or its subtree holds is removed. Work in it between
+//     the move and that moment was never queued; when it lands in scope,
+//     that is announced like a directory moved into a subtree under inode
+//     marks (events_lost, reason
+//     unwatched_window, see windowCheck), with the same blind spot:
+//     reads there change no timestamp.
+//   - dirs keeps the path each ignored directory was learned at. A
+//     directory rename read drops the ignore marks under its old path
+//     (see learnMoved); when its old side can't be named, or the kernel
+//     queue overflowed (renames may be among what was lost), every
+//     ignore mark goes.
+//   - Past max, an arbitrary ignore mark goes for the new one (a removed
+//     directory's mark went with its inode; its entry stays until then).
+//     A mark the kernel refuses (max_user_marks) stops the learning.
+type learned struct {
+	mask uint64
+	max  int
+	dirs map[string]string // handle key → escaped path of an ignored directory
+	off  bool
+}
+
+// newLearned returns nil when the kernel lacks what the ignore marks need:
+// FAN_MARK_IGNORE (6.0, which honours FAN_EVENT_ON_CHILD in an ignore
+// mask) and FAN_RENAME (both sides of a move in one event).
+func newLearned(mask uint64, max int, ft kernel.Features, observed bool) *learned {
+	if max <= 0 || !ft.MarkIgnore || !ft.Rename || !ft.TargetFID {
+		return nil
+	}
+	m := mask &^ (kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo | kernel.FanMoveSelf |
+		kernel.FanDeleteSelf | kernel.FanOnDir)
+	if observed {
+		m &^= kernel.FanOpenExec
+	}
+	if m == 0 {
+		return nil
+	}
+	return &learned{mask: m | kernel.FanEventOnChild, max: max, dirs: make(map[string]string)}
+}
+
+// learnOut ignores, in the kernel, the directory h at p, found out of
+// scope by its first event read.
+func (c *Capture) learnOut(h *kernel.Handle, p string) {
+	l := c.learn
+	if l == nil || l.off || !c.fsMark[h.Fsid()] {
+		return
+	}
+	if _, ok := l.dirs[string(h.Key)]; ok {
+		return
+	}
+	m := c.mount(h.Fsid())
+	if m == nil {
+		return
+	}
+	if len(l.dirs) >= l.max {
+		for k := range l.dirs {
+			c.unignore(k)
+			break
+		}
+	}
+	if err := c.group.MarkHandle(kernel.MarkAdd|kernel.MarkIgnoreSurv, l.mask, m.f, h); err != nil {
+		if kernel.IsStale(err) {
+			return
+		}
+		l.off = true
+		c.stats.markFails.Add(1)
+		c.log.Warn().Err(err).Str("path", p).Int("ignore_marks", len(l.dirs)).
+			Msg("ignore mark refused: out-of-scope directories are filtered in user space from now on")
+		return
+	}
+	l.dirs[string(h.Key)] = p
+	c.stats.ignoreMarks.Store(uint64(len(l.dirs)))
+}
+
+// unignore removes the ignore mark of the directory with handle key k.
+func (c *Capture) unignore(k string) {
+	l := c.learn
+	delete(l.dirs, k)
+	c.stats.ignoreMarks.Store(uint64(len(l.dirs)))
+	h := kernel.Handle{Key: []byte(k)}
+	m := c.mount(h.Fsid())
+	if m == nil {
+		return
+	}
+	if err := c.group.MarkHandle(kernel.MarkRemove|kernel.MarkIgnoreSurv, l.mask, m.f, &h); err != nil && !kernel.IsStale(err) {
+		c.log.Debug().Err(err).Msg("removing an ignore mark failed")
+	}
+}
+
+// unignoreAll removes every ignore mark the capture put.
+func (c *Capture) unignoreAll() {
+	if c.learn == nil {
+		return
+	}
+	for k := range c.learn.dirs {
+		c.unignore(k)
+	}
+}
+
+// learnMoved keeps the ignore marks right after the directory at oldPath
+// moved to path ("" for a side that could not be named): the ignore marks
+// it and its subtree hold go (they are learned again where it went, if
+// that is out of scope too), and when it ends up in scope, or its new
+// place is unknown, the window in which its work went unqueued is
+// announced. Marks are dropped rather than their paths moved, so that a
+// path in the table is always the one the directory was learned at:
+// renameat2(RENAME_EXCHANGE) split over two reads, say, can't leave an
+// entry at the wrong path.
+func (c *Capture) learnMoved(b *batch, oldPath, path string) {
+	l := c.learn
+	if l == nil || len(l.dirs) == 0 {
+		return
+	}
+	in := path == "" || !c.scope.outside(path)
+	if oldPath == "" {
+		// Which ignored directories moved is unknown.
+		if !in {
+			return // nothing ignored ends up anywhere in scope
+		}
+		c.unignoreAll()
+		if path != "" {
+			c.announceWindow(b, path, c.movedWindow(path))
+		}
+		return
+	}
+	found := false
+	for k, v := range l.dirs {
+		if under(v, oldPath) {
+			found = true
+			c.unignore(k)
+		}
+	}
+	switch {
+	case !found || !in:
+	case path == "":
+		// Moved where no name is known yet: announced where it was.
+		c.announceWindow(b, oldPath, true)
+	default:
+		c.announceWindow(b, path, c.movedWindow(path))
+	}
+}
+
+// learnExchanged handles renameat2(RENAME_EXCHANGE) of the directories at
+// a and b (each now at the other's path): an ignored directory on either
+// side may have moved into scope, so both sides' marks go.
+func (c *Capture) learnExchanged(bt *batch, a, b string) {
+	l := c.learn
+	if l == nil || len(l.dirs) == 0 {
+		return
+	}
+	var inA, inB bool // ignored directories were under a (now at b), under b (now at a)
+	for k, v := range l.dirs {
+		switch {
+		case under(v, a):
+			inA = true
+		case under(v, b):
+			inB = true
+		default:
+			continue
+		}
+		c.unignore(k)
+	}
+	if inA && !c.scope.outside(b) {
+		c.announceWindow(bt, b, c.movedWindow(b))
+	}
+	if inB && !c.scope.outside(a) {
+		c.announceWindow(bt, a, c.movedWindow(a))
+	}
+}
+
+// movedWindow walks the directory at p, just moved into scope from where
+// the kernel ignored it, and reports whether anything in it changed since
+// the move (see windowCheck): that work was never queued.
+func (c *Capture) movedWindow(p string) bool {
+	rp := realPath(p)
+	st, err := kernel.StatTimes(rp)
+	if err != nil || !st.IsDir() {
+		return false // gone again: its delete or move is read next
+	}
+	w := &windowCheck{ref: c.movedAt(p, st.Ctime)}
+	type item struct {
+		path   string
+		parent int
+	}
+	stack := []item{{p, -1}}
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if it.path != p && c.scope.pruned(it.path) {
+			continue
+		}
+		rp := realPath(it.path)
+		dst, err := kernel.StatTimes(rp)
+		if err != nil || !dst.IsDir() || dst.Dev != st.Dev {
+			continue
+		}
+		idx := w.dir(it.parent, dst)
+		ents, _ := os.ReadDir(rp)
+		for _, e := range ents {
+			cp := joinEscaped(it.path, e.Name())
+			if e.IsDir() {
+				stack = append(stack, item{cp, idx})
+			} else if !w.suspect && c.scope.allowed(cp) {
+				w.entry(cp)
+			}
+		}
+		if w.suspect {
+			return true
+		}
+	}
+	return w.lost()
+}

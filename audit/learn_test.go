@@ -1,0 +1,121 @@
+package audit
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// TestOutOfScopeIgnoreMarks: under a filesystem mark, an out-of-scope
+// directory gets an ignore mark at its first event read, and from then
+// on its files' work never reaches user space (proven by the count of
+// kernel events read, not by timing). What crosses into scope still comes:
+// a file renamed in, a directory moved in (its ignore marks go; work in
+// it right after the move is reported or announced as unwatched_window,
+// and work after its rename was read is reported), both sides of an
+// exchange, and a directory moved back out is learned again.
+func TestOutOfScopeIgnoreMarks(t *testing.T) {
+	for _, fs := range []struct {
+		name  string
+		mount func(testing.TB) string
+	}{{"tmpfs", tmpfs}, {"ext4", ext4}} {
+		t.Run(fs.name, func(t *testing.T) {
+			mnt := fs.mount(t)
+			w, sib := filepath.Join(mnt, "w"), filepath.Join(mnt, "sib")
+			mkdirs(t, w, filepath.Join(sib, "d", "sub"), filepath.Join(sib, "x", "y"))
+			s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+			sh(t, sib, `echo a > d/first; echo a > d/sub/first; echo a > x/first; echo a > x/y/first`)
+			s.mark(w)
+			if got := s.c.Stats().IgnoreMarks; got != 4 {
+				t.Fatalf("ignore marks %d after work in 4 out-of-scope directories, want 4", got)
+			}
+			before := s.c.Stats().KernelEvents
+			sh(t, sib, `for i in $(seq 200); do echo x > d/f$i; echo y >> d/sub/first; rm d/f$i; done`)
+			s.mark(w)
+			// 200 unlinks still send their link count attrib (no parent to
+			// ignore it by); the rest (600 or more kernel events, merged)
+			// must not come.
+			if delta := s.c.Stats().KernelEvents - before; delta > 230 {
+				t.Errorf("%d kernel events read for ignored work (the markers and 200 attribs take ≤ 230)", delta)
+			}
+			if evs := s.take(); len(evs) != 0 {
+				t.Errorf("%d events out of scope, first %s", len(evs), line(&evs[0], mnt))
+			}
+
+			// Into scope: a file renamed in, then a directory moved in and
+			// written to at once, before the agent reads its move.
+			sh(t, mnt, `echo b > sib/d/moving; mv sib/d/moving w/moved; mv sib/d w/d; echo z > w/d/sub/early`)
+			s.waitFor("rename of d", func(e *Event) bool { return e.Action == ActionRename && e.Path == filepath.Join(w, "d") })
+			sh(t, w, `echo q > d/sub/later`)
+			s.mark(w)
+			evs := s.take()
+			for _, want := range []struct {
+				a Action
+				p string
+			}{
+				{ActionRename, "moved"}, {ActionRename, "d"},
+				{ActionCreate, "d/sub/later"}, {ActionCloseWrite, "d/sub/later"},
+			} {
+				if !has(evs, want.a, filepath.Join(w, want.p)) {
+					t.Errorf("no %s %s", want.a, want.p)
+				}
+			}
+			if !has(evs, ActionCloseWrite, filepath.Join(w, "d/sub/early")) && !hasWindow(evs, filepath.Join(w, "d")) {
+				t.Errorf("the write right after the move was neither reported nor announced (unwatched_window %s)", filepath.Join(w, "d"))
+			}
+			if got := s.c.Stats().IgnoreMarks; got != 2 {
+				t.Errorf("ignore marks %d after d and d/sub moved into scope, want 2 (x, x/y)", got)
+			}
+
+			// Exchange: x (ignored, with x/y) trades places with w/d.
+			runHelper(t, "exchange", filepath.Join(sib, "x"), filepath.Join(w, "d"))
+			s.waitFor("exchange", func(e *Event) bool { return e.Action == ActionRename && e.Path == filepath.Join(w, "d") })
+			sh(t, w, `echo r > d/y/late`)
+			s.mark(w)
+			evs = s.take()
+			if !has(evs, ActionCloseWrite, filepath.Join(w, "d/y/late")) {
+				t.Errorf("no close_write d/y/late in the directory exchanged into scope")
+			}
+			if got := s.c.Stats().IgnoreMarks; got != 0 {
+				t.Errorf("ignore marks %d after the exchange, want 0", got)
+			}
+
+			// Out again: learned again, its work gone from user space.
+			sh(t, mnt, `mv w/d sib/back; echo s > sib/back/y/one`)
+			s.mark(w)
+			s.take()
+			before = s.c.Stats().KernelEvents
+			sh(t, sib, `for i in $(seq 100); do echo x >> back/y/one; done`)
+			s.mark(w)
+			if delta := s.c.Stats().KernelEvents - before; delta > 30 {
+				t.Errorf("%d kernel events read for work in a directory moved out and learned again", delta)
+			}
+			if evs := s.take(); len(evs) != 0 {
+				t.Errorf("%d events out of scope, first %s", len(evs), line(&evs[0], mnt))
+			}
+		})
+	}
+}
+
+// TestOutOfScopeMarksOff: OutOfScopeMarks < 0 leaves every event to the
+// user-space verdicts.
+func TestOutOfScopeMarksOff(t *testing.T) {
+	mnt := tmpfs(t)
+	w, sib := filepath.Join(mnt, "w"), filepath.Join(mnt, "sib")
+	mkdirs(t, w, sib)
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem, OutOfScopeMarks: -1})
+	before := s.c.Stats().KernelEvents
+	sh(t, sib, `for i in $(seq 100); do echo x > f$i; done`)
+	s.mark(w)
+	if st := s.c.Stats(); st.IgnoreMarks != 0 || st.KernelEvents-before < 100 {
+		t.Errorf("ignore marks %d, %d kernel events for 100 files made out of scope", st.IgnoreMarks, st.KernelEvents-before)
+	}
+}
+
+func hasWindow(evs []Event, dir string) bool {
+	for _, e := range evs {
+		if e.Action == ActionEventsLost && e.LostReason == ReasonUnwatchedWindow && e.Path == dir {
+			return true
+		}
+	}
+	return false
+}
