@@ -30,9 +30,10 @@ const ReasonMarkFailed = "mark_failed"
 
 // ReasonUnwatchedWindow is events_lost's reason when a directory that
 // appeared in a subtree under inode marks (made there, or moved in) may
-// have seen work between its appearance and its mark, which the kernel
-// never queued: file.path names the directory, and the count is unknown
-// (see windowCheck).
+// have seen work between its appearance and its mark, or one moved into
+// scope from under an ignore mark (see learned) between its move and its
+// unignoring, which the kernel never queued: file.path names the
+// directory, and the count is unknown (see windowCheck).
 const ReasonUnwatchedWindow = "unwatched_window"
 
 // tree is subtree scope: inode marks (dirent events with FID,
