@@ -610,6 +610,9 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 			// The queue is empty: nothing will name the held events now.
 			c.handOn(out, c.flushHeld())
 		}
+		if n == 0 && carry == 0 {
+			c.settled()
+		}
 		if n == 0 {
 			if ctx.Err() != nil {
 				return nil

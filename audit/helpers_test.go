@@ -95,6 +95,23 @@ func (s *session) stop() error {
 	return err
 }
 
+// pause ends Run (which drains the queue) and keeps the Capture: what
+// the kernel queues from now on waits there, as behind a lagging reader,
+// until resume.
+func (s *session) pause() {
+	s.cancel()
+	if err := <-s.done; err != nil {
+		s.t.Fatalf("Run: %v", err)
+	}
+}
+
+// resume runs the Capture again after pause.
+func (s *session) resume() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- s.c.Run(ctx, s.ch) }()
+}
+
 // waitFor blocks until an event satisfies ok, failing after a generous
 // bound (a deadlock guard, not a timing assumption).
 func (s *session) waitFor(what string, ok func(*Event) bool) {

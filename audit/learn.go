@@ -43,6 +43,16 @@ const DefaultOutOfScopeMarks = 4096
 //     (see learnMoved); when its old side can't be named, or the kernel
 //     queue overflowed (renames may be among what was lost), every
 //     ignore mark goes.
+//   - A directory move read between two out-of-scope places drops the
+//     ignore marks under it, but the kernel ignored its subtree until
+//     then, and a later move of it (or of a directory in it) into scope
+//     may be queued already: mkdir, mv out/G out/H, mv out/H w/H, work in
+//     w/H/D, all before the agent reads the first move. So where it went
+//     is kept (moved) until the agent has read everything queued before
+//     the marks went (the kernel queue ran empty, see settled), and a move
+//     from there into scope is announced like one of an ignored
+//     directory. Past max such places, every move into scope from out of
+//     scope is, until then.
 //   - Past max, an arbitrary ignore mark goes for the new one (a removed
 //     directory's mark went with its inode; its entry stays until then).
 //     A mark the kernel refuses (max_user_marks) stops the learning.
@@ -51,6 +61,11 @@ type learned struct {
 	max  int
 	dirs map[string]string // handle key → escaped path of an ignored directory
 	off  bool
+	// moved: escaped paths, out of scope, where directories whose
+	// subtrees held ignore marks moved, since the kernel queue last ran
+	// empty; movedAll: more than max of them.
+	moved    map[string]struct{}
+	movedAll bool
 }
 
 // newLearned returns nil when the kernel lacks what the ignore marks need:
@@ -68,7 +83,7 @@ func newLearned(mask uint64, max int, ft kernel.Features, observed bool) *learne
 	if m == 0 {
 		return nil
 	}
-	return &learned{mask: m | kernel.FanEventOnChild, max: max, dirs: make(map[string]string)}
+	return &learned{mask: m | kernel.FanEventOnChild, max: max, dirs: make(map[string]string), moved: make(map[string]struct{})}
 }
 
 // learnOut ignores, in the kernel, the directory h at p, found out of
@@ -141,7 +156,7 @@ func (c *Capture) unignoreAll() {
 // entry at the wrong path.
 func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 	l := c.learn
-	if l == nil || len(l.dirs) == 0 {
+	if l == nil || len(l.dirs) == 0 && len(l.moved) == 0 && !l.movedAll {
 		return
 	}
 	in := path == "" || !c.scope.outside(path)
@@ -156,15 +171,22 @@ func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 		}
 		return
 	}
-	found := false
+	found := l.movedAll && c.scope.outside(oldPath)
 	for k, v := range l.dirs {
 		if under(v, oldPath) {
 			found = true
 			c.unignore(k)
 		}
 	}
+	for p := range l.moved {
+		if under(p, oldPath) || under(oldPath, p) {
+			found = true
+		}
+	}
 	switch {
-	case !found || !in:
+	case !found:
+	case !in:
+		l.wasIgnored(path)
 	case path == "":
 		// Moved where no name is known yet: announced where it was.
 		c.announceWindow(b, oldPath, true)
@@ -182,6 +204,13 @@ func (c *Capture) learnExchanged(bt *batch, a, b string) {
 		return
 	}
 	var inA, inB bool // ignored directories were under a (now at b), under b (now at a)
+	for p := range l.moved {
+		inA = inA || under(p, a) || under(a, p)
+		inB = inB || under(p, b) || under(b, p)
+	}
+	if l.movedAll {
+		inA, inB = inA || c.scope.outside(a), inB || c.scope.outside(b)
+	}
 	for k, v := range l.dirs {
 		switch {
 		case under(v, a):
@@ -195,9 +224,33 @@ func (c *Capture) learnExchanged(bt *batch, a, b string) {
 	}
 	if inA && !c.scope.outside(b) {
 		c.announceWindow(bt, b, c.movedWindow(b))
+	} else if inA {
+		l.wasIgnored(b)
 	}
 	if inB && !c.scope.outside(a) {
 		c.announceWindow(bt, a, c.movedWindow(a))
+	} else if inB {
+		l.wasIgnored(a)
+	}
+}
+
+// wasIgnored notes that the directory now at p (out of scope) held
+// ignore marks in its subtree until its move was read (see moved).
+func (l *learned) wasIgnored(p string) {
+	if len(l.moved) >= l.max {
+		l.movedAll = true
+		return
+	}
+	l.moved[p] = struct{}{}
+}
+
+// settled is called when the kernel queue ran empty and everything read
+// was processed: every move queued while an ignore mark that is gone now
+// was in place has been read.
+func (c *Capture) settled() {
+	if l := c.learn; l != nil && (len(l.moved) > 0 || l.movedAll) {
+		clear(l.moved)
+		l.movedAll = false
 	}
 }
 
@@ -208,7 +261,9 @@ func (c *Capture) movedWindow(p string) bool {
 	rp := realPath(p)
 	st, err := kernel.StatTimes(rp)
 	if err != nil || !st.IsDir() {
-		return false // gone again: its delete or move is read next
+		// Gone again (moved on or removed) before the agent read its
+		// move: whatever was done in it meanwhile is beyond checking.
+		return true
 	}
 	w := &windowCheck{ref: c.movedAt(p, st.Ctime)}
 	type item struct {

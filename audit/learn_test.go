@@ -119,3 +119,33 @@ func hasWindow(evs []Event, dir string) bool {
 	}
 	return false
 }
+
+// TestIgnoredMovedWhileLagging: the reader lags (Run paused, so the moves
+// wait in the kernel queue behind the ignore marks still in place). Work
+// in an ignored directory moved into scope by way of another out-of-scope
+// place, or moved into scope and away again, or removed, before the agent
+// read its move, is announced as unwatched_window: its ignore mark was
+// still there, and no timestamp can be checked where it went.
+func TestIgnoredMovedWhileLagging(t *testing.T) {
+	mnt := tmpfs(t)
+	w, out := filepath.Join(mnt, "w"), filepath.Join(mnt, "out")
+	mkdirs(t, w, filepath.Join(out, "G", "D"), filepath.Join(out, "E"), filepath.Join(out, "F"))
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	sh(t, out, `echo a > G/D/f; echo a > E/f; echo a > F/f`)
+	s.mark(w)
+	if got := s.c.Stats().IgnoreMarks; got != 3 {
+		t.Fatalf("ignore marks %d after work in 3 out-of-scope directories, want 3", got)
+	}
+	s.pause()
+	sh(t, mnt, `mv out/G out/H; mv out/H w/H; echo s > w/H/D/new
+		mv out/E w/E; echo s > w/E/new; mv w/E out/E2
+		mv out/F w/F; echo s > w/F/new; rm -r w/F`)
+	s.resume()
+	s.mark(w)
+	evs := s.take()
+	for _, d := range []string{"H", "E", "F"} {
+		if !hasWindow(evs, filepath.Join(w, d)) {
+			t.Errorf("work in w/%s (an ignored directory moved in while the reader lagged) not announced", d)
+		}
+	}
+}
