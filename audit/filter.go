@@ -164,8 +164,13 @@ func (c *Capture) dropPass(b *batch, raw []kernel.RawEvent) []bool {
 			clear(c.verdicts)
 			break
 		}
+		if r.Mask&kernel.FanQOverflow != 0 {
+			// What follows may come after renames the kernel dropped.
+			c.forgetNames()
+			continue
+		}
 		b.at = i
-		if r.Err != nil || r.Mask&kernel.FanQOverflow != 0 || !c.dropOutside(b, raw, i) {
+		if r.Err != nil || !c.dropOutside(b, raw, i) {
 			continue
 		}
 		if drop == nil {
@@ -178,6 +183,16 @@ func (c *Capture) dropPass(b *batch, raw []kernel.RawEvent) []bool {
 		drop[i] = true
 	}
 	return drop
+}
+
+// forgetNames drops the scope verdicts and the cached directory names
+// after a kernel queue overflow: the renames lost with it may have moved
+// a directory into scope (or out of it), and a stale verdict would drop
+// its events from then on, silently, long after the overflow, until some
+// directory rename is read.
+func (c *Capture) forgetNames() {
+	clear(c.verdicts)
+	clear(c.dirs.m)
 }
 
 // verdictCacheSize bounds the per-directory scope verdicts; when full, an

@@ -149,3 +149,41 @@ func TestIgnoredMovedWhileLagging(t *testing.T) {
 		}
 	}
 }
+
+// TestOverflowForgetsVerdicts: an ignored directory moved into scope
+// while the kernel queue is full (its rename is lost with the overflow):
+// once the reader has caught up, work in it is reported. The overflow
+// drops the ignore marks, and also the cached scope verdicts and
+// directory names, which the lost rename left stale: they dropped the
+// directory's events as out of scope from then on, silently.
+func TestOverflowForgetsVerdicts(t *testing.T) {
+	mnt := tmpfs(t)
+	w, out := filepath.Join(mnt, "w"), filepath.Join(mnt, "out")
+	mkdirs(t, filepath.Join(w, "burst"), filepath.Join(out, "D"))
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	sh(t, out, `echo a > D/f`)
+	s.mark(w)
+	if got := s.c.Stats().IgnoreMarks; got != 1 {
+		t.Fatalf("ignore marks %d after work in out/D, want 1", got)
+	}
+	s.pause()
+	runHelper(t, "burst", filepath.Join(w, "burst"), "20000") // ≥ 2 events per file, queue holds 16384
+	sh(t, mnt, `mv out/D w/D`)
+	s.resume()
+	s.mark(w)
+	if st := s.c.Stats(); st.Overflows == 0 {
+		t.Fatalf("no overflow: %+v", st)
+	}
+	s.take()
+	sh(t, w, `echo b > D/later; mkdir D/sub`)
+	s.mark(w)
+	evs := s.take()
+	for _, want := range []struct {
+		a Action
+		p string
+	}{{ActionCreate, "D/later"}, {ActionCloseWrite, "D/later"}, {ActionCreate, "D/sub"}} {
+		if !has(evs, want.a, filepath.Join(w, want.p)) {
+			t.Errorf("no %s %s after the overflow", want.a, want.p)
+		}
+	}
+}

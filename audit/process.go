@@ -178,6 +178,7 @@ func (c *Capture) event(b *batch, raw []kernel.RawEvent, i int) bool {
 		// A rename lost here may have moved an ignored directory into
 		// scope: nothing stays ignored on what the table says.
 		c.unignoreAll()
+		c.forgetNames()
 		closeRes(r.FD, r.PidFD)
 		b.evs = append(b.evs, c.lostEvent(b.now, ReasonKernelOverflow))
 	case c.fdMode:
