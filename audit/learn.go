@@ -161,11 +161,19 @@ func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 	}
 	in := path == "" || !c.scope.outside(path)
 	if oldPath == "" {
-		// Which ignored directories moved is unknown.
-		if !in {
-			return // nothing ignored ends up anywhere in scope
-		}
+		// Which ignored directories moved is unknown (their old parent
+		// is gone: mv out/x/d out/y/d; rmdir out/x), and the paths in
+		// the table may be stale from now on, so that a later move into
+		// scope would not find them: none stays ignored (each is learned
+		// again at its first event where it is now).
+		had := len(l.dirs) > 0
 		c.unignoreAll()
+		if !in {
+			if had {
+				l.wasIgnored(path)
+			}
+			return
+		}
 		if path != "" {
 			c.announceWindow(b, path, c.movedWindow(path))
 		}

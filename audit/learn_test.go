@@ -187,3 +187,30 @@ func TestOverflowForgetsVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// TestIgnoredMovedFromGoneParent: an ignored directory moved between two
+// out-of-scope places whose old parent is removed before the agent reads
+// the move (its old side can't be named), then moved into scope: its
+// ignore mark must not survive there.
+func TestIgnoredMovedFromGoneParent(t *testing.T) {
+	mnt := tmpfs(t)
+	w, out := filepath.Join(mnt, "w"), filepath.Join(mnt, "out")
+	mkdirs(t, w, filepath.Join(out, "X", "D"), filepath.Join(out, "Y"))
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	sh(t, out, `echo a > X/D/f`)
+	s.mark(w)
+	if got := s.c.Stats().IgnoreMarks; got != 1 {
+		t.Fatalf("ignore marks %d after work in out/X/D, want 1", got)
+	}
+	s.pause()
+	sh(t, out, `mv X/D Y/D; rmdir X`)
+	s.resume()
+	s.mark(w)
+	sh(t, mnt, `mv out/Y/D w/D`)
+	s.waitFor("rename of D", func(e *Event) bool { return e.Action == ActionRename && e.Path == filepath.Join(w, "D") })
+	sh(t, w, `echo b > D/later`)
+	s.mark(w)
+	if evs := s.take(); !has(evs, ActionCloseWrite, filepath.Join(w, "D/later")) {
+		t.Errorf("no close_write D/later in a directory moved into scope; stats %+v", s.c.Stats())
+	}
+}
