@@ -191,8 +191,9 @@ type Capture struct {
 	buf         []byte
 	raw         []kernel.RawEvent
 	scratch     []byte
-	evCap       int          // the largest batch of Events so far: reused slices grow to it
-	evFree      chan []Event // slices given back by Recycle, for Run to reuse
+	evCap       int            // the largest batch of Events so far: reused slices grow to it
+	evFree      chan []Event   // slices given back by Recycle, for Run to reuse
+	memFree     chan *batchMem // file ids and handle bytes given back by Recycle
 
 	roots  []rootState            // what each watched path was when marked, see mounts.go
 	mw     *mountWatch            // during Run
@@ -212,14 +213,15 @@ type Capture struct {
 // marks. The caller must Close the Capture.
 func New(opts Options, log zerolog.Logger) (*Capture, error) {
 	c := &Capture{
-		log:    log.With().Str("component", "capture").Logger(),
-		opts:   opts,
-		self:   int32(os.Getpid()),
-		dirs:   newPathCache(dirCacheSize),
-		gone:   newPathCache(goneCacheSize),
-		raw:    make([]kernel.RawEvent, 0, 1024),
-		evFree: make(chan []Event, recycledBatches),
-		scope:  scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
+		log:     log.With().Str("component", "capture").Logger(),
+		opts:    opts,
+		self:    int32(os.Getpid()),
+		dirs:    newPathCache(dirCacheSize),
+		gone:    newPathCache(goneCacheSize),
+		raw:     make([]kernel.RawEvent, 0, 1024),
+		evFree:  make(chan []Event, recycledBatches),
+		memFree: make(chan *batchMem, recycledBatches),
+		scope:   scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -530,11 +532,61 @@ func (c *Capture) Recycle(evs []Event) {
 	if c.evFree == nil || cap(evs) == 0 {
 		return
 	}
+	// The file ids and handle bytes the events point to are the batch's
+	// (see batchMem); held events that came out with it have their own.
+	for i := range evs {
+		if f := evs[i].fid; f != nil && f.mem != nil {
+			c.putMem(f.mem)
+			break
+		}
+	}
 	// Drop the paths and file identities they point to. Past len they
 	// are zero already: Run clears what it drops from a batch.
 	clear(evs)
 	select {
 	case c.evFree <- evs[:0]:
+	default:
+	}
+}
+
+// batchMem is the memory a read's events point into: their file ids and
+// the handle bytes those refer to. It is reused with the batch's Event
+// slice (Recycle finds it through the events' fileID.mem), instead of
+// being allocated per read: 74 of 214 MB allocated in a 1.1 M-record
+// drain. Events held for a name keep copies of their own (see
+// pendingNames.add), so only the batch they came out in points into it.
+type batchMem struct {
+	fids  []fileID
+	arena []byte
+}
+
+// takeMem returns a batchMem with room for n file ids and their handles:
+// a recycled one when there is one.
+func (c *Capture) takeMem(n int) *batchMem {
+	var m *batchMem
+	select {
+	case m = <-c.memFree:
+	default:
+		m = &batchMem{}
+	}
+	if cap(m.fids) < n {
+		m.fids = make([]fileID, 0, max(n, c.evCap))
+	}
+	if cap(m.arena) < 16*n {
+		m.arena = make([]byte, 0, 16*max(n, c.evCap))
+	}
+	m.fids, m.arena = m.fids[:0], m.arena[:0]
+	return m
+}
+
+// putMem keeps m for reuse when there is room; nothing may point into it
+// any more.
+func (c *Capture) putMem(m *batchMem) {
+	if c.memFree == nil {
+		return
+	}
+	select {
+	case c.memFree <- m:
 	default:
 	}
 }

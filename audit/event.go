@@ -63,6 +63,9 @@ type fileID struct {
 	mount  *os.File
 	htype  int32
 	handle []byte // a slice of the batch's arena; never modified
+	// mem is the batch memory this fileID lives in (nil for a copy of
+	// its own): Recycle gives it back through it.
+	mem *batchMem
 
 	// The actions split from one kernel event share their fileID, and the
 	// first Stat serves them all: one open_by_handle_at and fstat per

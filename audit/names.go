@@ -61,8 +61,31 @@ func (p *pendingNames) add(w wait, evs []Event) {
 		p.byKey = make(map[string][]*pendingItem)
 	}
 	p.seq++
-	p.byKey[w.key] = append(p.byKey[w.key], &pendingItem{seq: p.seq, w: w, evs: slices.Clone(evs)})
+	held := slices.Clone(evs)
+	ownFileIDs(held)
+	p.byKey[w.key] = append(p.byKey[w.key], &pendingItem{seq: p.seq, w: w, evs: held})
 	p.n += len(evs)
+}
+
+// ownFileIDs gives held events copies of their file ids and handles: the
+// batch memory they point into is reused once the batch they were read in
+// has gone out (see batchMem), and they go out with a later one. The
+// actions split from one kernel event keep sharing one fileID.
+func ownFileIDs(evs []Event) {
+	var from, to *fileID
+	for i := range evs {
+		f := evs[i].fid
+		if f == nil || f.mem == nil {
+			continue
+		}
+		if f != from {
+			c := *f
+			c.handle = slices.Clone(f.handle)
+			c.mem = nil
+			from, to = f, &c
+		}
+		evs[i].fid = to
+	}
 }
 
 // hold moves the Events emitted from b.evs[start:] into the pending set.

@@ -15,7 +15,8 @@ type batch struct {
 	evs   []Event
 	fids  []fileID // capacity fixed at the event count: pointers stay valid
 	stats []kernel.Stat
-	arena []byte // handle bytes; a regrow leaves earlier slices intact
+	arena []byte    // handle bytes; a regrow leaves earlier slices intact
+	mem   *batchMem // where fids and arena come from, see batchMem
 
 	// The read's events and the one being converted, for lagged, with the
 	// directory renames it found after it (see lag.go).
@@ -109,9 +110,9 @@ func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time
 	b.evs = c.events(nev)
 	if c.fdMode {
 		b.stats = make([]kernel.Stat, 0, nraw)
-	} else {
-		b.fids = make([]fileID, 0, nraw)
-		b.arena = make([]byte, 0, 16*nraw)
+	} else if nraw > 0 {
+		b.mem = c.takeMem(nraw)
+		b.fids, b.arena = b.mem.fids, b.mem.arena
 	}
 	for i := 0; i < len(raw); i++ {
 		if drop != nil && drop[i] {
@@ -122,6 +123,7 @@ func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time
 			i++ // the next event was paired with this one
 		}
 	}
+	c.lendMem(&b)
 	c.countUnnamed(b.evs)
 	if derr != nil {
 		b.decodeErrs++
@@ -158,6 +160,25 @@ func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time
 		s.overflows.Add(b.overflows)
 	}
 	return b.evs
+}
+
+// lendMem leaves b's batch memory with its events, for Recycle to give
+// back, or takes it back at once when no event points into it (a read
+// whose events were all dropped or held).
+func (c *Capture) lendMem(b *batch) {
+	m := b.mem
+	if m == nil {
+		return
+	}
+	// The arena may have grown: keep its last array, which is the one
+	// that grew; handles in the earlier one keep that one alive.
+	m.fids, m.arena = b.fids, b.arena
+	for i := range b.evs {
+		if f := b.evs[i].fid; f != nil && f.mem == m {
+			return
+		}
+	}
+	c.putMem(m)
 }
 
 func (c *Capture) lostEvent(now time.Time, reason string) Event {
@@ -633,7 +654,7 @@ func (c *Capture) fileID(b *batch, h *kernel.Handle) *fileID {
 	}
 	start := len(b.arena)
 	b.arena = append(b.arena, h.Bytes()...)
-	b.fids = append(b.fids, fileID{mount: m.f, htype: h.Type(), handle: b.arena[start:len(b.arena):len(b.arena)]})
+	b.fids = append(b.fids, fileID{mount: m.f, htype: h.Type(), handle: b.arena[start:len(b.arena):len(b.arena)], mem: b.mem})
 	return &b.fids[len(b.fids)-1]
 }
 

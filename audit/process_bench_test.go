@@ -139,3 +139,91 @@ func TestRecycleReusesEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestRecycleReusesFileIDs: the file ids and handle bytes a batch's
+// events point to are reused with its slice (Recycle), not allocated per
+// read, and come out as fresh ones would; events held for a name get
+// copies of their own, since they go out after their batch.
+func TestRecycleReusesFileIDs(t *testing.T) {
+	seed := seedBuffer(t, "real-wl")
+	raw, err := kernel.Decode(nil, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCapture := func() *Capture {
+		c := &Capture{
+			log:  zerolog.Nop(),
+			want: setOf(actionBits2()),
+			dirs: newPathCache(dirCacheSize), gone: newPathCache(goneCacheSize),
+			scope:   scope{roots: []string{"/m"}},
+			self:    -1,
+			evFree:  make(chan []Event, recycledBatches),
+			memFree: make(chan *batchMem, recycledBatches),
+		}
+		for _, r := range raw {
+			for _, h := range []kernel.Handle{r.Dir, r.OldDir, r.NewDir, r.FID} {
+				if h.Valid() {
+					c.dirs.put(h.Key, "/m/dir")
+					if c.mount(h.Fsid()) == nil {
+						c.mounts = append(c.mounts, mountRef{fsid: h.Fsid()})
+					}
+				}
+			}
+		}
+		return c
+	}
+	now := time.Now()
+	c, fresh := newCapture(), newCapture()
+	first, _ := c.process(seed, now, false)
+	var mem *batchMem
+	for i := range first {
+		if f := first[i].fid; f != nil {
+			mem = f.mem
+			break
+		}
+	}
+	if mem == nil {
+		t.Fatal("no event of the seed buffer has a file id from its batch memory")
+	}
+	c.Recycle(first)
+	second, _ := c.process(seed, now, false)
+	fresh.process(seed, now, false) // the same caches' state as c
+	want, _ := fresh.process(seed, now, false)
+	if len(second) != len(want) {
+		t.Fatalf("%d events from recycled memory, %d from new", len(second), len(want))
+	}
+	reused := false
+	for i := range second {
+		a, b := second[i].fid, want[i].fid
+		if (a == nil) != (b == nil) {
+			t.Fatalf("event %d: file id %v from recycled memory, %v from new", i, a, b)
+		}
+		if a == nil {
+			continue
+		}
+		reused = reused || a.mem == mem
+		if a.htype != b.htype || !bytes.Equal(a.handle, b.handle) {
+			t.Fatalf("event %d: handle %d %x from recycled memory, %d %x from new", i, a.htype, a.handle, b.htype, b.handle)
+		}
+	}
+	if !reused {
+		t.Error("the recycled batch memory was not reused")
+	}
+
+	// A held event's file id must not point into memory the next batch
+	// reuses; the actions of one kernel event still share theirs.
+	var p pendingNames
+	var evs []Event
+	for i := range second {
+		if second[i].fid != nil {
+			evs = append(evs, second[i], second[i])
+			break
+		}
+	}
+	p.add(wait{key: "k"}, evs)
+	held := p.byKey["k"][0].evs
+	if f := held[0].fid; f == evs[0].fid || f.mem != nil || &f.handle[0] == &evs[0].fid.handle[0] ||
+		!bytes.Equal(f.handle, evs[0].fid.handle) || held[1].fid != f {
+		t.Errorf("held event's file id %p (mem %p) is not its own copy of %p, shared by its actions (%p)", f, f.mem, evs[0].fid, held[1].fid)
+	}
+}

@@ -93,6 +93,9 @@ type Enricher struct {
 	trackAudit   bool
 	missingCache [1 << numMissBits][]string // Run's goroutine only
 	slabSize     int                        // Run's goroutine only: records per arena
+	// Run's goroutine only: the last Resolve answers of the batch being
+	// converted, for the process and for its parent (see resolveMemo).
+	procMemo, parentMemo resolveMemo
 
 	recycle func([]audit.Event) // RecycleTo; set before Run
 
@@ -387,6 +390,7 @@ func (e *Enricher) convert(ctx context.Context, batch []audit.Event, jobs chan<-
 	now := time.Now()
 	e.ids.Refresh(now)
 	late := !e.observed.Load()
+	e.procMemo, e.parentMemo = resolveMemo{}, resolveMemo{}
 	var hashes []int
 	for i := range batch {
 		ev := &batch[i]
@@ -465,7 +469,12 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	p := e.cache.Resolve(ev.Pid, t, late)
+	var p *proc.Entry
+	if ev.Time.IsZero() {
+		p = e.cache.Resolve(ev.Pid, t, late)
+	} else {
+		p = e.resolve(&e.procMemo, ev.Pid, t, late)
+	}
 	if p == nil {
 		miss |= missProcess | missExe | missName | missCmdline | missStart | missPPid | missCgroup | missUser | missGroup
 		if e.trackAudit {
@@ -484,13 +493,40 @@ func (e *Enricher) fill(r *record.Record, ev *audit.Event, late bool) {
 	e.partial.Add(1)
 }
 
+// resolveMemo is one Resolve answer kept for the rest of a batch. The
+// events of one read share their time and mostly their pid, so they ask
+// the cache the same question; each Resolve takes the cache's lock, which
+// the capture goroutine's Observe takes for every event too, and the
+// lock's cache line bouncing between the cores was 3-6 % of a drain's CPU
+// (two Resolves a record). The capture observed the whole batch before
+// sending it, so the first answer for a pid at the batch's time holds for
+// the rest of it; a later change (an eviction, a late /proc read) is not
+// more right about that time.
+type resolveMemo struct {
+	pid  int32
+	t    time.Time
+	late bool
+	ok   bool
+	e    *proc.Entry
+}
+
+// resolve is cache.Resolve through m.
+func (e *Enricher) resolve(m *resolveMemo, pid int32, t time.Time, late bool) *proc.Entry {
+	if m.ok && m.pid == pid && m.late == late && m.t.Equal(t) {
+		return m.e
+	}
+	p := e.cache.Resolve(pid, t, late)
+	*m = resolveMemo{pid: pid, t: t, late: late, ok: true, e: p}
+	return p
+}
+
 func (e *Enricher) fillProcess(r *record.Record, p *proc.Entry, t time.Time) (miss uint32) {
 	pr := &r.Process
 	if p.HasPPid {
 		pr.PPid = p.PPid
 		// The parent's identity, from the cache (or /proc once per
 		// parent); not knowing it does not make the record partial.
-		if pp := e.cache.Resolve(p.PPid, t, true); pp != nil {
+		if pp := e.resolve(&e.parentMemo, p.PPid, t, true); pp != nil {
 			if pp.HasExe {
 				pr.ParentExecutable = pp.Exe
 			}

@@ -437,3 +437,26 @@ func TestRunRecycles(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchResolvesEachPid: a batch's events share their time, and
+// consecutive ones of one pid share its Resolve answer (resolveMemo); a
+// batch that alternates pids must still give each record its own
+// process and parent.
+func TestBatchResolvesEachPid(t *testing.T) {
+	e := newTest(t, nil)
+	batch := []audit.Event{
+		ev(100, audit.ActionCreate, "/m/a"), ev(100, audit.ActionModify, "/m/a"),
+		ev(200, audit.ActionCreate, "/m/b"), ev(100, audit.ActionDelete, "/m/a"),
+		ev(4242, audit.ActionCreate, "/m/c"), ev(200, audit.ActionDelete, "/m/b"),
+	}
+	recs := run(t, e, batch)
+	want := map[int32]string{100: "/usr/bin/passwd", 200: "/usr/bin/touch", 4242: ""}
+	for i, r := range recs {
+		if r.Process.Pid != batch[i].Pid || r.Process.Executable != want[batch[i].Pid] {
+			t.Errorf("record %d: pid %d executable %q, want pid %d %q", i, r.Process.Pid, r.Process.Executable, batch[i].Pid, want[batch[i].Pid])
+		}
+		if wantParent := want[batch[i].Pid] != ""; (r.Process.ParentExecutable == "/sbin/init") != wantParent {
+			t.Errorf("record %d: parent executable %q", i, r.Process.ParentExecutable)
+		}
+	}
+}

@@ -381,7 +381,13 @@ func (fe *fanEncoder) slab() *lineBatch {
 	default:
 		lb = &lineBatch{items: make([]queue.Item, 0, slabItems), pool: fe.pool}
 	}
-	if cap(lb.buf) < want {
+	// A pooled slab of at least half the size wanted is used as it is: it
+	// closes after fewer lines (encode stops when a line may not fit).
+	// Lines average ~950 bytes by default, so 256 of them sit right at
+	// the 256/512 KiB step, and requiring the full size threw away and
+	// reallocated every pooled slab each time the average crossed it
+	// (about 180 of 4,300 slabs in a 1.1 M-record drain, 47 MB).
+	if cap(lb.buf) < want/2 {
 		lb.buf = make([]byte, 0, want)
 	}
 	lb.refs.Store(1)
