@@ -166,21 +166,26 @@ type mountRef struct {
 
 // Capture reads one fanotify group.
 type Capture struct {
-	log     zerolog.Logger
-	opts    Options
-	feat    kernel.Features
-	fdMode  bool
-	want    actionSet
-	fold    actionSet // echo actions folded into their operation's record (see foldable)
-	mask    uint64    // what the group asks the kernel for
-	group   *kernel.Group
-	mounts  []mountRef
-	scope   scope
-	self    int32
-	tree    *tree           // subtree scope; nil when no root uses inode marks
-	learn   *learned        // ignore marks on out-of-scope directories; nil when off
-	fsMark  map[uint64]bool // fsids under a filesystem mark for the full mask
-	markErr error           // markTree's last refused inode mark
+	log    zerolog.Logger
+	opts   Options
+	feat   kernel.Features
+	fdMode bool
+	want   actionSet
+	fold   actionSet // echo actions folded into their operation's record (see foldable)
+	mask   uint64    // what the group asks the kernel for
+	group  *kernel.Group
+	mounts []mountRef
+	scope  scope
+	self   int32
+	tree   *tree    // subtree scope; nil when no root uses inode marks
+	learn  *learned // ignore marks on out-of-scope directories; nil when off
+	// handleOut: directories found out of scope by their handles' paths,
+	// with their drops since the kernel queue last ran empty (see
+	// handleOut); handleOutFull: more of them than verdictCacheSize.
+	handleOut     map[string]*handleOut
+	handleOutFull bool
+	fsMark        map[uint64]bool // fsids under a filesystem mark for the full mask
+	markErr       error           // markTree's last refused inode mark
 
 	// Reader state, touched only by Run.
 	dirs        *pathCache          // directory handle → path

@@ -195,6 +195,16 @@ func (c *Capture) forgetNames() {
 	clear(c.dirs.m)
 }
 
+// settled is called when the kernel queue ran empty and everything read
+// was processed: every move queued before what was read has been read.
+func (c *Capture) settled() {
+	if len(c.handleOut) > 0 || c.handleOutFull {
+		clear(c.handleOut)
+		c.handleOutFull = false
+	}
+	c.learnSettled()
+}
+
 // verdictCacheSize bounds the per-directory scope verdicts; when full, an
 // arbitrary entry goes, which costs one lookup of a cached path later.
 const verdictCacheSize = 1 << 14
@@ -268,6 +278,7 @@ func (c *Capture) outsideDir(b *batch, dir *kernel.Handle) bool {
 	out, ok := c.verdicts[string(dir.Key)]
 	if !ok {
 		fails := b.resolveFails
+		_, named := c.dirs.get(dir.Key)
 		p := c.resolveDir(b, dir)
 		b.resolveFails = fails // the full path counts it, if it fails there too
 		if p == "" {
@@ -286,7 +297,70 @@ func (c *Capture) outsideDir(b *batch, dir *kernel.Handle) bool {
 		c.verdicts[string(dir.Key)] = out
 		if out {
 			c.learnOut(dir, p)
+			if !named {
+				c.noteHandleOut(dir.Key, p)
+			}
+		}
+	}
+	if out {
+		if h := c.handleOut[string(dir.Key)]; h != nil {
+			h.n++
 		}
 	}
 	return out
+}
+
+// handleOut is a directory found out of scope by where its handle is
+// now, not by a name the capture had followed: when the reader lags by
+// more than one read, a directory that was in scope when its events were
+// queued may have moved out since (mkdir w/d; work in it; mv w/d out/d),
+// its move still queued behind them. Its drops are counted until the
+// kernel queue runs empty (then every move queued before them was read),
+// and a directory move read from scope to where it is announces them
+// (events_lost, unwatched_window, the directory where the work was)
+// instead of leaving them silent.
+type handleOut struct {
+	path string
+	n    uint64
+}
+
+// noteHandleOut records the directory with handle key k, found out of
+// scope at p by its handle.
+func (c *Capture) noteHandleOut(k []byte, p string) {
+	if c.handleOut == nil {
+		c.handleOut = make(map[string]*handleOut)
+	}
+	if len(c.handleOut) >= verdictCacheSize {
+		c.handleOutFull = true
+		return
+	}
+	c.handleOut[string(k)] = &handleOut{path: p}
+}
+
+// movedOutOfScope announces the drops of directories found out of scope
+// under path by their handles (see handleOut): the directory at oldPath,
+// in scope, moved there, and the move was read only now.
+func (c *Capture) movedOutOfScope(b *batch, oldPath, path string) {
+	if len(c.handleOut) == 0 && !c.handleOutFull || c.scope.outside(oldPath) {
+		return
+	}
+	if c.handleOutFull {
+		c.announceWindow(b, oldPath, true)
+		return
+	}
+	for k, h := range c.handleOut {
+		if h.n == 0 || !under(h.path, path) {
+			continue
+		}
+		was := oldPath + h.path[len(path):]
+		delete(c.handleOut, k)
+		if c.scope.outside(was) {
+			continue
+		}
+		ev := c.lostEvent(b.now, ReasonUnwatchedWindow)
+		ev.Path, ev.Dir = was, true
+		ev.Lost, ev.HasLost = h.n, true
+		c.stats.windows.Add(1)
+		b.evs = append(b.evs, ev)
+	}
 }

@@ -252,10 +252,9 @@ func (l *learned) wasIgnored(p string) {
 	l.moved[p] = struct{}{}
 }
 
-// settled is called when the kernel queue ran empty and everything read
-// was processed: every move queued while an ignore mark that is gone now
-// was in place has been read.
-func (c *Capture) settled() {
+// learnSettled: see settled. Every move queued while an ignore mark that
+// is gone now was in place has been read.
+func (c *Capture) learnSettled() {
 	if l := c.learn; l != nil && (len(l.moved) > 0 || l.movedAll) {
 		clear(l.moved)
 		l.movedAll = false

@@ -214,3 +214,28 @@ func TestIgnoredMovedFromGoneParent(t *testing.T) {
 		t.Errorf("no close_write D/later in a directory moved into scope; stats %+v", s.c.Stats())
 	}
 }
+
+// TestMovedOutBehindLaggingReader: work in a directory in scope, then
+// the directory moved out of scope, while the reader lags by more than
+// one read (Run paused): the first reads find the directory out of scope
+// by its handle, where it is now, and drop its events; reading the move
+// announces them (unwatched_window at the directory where the work was,
+// with their count) instead of leaving them silent.
+func TestMovedOutBehindLaggingReader(t *testing.T) {
+	mnt := tmpfs(t)
+	w, out := filepath.Join(mnt, "w"), filepath.Join(mnt, "out")
+	mkdirs(t, filepath.Join(w, "old"), out)
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem})
+	s.mark(w)
+	s.pause()
+	sh(t, mnt, `mkdir w/new; for i in $(seq 400); do echo x > w/new/f$i; echo x > w/old/f$i; done; mv w/new out/new; mv w/old out/old`)
+	s.resume()
+	s.mark(w)
+	evs := s.take()
+	for _, d := range []string{"new", "old"} {
+		p := filepath.Join(w, d)
+		if !has(evs, ActionCloseWrite, filepath.Join(p, "f1")) && !hasWindow(evs, p) {
+			t.Errorf("work in %s before its move out of scope neither reported nor announced; stats %+v", p, s.c.Stats())
+		}
+	}
+}

@@ -585,6 +585,7 @@ func (c *Capture) renameDir(b *batch, raw []kernel.RawEvent, i int, obj *kernel.
 	if !moved {
 		c.dirs.movePrefix(oldPath, path)
 		c.learnMoved(b, oldPath, path)
+		c.movedOutOfScope(b, oldPath, path)
 	}
 	// After the move: the swap must not move this entry back.
 	if obj.Valid() && c.feat.TargetFID {
