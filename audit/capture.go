@@ -397,13 +397,13 @@ func (c *Capture) setup() error {
 	if err := c.execMarks(); err != nil {
 		return err
 	}
-	c.ignoreMarks(mask)
 	if n := o.OutOfScopeMarks; !c.fdMode && n >= 0 && len(c.fsMark) > 0 {
 		if n == 0 {
 			n = DefaultOutOfScopeMarks
 		}
 		c.learn = newLearned(mask, n, c.feat, o.Observer != nil)
 	}
+	c.ignoreMarks(mask)
 	c.log.Info().Bool("fd_mode", c.fdMode).Uint64("inode_marks", c.stats.inodeMarks.Load()).Interface("features", c.feat).
 		Uint64("mask", mask).Strs("roots", c.scope.roots).Msg("capture ready")
 	return nil
@@ -452,22 +452,40 @@ func (c *Capture) execMarks() error {
 // ignoreMarks puts in-kernel ignore marks on IgnorePaths and on existing
 // directories that Exclude globs name, so their noise never reaches user
 // space. New objects aren't covered; the scope filter catches those.
+// Renames are never ignored: a file moved from there into scope must be
+// seen. A directory an Exclude glob names can be renamed to a name it
+// does not match, so its mark is one of the learned ones (see learned),
+// which a move removes; without them it gets none.
 // A failed ignore mark only costs speed, so it is a warning.
 func (c *Capture) ignoreMarks(mask uint64) {
-	var targets []string
-	targets = append(targets, c.opts.IgnorePaths...)
-	for _, g := range c.opts.Exclude {
-		if !strings.Contains(g, "/") {
-			continue // a base-name glob names no one directory
-		}
-		m, _ := filepath.Glob(g)
-		for _, p := range m {
-			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-				targets = append(targets, p)
+	if l := c.learn; l != nil {
+		for _, g := range c.opts.Exclude {
+			if !strings.Contains(g, "/") {
+				continue // a base-name glob names no one directory
+			}
+			m, _ := filepath.Glob(g)
+			for _, p := range m {
+				if fi, err := os.Stat(p); err != nil || !fi.IsDir() || len(l.dirs) >= l.max {
+					continue
+				}
+				id, err := c.group.MarkDir(kernel.MarkAdd|kernel.MarkIgnoreSurv, l.mask, p)
+				switch {
+				case err != nil:
+					c.log.Warn().Err(err).Str("path", p).Msg("ignore mark failed; filtering in user space only")
+				case id.Key == "":
+					// No handle: a move could not find it to unignore it.
+					if err := c.group.Mark(kernel.MarkRemove|kernel.MarkIgnoreSurv, l.mask, p); err != nil {
+						c.log.Debug().Err(err).Str("path", p).Msg("removing an ignore mark failed")
+					}
+				default:
+					l.dirs[id.Key] = escapeString(filepath.Clean(p))
+				}
 			}
 		}
+		c.stats.ignoreMarks.Store(uint64(len(l.dirs)))
 	}
-	mask &^= kernel.FanOnDir
+	targets := c.opts.IgnorePaths
+	mask &^= kernel.FanOnDir | kernel.FanRename | kernel.FanMovedFrom | kernel.FanMovedTo
 	for _, p := range targets {
 		fi, err := os.Stat(p)
 		if err != nil {

@@ -239,3 +239,39 @@ func TestMovedOutBehindLaggingReader(t *testing.T) {
 		}
 	}
 }
+
+// TestExcludedDirRenamed: a directory an exclude glob names gets an
+// ignore mark at start, yet a file moved out of it into scope is
+// reported, and so is work in it once it is renamed to a name the glob
+// does not match (work right after the rename, before the agent reads
+// it, is reported or announced).
+func TestExcludedDirRenamed(t *testing.T) {
+	mnt := tmpfs(t)
+	w := filepath.Join(mnt, "w")
+	mkdirs(t, filepath.Join(w, "x.tmp"), filepath.Join(w, "y.tmp"))
+	s := startSession(t, Options{Paths: []string{w}, Scope: ScopeFilesystem, Exclude: []string{filepath.Join(w, "*.tmp")}})
+	if got := s.c.Stats().IgnoreMarks; got != 2 {
+		t.Fatalf("ignore marks %d for 2 excluded directories, want 2", got)
+	}
+	sh(t, w, `echo a > y.tmp/f; mv y.tmp/f f; mv x.tmp x; echo b > x/early`)
+	s.waitFor("rename of x", func(e *Event) bool { return e.Action == ActionRename && e.Path == filepath.Join(w, "x") })
+	sh(t, w, `echo c > x/later`)
+	s.mark(w)
+	evs := s.take()
+	for _, want := range []struct {
+		a Action
+		p string
+	}{{ActionRename, "f"}, {ActionRename, "x"}, {ActionCreate, "x/later"}, {ActionCloseWrite, "x/later"}} {
+		if !has(evs, want.a, filepath.Join(w, want.p)) {
+			t.Errorf("no %s %s", want.a, want.p)
+		}
+	}
+	if !has(evs, ActionCloseWrite, filepath.Join(w, "x/early")) && !hasWindow(evs, filepath.Join(w, "x")) {
+		t.Errorf("the write right after the rename was neither reported nor announced")
+	}
+	for _, e := range evs {
+		if under(e.Path, filepath.Join(w, "y.tmp")) {
+			t.Errorf("excluded: %s", line(&e, mnt))
+		}
+	}
+}
