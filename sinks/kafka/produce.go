@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
 	"github.com/segmentio/kafka-go/protocol"
@@ -55,6 +56,7 @@ type producer struct {
 	inFlight map[int]*sync.Mutex // per partition: one request at a time
 
 	bufs sync.Pool // *[]byte, encoded batches
+	lz4w sync.Pool // *lz4.Writer (lz4Tail)
 }
 
 // partitionsTTL is how long a partition count is trusted; any failed
@@ -317,7 +319,7 @@ func (p *producer) encode(msgs []kafkago.Message, idx []int) encoded {
 		bp = new([]byte)
 	}
 	var err error
-	*bp, err = p.encodeRecordSet((*bp)[:0], msgs, idx, time.Now())
+	*bp, err = p.encodeRecordSet((*bp)[:0], msgs, idx, time.Now(), p.comp)
 	return encoded{buf: bp, idx: idx, err: err}
 }
 
@@ -380,10 +382,10 @@ const (
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
 // encodeRecordSet appends the record set of a produce request: its size
-// (int32), then one record batch.
-func (p *producer) encodeRecordSet(dst []byte, msgs []kafkago.Message, idx []int, now time.Time) ([]byte, error) {
+// (int32), then one record batch compressed with comp.
+func (p *producer) encodeRecordSet(dst []byte, msgs []kafkago.Message, idx []int, now time.Time, comp compress.Compression) ([]byte, error) {
 	at := len(dst)
-	dst, err := p.encodeBatch(append(dst, 0, 0, 0, 0), msgs, idx, now)
+	dst, err := p.encodeBatch(append(dst, 0, 0, 0, 0), msgs, idx, now, comp)
 	if err != nil {
 		return dst[:at], err
 	}
@@ -393,30 +395,32 @@ func (p *producer) encodeRecordSet(dst []byte, msgs []kafkago.Message, idx []int
 
 // encodeBatch appends a record batch (magic 2) holding msgs[idx...] to
 // dst: the records are encoded into the tail of dst, then compressed
-// into place. Every record gets the batch's timestamp (now).
-func (p *producer) encodeBatch(dst []byte, msgs []kafkago.Message, idx []int, now time.Time) ([]byte, error) {
+// into place with comp, which the batch's attributes name (consumers
+// decompress each batch by its own codec). Every record gets the batch's
+// timestamp (now).
+func (p *producer) encodeBatch(dst []byte, msgs []kafkago.Message, idx []int, now time.Time, comp compress.Compression) ([]byte, error) {
 	ts := now.UnixMilli()
 	base := len(dst)
 	dst = append(dst, make([]byte, rbHeaderLength)...)
 	h := dst[base:]
-	binary.BigEndian.PutUint64(h[0:], 0)                        // base offset
-	binary.BigEndian.PutUint32(h[12:], 0xffffffff)              // partition leader epoch -1
-	h[16] = 2                                                   // magic
-	binary.BigEndian.PutUint16(h[rbAttrsAt:], uint16(p.comp)&7) // compression
-	binary.BigEndian.PutUint32(h[23:], uint32(len(idx)-1))      // last offset delta
-	binary.BigEndian.PutUint64(h[27:], uint64(ts))              // first timestamp
-	binary.BigEndian.PutUint64(h[35:], uint64(ts))              // max timestamp
-	binary.BigEndian.PutUint64(h[43:], 0xffffffffffffffff)      // producer id -1
-	binary.BigEndian.PutUint16(h[51:], 0xffff)                  // producer epoch -1
-	binary.BigEndian.PutUint32(h[53:], 0xffffffff)              // base sequence -1
-	binary.BigEndian.PutUint32(h[57:], uint32(len(idx)))        // records
+	binary.BigEndian.PutUint64(h[0:], 0)                      // base offset
+	binary.BigEndian.PutUint32(h[12:], 0xffffffff)            // partition leader epoch -1
+	h[16] = 2                                                 // magic
+	binary.BigEndian.PutUint16(h[rbAttrsAt:], uint16(comp)&7) // compression
+	binary.BigEndian.PutUint32(h[23:], uint32(len(idx)-1))    // last offset delta
+	binary.BigEndian.PutUint64(h[27:], uint64(ts))            // first timestamp
+	binary.BigEndian.PutUint64(h[35:], uint64(ts))            // max timestamp
+	binary.BigEndian.PutUint64(h[43:], 0xffffffffffffffff)    // producer id -1
+	binary.BigEndian.PutUint16(h[51:], 0xffff)                // producer epoch -1
+	binary.BigEndian.PutUint32(h[53:], 0xffffffff)            // base sequence -1
+	binary.BigEndian.PutUint32(h[57:], uint32(len(idx)))      // records
 	recStart := len(dst)
 	for off, i := range idx {
 		dst = appendRecord(dst, &msgs[i], int64(off))
 	}
-	if p.comp != compress.None {
+	if comp != compress.None {
 		var err error
-		if dst, err = p.compressTail(dst, recStart); err != nil {
+		if dst, err = p.compressTail(dst, recStart, comp); err != nil {
 			return dst[:base], err
 		}
 	}
@@ -485,10 +489,10 @@ func varintLen(v int64) int {
 	return n
 }
 
-// compressTail replaces dst[from:] with its compressed form.
-func (p *producer) compressTail(dst []byte, from int) ([]byte, error) {
+// compressTail replaces dst[from:] with its form compressed by comp.
+func (p *producer) compressTail(dst []byte, from int, comp compress.Compression) ([]byte, error) {
 	raw := dst[from:]
-	if p.zenc != nil {
+	if comp == compress.Zstd && p.zenc != nil {
 		// EncodeAll may not write into its own input: encode into a
 		// separate buffer, then copy back.
 		zb, _ := p.bufs.Get().(*[]byte)
@@ -500,9 +504,12 @@ func (p *producer) compressTail(dst []byte, from int) ([]byte, error) {
 		p.bufs.Put(zb)
 		return dst, nil
 	}
+	if comp == compress.Lz4 {
+		return p.lz4Tail(dst, from)
+	}
 	var out bytes.Buffer
 	out.Grow(len(raw) / 2)
-	w := p.comp.Codec().NewWriter(&out)
+	w := comp.Codec().NewWriter(&out)
 	if _, err := w.Write(raw); err != nil {
 		return dst, fmt.Errorf("compress: %w", err)
 	}
@@ -510,6 +517,46 @@ func (p *producer) compressTail(dst []byte, from int) ([]byte, error) {
 		return dst, fmt.Errorf("compress: %w", err)
 	}
 	return append(dst[:from], out.Bytes()...), nil
+}
+
+// lz4Tail compresses dst[from:] into an LZ4 frame of 256 KiB blocks
+// without the frame's content checksum (the batch's CRC-32C covers the
+// bytes), which Kafka's LZ4 reader takes. On fanaudit's records,
+// encoding a batch this way took 0.54 µs a record, against 1.0 with zstd
+// and with kafka-go's lz4 codec (4 MiB blocks, content checksum, a
+// bytes.Buffer), for 2.6 times zstd's bytes (README).
+func (p *producer) lz4Tail(dst []byte, from int) ([]byte, error) {
+	zb, _ := p.bufs.Get().(*[]byte)
+	if zb == nil {
+		zb = new([]byte)
+	}
+	defer p.bufs.Put(zb)
+	w, _ := p.lz4w.Get().(*lz4.Writer)
+	if w == nil {
+		w = lz4.NewWriter(nil)
+		if err := w.Apply(lz4.BlockSizeOption(lz4.Block256Kb), lz4.ChecksumOption(false), lz4.ConcurrencyOption(1)); err != nil {
+			return dst, fmt.Errorf("compress: lz4: %w", err)
+		}
+	}
+	defer p.lz4w.Put(w)
+	out := (*sliceWriter)(zb)
+	*out = (*out)[:0]
+	w.Reset(out)
+	if _, err := w.Write(dst[from:]); err != nil {
+		return dst, fmt.Errorf("compress: lz4: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return dst, fmt.Errorf("compress: lz4: %w", err)
+	}
+	return append(dst[:from], *zb...), nil
+}
+
+// sliceWriter appends what is written to it.
+type sliceWriter []byte
+
+func (b *sliceWriter) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
 }
 
 // chunkEnd is where the request starting at idx[from] ends: at most maxN
@@ -530,10 +577,10 @@ func (p *producer) chunkEnd(msgs []kafkago.Message, idx []int, from int) int {
 }
 
 // encodeSets encodes msgs, all for one partition, as the record sets of
-// the requests produceGroup would send, for the spool (spoolSet): the
-// replayer sends them as they are. Each set is appended to buf, which is
-// returned with the sets pointing into it.
-func (p *producer) encodeSets(buf []byte, msgs []kafkago.Message, now time.Time) ([]byte, []spoolSet, error) {
+// the requests produceGroup would send, compressed with comp, for the
+// spool (spoolSet): the replayer sends them as they are. Each set is
+// appended to buf, which is returned with the sets pointing into it.
+func (p *producer) encodeSets(buf []byte, msgs []kafkago.Message, now time.Time, comp compress.Compression) ([]byte, []spoolSet, error) {
 	idx := make([]int, len(msgs))
 	for i := range idx {
 		idx[i] = i
@@ -544,7 +591,7 @@ func (p *producer) encodeSets(buf []byte, msgs []kafkago.Message, now time.Time)
 		to := p.chunkEnd(msgs, idx, from)
 		at := len(buf)
 		var err error
-		if buf, err = p.encodeRecordSet(buf, msgs, idx[from:to], now); err != nil {
+		if buf, err = p.encodeRecordSet(buf, msgs, idx[from:to], now, comp); err != nil {
 			return buf, nil, err
 		}
 		spans = append(spans, span{from, to, at})

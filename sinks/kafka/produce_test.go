@@ -40,7 +40,7 @@ func TestEncodeBatch(t *testing.T) {
 				}
 				defer p.close()
 				now := time.UnixMilli(1700000000123)
-				b, err := p.encodeRecordSet([]byte("prefix"), msgs, idx, now)
+				b, err := p.encodeRecordSet([]byte("prefix"), msgs, idx, now, p.comp)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -34,7 +34,7 @@ func testSets(t *testing.T, comp string, batchSize int, msgs []kafkago.Message) 
 		t.Fatal(err)
 	}
 	defer p.close()
-	_, sets, err := p.encodeSets(nil, msgs, testNow)
+	_, sets, err := p.encodeSets(nil, msgs, testNow, p.comp)
 	if err != nil {
 		t.Fatal(err)
 	}
