@@ -92,31 +92,8 @@ func actionBits2() (out []Action) {
 // TestRecycleReusesEvents: a slice given back with Recycle is the storage
 // of the next batch, which comes out as a fresh slice would.
 func TestRecycleReusesEvents(t *testing.T) {
-	seed := seedBuffer(t, "real-wl")
-	raw, err := kernel.Decode(nil, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newCapture := func() *Capture {
-		c := &Capture{
-			log:  zerolog.Nop(),
-			want: setOf(actionBits2()),
-			dirs: newPathCache(dirCacheSize), gone: newPathCache(goneCacheSize),
-			scope:  scope{roots: []string{"/m"}},
-			self:   -1,
-			evFree: make(chan []Event, recycledBatches),
-		}
-		for _, r := range raw {
-			for _, h := range []kernel.Handle{r.Dir, r.OldDir, r.NewDir, r.FID} {
-				if h.Valid() {
-					c.dirs.put(h.Key, "/m/dir")
-				}
-			}
-		}
-		return c
-	}
+	seed, c, fresh := seededCaptures(t)
 	now := time.Now()
-	c, fresh := newCapture(), newCapture()
 	first, _ := c.process(seed, now, false)
 	if len(first) == 0 {
 		t.Fatal("no events from the seed buffer")
@@ -145,35 +122,8 @@ func TestRecycleReusesEvents(t *testing.T) {
 // read, and come out as fresh ones would; events held for a name get
 // copies of their own, since they go out after their batch.
 func TestRecycleReusesFileIDs(t *testing.T) {
-	seed := seedBuffer(t, "real-wl")
-	raw, err := kernel.Decode(nil, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newCapture := func() *Capture {
-		c := &Capture{
-			log:  zerolog.Nop(),
-			want: setOf(actionBits2()),
-			dirs: newPathCache(dirCacheSize), gone: newPathCache(goneCacheSize),
-			scope:   scope{roots: []string{"/m"}},
-			self:    -1,
-			evFree:  make(chan []Event, recycledBatches),
-			memFree: make(chan *batchMem, recycledBatches),
-		}
-		for _, r := range raw {
-			for _, h := range []kernel.Handle{r.Dir, r.OldDir, r.NewDir, r.FID} {
-				if h.Valid() {
-					c.dirs.put(h.Key, "/m/dir")
-					if c.mount(h.Fsid()) == nil {
-						c.mounts = append(c.mounts, mountRef{fsid: h.Fsid()})
-					}
-				}
-			}
-		}
-		return c
-	}
+	seed, c, fresh := seededCaptures(t)
 	now := time.Now()
-	c, fresh := newCapture(), newCapture()
 	first, _ := c.process(seed, now, false)
 	var mem *batchMem
 	for i := range first {
@@ -226,4 +176,40 @@ func TestRecycleReusesFileIDs(t *testing.T) {
 		!bytes.Equal(f.handle, evs[0].fid.handle) || held[1].fid != f {
 		t.Errorf("held event's file id %p (mem %p) is not its own copy of %p, shared by its actions (%p)", f, f.mem, evs[0].fid, held[1].fid)
 	}
+}
+
+// seededCaptures returns the real-wl seed buffer and two Captures in the
+// same state for it (see seededCapture): one to test, one to compare with.
+func seededCaptures(t *testing.T) (seed []byte, c, fresh *Capture) {
+	seed = seedBuffer(t, "real-wl")
+	raw, err := kernel.Decode(nil, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seed, seededCapture(raw), seededCapture(raw)
+}
+
+// seededCapture is a Capture without a group whose caches name every
+// handle in raw, for converting the same seed buffer again and again.
+func seededCapture(raw []kernel.RawEvent) *Capture {
+	c := &Capture{
+		log:  zerolog.Nop(),
+		want: setOf(actionBits2()),
+		dirs: newPathCache(dirCacheSize), gone: newPathCache(goneCacheSize),
+		scope:   scope{roots: []string{"/m"}},
+		self:    -1,
+		evFree:  make(chan []Event, recycledBatches),
+		memFree: make(chan *batchMem, recycledBatches),
+	}
+	for _, r := range raw {
+		for _, h := range []kernel.Handle{r.Dir, r.OldDir, r.NewDir, r.FID} {
+			if h.Valid() {
+				c.dirs.put(h.Key, "/m/dir")
+				if c.mount(h.Fsid()) == nil {
+					c.mounts = append(c.mounts, mountRef{fsid: h.Fsid()})
+				}
+			}
+		}
+	}
+	return c
 }
