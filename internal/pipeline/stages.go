@@ -68,8 +68,11 @@ func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort co
 		if s.Enrich != nil {
 			err = s.Enrich(ctx, events, out.Emit)
 		}
-		if err == nil && stop.Err() == nil && ctx.Err() == nil {
-			// Its input can't be closed yet: the capture runs until stop.
+		left := 0
+		if err == nil && stop.Err() == nil && ctx.Err() == nil && !closedNow(events, &left) {
+			// The capture runs until stop, so its output can't be closed
+			// yet. When it is, the capture ended early and says so
+			// itself (its error may not have cancelled ctx yet).
 			err = errors.New("returned before its input was closed")
 		}
 		if err != nil && ctx.Err() == nil {
@@ -79,7 +82,6 @@ func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort co
 		// A stage ends when its input is closed: what the enrichment left
 		// is read, so the capture can finish its drain; left unread
 		// without an error, it would be lost without a trace.
-		left := 0
 		for b := range events {
 			left += len(b)
 		}
@@ -94,4 +96,16 @@ func (s *Stages[E]) start(g *errgroup.Group, stop, ctx context.Context, abort co
 		}
 		return nil
 	})
+}
+
+// closedNow reports whether ch is closed and drained, without waiting; a
+// batch it finds instead is counted in left.
+func closedNow[E any](ch <-chan []E, left *int) bool {
+	select {
+	case b, ok := <-ch:
+		*left += len(b)
+		return !ok
+	default:
+		return false
+	}
 }
