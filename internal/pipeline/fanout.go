@@ -385,15 +385,13 @@ func (fe *fanEncoder) slab() *lineBatch {
 	var lb *lineBatch
 	select {
 	case lb = <-fe.pool.free:
-		lb.buf, lb.items = lb.buf[:0], lb.items[:0]
 	default:
-		if v, ok := fe.pool.spare.Get().(*lineBatch); ok {
-			lb = v
-			lb.buf, lb.items = lb.buf[:0], lb.items[:0]
-		} else {
-			lb = &lineBatch{items: make([]queue.Item, 0, slabItems), pool: fe.pool}
-		}
+		lb, _ = fe.pool.spare.Get().(*lineBatch)
 	}
+	if lb == nil {
+		lb = &lineBatch{items: make([]queue.Item, 0, slabItems), pool: fe.pool}
+	}
+	lb.buf, lb.items = lb.buf[:0], lb.items[:0]
 	// A pooled slab of at least half the size wanted is used as it is: it
 	// closes after fewer lines (encode stops when a line may not fit).
 	// Lines average ~950 bytes by default, so 256 of them sit right at
