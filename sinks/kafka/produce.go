@@ -314,10 +314,7 @@ type encoded struct {
 }
 
 func (p *producer) encode(msgs []kafkago.Message, idx []int) encoded {
-	bp, _ := p.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
+	bp := p.scratch()
 	var err error
 	*bp, err = p.encodeRecordSet((*bp)[:0], msgs, idx, time.Now(), p.comp)
 	return encoded{buf: bp, idx: idx, err: err}
@@ -489,16 +486,23 @@ func varintLen(v int64) int {
 	return n
 }
 
+// scratch returns a buffer from bufs (a new one when it is empty); give
+// it back with p.bufs.Put.
+func (p *producer) scratch() *[]byte {
+	bp, _ := p.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	return bp
+}
+
 // compressTail replaces dst[from:] with its form compressed by comp.
 func (p *producer) compressTail(dst []byte, from int, comp compress.Compression) ([]byte, error) {
 	raw := dst[from:]
 	if comp == compress.Zstd && p.zenc != nil {
 		// EncodeAll may not write into its own input: encode into a
 		// separate buffer, then copy back.
-		zb, _ := p.bufs.Get().(*[]byte)
-		if zb == nil {
-			zb = new([]byte)
-		}
+		zb := p.scratch()
 		*zb = p.zenc.EncodeAll(raw, (*zb)[:0])
 		dst = append(dst[:from], *zb...)
 		p.bufs.Put(zb)
@@ -526,10 +530,7 @@ func (p *producer) compressTail(dst []byte, from int, comp compress.Compression)
 // and with kafka-go's lz4 codec (4 MiB blocks, content checksum, a
 // bytes.Buffer), for 2.6 times zstd's bytes (README).
 func (p *producer) lz4Tail(dst []byte, from int) ([]byte, error) {
-	zb, _ := p.bufs.Get().(*[]byte)
-	if zb == nil {
-		zb = new([]byte)
-	}
+	zb := p.scratch()
 	defer p.bufs.Put(zb)
 	w, _ := p.lz4w.Get().(*lz4.Writer)
 	if w == nil {

@@ -526,10 +526,7 @@ func (s *Sink) encodeForSpool(b *batch) []spoolSet {
 	// (up to max_in_flight_bytes of them) would otherwise all compress at
 	// once, and take the CPU from the capture while they do.
 	s.spoolEnc.Lock()
-	bp, _ := s.prod.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
+	bp := s.prod.scratch()
 	// Behind its queue (see behind), the sink spools what would be zstd
 	// as lz4 sets: on fanaudit's records encoding a batch took 0.54 µs a
 	// record against 1.0 with zstd (for 2.6 times the bytes), and this
@@ -985,13 +982,11 @@ func (o *orderer) done(t uint64) {
 // spooled. From half full on, the spool's room counts for more than the
 // encoder's speed, and sets are zstd again.
 func (s *Sink) behind() bool {
-	if s.spool != nil && s.spool.stats().Bytes >= s.cfg.Spool.MaxBytes/2 {
-		return false
-	}
-	if q := s.q.Load(); q != nil && (*q).Len() >= 2*s.cfg.BatchSize {
-		return true
-	}
-	return s.spoolWait.usedOver(s.cfg.MaxInFlightByte / 4)
+	q := s.q.Load()
+	lag := q != nil && (*q).Len() >= 2*s.cfg.BatchSize || s.spoolWait.usedOver(s.cfg.MaxInFlightByte/4)
+	// The spool's fill last: its lock is held across the spool's writes
+	// and fsyncs, and the encoder would wait for them on every batch.
+	return lag && (s.spool == nil || s.spool.stats().Bytes < s.cfg.Spool.MaxBytes/2)
 }
 
 // replayRequests is how many requests (of batch_size / batch_bytes) the
