@@ -1,8 +1,6 @@
 package audit
 
 import (
-	"os"
-
 	"github.com/fanaudit/fanaudit/internal/kernel"
 )
 
@@ -34,10 +32,12 @@ const DefaultOutOfScopeMarks = 4096
 //   - A directory moved is unignored when its rename is read: every
 //     ignore mark it or its subtree holds is removed. Work in it between
 //     the move and that moment was never queued; when it lands in scope,
-//     that is announced like a directory moved into a subtree under inode
-//     marks (events_lost, reason
-//     unwatched_window, see windowCheck), with the same blind spot:
-//     reads there change no timestamp.
+//     that is always announced (events_lost, reason unwatched_window,
+//     naming it). No timestamp check decides it, as windowCheck does for
+//     inode marks: opens and reads there, even an open for writing that
+//     writes nothing, change no timestamp, and they would be lost
+//     without a record. A move of an ignored directory into scope is
+//     rare; a record that may report nothing lost is the price.
 //   - dirs keeps the path each ignored directory was learned at. A
 //     directory rename read drops the ignore marks under its old path
 //     (see learnMoved); when its old side can't be named, or the kernel
@@ -175,7 +175,7 @@ func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 			return
 		}
 		if path != "" {
-			c.announceWindow(b, path, c.movedWindow(path))
+			c.announceWindow(b, path, true)
 		}
 		return
 	}
@@ -199,7 +199,7 @@ func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 		// Moved where no name is known yet: announced where it was.
 		c.announceWindow(b, oldPath, true)
 	default:
-		c.announceWindow(b, path, c.movedWindow(path))
+		c.announceWindow(b, path, true)
 	}
 }
 
@@ -231,12 +231,12 @@ func (c *Capture) learnExchanged(bt *batch, a, b string) {
 		c.unignore(k)
 	}
 	if inA && !c.scope.outside(b) {
-		c.announceWindow(bt, b, c.movedWindow(b))
+		c.announceWindow(bt, b, true)
 	} else if inA {
 		l.wasIgnored(b)
 	}
 	if inB && !c.scope.outside(a) {
-		c.announceWindow(bt, a, c.movedWindow(a))
+		c.announceWindow(bt, a, true)
 	} else if inB {
 		l.wasIgnored(a)
 	}
@@ -259,49 +259,4 @@ func (c *Capture) learnSettled() {
 		clear(l.moved)
 		l.movedAll = false
 	}
-}
-
-// movedWindow walks the directory at p, just moved into scope from where
-// the kernel ignored it, and reports whether anything in it changed since
-// the move (see windowCheck): that work was never queued.
-func (c *Capture) movedWindow(p string) bool {
-	rp := realPath(p)
-	st, err := kernel.StatTimes(rp)
-	if err != nil || !st.IsDir() {
-		// Gone again (moved on or removed) before the agent read its
-		// move: whatever was done in it meanwhile is beyond checking.
-		return true
-	}
-	w := &windowCheck{ref: c.movedAt(p, st.Ctime)}
-	type item struct {
-		path   string
-		parent int
-	}
-	stack := []item{{p, -1}}
-	for len(stack) > 0 {
-		it := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if it.path != p && c.scope.pruned(it.path) {
-			continue
-		}
-		rp := realPath(it.path)
-		dst, err := kernel.StatTimes(rp)
-		if err != nil || !dst.IsDir() || dst.Dev != st.Dev {
-			continue
-		}
-		idx := w.dir(it.parent, dst)
-		ents, _ := os.ReadDir(rp)
-		for _, e := range ents {
-			cp := joinEscaped(it.path, e.Name())
-			if e.IsDir() {
-				stack = append(stack, item{cp, idx})
-			} else if !w.suspect && c.scope.allowed(cp) {
-				w.entry(cp)
-			}
-		}
-		if w.suspect {
-			return true
-		}
-	}
-	return w.lost()
 }
