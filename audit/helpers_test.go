@@ -149,8 +149,16 @@ func (s *session) mark(dir string) string {
 	p := filepath.Join(dir, fmt.Sprintf(".mark-%d", time.Now().UnixNano()))
 	runHelper(s.t, "touch", p)
 	s.waitFor("marker "+p, func(e *Event) bool {
-		return e.Action == ActionCreate && (e.Path == p || (s.canon != nil && s.canon(e.Path) == p))
+		return e.Action == ActionCreate && (e.Path == p || s.canonical(e.Path) == p)
 	})
+	return p
+}
+
+// canonical is p as the test compares it (see canon).
+func (s *session) canonical(p string) string {
+	if s.canon != nil {
+		return s.canon(p)
+	}
 	return p
 }
 

@@ -294,6 +294,17 @@ func (c *Capture) fidEvent(b *batch, raw []kernel.RawEvent, i int) (paired bool)
 			// runs empty with no such record, the handle's path stands:
 			// nothing moved it since.
 			path = c.resolve(b, obj, dir)
+			if path == "" && dir {
+				// Its handle does not open (overlayfs never opens
+				// them): the name cache is all there is, as for every
+				// event in the directory. The scan of the directory it
+				// moved into, marked since this move, found it there;
+				// a name cached before the move is its old path, which
+				// this record contradicts.
+				if p, ok := c.dirs.get(obj.Key); ok && p != oldPath {
+					path = p
+				}
+			}
 			w = wait{key: string(obj.Key), fallback: path, before: true}
 		}
 		if dir && oldPath != "" && path != "" {
