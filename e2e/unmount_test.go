@@ -25,7 +25,7 @@ import (
 // (EOPNOTSUPP).
 func TestUnmountHealth(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, kind := range []string{"tmpfs", "ext4", "btrfs-subvolume", "overlayfs"} {
+	for _, kind := range []string{"tmpfs", "ext4", "btrfs-subvolume", "btrfs-subvol-mount", "overlayfs"} {
 		t.Run(kind, func(t *testing.T) { unmountHealth(t, kind) })
 	}
 }
@@ -58,6 +58,25 @@ func unmountHealth(t *testing.T, kind string) {
 		if kind == "btrfs-subvolume" {
 			watched = filepath.Join(at, "sv")
 		}
+	case "btrfs-subvol-mount":
+		// The filesystem stays mounted elsewhere; only the subvol= mount
+		// at the path goes and comes back.
+		base, err := os.MkdirTemp("", "fanaudit-e2e-btrfs-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh("/", "mount -o loop "+testutil.LoopImage(t, "btrfs", 128<<20)+" "+base)
+		t.Cleanup(func() {
+			exec.Command("umount", base).Run()
+			os.Remove(base)
+		})
+		sh(base, "btrfs -q subvolume create sv")
+		dev, err := exec.Command("findmnt", "-no", "SOURCE", base).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, _, _ := strings.Cut(strings.TrimSpace(string(dev)), "[")
+		mount = func() { sh("/", "mount -o subvol=sv "+src+" "+at) }
 	case "overlayfs":
 		base := testutil.TmpfsMount(t, "16m")
 		sh(base, "mkdir lower upper work")
