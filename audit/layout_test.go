@@ -51,8 +51,8 @@ func btrfs(t testing.TB) string {
 }
 
 // checkOps runs a few operations in dir and checks they are reported
-// with exact paths.
-func checkOps(t *testing.T, s *session, dir string) {
+// with exact paths; it returns how many events it checked.
+func checkOps(t *testing.T, s *session, dir string) int {
 	t.Helper()
 	sh(t, dir, `mkdir sub`)
 	// Under inode marks, writes count once the new directory's create is
@@ -80,6 +80,7 @@ func checkOps(t *testing.T, s *session, dir string) {
 			t.Errorf("events_lost %s", e.LostReason)
 		}
 	}
+	return len(evs)
 }
 
 // TestBtrfsSubvolume: a btrfs subvolume directory and a subvol= mount
@@ -283,7 +284,7 @@ func TestUnmountedRoot(t *testing.T) {
 				t.Errorf("%d inode marks", got)
 			}
 			s := attachSession(t, c)
-			checkOps(t, s, path)
+			checked := checkOps(t, s, path)
 			if ok, why := c.Health(); !ok {
 				t.Fatalf("unhealthy at start: %s", why)
 			}
@@ -301,9 +302,10 @@ func TestUnmountedRoot(t *testing.T) {
 				t.Errorf("%d inode marks after the new mount", got)
 			}
 			if kind != "tmpfs" { // a new tmpfs is empty
-				checkPreTree(t, s, path)
+				checked += checkPreTree(t, s, path)
 			}
-			checkOps(t, s, path)
+			checked += checkOps(t, s, path)
+			t.Logf("%s: case 8 passed, %d events checked", kind, checked)
 		})
 	}
 }
@@ -373,8 +375,9 @@ func mkPreTree(t *testing.T, dir string) {
 
 // checkPreTree writes, moves and deletes in mkPreTree's tree, which was on
 // the filesystem before it was mounted at dir, and checks those records
-// by their exact paths and that every event is named.
-func checkPreTree(t *testing.T, s *session, dir string) {
+// by their exact paths and that every event is named; it returns how many
+// events it checked.
+func checkPreTree(t *testing.T, s *session, dir string) int {
 	t.Helper()
 	sh(t, dir, `echo y >> pre/a/b/f; mv pre/a/b/g pre/a/c/g; rm pre/a/c/g pre/a/b/f; rmdir pre/a/b`)
 	s.mark(dir)
@@ -396,6 +399,7 @@ func checkPreTree(t *testing.T, s *session, dir string) {
 	if !slices.Equal(got, want) {
 		t.Errorf("pre-existing tree after the new mount:\n got %q\nwant %q\n all %q", got, want, lines(evs, dir))
 	}
+	return len(evs)
 }
 
 // waitLogged waits until the capture has logged a line containing msg.
