@@ -162,6 +162,11 @@ type mountRef struct {
 	fsid uint64
 	f    *os.File
 	root string // the watched path it was opened for ("" for exec paths)
+	// part: the mount point (escaped) of a mount that shows only part of
+	// its filesystem (a bind mount of a subdirectory), "" when it shows
+	// all of it. A handle resolved through it to a path outside part
+	// escaped the mount: that path names nothing (see resolveHandle).
+	part string
 }
 
 // Capture reads one fanotify group.
@@ -382,7 +387,7 @@ func (c *Capture) setup() error {
 		// Every root's mount is kept: a bind mount shows only part of the
 		// filesystem, and a handle resolves to a usable path only through a
 		// mount that shows it (see Capture.resolve).
-		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: root})
+		c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: root, part: partOf(mountinfo, root)})
 		if c.fdMode {
 			// A mount mark covers one mount only, so fd mode marks every root.
 			if err := g.Mark(kernel.MarkAdd|kernel.MarkMount, mask, realPath(root)); err != nil {

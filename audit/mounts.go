@@ -121,7 +121,7 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 		c.log.Warn().Err(err).Str("path", r.path).Msg("cannot open the new mount")
 		return
 	}
-	c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: r.path})
+	c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: r.path, part: partOf(mountinfo, r.path)})
 	if err := c.markRoot(r.path, fsid, mountinfo); err != nil {
 		c.log.Error().Err(err).Str("path", r.path).Msg("cannot watch the new mount")
 		// Let go of what this attempt opened and remembered (the mount

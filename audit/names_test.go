@@ -649,6 +649,49 @@ func nameCases() []nameCase {
 		},
 		bindCase("bind mount listed first", true),
 		bindCase("bind mount listed last", false),
+		bindMoveCase("bind mount listed first moves out and back", true),
+		bindMoveCase("bind mount listed last moves out and back", false),
+	}
+}
+
+// bindMoveCase watches a bind mount of src/sub together with src, in
+// either order, and moves directories between the bound directory and
+// one outside both paths (out). The side in out is named by its real
+// path, through src's mount: through the bind mount, which does not show
+// out, the kernel names it "/" (user6: "rename /d <- src/sub/d").
+func bindMoveCase(name string, bindFirst bool) nameCase {
+	var bind string
+	return nameCase{
+		name:  name,
+		setup: files("src/", "src/sub/", "src/sub/d/", "src/sub/d/f", "out/", "out/e/", "out/e/g"),
+		mounts: func(t *testing.T, dir string) {
+			bind = bindMount(t, filepath.Join(dir, "src", "sub"))
+		},
+		paths: func(dir string) []string {
+			if bindFirst {
+				return []string{bind, filepath.Join(dir, "src")}
+			}
+			return []string{filepath.Join(dir, "src"), bind}
+		},
+		run: func(t *testing.T, s *session, dir string) {
+			sh(t, dir, "mv src/sub/d out/d && mv out/e src/sub/e")
+		},
+		markIn: "src",
+		only:   []Action{ActionRename},
+		sorted: true,
+		// Under inode marks the move out is held until the kernel queue
+		// runs empty, which may come after the end marker: filesystem
+		// marks only, where the kernel names both sides.
+		fsOnly: true,
+		want: func(string) []string {
+			return []string{"rename ./out/d <- ./src/sub/d (dir)", "rename ./src/sub/e <- ./out/e (dir)"}
+		},
+		accept: func(dir string, got []string) []string {
+			for i, g := range got {
+				got[i] = strings.ReplaceAll(g, "."+bind+"/", "./src/sub/")
+			}
+			return got
+		},
 	}
 }
 

@@ -698,12 +698,15 @@ func (c *Capture) resolve(b *batch, h *kernel.Handle, cache bool) string {
 // of one filesystem (a bind mount of a subdirectory and its source), a
 // handle is named through the first mount that shows it under a watched
 // root: through a bind mount, an object outside the bound directory has no
-// path under it.
+// path under it. Through such a mount the kernel names an object outside
+// the part it shows "/" plus the names below it (mv src/sub/d out/d read
+// "rename /d"): that answer is taken only when no other mount names the
+// object at all.
 func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 	fsid := h.Fsid()
 	var p string
 	var st kernel.Stat
-	found := false
+	found, escaped := false, false
 	for i := range c.mounts {
 		m := &c.mounts[i]
 		if m.fsid != fsid {
@@ -717,15 +720,29 @@ func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 			continue
 		}
 		q = escapeString(q)
+		if m.part != "" && !under(q, m.part) {
+			if !found {
+				p, st, found, escaped = q, s, true, true
+			}
+			continue
+		}
 		under := underAny(q, c.scope.roots)
-		if !found || under {
-			p, st, found = q, s, true
+		if !found || escaped || under {
+			p, st, found, escaped = q, s, true, false
 		}
 		if under {
 			break
 		}
 	}
 	return p, st, found
+}
+
+// partOf is mountRef.part for the mount that holds root (escaped).
+func partOf(mountinfo []byte, root string) string {
+	if mp := kernel.PartialMount(mountinfo, realPath(root)); mp != "" {
+		return escapeString(mp)
+	}
+	return ""
 }
 
 // join builds dir/name with name escaped, in one allocation.

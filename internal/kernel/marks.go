@@ -127,6 +127,45 @@ func IsMountPoint(mountinfo []byte, path string) bool {
 	return ok
 }
 
+// PartialMount returns the mount point of the mount that holds path when
+// that mount shows only part of its filesystem (a bind mount of a
+// subdirectory, a btrfs subvol= mount), else "". Through such a mount the
+// kernel cannot name an object outside the part it shows: the path of a
+// handle opened there escapes to "/" plus the names below the escape
+// (d_path), which is no path at all.
+func PartialMount(mountinfo []byte, path string) string {
+	best, root := "", ""
+	for len(mountinfo) > 0 {
+		line := mountinfo
+		if i := indexByte(line, '\n'); i >= 0 {
+			line, mountinfo = line[:i], mountinfo[i+1:]
+		} else {
+			mountinfo = nil
+		}
+		f := fields(line, 5)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if !pathUnder(path, mp) || len(mp) < len(best) {
+			continue
+		}
+		best, root = mp, unescapeMount(f[3]) // the topmost of equals is listed last
+	}
+	if best == "" || root == "/" {
+		return ""
+	}
+	return best
+}
+
+// pathUnder reports whether p is dir or below it.
+func pathUnder(p, dir string) bool {
+	if dir == "/" || p == dir {
+		return true
+	}
+	return len(p) > len(dir) && p[:len(dir)] == dir && p[len(dir)] == '/'
+}
+
 // mountAt returns the root field of the last (topmost) mount at path.
 // Fields: mount ID, parent ID, major:minor, root, mount point, …; root
 // and mount point escape space, tab, newline and backslash as \ooo.

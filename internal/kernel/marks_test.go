@@ -29,4 +29,18 @@ func TestMountRoot(t *testing.T) {
 			t.Errorf("IsMountPoint(%q) = %v", tc.path, got)
 		}
 	}
+	for _, tc := range []struct{ path, want string }{
+		{"/", ""},
+		{"/etc", ""},
+		{"/home", "/home"},
+		{"/home/u/x", "/home"},
+		{"/homely", ""},
+		{"/mnt/bind/d", ""}, // the topmost mount there shows its whole filesystem
+		{"/mnt/over/d", "/mnt/over"},
+		{"/mnt/a b/c", ""},
+	} {
+		if got := PartialMount(mi, tc.path); got != tc.want {
+			t.Errorf("PartialMount(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
 }
