@@ -62,6 +62,7 @@ type File struct {
 	retryMin          time.Duration
 	retryMax          time.Duration
 	onStall, onResume func()
+	rotatedHook       func() // after the old file took its backup name
 
 	mu          sync.Mutex // guards everything below; Reopen and the syncer run beside Run
 	f           *os.File
@@ -588,9 +589,18 @@ func (s *File) dueForRotation(next int) bool {
 // rename leaves the old file open; a failed open leaves none, which the
 // next write retries. Only the sink's own file is renamed: when Path no
 // longer leads to it (moved away without a Reopen, replaced), a new file
-// is started where it belongs and whatever is at Path is left alone. The
-// rename never replaces an existing name, so a name planted at the
-// backup's name is neither followed nor lost; the next free name is used.
+// is started where it belongs and whatever is at Path is left alone (when
+// that cannot be opened, the old file stays in use). The rename never
+// replaces an existing name, so a name planted at the backup's name is
+// neither followed nor lost; the next free name is used.
+//
+// Path is never free during a rotation: the new file is made first under
+// a random name and takes Path in the same step the old file leaves it
+// (RENAME_EXCHANGE); the old file then moves on to its backup name. In a
+// shared sticky directory, which the sink accepts, another user could
+// otherwise take the free name between the rename and the new file's
+// creation (a link, which is never followed), and every write would then
+// fail, stalling the pipeline, until someone removed it (user6).
 func (s *File) rotateLocked() error {
 	base := filepath.Base(s.opts.Path)
 	change, err := s.dir.Compare(s.f, base)
@@ -599,23 +609,44 @@ func (s *File) rotateLocked() error {
 	}
 	if change != safefile.Same {
 		s.log.Info().Stringer("change", change).Msg("output file is no longer at its path; starting a new one instead of rotating")
+		f, dir, size, err := s.openFile()
+		if err != nil {
+			return err // the old file stays open and in use
+		}
 		if err := s.closeLocked(); err != nil {
 			s.log.Warn().Err(err).Msg("closing the moved file")
 		}
-		return s.openLocked()
+		s.f, s.dir, s.size, s.badTail, s.opened = f, dir, size, false, s.now()
+		return nil
+	}
+	old := base // the old file's name until it has its backup name
+	if nf, tmp, err := s.dir.CreateTemp(base+".rotating.", os.FileMode(s.opts.FileMode)); err == nil {
+		nf.Close()
+		if err := s.dir.Exchange(tmp, base); err == nil {
+			old = tmp
+		} else if err := s.dir.Remove(tmp); err != nil {
+			// No RENAME_EXCHANGE here: the plain rename below.
+			s.log.Warn().Err(err).Msg("removing an unused temp file")
+		}
 	}
 	var backup string
 	for try := 0; ; try++ {
 		backup, err = s.backupName()
 		if err == nil {
-			err = s.dir.RenameNoReplace(base, backup)
+			err = s.dir.RenameNoReplace(old, backup)
 		}
 		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 100 {
 			break
 		}
 	}
-	if err != nil {
+	if err != nil && old == base {
 		return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
+	}
+	if err != nil {
+		// The old file is complete under its temp name, and Path is the
+		// new file already: write on there, and say where the old one is.
+		s.log.Error().Err(err).Str("rotated_to", old).Msg("rotated file could not take its backup name; it keeps the temp name")
+		backup = ""
 	}
 	if s.opts.Fsync != FsyncNever {
 		if err := s.dir.Sync(); err != nil {
@@ -626,8 +657,11 @@ func (s *File) rotateLocked() error {
 		s.log.Warn().Err(err).Msg("closing the rotated file")
 	}
 	s.rotations.Add(1)
-	if s.jobs != nil {
+	if s.jobs != nil && backup != "" {
 		s.jobs <- backup
+	}
+	if s.rotatedHook != nil {
+		s.rotatedHook()
 	}
 	if err := s.openLocked(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -26,7 +27,8 @@ const nobodyID = 65534
 
 // attackMount returns a private tmpfs with a root-owned 0755 root and a
 // log directory in it that is sticky, world-writable and root's, like
-// /tmp: fanaudit accepts it, and nobody can plant names in it.
+// /tmp: fanaudit accepts it; nobody cannot replace or remove root's names
+// in it, but can take any name that is free.
 func attackMount(t *testing.T) (mnt, logDir string) {
 	t.Helper()
 	mnt = testutil.TmpfsMount(t, "16m")
@@ -315,6 +317,63 @@ func TestRotationPlantedLinks(t *testing.T) {
 	}
 	for _, c := range checks {
 		c()
+	}
+}
+
+// TestRotationPathTakenMeanwhile: the log directory is sticky and
+// world-writable, which the sink accepts, so nobody can make new names in
+// it. Each time a rotation has moved the old file to its backup name,
+// nobody plants a link at the output path. Rotation never leaves the path
+// free, so each plant fails and nothing stalls: every record is in a
+// regular file. Before, the link took the free name, the new file could
+// not be opened (a link is never followed) and every write failed until
+// the test's deadline.
+func TestRotationPathTakenMeanwhile(t *testing.T) {
+	mnt, logDir := attackMount(t)
+	victim := filepath.Join(mnt, "victim")
+	check := newVictim(t, victim)
+	defer check()
+	o := testOpts(logDir)
+	o.MaxBackups = 0
+	s, _ := newLoggedFile(t, o)
+	s.maxSize = 2000
+	planted := 0
+	s.rotatedHook = func() {
+		// setpriv's exit status says whether the name was free.
+		err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+			"ln", "-s", victim, o.Path).Run()
+		if err == nil {
+			planted++
+		}
+	}
+	const n = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a stall fails, not hangs
+	defer cancel()
+	q := NewQueue("file", 64, Block)
+	done := runSink(ctx, s, q)
+	pushRange(t, ctx, q, 1, n, padItem)
+	closeAndWait(t, q, done)
+	if planted > 0 {
+		t.Errorf("the output path was free for a link %d times during rotations", planted)
+	}
+	ents, err := os.ReadDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []uint64
+	files := 0
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			t.Errorf("%s is not a regular file", e.Name())
+			continue
+		}
+		files++
+		all = append(all, readSeqs(t, filepath.Join(logDir, e.Name()))...)
+	}
+	slices.Sort(all)
+	wantRange(t, all, 1, n)
+	if files < 3 {
+		t.Errorf("only %d files: no rotation happened", files)
 	}
 }
 

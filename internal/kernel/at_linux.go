@@ -178,6 +178,17 @@ func RenameAt(dir *os.File, oldname, newname string, noReplace bool) error {
 	return nil
 }
 
+// ExchangeAt swaps the names a and b in dir atomically (renameat2
+// RENAME_EXCHANGE): both must exist; neither is followed if a link.
+func ExchangeAt(dir *os.File, a, b string) error {
+	defer runtime.KeepAlive(dir)
+	fd := dirFD(dir)
+	if err := unix.Renameat2(fd, a, fd, b, unix.RENAME_EXCHANGE); err != nil {
+		return &os.LinkError{Op: "rename exchange", Old: dirName(dir, a), New: dirName(dir, b), Err: err}
+	}
+	return nil
+}
+
 // UnlinkAt removes the non-directory name from dir.
 func UnlinkAt(dir *os.File, name string) error {
 	defer runtime.KeepAlive(dir)

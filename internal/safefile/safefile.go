@@ -415,6 +415,15 @@ func (d *Dir) RenameNoReplace(oldname, newname string) error {
 	return kernel.RenameAt(d.f, oldname, newname, true)
 }
 
+// Exchange swaps the names a and b in d in one step (both must exist), so
+// that neither name is ever free for someone else to take.
+func (d *Dir) Exchange(a, b string) error {
+	if err := errors.Join(d.checkName(a), d.checkName(b)); err != nil {
+		return err
+	}
+	return kernel.ExchangeAt(d.f, a, b)
+}
+
 // Remove unlinks the non-directory name from d.
 func (d *Dir) Remove(name string) error {
 	if err := d.checkName(name); err != nil {
