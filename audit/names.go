@@ -252,6 +252,7 @@ func (c *Capture) flushHeld() []Event {
 			o.Observe(&evs[i])
 		}
 	}
+	unhide(evs)
 	c.countUnnamed(evs)
 	c.stats.emitted.Add(uint64(len(evs)))
 	return evs

@@ -909,3 +909,32 @@ func TestLaggedUnknowableNotCached(t *testing.T) {
 		})
 	}
 }
+
+// TestBindAloneNamesNothingOutside: only a bind mount of src/sub is
+// watched. A directory moved from it to out (which the bind mount does
+// not show) and one moved from out into it: the kernel names out, through
+// the bind mount, "/" (user6: "rename /d", original "/e"). The side in
+// out is unknown, so the records have no new path (counted) and no
+// original path respectively, never a wrong one.
+func TestBindAloneNamesNothingOutside(t *testing.T) {
+	dir := tmpfs(t)
+	files("src/", "src/sub/", "src/sub/d/", "src/sub/d/f", "out/", "out/e/", "out/e/g")(t, dir)
+	bind := bindMount(t, filepath.Join(dir, "src", "sub"))
+	s := startSession(t, Options{Paths: []string{bind}, Scope: ScopeFilesystem})
+	sh(t, dir, "mv src/sub/d out/d && mv out/e src/sub/e")
+	s.mark(bind)
+	var got []string
+	for _, e := range s.take() {
+		if e.Action == ActionRename {
+			got = append(got, e.Path+" <- "+e.OldPath)
+		}
+	}
+	slices.Sort(got)
+	want := []string{" <- " + bind + "/d", bind + "/e <- "}
+	if !slices.Equal(got, want) {
+		t.Errorf("renames %q, want %q", got, want)
+	}
+	if st := s.c.Stats(); st.Unnamed < 1 {
+		t.Errorf("Stats.Unnamed = %d, want the rename out counted", st.Unnamed)
+	}
+}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"math/bits"
+	"strings"
 	"time"
 
 	"github.com/fanaudit/fanaudit/internal/kernel"
@@ -124,6 +125,7 @@ func (c *Capture) convert(raw, full []kernel.RawEvent, derr error, now time.Time
 		}
 	}
 	c.lendMem(&b)
+	unhide(b.evs)
 	c.countUnnamed(b.evs)
 	if derr != nil {
 		b.decodeErrs++
@@ -734,7 +736,33 @@ func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 			break
 		}
 	}
+	if escaped {
+		p = hidden + p
+	}
 	return p, st, found
+}
+
+// hidden starts the path of an object that no watched mount shows (only
+// a bind mount of a subdirectory was watched, and the object is outside
+// it): the kernel's answer, "/" plus the names below the bound directory,
+// is no path. It still decides scope (it is under no watched root, so the
+// object is out of scope, which it is), but no record carries it: unhide
+// makes it unknown (the rename out of a watched bind mount then has no
+// new path, counted in Stats.Unnamed, the move in no old one). A NUL is
+// in no escaped path.
+const hidden = "\x00"
+
+// unhide drops the hidden paths of events on their way out.
+func unhide(evs []Event) {
+	for i := range evs {
+		e := &evs[i]
+		if strings.HasPrefix(e.Path, hidden) {
+			e.Path = ""
+		}
+		if strings.HasPrefix(e.OldPath, hidden) {
+			e.OldPath = ""
+		}
+	}
 }
 
 // partOf is mountRef.part for the mount that holds root (escaped).
