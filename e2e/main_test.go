@@ -91,7 +91,14 @@ func start(t *testing.T, keepStdout bool, args ...string) *agent {
 // startTo is start with stdout going to out when out is not nil.
 func startTo(t *testing.T, keepStdout bool, out *os.File, args ...string) *agent {
 	t.Helper()
-	a := &agent{t: t, cmd: exec.Command(binary, args...), grew: make(chan struct{}), done: make(chan struct{}), stderrDone: make(chan struct{})}
+	return startArgv(t, keepStdout, out, append([]string{binary}, args...))
+}
+
+// startArgv is startTo for a command line that runs the binary itself,
+// e.g. through setpriv.
+func startArgv(t *testing.T, keepStdout bool, out *os.File, argv []string) *agent {
+	t.Helper()
+	a := &agent{t: t, cmd: exec.Command(argv[0], argv[1:]...), grew: make(chan struct{}), done: make(chan struct{}), stderrDone: make(chan struct{})}
 	a.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/fanaudit/fanaudit/audit"
 	"github.com/fanaudit/fanaudit/enrich"
 	"github.com/fanaudit/fanaudit/internal/config"
+	"github.com/fanaudit/fanaudit/internal/kernel"
 	"github.com/fanaudit/fanaudit/internal/metrics"
 	"github.com/fanaudit/fanaudit/internal/pipeline"
 	"github.com/fanaudit/fanaudit/internal/record"
@@ -31,11 +32,35 @@ import (
 	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
 
+// taskDir lists the agent's threads.
+const taskDir = "/proc/self/task"
+
+// boostPriority raises every thread's scheduling priority by boost nice
+// steps, as auditd's priority_boost does. In a burst the workload, the
+// agent and (for a Kafka sink) a local broker compete for the cores; at
+// the same priority the capture can fall far enough behind for the
+// kernel's event queue to overflow. A boost that is not permitted costs a
+// warning, not the run.
+func boostPriority(boost int, log zerolog.Logger) {
+	if boost == 0 {
+		return
+	}
+	nice, err := kernel.BoostThreads(taskDir, boost)
+	if err != nil {
+		log.Warn().Err(err).Int("priority_boost", boost).Msg("running at normal priority: a burst that fills every core may overflow the kernel's event queue sooner")
+		return
+	}
+	log.Debug().Int("nice", nice).Msg("scheduling priority raised")
+}
+
 // runAgent builds every stage from cfg and runs them until ctx ends (a
 // clean stop: nil) or one of them fails. source names the config in
 // errors about its keys.
 func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdout io.Writer, source string, setupDone func()) error {
 	warnConfig(cfg, log)
+	// Before any stage starts its goroutines: threads made later inherit
+	// the nice value of the thread that makes them.
+	boostPriority(cfg.PriorityBoost, log)
 	if cfg.MemoryLimitMB > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
 	}

@@ -71,6 +71,12 @@ type Config struct {
 	// it the garbage collector runs more often. 0 leaves the runtime's
 	// default (GOMEMLIMIT still applies).
 	MemoryLimitMB int `toml:"memory_limit_mb"`
+	// PriorityBoost lowers every agent thread's nice value by this much
+	// at start, as auditd's priority_boost does, so that a burst that
+	// fills the cores does not starve the capture until the kernel queue
+	// overflows. 0 leaves the priority alone. Needs CAP_SYS_NICE (root
+	// has it); without it the agent warns once and runs unboosted.
+	PriorityBoost int `toml:"priority_boost"`
 	// StateDir holds the agent's own state: the run marker and, unless a
 	// Kafka sink sets spool.dir, the spools (StateDir/spool/<sink name>).
 	StateDir string `toml:"state_dir"`
@@ -256,6 +262,10 @@ type Spool struct {
 	FsyncInterval Duration `toml:"fsync_interval"`
 }
 
+// DefaultPriorityBoost is auditd's default priority_boost: the agent runs
+// at nice -4 when started at 0.
+const DefaultPriorityBoost = 4
+
 // Default returns the configuration used for every key a file leaves out.
 func Default() Config {
 	return Config{
@@ -265,6 +275,7 @@ func Default() Config {
 		Events:          []string{},
 		ShutdownTimeout: Duration{10 * time.Second},
 		StatsInterval:   Duration{60 * time.Second},
+		PriorityBoost:   DefaultPriorityBoost,
 		StateDir:        DefaultStateDir,
 		Capture: Capture{
 			ExecPaths:      DefaultExecPaths(),

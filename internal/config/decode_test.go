@@ -27,6 +27,7 @@ func fullConfig() Config {
 		ShutdownTimeout: Duration{3 * time.Second},
 		StatsInterval:   Duration{0},
 		MemoryLimitMB:   256,
+		PriorityBoost:   0,
 		StateDir:        "/var/lib/fa",
 		Capture: Capture{
 			UnlimitedQueue: true,
@@ -437,6 +438,8 @@ func TestSizesAndCounts(t *testing.T) {
 	checkBad(t, []badCase{
 		{"memory 2^44", "memory_limit_mb = 17592186044416\n", "memory_limit_mb", 1, "out of range"},
 		{"memory negative", "memory_limit_mb = -1\n", "memory_limit_mb", 1, "out of range"},
+		{"boost negative", "priority_boost = -1\n", "priority_boost", 1, "out of range"},
+		{"boost past nice's span", "\npriority_boost = 40\n", "priority_boost", 2, "out of range"},
 		{"channel", "[pipeline]\nenrich_channel = 1000000000\n", "pipeline.enrich_channel", 2, "out of range"},
 		{"cache", "[enrich]\ncache_size = 1000000000000\n", "enrich.cache_size", 2, "out of range"},
 		{"hash size", "[enrich.hash]\nmax_size = 9223372036854775807\n", "enrich.hash.max_size", 2, "out of range"},

@@ -84,6 +84,10 @@ func (c *Config) validate() error {
 	if err := intRange("memory_limit_mb", c.MemoryLimitMB, 0, maxMemoryLimitMB); err != nil {
 		return err
 	}
+	// 39 spans every nice value (19 to -20); more is surely a typo.
+	if err := intRange("priority_boost", c.PriorityBoost, 0, 39); err != nil {
+		return err
+	}
 	if c.ShutdownTimeout.Duration <= 0 {
 		return bad("shutdown_timeout", "must be positive, e.g. \"10s\"")
 	}

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/fanaudit/fanaudit/internal/testutil"
+)
+
+// threadNices reads the nice value (field 19 of stat) of every thread of
+// process pid.
+func threadNices(t *testing.T, pid int) map[int]int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int]int, len(ents))
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		// Fields after the command's closing parenthesis start at field 3.
+		f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+		n, err := strconv.Atoi(string(f[19-3]))
+		if err != nil {
+			t.Fatalf("%s/stat: nice %q: %v", e.Name(), f[19-3], err)
+		}
+		tid, _ := strconv.Atoi(e.Name())
+		out[tid] = n
+	}
+	return out
+}
+
+// TestPriorityBoost: the default config raises every thread of the agent
+// (Linux keeps nice per thread) by priority_boost = 4 nice steps, 0 leaves
+// them alone, and without CAP_SYS_NICE the agent warns once and runs.
+func TestPriorityBoost(t *testing.T) {
+	testutil.RequireRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed to drop CAP_SYS_NICE:", err)
+	}
+	// The test's own nice value is what the agent starts with.
+	self := threadNices(t, os.Getpid())[os.Getpid()]
+	for _, tc := range []struct {
+		name  string
+		extra string
+		wrap  []string
+		want  int
+		warn  bool
+	}{
+		{name: "default", want: max(self-4, -20)},
+		{name: "off", extra: "priority_boost = 0\n", want: self},
+		{name: "seven", extra: "priority_boost = 7\n", want: max(self-7, -20)},
+		{name: "no CAP_SYS_NICE", wrap: []string{setpriv, "--bounding-set=-sys_nice", "--"}, want: self, warn: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			watched := testutil.TmpfsMount(t, "16m")
+			out := filepath.Join(t.TempDir(), "events.json")
+			argv := append(append([]string(nil), tc.wrap...), binary, "run", "--config", runConfig(t, fileSinkConfig(watched, out, tc.extra)))
+			a := startArgv(t, false, nil, argv)
+			a.waitLog("running", startTimeout)
+			nices := threadNices(t, a.cmd.Process.Pid)
+			if len(nices) < 2 {
+				t.Fatalf("agent has %d threads", len(nices))
+			}
+			for tid, n := range nices {
+				if n != tc.want {
+					t.Errorf("thread %d has nice %d, want %d", tid, n, tc.want)
+				}
+			}
+			a.stop()
+			warned := 0
+			a.mu.Lock()
+			for _, m := range a.logs {
+				if m != nil && m["level"] == "warn" && m["priority_boost"] != nil {
+					warned++
+				}
+			}
+			a.mu.Unlock()
+			if want := map[bool]int{true: 1}[tc.warn]; warned != want {
+				t.Errorf("%d priority warnings, want %d; stderr:\n%s", warned, want, a.stderr())
+			}
+		})
+	}
+}

@@ -1,0 +1,97 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Nice values bound by the kernel (include/linux/sched/prio.h MIN_NICE,
+// MAX_NICE).
+const (
+	minNice = -20
+	maxNice = 19
+)
+
+// ErrNoPriority means the kernel refused to raise a thread's priority:
+// the process lacks CAP_SYS_NICE and RLIMIT_NICE does not allow it.
+var ErrNoPriority = errors.New("raising the scheduling priority is not permitted (needs CAP_SYS_NICE or RLIMIT_NICE)")
+
+// BoostThreads lowers the nice value of every thread listed in taskDir
+// (/proc/self/task for the calling process) to the main thread's nice
+// value minus boost, clamped to -20, and returns the nice value it set.
+// Linux keeps nice per thread, and a new thread inherits its creator's,
+// so the process's existing threads each need their own setpriority; the
+// directory is read again until a pass finds no thread it has not set,
+// which catches threads created while it ran. A thread that exits in
+// between (ESRCH) is skipped. Without the permission to raise priority it
+// returns ErrNoPriority, having changed nothing it could not undo: the
+// first refusal stops it.
+func BoostThreads(taskDir string, boost int) (int, error) {
+	if boost <= 0 {
+		return 0, fmt.Errorf("boost %d: must be positive", boost)
+	}
+	// The raw getpriority(2) returns 20 - nice, so that it is never
+	// negative (the glibc wrapper undoes this; x/sys/unix does not).
+	raw, err := unix.Getpriority(unix.PRIO_PROCESS, os.Getpid())
+	if err != nil {
+		return 0, fmt.Errorf("getpriority: %w", err)
+	}
+	nice := max(20-raw-boost, minNice)
+	done := make(map[int]bool)
+	for {
+		ents, err := os.ReadDir(taskDir)
+		if err != nil {
+			return nice, fmt.Errorf("read %s: %w", taskDir, err)
+		}
+		changed := false
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			done[tid] = true
+			changed = true
+			err = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+			switch {
+			case err == nil, errors.Is(err, unix.ESRCH):
+			case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+				return nice, fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, ErrNoPriority)
+			default:
+				return nice, fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, err)
+			}
+		}
+		if !changed {
+			return nice, nil
+		}
+	}
+}
+
+// ThreadNice returns the nice value of thread tid (0: the calling thread).
+func ThreadNice(tid int) (int, error) {
+	raw, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil {
+		return 0, fmt.Errorf("getpriority thread %d: %w", tid, err)
+	}
+	return 20 - raw, nil
+}
+
+// Gettid returns the calling thread's id.
+func Gettid() int { return unix.Gettid() }
+
+// SetThreadNice sets thread tid's nice value (0: the calling thread).
+func SetThreadNice(tid, nice int) error {
+	if nice < minNice || nice > maxNice {
+		return fmt.Errorf("nice %d: out of [%d, %d]", nice, minNice, maxNice)
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, ErrNoPriority)
+		}
+		return fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, err)
+	}
+	return nil
+}
