@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,28 +41,59 @@ func threadNices(t *testing.T, pid int) map[int]int {
 	return out
 }
 
+// autogroupNice reads the nice value of process pid's scheduler autogroup
+// ("/autogroup-N nice V").
+// A kernel without CONFIG_SCHED_AUTOGROUP has no such file: 0, false.
+func autogroupNice(t *testing.T, pid int) (int, bool) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", pid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	var n int
+	if _, err := fmt.Sscanf(string(b), "%s nice %d", &name, &n); err != nil {
+		t.Fatalf("autogroup %q: %v", b, err)
+	}
+	return n, true
+}
+
 // TestPriorityBoost: the default config raises every thread of the agent
 // (Linux keeps nice per thread) by priority_boost = 4 nice steps, 0 leaves
-// them alone, and without CAP_SYS_NICE the agent warns once and runs.
+// them alone, and without CAP_SYS_NICE the agent warns once and runs. A
+// session leader (a service: systemd calls setsid) also raises its
+// autogroup, the scheduling group other sessions compete with; an agent
+// in someone else's session leaves that session's group alone.
 func TestPriorityBoost(t *testing.T) {
 	testutil.RequireRoot(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatal("setpriv (util-linux) is needed to drop CAP_SYS_NICE:", err)
 	}
-	// The test's own nice value is what the agent starts with.
+	setsid, err := exec.LookPath("setsid")
+	if err != nil {
+		t.Fatal("setsid (util-linux) is needed to start a session leader:", err)
+	}
+	// The test's own nice values are what the agent starts with; a new
+	// session's autogroup starts at 0.
 	self := threadNices(t, os.Getpid())[os.Getpid()]
+	selfGroup, groups := autogroupNice(t, os.Getpid())
 	for _, tc := range []struct {
 		name  string
 		extra string
 		wrap  []string
 		want  int
+		group int
 		warn  bool
 	}{
-		{name: "default", want: max(self-4, -20)},
-		{name: "off", extra: "priority_boost = 0\n", want: self},
-		{name: "seven", extra: "priority_boost = 7\n", want: max(self-7, -20)},
-		{name: "no CAP_SYS_NICE", wrap: []string{setpriv, "--bounding-set=-sys_nice", "--"}, want: self, warn: true},
+		{name: "default", want: max(self-4, -20), group: selfGroup},
+		{name: "off", extra: "priority_boost = 0\n", want: self, group: selfGroup},
+		{name: "seven", extra: "priority_boost = 7\n", want: max(self-7, -20), group: selfGroup},
+		{name: "no CAP_SYS_NICE", wrap: []string{setpriv, "--bounding-set=-sys_nice", "--"}, want: self, group: selfGroup, warn: true},
+		{name: "session leader", wrap: []string{setsid}, want: max(self-4, -20), group: -4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			watched := testutil.TmpfsMount(t, "16m")
@@ -76,6 +109,9 @@ func TestPriorityBoost(t *testing.T) {
 				if n != tc.want {
 					t.Errorf("thread %d has nice %d, want %d", tid, n, tc.want)
 				}
+			}
+			if g, _ := autogroupNice(t, a.cmd.Process.Pid); groups && g != tc.group {
+				t.Errorf("autogroup nice %d, want %d", g, tc.group)
 			}
 			a.stop()
 			warned := 0

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -32,8 +33,12 @@ import (
 	"github.com/fanaudit/fanaudit/sinks/kafka"
 )
 
-// taskDir lists the agent's threads.
-const taskDir = "/proc/self/task"
+// taskDir lists the agent's threads; autogroup is its session's
+// scheduling group.
+const (
+	taskDir   = "/proc/self/task"
+	autogroup = "/proc/self/autogroup"
+)
 
 // boostPriority raises every thread's scheduling priority by boost nice
 // steps, as auditd's priority_boost does. In a burst the workload, the
@@ -45,12 +50,34 @@ func boostPriority(boost int, log zerolog.Logger) {
 	if boost == 0 {
 		return
 	}
+	warn := func(err error) {
+		log.Warn().Err(err).Int("priority_boost", boost).Msg("running at normal priority: a burst that fills every core may overflow the kernel's event queue sooner")
+	}
 	nice, err := kernel.BoostThreads(taskDir, boost)
 	if err != nil {
-		log.Warn().Err(err).Int("priority_boost", boost).Msg("running at normal priority: a burst that fills every core may overflow the kernel's event queue sooner")
+		warn(err)
 		return
 	}
-	log.Debug().Int("nice", nice).Msg("scheduling priority raised")
+	// With autogroups (most distributions' kernels) a session is one
+	// scheduling group, and the other sessions' tasks compete with it as a
+	// whole: thread nice values only weigh inside it. A service (systemd
+	// calls setsid) is alone in its session, so it raises the group too.
+	// Started from a shell, the group is the shell's, workload included:
+	// left alone.
+	ev := log.Debug().Int("nice", nice)
+	if kernel.SessionLeader() {
+		group, err := kernel.AutogroupNice(autogroup)
+		if err == nil {
+			group = max(group-boost, -20)
+			err = kernel.SetAutogroupNice(autogroup, group)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			warn(err)
+			return
+		}
+		ev = ev.Int("autogroup_nice", group)
+	}
+	ev.Msg("scheduling priority raised")
 }
 
 // runAgent builds every stage from cfg and runs them until ctx ends (a

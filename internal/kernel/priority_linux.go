@@ -95,3 +95,43 @@ func SetThreadNice(tid, nice int) error {
 	}
 	return nil
 }
+
+// SessionLeader reports whether the calling process leads its session, as
+// a service started by systemd (which calls setsid) does.
+func SessionLeader() bool {
+	sid, err := unix.Getsid(0)
+	return err == nil && sid == os.Getpid()
+}
+
+// AutogroupNice reads the nice value of the scheduler autogroup in path
+// (/proc/self/autogroup: "/autogroup-N nice V"). With CONFIG_SCHED_AUTOGROUP
+// each session is one scheduling group: tasks of other sessions compete
+// with the group as a whole, so thread nice values only weigh within it.
+// A kernel without autogroups has no such file (fs.ErrNotExist).
+func AutogroupNice(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	var name string
+	var nice int
+	if _, err := fmt.Sscanf(string(b), "%s nice %d", &name, &nice); err != nil {
+		return 0, fmt.Errorf("%s: %q: %w", path, b, err)
+	}
+	return nice, nil
+}
+
+// SetAutogroupNice sets the nice value of the autogroup in path.
+func SetAutogroupNice(path string, nice int) error {
+	if nice < minNice || nice > maxNice {
+		return fmt.Errorf("nice %d: out of [%d, %d]", nice, minNice, maxNice)
+	}
+	err := os.WriteFile(path, []byte(strconv.Itoa(nice)), 0)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("write %s: %w", path, ErrNoPriority)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

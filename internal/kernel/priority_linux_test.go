@@ -137,3 +137,32 @@ func TestBoostThreadsClampsAndSkipsGone(t *testing.T) {
 		t.Fatal("nice 20 accepted")
 	}
 }
+
+func TestAutogroupNice(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"/autogroup-498 nice 0\n", 0, true},
+		{"/autogroup-7 nice -4\n", -4, true},
+		{"/autogroup-7 weight 3\n", 0, false},
+		{"", 0, false},
+	} {
+		p := filepath.Join(dir, "autogroup")
+		if err := os.WriteFile(p, []byte(tc.in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := AutogroupNice(p)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("AutogroupNice(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+	if _, err := AutogroupNice(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want ErrNotExist", err)
+	}
+	if err := SetAutogroupNice(filepath.Join(dir, "autogroup"), -21); err == nil {
+		t.Error("nice -21 accepted")
+	}
+}
