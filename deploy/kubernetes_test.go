@@ -80,7 +80,7 @@ func TestManifestValidatorRejects(t *testing.T) {
 		{"floating image tag", "fanaudit/fanaudit:0.1.0", "fanaudit/fanaudit:latest", "pin a version tag"},
 		{"unknown kind", "kind: ServiceAccount", "kind: ServiceAcount", "unsupported apiVersion/kind"},
 		{"unknown AppArmor profile type", "type: Unconfined", "type: Unconfind", `appArmorProfile.type: Unsupported value: "Unconfind"`},
-		{"bad capability spelling", `"SYS_PTRACE"]`, `"CAP_SYS_PTRACE"]`, "upper case without CAP_"},
+		{"bad capability spelling", `"SYS_NICE"]`, `"CAP_SYS_NICE"]`, "upper case without CAP_"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

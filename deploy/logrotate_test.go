@@ -184,6 +184,7 @@ fsync = "never"
 	cw := &canaryWriter{t: t, dir: watched, file: logFile, exited: exited}
 	cw.waitVisible("ready", true) // the capture is marked and the sink writes
 	checkCapabilities(t, pid, caps)
+	checkBoosted(t, pid)
 	checkReadOnly(t, pid, "/", watched)
 
 	// logrotate refuses a config that others can write; 0644 root is fine.
@@ -482,11 +483,29 @@ func (c *canaryWriter) waitVisible(label string, startup bool) {
 	}
 }
 
+// checkBoosted asserts that the unit's capabilities let the default
+// priority_boost (4) lower the agent's nice value from the test's.
+func checkBoosted(t *testing.T, pid int) {
+	t.Helper()
+	nice := func(pid int) int {
+		stat := readFile(t, fmt.Sprintf("/proc/%d/stat", pid))
+		f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
+		n, err := strconv.Atoi(f[19-3]) // field 19; the fields after ')' start at 3
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got, want := nice(pid), max(nice(os.Getpid())-4, -20); got != want {
+		t.Fatalf("agent nice %d, want %d (priority_boost 4)", got, want)
+	}
+}
+
 // checkCapabilities asserts that the agent holds exactly the unit's
 // capabilities, so that the test runs it as systemd would.
 func checkCapabilities(t *testing.T, pid int, caps []string) {
 	t.Helper()
-	bits := map[string]uint{"sys_admin": 21, "dac_read_search": 2, "sys_ptrace": 19}
+	bits := map[string]uint{"sys_admin": 21, "dac_read_search": 2, "sys_ptrace": 19, "sys_nice": 23}
 	var want uint64
 	for _, c := range caps {
 		b, ok := bits[c]

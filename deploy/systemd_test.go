@@ -61,7 +61,7 @@ func TestUnitSettings(t *testing.T) {
 		{"Restart", "on-failure"},
 		{"RestartPreventExitStatus", "2"},
 		{"KillSignal", "SIGTERM"},
-		{"CapabilityBoundingSet", "CAP_SYS_ADMIN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE"},
+		{"CapabilityBoundingSet", "CAP_SYS_ADMIN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SYS_NICE"},
 		{"AmbientCapabilities", ""},
 		{"NoNewPrivileges", "yes"},
 		{"ProtectSystem", "strict"},
