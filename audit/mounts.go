@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +112,7 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 		why := "watched filesystem unmounted: " + r.path
 		c.health.Store(&why) // before the log line, as below
 		c.log.Error().Str("path", r.path).Msg("watched filesystem unmounted: nothing there is seen until something is mounted at the path again")
+		c.unmark(r)
 		c.release(r)
 		return
 	}
@@ -146,6 +149,49 @@ func (c *Capture) anyGone() bool {
 		}
 	}
 	return false
+}
+
+// unmark removes the group's marks on what the unmounted path r showed,
+// when no other watched path is on that filesystem: its filesystem mark,
+// and the inode marks of the directories below r. The kernel frees them
+// with the superblock, but the superblock outlives the unmount while
+// anything else holds it (the source of a bind mount, a btrfs subvolume
+// mounted elsewhere, an open file): until then they reported work outside
+// every watched path, which nothing could name (unnamed records). And the
+// agent's mount fd, closed by release, queued a close of the root that
+// the kernel blames on whichever process holds the file last: a child
+// forked meanwhile, between its fork and its exec.
+func (c *Capture) unmark(r *rootState) {
+	for i := range c.roots {
+		if !c.roots[i].gone && c.roots[i].fsid == r.fsid {
+			return
+		}
+	}
+	var f *os.File
+	for _, m := range c.mounts {
+		if m.root == r.path {
+			f = m.f
+			break
+		}
+	}
+	if f == nil {
+		return
+	}
+	var fsMask, inodeMask uint64
+	if c.fsMark[r.fsid] {
+		fsMask = c.mask | kernel.FanOpenExec
+	}
+	var rels []string
+	if t := c.tree; t != nil {
+		inodeMask = t.mask
+		root := realPath(r.path)
+		for _, v := range t.dirs {
+			if under(v, r.path) {
+				rels = append(rels, strings.TrimPrefix(realPath(v), root))
+			}
+		}
+	}
+	c.group.UnmarkBelow(f, fsMask, inodeMask, rels)
 }
 
 // release lets go of what kept an unmounted filesystem alive: the tree's

@@ -351,7 +351,7 @@ func requireCounted(t testing.TB, s *session, evs []Event, mayMiss ...Action) {
 		}
 		n++
 		if !slices.Contains(mayMiss, evs[i].Action) {
-			t.Errorf("unnamed: %s mask=%#x", evs[i].Action, evs[i].Mask)
+			t.Errorf("unnamed: %s mask=%#x pid %d (%s)", evs[i].Action, evs[i].Mask, evs[i].Pid, comm(evs[i].Pid))
 		}
 	}
 	if st := s.c.Stats(); st.Unnamed < uint64(n) {
@@ -937,4 +937,13 @@ func TestBindAloneNamesNothingOutside(t *testing.T) {
 	if st := s.c.Stats(); st.Unnamed < 1 {
 		t.Errorf("Stats.Unnamed = %d, want the rename out counted", st.Unnamed)
 	}
+}
+
+// comm names a process for a failure message, if it still runs.
+func comm(pid int32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "gone"
+	}
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
 }

@@ -395,3 +395,29 @@ func (g *Group) MarkHandle(flags uint, mask uint64, mount *os.File, h *Handle) e
 	p = strconv.AppendInt(p, int64(fd), 10)
 	return g.Mark(flags, mask, string(p))
 }
+
+// UnmarkBelow removes the group's filesystem mark (fsMask; 0 for none)
+// from the filesystem of dir, an open directory, and its inode marks
+// (inodeMask) from the directories at rels below dir ("" is dir itself),
+// reached through dir's fd: the path that showed them may be gone (an
+// unmounted filesystem). A final symlink below dir is not followed.
+// Errors are ignored: a mark that is not there, a directory gone since.
+func (g *Group) UnmarkBelow(dir *os.File, fsMask, inodeMask uint64, rels []string) {
+	rc, err := dir.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		base := "/proc/self/fd/" + strconv.Itoa(int(fd))
+		if fsMask != 0 {
+			_ = g.Mark(MarkRemove|MarkFilesystem, fsMask, base)
+		}
+		for _, rel := range rels {
+			flags := MarkRemove
+			if rel != "" {
+				flags |= unix.FAN_MARK_DONT_FOLLOW
+			}
+			_ = g.Mark(flags, inodeMask, base+rel)
+		}
+	})
+}
