@@ -1,5 +1,7 @@
 package audit
 
+import "strings"
+
 // pathCache maps a file handle key (kernel.Handle.Key: fsid and handle
 // bytes) to an escaped absolute path. It is bounded: when full, an
 // arbitrary entry (map iteration order is random) makes room, which costs
@@ -18,7 +20,16 @@ func (c *pathCache) get(key []byte) (string, bool) {
 	return p, ok
 }
 
+// put caches path for key. A hidden path (see hidden) is no name: the
+// kernel names every directory a watched bind mount does not show "/"
+// plus at most its own name, so that a directory moved into the bind
+// mount would keep, for its subdirectories, a name out of scope (rev6).
+// It is never cached, and it makes an older entry for key stale.
 func (c *pathCache) put(key []byte, path string) {
+	if strings.HasPrefix(path, hidden) {
+		delete(c.m, string(key))
+		return
+	}
 	if _, ok := c.m[string(key)]; !ok && len(c.m) >= c.max {
 		for k := range c.m {
 			delete(c.m, k)
@@ -44,8 +55,13 @@ func (c *pathCache) take(key []byte) (string, bool) {
 // movePrefix rewrites oldDir and every cached path below it to newDir:
 // a directory rename changes the path of every directory beneath it, and
 // their handles stay the same. Directory renames are rare, so a full scan
-// is fine.
+// is fine. Moved where no watched mount shows them (newDir is hidden),
+// the cached paths go: hidden paths are never cached (see put).
 func (c *pathCache) movePrefix(oldDir, newDir string) {
+	if strings.HasPrefix(newDir, hidden) {
+		c.dropPrefix(oldDir)
+		return
+	}
 	for k, v := range c.m {
 		if under(v, oldDir) {
 			c.m[k] = newDir + v[len(oldDir):]
@@ -56,6 +72,11 @@ func (c *pathCache) movePrefix(oldDir, newDir string) {
 // swapPrefix trades the cached paths of a and b and of everything below
 // them: renameat2 RENAME_EXCHANGE of two directories.
 func (c *pathCache) swapPrefix(a, b string) {
+	if strings.HasPrefix(a, hidden) || strings.HasPrefix(b, hidden) {
+		c.dropPrefix(a)
+		c.dropPrefix(b)
+		return
+	}
 	for k, v := range c.m {
 		switch {
 		case under(v, a):

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"strings"
+
 	"github.com/fanaudit/fanaudit/internal/kernel"
 )
 
@@ -153,11 +155,19 @@ func (c *Capture) unignoreAll() {
 // announced. Marks are dropped rather than their paths moved, so that a
 // path in the table is always the one the directory was learned at:
 // renameat2(RENAME_EXCHANGE) split over two reads, say, can't leave an
-// entry at the wrong path.
+// entry at the wrong path. A hidden old side (see hidden) names nothing
+// either: the kernel names every directory a watched bind mount does not
+// show "/" plus at most its own name, so the table's paths of such
+// directories are no prefix of it (rev6: a directory moved into a bind
+// mount watched alone kept the ignore marks of its subtree, learned
+// while it was outside, and its events were never queued).
 func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 	l := c.learn
 	if l == nil || len(l.dirs) == 0 && len(l.moved) == 0 && !l.movedAll {
 		return
+	}
+	if strings.HasPrefix(oldPath, hidden) {
+		oldPath = ""
 	}
 	in := path == "" || !c.scope.outside(path)
 	if oldPath == "" {
@@ -209,6 +219,17 @@ func (c *Capture) learnMoved(b *batch, oldPath, path string) {
 func (c *Capture) learnExchanged(bt *batch, a, b string) {
 	l := c.learn
 	if l == nil || len(l.dirs) == 0 {
+		return
+	}
+	if strings.HasPrefix(a, hidden) || strings.HasPrefix(b, hidden) {
+		// A side no watched mount shows: which ignored directories
+		// moved is unknown (see learnMoved).
+		c.unignoreAll()
+		for _, p := range []string{a, b} {
+			if !c.scope.outside(p) {
+				c.announceWindow(bt, p, true)
+			}
+		}
 		return
 	}
 	var inA, inB bool // ignored directories were under a (now at b), under b (now at a)
