@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -78,5 +80,47 @@ func TestBindAloneExchangedInNamed(t *testing.T) {
 	got = slices.Compact(got)
 	if want := []string{"create ./x/h/k", "modify ./x/g", "modify ./x/h/i"}; !slices.Equal(got, want) {
 		t.Errorf("after the exchange: got %q, want %q", got, want)
+	}
+}
+
+// TestBindAloneLaggedMoveOut: only a bind mount of src/sub is watched;
+// work in d/s (a directory the agent never named) and then the move of d
+// out of the bound directory are all queued before the agent reads any
+// of it. Read after the move, d/s's handle names nothing (the kernel
+// names it "/"): its work is either delivered, by its true path or
+// unnamed, or announced at d (events_lost), never dropped without a
+// record (the test then waits until its deadlock guard fails it). A small read buffer puts the move in a later read than most of
+// the work. Both were dropped without a record before (rev6).
+func TestBindAloneLaggedMoveOut(t *testing.T) {
+	for _, rb := range []int{0, 8 << 10} {
+		t.Run(fmt.Sprint("read_buffer=", rb), func(t *testing.T) {
+			dir := tmpfs(t)
+			files("src/", "src/sub/", "src/sub/d/", "src/sub/d/s/", "out/")(t, dir)
+			bind := bindMount(t, filepath.Join(dir, "src", "sub"))
+			s := startSession(t, Options{Paths: []string{bind}, Scope: ScopeFilesystem, ReadBuffer: rb})
+			s.mark(bind)
+			s.take()
+			s.pause()
+			sh(t, dir, "for i in $(seq 100); do echo a > src/sub/d/s/f$i; done; mv src/sub/d out/d")
+			s.resume()
+			// The unnamed records go out when the kernel queue runs
+			// empty, which may be after the marker: wait for all of
+			// them or the announcement (a deadlock guard fails it).
+			work, announced := 0, false
+			s.waitFor("the work in d or an events_lost naming d", func(e *Event) bool {
+				switch {
+				case strings.Contains(e.Path, "/.mark-"):
+				case e.Action == ActionEventsLost:
+					announced = announced || e.Path == filepath.Join(bind, "d")
+				case e.Action == ActionRename:
+				case e.Path == "" || strings.HasPrefix(e.Path, filepath.Join(bind, "d", "s", "f")):
+					work++
+				default:
+					t.Errorf("%s %q: a path the work never had", e.Action, e.Path)
+				}
+				return work >= 400 || announced
+			})
+			t.Logf("%d work records, announced %v", work, announced)
+		})
 	}
 }

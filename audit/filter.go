@@ -348,6 +348,23 @@ func (c *Capture) movedOutOfScope(b *batch, oldPath, path string) {
 		c.announceWindow(b, oldPath, true)
 		return
 	}
+	if strings.HasPrefix(path, hidden) {
+		// Moved where no watched mount shows it (a bind mount watched
+		// alone): the kernel names every directory there "/", so which
+		// of the hidden directories' drops were under it is unknowable.
+		// They are announced at oldPath, without a count (rev6: the work
+		// in a directory moved out of the bind mount, read a read or more
+		// after the move, was dropped without a record).
+		found := false
+		for k, h := range c.handleOut {
+			if h.n > 0 && strings.HasPrefix(h.path, hidden) {
+				delete(c.handleOut, k)
+				found = true
+			}
+		}
+		c.announceWindow(b, oldPath, found)
+		return
+	}
 	for k, h := range c.handleOut {
 		if h.n == 0 || !under(h.path, path) {
 			continue

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"strings"
+
 	"github.com/fanaudit/fanaudit/internal/kernel"
 )
 
@@ -83,7 +85,27 @@ func (c *Capture) lagged(b *batch, p string) string {
 		}
 		b.moves = append(b.moves, m)
 	}
+	if strings.HasPrefix(p, hidden) && movedOutOfView(b.moves, b.at, &c.scope) {
+		return ""
+	}
 	return backThrough(b.moves, b.at, p)
+}
+
+// movedOutOfView reports whether a directory in scope moved, after record
+// at, where no watched mount shows it (a bind mount watched alone, and
+// out of it). A hidden path read now may then have been under it at the
+// event: the kernel names every such directory "/", so where is
+// unknowable, and the event is named "" (counted, never dropped as out of
+// scope), not by the hidden path (rev6: the work in a directory moved out
+// of the bind mount, read after the move, was all dropped unannounced).
+func movedOutOfView(moves []dirMove, at int, sc *scope) bool {
+	for k := 0; k < len(moves) && moves[k].at > at; k++ {
+		m := &moves[k]
+		if strings.HasPrefix(m.new, hidden) && m.old != "" && !strings.HasPrefix(m.old, hidden) && !sc.outside(m.old) {
+			return true
+		}
+	}
+	return false
 }
 
 // backThrough takes p back through the moves after record at (moves is
