@@ -744,12 +744,13 @@ func (c *Capture) resolveHandle(h *kernel.Handle) (string, kernel.Stat, bool) {
 
 // hidden starts the path of an object that no watched mount shows (only
 // a bind mount of a subdirectory was watched, and the object is outside
-// it): the kernel's answer, "/" plus the names below the bound directory,
-// is no path. It still decides scope (it is under no watched root, so the
-// object is out of scope, which it is), but no record carries it: unhide
-// makes it unknown (the rename out of a watched bind mount then has no
-// new path, counted in Stats.Unnamed, the move in no old one). A NUL is
-// in no escaped path.
+// it): the kernel's answer is no path ("/" for every directory there,
+// read by handle; "/" plus a name when joined with one), and never a
+// name to cache (see pathCache.put). It still decides scope (it is under
+// no watched root, so the object is out of scope, which it is), but no
+// record carries it: unhide makes it unknown (the rename out of a
+// watched bind mount then has no new path, counted in Stats.Unnamed, the
+// move in no old one). A NUL is in no escaped path.
 const hidden = "\x00"
 
 // unhide drops the hidden paths of events on their way out.
