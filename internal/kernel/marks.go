@@ -131,27 +131,15 @@ func IsMountPoint(mountinfo []byte, path string) bool {
 // that mount shows only part of its filesystem (a bind mount of a
 // subdirectory, a btrfs subvol= mount), else "". Through such a mount the
 // kernel cannot name an object outside the part it shows: the path of a
-// handle opened there escapes to "/" plus the names below the escape
-// (d_path), which is no path at all.
+// handle opened there escapes (d_path gives "/" for every such
+// directory), which is no path at all.
 func PartialMount(mountinfo []byte, path string) string {
 	best, root := "", ""
-	for len(mountinfo) > 0 {
-		line := mountinfo
-		if i := indexByte(line, '\n'); i >= 0 {
-			line, mountinfo = line[:i], mountinfo[i+1:]
-		} else {
-			mountinfo = nil
+	eachMount(mountinfo, func(r, mp string) {
+		if pathUnder(path, mp) && len(mp) >= len(best) {
+			best, root = mp, r // the topmost of equals is listed last
 		}
-		f := fields(line, 5)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if !pathUnder(path, mp) || len(mp) < len(best) {
-			continue
-		}
-		best, root = mp, unescapeMount(f[3]) // the topmost of equals is listed last
-	}
+	})
 	if best == "" || root == "/" {
 		return ""
 	}
@@ -170,6 +158,17 @@ func pathUnder(p, dir string) bool {
 // Fields: mount ID, parent ID, major:minor, root, mount point, …; root
 // and mount point escape space, tab, newline and backslash as \ooo.
 func mountAt(mountinfo []byte, path string) (root string, ok bool) {
+	eachMount(mountinfo, func(r, mp string) {
+		if mp == path {
+			root, ok = r, true
+		}
+	})
+	return root, ok
+}
+
+// eachMount calls fn with the root and mount point (unescaped) of every
+// mountinfo line, in order.
+func eachMount(mountinfo []byte, fn func(root, mountPoint string)) {
 	for len(mountinfo) > 0 {
 		line := mountinfo
 		if i := indexByte(line, '\n'); i >= 0 {
@@ -181,11 +180,8 @@ func mountAt(mountinfo []byte, path string) (root string, ok bool) {
 		if len(f) < 5 {
 			continue
 		}
-		if unescapeMount(f[4]) == path {
-			root, ok = unescapeMount(f[3]), true
-		}
+		fn(unescapeMount(f[3]), unescapeMount(f[4]))
 	}
-	return root, ok
 }
 
 func indexByte(b []byte, c byte) int {
