@@ -510,3 +510,37 @@ func TestUnmountedTreeReachedElsewhere(t *testing.T) {
 		t.Errorf("events from the unmounted tree, reached through its source: %q", lines(evs, src))
 	}
 }
+
+// TestRemountStaleTable: the mount table a change brings can predate the
+// new mount at an unmounted watched path (another mount on the host came
+// just before, and its table was read first). A filesystem's root mounted
+// again still takes the filesystem mark, not inode marks.
+func TestRemountStaleTable(t *testing.T) {
+	at := mountDir(t, "fanaudit-stale-")
+	run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", at)
+	c, err := New(Options{Paths: []string{at}}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.Stats().InodeMarks; got != 0 {
+		t.Fatalf("%d inode marks on a filesystem root", got)
+	}
+	run(t, "umount", "-l", at)
+	stale, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.checkRoot(&c.roots[0], stale) // what the reader does on the change
+	if ok, _ := c.Health(); ok {
+		t.Fatal("healthy after the unmount")
+	}
+	run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", at)
+	c.checkRoot(&c.roots[0], stale) // the table read before the mount
+	if ok, why := c.Health(); !ok {
+		t.Fatalf("unhealthy after the new mount: %s", why)
+	}
+	if got := c.Stats().InodeMarks; got != 0 {
+		t.Errorf("%d inode marks on the new filesystem root, want its filesystem mark", got)
+	}
+}

@@ -124,6 +124,14 @@ func (c *Capture) checkRoot(r *rootState, mountinfo []byte) {
 		c.log.Warn().Err(err).Str("path", r.path).Msg("cannot open the new mount")
 		return
 	}
+	// The table this change brought may predate the new mount (another
+	// change on the host came just before it, and its table was read
+	// first): the stat above found the mount, so a table read now shows
+	// it. With a stale one, a filesystem's root looked like a plain
+	// directory and got inode marks instead of its filesystem mark.
+	if fresh, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		mountinfo = fresh
+	}
 	c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f, root: r.path, part: partOf(mountinfo, r.path)})
 	if err := c.markRoot(r.path, fsid, mountinfo); err != nil {
 		c.log.Error().Err(err).Str("path", r.path).Msg("cannot watch the new mount")
