@@ -63,6 +63,8 @@ type File struct {
 	retryMax          time.Duration
 	onStall, onResume func()
 	rotatedHook       func() // after the old file took its backup name
+	exchangeErr       error  // tests: what a log filesystem without RENAME_EXCHANGE answers
+	noExchangeLogged  bool
 
 	mu          sync.Mutex // guards everything below; Reopen and the syncer run beside Run
 	f           *os.File
@@ -600,7 +602,10 @@ func (s *File) dueForRotation(next int) bool {
 // shared sticky directory, which the sink accepts, another user could
 // otherwise take the free name between the rename and the new file's
 // creation (a link, which is never followed), and every write would then
-// fail, stalling the pipeline, until someone removed it (user6).
+// fail, stalling the pipeline, until someone removed it (user6). Where
+// the filesystem cannot swap names (NFS, CIFS), the new file takes Path
+// by a plain rename right after the old one left it, which replaces what
+// was planted in between (rev6).
 func (s *File) rotateLocked() error {
 	base := filepath.Base(s.opts.Path)
 	change, err := s.dir.Compare(s.f, base)
@@ -620,13 +625,27 @@ func (s *File) rotateLocked() error {
 		return nil
 	}
 	old := base // the old file's name until it has its backup name
+	// next: the new file, under its temp name, when RENAME_EXCHANGE
+	// failed (NFS, CIFS and some FUSE filesystems lack it): it takes Path
+	// by a plain rename right after the old file left it, replacing
+	// whatever someone put there meanwhile (a rename never follows a
+	// link), instead of a create that a planted link would make fail
+	// at every write.
+	next := ""
 	if nf, tmp, err := s.dir.CreateTemp(base+".rotating.", os.FileMode(s.opts.FileMode)); err == nil {
 		nf.Close()
-		if err := s.dir.Exchange(tmp, base); err == nil {
+		err := s.exchangeErr
+		if err == nil {
+			err = s.dir.Exchange(tmp, base)
+		}
+		if err == nil {
 			old = tmp
-		} else if err := s.dir.Remove(tmp); err != nil {
-			// No RENAME_EXCHANGE here: the plain rename below.
-			s.log.Warn().Err(err).Msg("removing an unused temp file")
+		} else {
+			next = tmp
+			if !s.noExchangeLogged {
+				s.noExchangeLogged = true
+				s.log.Warn().Err(err).Msg("the log directory's filesystem cannot swap names (RENAME_EXCHANGE): rotation renames twice, and the output path is free in between")
+			}
 		}
 	}
 	var backup string
@@ -640,6 +659,11 @@ func (s *File) rotateLocked() error {
 		}
 	}
 	if err != nil && old == base {
+		if next != "" {
+			if rerr := s.dir.Remove(next); rerr != nil {
+				s.log.Warn().Err(rerr).Msg("removing an unused temp file")
+			}
+		}
 		return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
 	}
 	if err != nil {
@@ -647,6 +671,17 @@ func (s *File) rotateLocked() error {
 		// new file already: write on there, and say where the old one is.
 		s.log.Error().Err(err).Str("rotated_to", old).Msg("rotated file could not take its backup name; it keeps the temp name")
 		backup = ""
+	}
+	if s.rotatedHook != nil {
+		s.rotatedHook()
+	}
+	if next != "" {
+		if err := s.dir.Rename(next, base); err != nil {
+			s.log.Warn().Err(err).Msg("the new file could not take the output path; creating it there")
+			if rerr := s.dir.Remove(next); rerr != nil {
+				s.log.Warn().Err(rerr).Msg("removing an unused temp file")
+			}
+		}
 	}
 	if s.opts.Fsync != FsyncNever {
 		if err := s.dir.Sync(); err != nil {
@@ -659,9 +694,6 @@ func (s *File) rotateLocked() error {
 	s.rotations.Add(1)
 	if s.jobs != nil && backup != "" {
 		s.jobs <- backup
-	}
-	if s.rotatedHook != nil {
-		s.rotatedHook()
 	}
 	if err := s.openLocked(); err != nil {
 		return err

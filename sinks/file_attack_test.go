@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,51 +330,65 @@ func TestRotationPlantedLinks(t *testing.T) {
 // not be opened (a link is never followed) and every write failed until
 // the test's deadline.
 func TestRotationPathTakenMeanwhile(t *testing.T) {
-	mnt, logDir := attackMount(t)
-	victim := filepath.Join(mnt, "victim")
-	check := newVictim(t, victim)
-	defer check()
-	o := testOpts(logDir)
-	o.MaxBackups = 0
-	s, _ := newLoggedFile(t, o)
-	s.maxSize = 2000
-	planted := 0
-	s.rotatedHook = func() {
-		// setpriv's exit status says whether the name was free.
-		err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-			"ln", "-s", victim, o.Path).Run()
-		if err == nil {
-			planted++
-		}
-	}
-	const n = 300
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a stall fails, not hangs
-	defer cancel()
-	q := NewQueue("file", 64, Block)
-	done := runSink(ctx, s, q)
-	pushRange(t, ctx, q, 1, n, padItem)
-	closeAndWait(t, q, done)
-	if planted > 0 {
-		t.Errorf("the output path was free for a link %d times during rotations", planted)
-	}
-	ents, err := os.ReadDir(logDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []uint64
-	files := 0
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			t.Errorf("%s is not a regular file", e.Name())
-			continue
-		}
-		files++
-		all = append(all, readSeqs(t, filepath.Join(logDir, e.Name()))...)
-	}
-	slices.Sort(all)
-	wantRange(t, all, 1, n)
-	if files < 3 {
-		t.Errorf("only %d files: no rotation happened", files)
+	// noExchange: a log filesystem without RENAME_EXCHANGE (NFS, CIFS):
+	// the path is free between the two renames, and whatever is planted
+	// there is replaced by the new file (rev6: the plain create failed on
+	// the link at every write, as before user6's fix).
+	for _, noExchange := range []bool{false, true} {
+		t.Run(fmt.Sprint("no_exchange=", noExchange), func(t *testing.T) {
+			mnt, logDir := attackMount(t)
+			victim := filepath.Join(mnt, "victim")
+			check := newVictim(t, victim)
+			defer check()
+			o := testOpts(logDir)
+			o.MaxBackups = 0
+			s, _ := newLoggedFile(t, o)
+			s.maxSize = 2000
+			if noExchange {
+				s.exchangeErr = errors.New("invalid argument (no RENAME_EXCHANGE)")
+			}
+			planted := 0
+			s.rotatedHook = func() {
+				// setpriv's exit status says whether the name was free.
+				err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+					"ln", "-s", victim, o.Path).Run()
+				if err == nil {
+					planted++
+				}
+			}
+			const n = 300
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a stall fails, not hangs
+			defer cancel()
+			q := NewQueue("file", 64, Block)
+			done := runSink(ctx, s, q)
+			pushRange(t, ctx, q, 1, n, padItem)
+			closeAndWait(t, q, done)
+			if planted > 0 && !noExchange {
+				t.Errorf("the output path was free for a link %d times during rotations", planted)
+			}
+			if noExchange && planted == 0 {
+				t.Errorf("no link planted: the test no longer tests the free path")
+			}
+			ents, err := os.ReadDir(logDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var all []uint64
+			files := 0
+			for _, e := range ents {
+				if !e.Type().IsRegular() {
+					t.Errorf("%s is not a regular file", e.Name())
+					continue
+				}
+				files++
+				all = append(all, readSeqs(t, filepath.Join(logDir, e.Name()))...)
+			}
+			slices.Sort(all)
+			wantRange(t, all, 1, n)
+			if files < 3 {
+				t.Errorf("only %d files: no rotation happened", files)
+			}
+		})
 	}
 }
 
