@@ -114,6 +114,8 @@ func TestLogrotateRunningAgent(t *testing.T) {
 events = ["create", "close_write"]
 stats_interval = "0s"
 shutdown_timeout = "30s"
+# Off by default; on here to prove the unit's capabilities allow it.
+priority_boost = 4
 
 [metrics]
 enabled = true
@@ -483,7 +485,7 @@ func (c *canaryWriter) waitVisible(label string, startup bool) {
 	}
 }
 
-// checkBoosted asserts that the unit's capabilities let the default
+// checkBoosted asserts that the unit's capabilities let the config's
 // priority_boost (4) lower the agent's nice value from the test's.
 func checkBoosted(t *testing.T, pid int) {
 	t.Helper()

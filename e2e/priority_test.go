@@ -61,8 +61,8 @@ func autogroupNice(t *testing.T, pid int) (int, bool) {
 	return n, true
 }
 
-// TestPriorityBoost: the default config raises every thread of the agent
-// (Linux keeps nice per thread) by priority_boost = 4 nice steps, 0 leaves
+// TestPriorityBoost: priority_boost = 4 raises every thread of the agent
+// (Linux keeps nice per thread) by 4 nice steps, the default (0) leaves
 // them alone, and without CAP_SYS_NICE the agent warns once and runs. A
 // session leader (a service: systemd calls setsid) also raises its
 // autogroup, the scheduling group other sessions compete with; an agent
@@ -89,11 +89,12 @@ func TestPriorityBoost(t *testing.T) {
 		group int
 		warn  bool
 	}{
-		{name: "default", want: max(self-4, -20), group: selfGroup},
-		{name: "off", extra: "priority_boost = 0\n", want: self, group: selfGroup},
+		{name: "default", want: self, group: selfGroup},
+		{name: "four", extra: "priority_boost = 4\n", want: max(self-4, -20), group: selfGroup},
 		{name: "seven", extra: "priority_boost = 7\n", want: max(self-7, -20), group: selfGroup},
-		{name: "no CAP_SYS_NICE", wrap: []string{setpriv, "--bounding-set=-sys_nice", "--"}, want: self, group: selfGroup, warn: true},
-		{name: "session leader", wrap: []string{setsid}, want: max(self-4, -20), group: -4},
+		{name: "no CAP_SYS_NICE", extra: "priority_boost = 4\n", wrap: []string{setpriv, "--bounding-set=-sys_nice", "--"}, want: self, group: selfGroup, warn: true},
+		{name: "session leader", extra: "priority_boost = 4\n", wrap: []string{setsid}, want: max(self-4, -20), group: -4},
+		{name: "session leader, default", wrap: []string{setsid}, want: self, group: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			watched := testutil.TmpfsMount(t, "16m")

@@ -27,7 +27,7 @@ func fullConfig() Config {
 		ShutdownTimeout: Duration{3 * time.Second},
 		StatsInterval:   Duration{0},
 		MemoryLimitMB:   256,
-		PriorityBoost:   0,
+		PriorityBoost:   7,
 		StateDir:        "/var/lib/fa",
 		Capture: Capture{
 			UnlimitedQueue: true,
