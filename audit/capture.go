@@ -190,7 +190,11 @@ type Capture struct {
 	handleOut     map[string]*handleOut
 	handleOutFull bool
 	fsMark        map[uint64]bool // fsids under a filesystem mark for the full mask
-	markErr       error           // markTree's last refused inode mark
+	// execFS: the filesystems of ExecPaths (fsid → an exec path on it),
+	// whose exec marks and mount fd outlive a watched path's unmount
+	// there (see unmark and release).
+	execFS  map[uint64]string
+	markErr error // markTree's last refused inode mark
 
 	// Reader state, touched only by Run.
 	dirs        *pathCache          // directory handle → path
@@ -429,6 +433,12 @@ func (c *Capture) execMarks() error {
 		f, fsid, err := kernel.OpenMount(p)
 		if err != nil {
 			return fmt.Errorf("capture: exec path: %w", err)
+		}
+		if _, ok := c.execFS[fsid]; !ok {
+			if c.execFS == nil {
+				c.execFS = make(map[uint64]string)
+			}
+			c.execFS[fsid] = p
 		}
 		if c.mount(fsid) != nil {
 			f.Close()

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -543,4 +544,63 @@ func TestRemountStaleTable(t *testing.T) {
 	if got := c.Stats().InodeMarks; got != 0 {
 		t.Errorf("%d inode marks on the new filesystem root, want its filesystem mark", got)
 	}
+}
+
+// TestUnmountKeepsExecMark: a watched bind mount of a filesystem that
+// also holds an exec path, unmounted while the filesystem stays mounted.
+// The exec path took no mark of its own (the watched path's filesystem
+// mark asked for execs) and no mount fd of its own (one per filesystem):
+// removing the unmounted path's marks and fd must leave the exec mark and
+// a fd to name execs through, or short-lived processes started from
+// there lose their attribution.
+func TestUnmountKeepsExecMark(t *testing.T) {
+	src, other := tmpfs(t), tmpfs(t)
+	copyTrue(t, src)
+	at := mountDir(t, "fanaudit-umount-")
+	run(t, "mount", "--bind", src, at)
+	obs := &execObserver{}
+	s := startSession(t, Options{Paths: []string{at, other}, ExecPaths: []string{src}, Observer: obs})
+	run(t, "umount", "-l", at)
+	waitHealth(t, s.c, false)
+	bin := filepath.Join(src, "true")
+	runHelper(t, "exec", bin)
+	s.mark(other)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(obs.execs, bin) {
+		t.Fatalf("after the unmount the observer saw execs %q, want %s", obs.execs, bin)
+	}
+}
+
+// TestUnmountedBeforeRun: a watched path unmounted after its marks were
+// placed (New) and before Run armed the mount-table watch changes nothing
+// after the arm; Run still finds it gone.
+func TestUnmountedBeforeRun(t *testing.T) {
+	at := mountDir(t, "fanaudit-early-")
+	run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", at)
+	c, err := New(Options{Paths: []string{at}}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	run(t, "umount", "-l", at)
+	out := make(chan []Event)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- c.Run(ctx, out) }()
+	defer func() {
+		cancel()
+		for {
+			select {
+			case <-out:
+			case err := <-done:
+				if err != nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+	}()
+	waitHealth(t, c, false)
 }

@@ -51,10 +51,15 @@ func (c *Capture) startMountWatch() (stop func()) {
 		c.log.Warn().Err(err).Msg("cannot watch the mount table: unmounts of watched filesystems go unnoticed")
 		return func() {}
 	}
-	if _, err := w.Read(); err != nil { // arm
-		c.log.Warn().Err(err).Msg("cannot read the mount table")
-	}
 	mw := &mountWatch{w: w}
+	// Reading arms the watch. The table it gives is checked once like a
+	// change: an unmount between the marking and this arm changed nothing
+	// after it, and went unnoticed until the next change on the host.
+	if tbl, err := w.Read(); err != nil {
+		c.log.Warn().Err(err).Msg("cannot read the mount table")
+	} else {
+		mw.changed.Store(&tbl)
+	}
 	c.mw = mw
 	mw.wg.Add(1)
 	go func() {
@@ -188,6 +193,12 @@ func (c *Capture) unmark(r *rootState) {
 	var fsMask, inodeMask uint64
 	if c.fsMark[r.fsid] {
 		fsMask = c.mask | kernel.FanOpenExec
+		if _, ok := c.execFS[r.fsid]; ok {
+			// An exec path on this filesystem relied on this mark's exec
+			// bit (it took no mark of its own): execs there still name
+			// short-lived processes.
+			fsMask &^= kernel.FanOpenExec
+		}
 	}
 	var rels []string
 	if t := c.tree; t != nil {
@@ -222,6 +233,18 @@ func (c *Capture) release(r *rootState) {
 	}
 	clear(c.mounts[len(mounts):])
 	c.mounts = mounts
+	if p, ok := c.execFS[r.fsid]; ok && c.mount(r.fsid) == nil {
+		// The exec path's mount fd was the watched path's (one per
+		// filesystem): execs there are named through a fd of its own now.
+		if f, fsid, err := kernel.OpenMount(p); err != nil || fsid != r.fsid {
+			if err == nil {
+				f.Close()
+			}
+			c.log.Warn().Err(err).Str("exec_path", p).Msg("cannot open the exec path again after an unmount: its execs go unnamed")
+		} else {
+			c.mounts = append(c.mounts, mountRef{fsid: fsid, f: f})
+		}
+	}
 	if t := c.tree; t != nil {
 		roots := t.roots[:0]
 		for _, rt := range t.roots {
