@@ -34,13 +34,11 @@ func BoostThreads(taskDir string, boost int) (int, error) {
 	if boost <= 0 {
 		return 0, fmt.Errorf("boost %d: must be positive", boost)
 	}
-	// The raw getpriority(2) returns 20 - nice, so that it is never
-	// negative (the glibc wrapper undoes this; x/sys/unix does not).
-	raw, err := unix.Getpriority(unix.PRIO_PROCESS, os.Getpid())
+	cur, err := ThreadNice(os.Getpid())
 	if err != nil {
-		return 0, fmt.Errorf("getpriority: %w", err)
+		return 0, err
 	}
-	nice := max(20-raw-boost, minNice)
+	nice := max(cur-boost, minNice)
 	done := make(map[int]bool)
 	for {
 		ents, err := os.ReadDir(taskDir)
@@ -55,13 +53,9 @@ func BoostThreads(taskDir string, boost int) (int, error) {
 			}
 			done[tid] = true
 			changed = true
-			err = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
-			switch {
-			case err == nil, errors.Is(err, unix.ESRCH):
-			case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-				return nice, fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, ErrNoPriority)
-			default:
-				return nice, fmt.Errorf("setpriority thread %d to nice %d: %w", tid, nice, err)
+			// A thread gone since the listing (ESRCH) needs no boost.
+			if err := SetThreadNice(tid, nice); err != nil && !errors.Is(err, unix.ESRCH) {
+				return nice, err
 			}
 		}
 		if !changed {
@@ -71,6 +65,8 @@ func BoostThreads(taskDir string, boost int) (int, error) {
 }
 
 // ThreadNice returns the nice value of thread tid (0: the calling thread).
+// The raw getpriority(2) returns 20 - nice, so that it is never negative
+// (the glibc wrapper undoes this; x/sys/unix does not).
 func ThreadNice(tid int) (int, error) {
 	raw, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 	if err != nil {
