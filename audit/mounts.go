@@ -175,10 +175,8 @@ func (c *Capture) anyGone() bool {
 // the kernel blames on whichever process holds the file last: a child
 // forked meanwhile, between its fork and its exec.
 func (c *Capture) unmark(r *rootState) {
-	for i := range c.roots {
-		if !c.roots[i].gone && c.roots[i].fsid == r.fsid {
-			return
-		}
+	if c.watchedOn(r.fsid) {
+		return
 	}
 	var f *os.File
 	for _, m := range c.mounts {
@@ -260,12 +258,19 @@ func (c *Capture) release(r *rootState) {
 		}
 		c.stats.inodeMarks.Store(uint64(len(t.dirs)))
 	}
+	if !c.watchedOn(r.fsid) {
+		delete(c.fsMark, r.fsid)
+	}
+}
+
+// watchedOn reports whether a watched path still shows filesystem fsid.
+func (c *Capture) watchedOn(fsid uint64) bool {
 	for i := range c.roots {
-		if !c.roots[i].gone && c.roots[i].fsid == r.fsid {
-			return
+		if !c.roots[i].gone && c.roots[i].fsid == fsid {
+			return true
 		}
 	}
-	delete(c.fsMark, r.fsid)
+	return false
 }
 
 // Health reports whether every watched path is watched, and why not.
