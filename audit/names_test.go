@@ -661,18 +661,12 @@ func nameCases() []nameCase {
 // out, the kernel names it "/" (user6: "rename /d <- src/sub/d").
 func bindMoveCase(name string, bindFirst bool) nameCase {
 	var bind string
+	mounts, paths := bindSub(&bind, bindFirst)
 	return nameCase{
-		name:  name,
-		setup: files("src/", "src/sub/", "src/sub/d/", "src/sub/d/f", "out/", "out/e/", "out/e/g"),
-		mounts: func(t *testing.T, dir string) {
-			bind = bindMount(t, filepath.Join(dir, "src", "sub"))
-		},
-		paths: func(dir string) []string {
-			if bindFirst {
-				return []string{bind, filepath.Join(dir, "src")}
-			}
-			return []string{filepath.Join(dir, "src"), bind}
-		},
+		name:   name,
+		setup:  files("src/", "src/sub/", "src/sub/d/", "src/sub/d/f", "out/", "out/e/", "out/e/g"),
+		mounts: mounts,
+		paths:  paths,
 		run: func(t *testing.T, s *session, dir string) {
 			sh(t, dir, "mv src/sub/d out/d && mv out/e src/sub/e")
 		},
@@ -695,23 +689,32 @@ func bindMoveCase(name string, bindFirst bool) nameCase {
 	}
 }
 
+// bindSub gives a case's mounts and paths: a bind mount of src/sub (its
+// path in *bind) watched together with src, listed first or last.
+func bindSub(bind *string, bindFirst bool) (func(*testing.T, string), func(string) []string) {
+	mounts := func(t *testing.T, dir string) {
+		*bind = bindMount(t, filepath.Join(dir, "src", "sub"))
+	}
+	paths := func(dir string) []string {
+		if bindFirst {
+			return []string{*bind, filepath.Join(dir, "src")}
+		}
+		return []string{filepath.Join(dir, "src"), *bind}
+	}
+	return mounts, paths
+}
+
 // bindCase watches a bind mount of src/sub together with src, in either
 // order: events in src outside sub are named through src's mount, never
 // through the bind mount, which does not show them.
 func bindCase(name string, bindFirst bool) nameCase {
 	var bind string
+	mounts, paths := bindSub(&bind, bindFirst)
 	return nameCase{
-		name:  name,
-		setup: files("src/", "src/sub/", "src/other/", "src/other/deep/"),
-		mounts: func(t *testing.T, dir string) {
-			bind = bindMount(t, filepath.Join(dir, "src", "sub"))
-		},
-		paths: func(dir string) []string {
-			if bindFirst {
-				return []string{bind, filepath.Join(dir, "src")}
-			}
-			return []string{filepath.Join(dir, "src"), bind}
-		},
+		name:   name,
+		setup:  files("src/", "src/sub/", "src/other/", "src/other/deep/"),
+		mounts: mounts,
+		paths:  paths,
 		run: func(t *testing.T, s *session, dir string) {
 			sh(t, dir, "touch src/other/x src/other/deep/y src/sub/z")
 		},
