@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -71,11 +70,16 @@ func boostPriority(boost int, log zerolog.Logger) {
 			group = max(group-boost, -20)
 			err = kernel.SetAutogroupNice(autogroup, group)
 		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, kernel.ErrNoAutogroup):
+			// Nothing to raise: the session's tasks compete with
+			// everything else one by one, or by cgroup.
+		case err != nil:
 			warn(err)
 			return
+		default:
+			ev = ev.Int("autogroup_nice", group)
 		}
-		ev = ev.Int("autogroup_nice", group)
 	}
 	ev.Msg("scheduling priority raised")
 }

@@ -1,8 +1,10 @@
 package kernel
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 
@@ -19,6 +21,13 @@ const (
 // ErrNoPriority means the kernel refused to raise a thread's priority:
 // the process lacks CAP_SYS_NICE and RLIMIT_NICE does not allow it.
 var ErrNoPriority = errors.New("raising the scheduling priority is not permitted (needs CAP_SYS_NICE or RLIMIT_NICE)")
+
+// ErrNoAutogroup means the process has no scheduler autogroup of its own
+// to read or raise: the kernel has none (no /proc/PID/autogroup), or the
+// process sits in the kernel's default group, which the file shows as
+// empty. The default group is where every process starts whose ancestors
+// never called setsid since boot, as in some containers and CI runners.
+var ErrNoAutogroup = errors.New("no scheduler autogroup")
 
 // BoostThreads lowers the nice value of every thread listed in taskDir
 // (/proc/self/task for the calling process) to the main thread's nice
@@ -103,11 +112,18 @@ func SessionLeader() bool {
 // (/proc/self/autogroup: "/autogroup-N nice V"). With CONFIG_SCHED_AUTOGROUP
 // each session is one scheduling group: tasks of other sessions compete
 // with the group as a whole, so thread nice values only weigh within it.
-// A kernel without autogroups has no such file (fs.ErrNotExist).
+// A kernel without autogroups has no such file, and a process in the
+// default group reads it empty: both are ErrNoAutogroup.
 func AutogroupNice(path string) (int, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("read %s: %w: %w", path, ErrNoAutogroup, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return 0, fmt.Errorf("%s: empty: %w", path, ErrNoAutogroup)
 	}
 	var name string
 	var nice int

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -149,6 +150,7 @@ func TestAutogroupNice(t *testing.T) {
 		{"/autogroup-7 nice -4\n", -4, true},
 		{"/autogroup-7 weight 3\n", 0, false},
 		{"", 0, false},
+		{"\n", 0, false},
 	} {
 		p := filepath.Join(dir, "autogroup")
 		if err := os.WriteFile(p, []byte(tc.in), 0o644); err != nil {
@@ -158,9 +160,14 @@ func TestAutogroupNice(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("AutogroupNice(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
 		}
+		// Only an empty file is the default group; a line it cannot
+		// parse is an error of its own.
+		if empty := strings.TrimSpace(tc.in) == ""; errors.Is(err, ErrNoAutogroup) != empty {
+			t.Errorf("AutogroupNice(%q): %v, ErrNoAutogroup %v", tc.in, err, empty)
+		}
 	}
-	if _, err := AutogroupNice(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing file: %v, want ErrNotExist", err)
+	if _, err := AutogroupNice(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) || !errors.Is(err, ErrNoAutogroup) {
+		t.Errorf("missing file: %v, want ErrNotExist and ErrNoAutogroup", err)
 	}
 	if err := SetAutogroupNice(filepath.Join(dir, "autogroup"), -21); err == nil {
 		t.Error("nice -21 accepted")
