@@ -87,11 +87,16 @@ func (c *pathCache) swapPrefix(a, b string) {
 	}
 }
 
-// dropPrefix forgets dir and every cached path below it.
-func (c *pathCache) dropPrefix(dir string) {
+// dropIf forgets the entries drop accepts.
+func (c *pathCache) dropIf(drop func(key, path string) bool) {
 	for k, v := range c.m {
-		if under(v, dir) {
+		if drop(k, v) {
 			delete(c.m, k)
 		}
 	}
+}
+
+// dropPrefix forgets dir and every cached path below it.
+func (c *pathCache) dropPrefix(dir string) {
+	c.dropIf(func(_, p string) bool { return under(p, dir) })
 }

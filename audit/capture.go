@@ -56,6 +56,10 @@
 //   - A malformed event or an undecodable rest of a read buffer becomes an
 //     events_lost Event with reason ReasonDecodeError: nothing is dropped
 //     silently.
+//   - Reading and processing are two goroutines of Run: while processing
+//     is behind, the reader reads the kernel queue ahead into up to
+//     Options.ReadAhead bytes, so that a burst waits in the agent's memory
+//     (bounded) rather than overflowing the kernel's queue (see Run).
 package audit
 
 import (
@@ -101,11 +105,15 @@ type Options struct {
 	IgnorePaths    []string // the agent's own outputs: ignore marks + user-space filter
 	Actions        []Action // wanted actions; empty = all file actions
 	UnlimitedQueue bool
-	ReadBuffer     int           // bytes, default 32 KiB
-	BatchDelay     time.Duration // sleep when the queue is empty (0 = block in poll)
-	PidFD          bool          // FAN_REPORT_PIDFD
-	OpenForHash    bool          // on close_write, open the file by handle (Event.File)
-	Observer       Observer      // called in the reader for every event
+	ReadBuffer     int // bytes, default 32 KiB
+	// ReadAhead bounds the bytes of kernel events read while the
+	// consumer of Run's output is behind (see Run); 0: none beyond the
+	// read being handed over.
+	ReadAhead   int
+	BatchDelay  time.Duration // sleep when the queue is empty (0 = block in poll)
+	PidFD       bool          // FAN_REPORT_PIDFD
+	OpenForHash bool          // on close_write, open the file by handle (Event.File)
+	Observer    Observer      // called in the reader for every event
 
 	// ExecPaths name filesystems, by any directory on them, whose exec
 	// events the Observer should see although nothing on them is
@@ -150,11 +158,15 @@ type Stats struct {
 	// ignored directory.
 	UnwatchedWindows uint64
 	IgnoreMarks      uint64 // out-of-scope directories under an in-kernel ignore mark now
+	// ReadAhead is the bytes read from the kernel and not yet processed
+	// now (see Options.ReadAhead), ReadAheadPeak the most there were.
+	ReadAhead, ReadAheadPeak uint64
 }
 
 type counters struct {
 	reads, bytes, kernel, emitted, filtered, self, overflows, decodeErrs, resolveFails atomic.Uint64
 	inodeMarks, markFails, scopeDrops, unnamed, windows, ignoreMarks                   atomic.Uint64
+	ahead, aheadPeak                                                                   atomic.Uint64
 }
 
 // mountRef is one watched filesystem: the fd open_by_handle_at resolves on.
@@ -202,12 +214,13 @@ type Capture struct {
 	drop        []bool              // dropPass's flags, reused
 	gone        *pathCache          // unlinked files still referenced → path, for delete_self
 	deletedSelf map[string]struct{} // handles whose delete_self was read, see againDeleted
-	buf         []byte
+	buf         []byte              // the read being processed, after the held events carried over
 	raw         []kernel.RawEvent
 	scratch     []byte
 	evCap       int            // the largest batch of Events so far: reused slices grow to it
 	evFree      chan []Event   // slices given back by Recycle, for Run to reuse
 	memFree     chan *batchMem // file ids and handle bytes given back by Recycle
+	readFree    chan []byte    // read buffers back from processing, see readAhead
 
 	roots  []rootState            // what each watched path was when marked, see mounts.go
 	mw     *mountWatch            // during Run
@@ -330,7 +343,12 @@ func (c *Capture) validate() error {
 	if o.BatchDelay < 0 {
 		return fmt.Errorf("%w: negative batch delay", ErrOptions)
 	}
-	c.buf = make([]byte, o.ReadBuffer)
+	if o.ReadAhead < 0 {
+		return fmt.Errorf("%w: negative read-ahead", ErrOptions)
+	}
+	// A read, after the held events carried from the last one (at most
+	// a quarter of a read, see process).
+	c.buf = make([]byte, o.ReadBuffer+o.ReadBuffer/4)
 	return nil
 }
 
@@ -653,6 +671,7 @@ func (c *Capture) Stats() Stats {
 		ResolveFailures: s.resolveFails.Load(),
 		InodeMarks:      s.inodeMarks.Load(), MarkFailures: s.markFails.Load(), ScopeDrops: s.scopeDrops.Load(),
 		Unnamed: s.unnamed.Load(), UnwatchedWindows: s.windows.Load(), IgnoreMarks: s.ignoreMarks.Load(),
+		ReadAhead: s.ahead.Load(), ReadAheadPeak: s.aheadPeak.Load(),
 	}
 }
 
@@ -663,6 +682,16 @@ func (c *Capture) Stats() Stats {
 // sends it and returns nil. Sends block: the receiver must keep receiving
 // until Run returns. Handle-only events at the tail of a read may go out
 // with the next read's slice (see holdFrom).
+//
+// Reading and processing are two goroutines, both Run's. The processor
+// asks for a read when it has processed the last one, as one goroutine
+// reading and processing in turn would. While it is busy (its receiver
+// behind) for longer than aheadPace, the reader reads ahead into up to
+// Options.ReadAhead bytes of buffers. The kernel's queue holds 16384
+// events by default and drops what comes after; in a burst that outruns
+// the sinks for a while the same events then wait in the agent's memory,
+// as the bytes the kernel gave (about 70 a delete), instead of
+// overflowing it.
 func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -675,74 +704,283 @@ func (c *Capture) Run(ctx context.Context, out chan<- []Event) error {
 	stop := context.AfterFunc(ctx, func() { c.group.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer c.startMountWatch()()
-	var timer *time.Timer
-	carry := 0 // bytes of held events at the start of c.buf
+	ahead := c.opts.ReadAhead / c.opts.ReadBuffer
+	if c.readFree == nil {
+		// Every buffer is in reads, in the reader or in the processor,
+		// or back here: the pool never holds more.
+		c.readFree = make(chan []byte, ahead+2)
+	}
+	reads := make(chan chunk, ahead)
+	ask := make(chan struct{}, 1)
+	rerr := make(chan error, 1)
+	go func() { rerr <- c.readAhead(ctx, reads, ask) }()
+	c.processReads(ctx, reads, ask, out)
+	return <-rerr
+}
+
+// aheadPace is how long the processor may be busy before the reader reads
+// ahead for it, and how often it does while the processor stays busy. The
+// default queue of 16384 events takes about 15 ms to fill at 1 M events/s
+// (a delete burst on tmpfs); 2 ms of events fill a few whole reads, so
+// reading ahead costs few extra read calls.
+const aheadPace = 2 * time.Millisecond
+
+// chunk is one read of the kernel queue, or, with no bytes, word that the
+// queue was found empty, or (woke) that the reader woke for a mount table
+// change.
+type chunk struct {
+	b    []byte
+	at   time.Time
+	woke bool
+}
+
+// readAhead reads the kernel queue into reads until ctx ends or the
+// Capture is closed, then reads what is still queued and closes reads.
+// It reads when the processor asks, or, while it is busy, every
+// aheadPace as long as reads has room. Only when the processor asked and
+// the queue is empty does it say so (a chunk without bytes) and wait for
+// events.
+func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan struct{}) error {
+	defer close(reads)
+	pace := time.NewTimer(aheadPace)
+	pace.Stop()
+	defer pace.Stop()
+	var delay *time.Timer
+	// Every chunk answers the processor's ask, if it made one: a later
+	// ask is for a later chunk, and a chunk without bytes answering an
+	// old one would say the queue is empty when it may not be any more.
+	answer := func(r chunk) {
+		select {
+		case <-ask:
+		default:
+		}
+		reads <- r
+	}
+	send := func(b []byte, n int) {
+		c.counted(n)
+		answer(chunk{b: b[:n], at: time.Now()})
+		pace.Reset(aheadPace)
+	}
 	for {
-		c.mountsChanged()
-		n, err := c.group.TryRead(c.buf[carry:])
+		select {
+		case <-ask:
+			pace.Stop()
+		case <-pace.C:
+			// The processor is still busy: read what is queued,
+			// while there is room for it.
+			for len(reads) < cap(reads) {
+				b := c.readBuf()
+				n, err := c.group.TryRead(b)
+				if err != nil {
+					return c.readErr(ctx, err)
+				}
+				if n == 0 {
+					c.readFree <- b
+					break
+				}
+				send(b, n)
+			}
+			pace.Reset(aheadPace)
+			continue
+		}
+		b := c.readBuf()
+		n, err := c.group.TryRead(b)
 		if err != nil {
 			return c.readErr(ctx, err)
 		}
-		if n == 0 && carry > 0 {
-			// Held events wait briefly for the record that names them,
-			// then go out as they are.
-			if n, err = c.readWithin(ctx, c.buf[carry:], holdWait); err != nil {
-				return c.readErr(ctx, err)
-			}
-			if n == 0 {
-				evs, _ := c.process(c.buf[:carry], time.Now(), false)
-				carry = 0
-				c.handOn(out, evs)
-				continue
-			}
+		if n > 0 {
+			send(b, n)
+			continue
 		}
-		if n == 0 && c.pend.n > 0 {
-			// The queue is empty: nothing will name the held events now.
-			c.handOn(out, c.flushHeld())
+		if ctx.Err() != nil {
+			return nil // read to empty after the end
 		}
-		if n == 0 && carry == 0 {
-			c.settled()
-		}
-		if n == 0 {
-			if ctx.Err() != nil {
-				return nil
-			}
+		answer(chunk{})
+		// Wait for events, reading nothing ahead: the processor is
+		// idle until they come.
+		for n == 0 {
 			if d := c.opts.BatchDelay; d > 0 {
-				if timer == nil {
-					timer = time.NewTimer(d)
+				if delay == nil {
+					delay = time.NewTimer(d)
 				} else {
-					timer.Reset(d)
+					delay.Reset(d)
 				}
 				select {
-				case <-timer.C:
+				case <-delay.C:
 				case <-ctx.Done():
 				}
-				continue
-			}
-			n, err = c.group.Read(c.buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if n, err = c.group.TryRead(b); err != nil {
+					return c.readErr(ctx, err)
+				}
+			} else if n, err = c.group.Read(b); errors.Is(err, os.ErrDeadlineExceeded) {
+				n = 0
 				if ctx.Err() == nil {
 					// A mount table change woke the read (see
-					// mountsChanged). Every blocking read is preceded
-					// by a ctx check, so clearing a deadline ctx's
-					// end just set is harmless.
+					// mountsChanged). Every blocking read is
+					// preceded by a ctx check, so clearing a
+					// deadline ctx's end just set is harmless.
 					if err := c.group.SetReadDeadline(time.Time{}); err != nil {
 						return c.readErr(ctx, err)
 					}
 				}
-				continue
-			}
-			if err != nil {
+			} else if err != nil {
 				return c.readErr(ctx, err)
 			}
+			if n == 0 && ctx.Err() != nil {
+				c.readFree <- b
+				return c.drainTo(ctx, reads)
+			}
+			if n == 0 {
+				// The processor calls mountsChanged on it.
+				answer(chunk{woke: true})
+			}
 		}
-		c.stats.reads.Add(1)
-		c.stats.bytes.Add(uint64(n))
-		total := carry + n
-		evs, keep := c.process(c.buf[:total], time.Now(), ctx.Err() == nil)
-		copy(c.buf, c.buf[total-keep:total])
+		send(b, n)
+	}
+}
+
+// drainTo reads what is still queued into reads, after ctx ended.
+func (c *Capture) drainTo(ctx context.Context, reads chan<- chunk) error {
+	for {
+		b := c.readBuf()
+		n, err := c.group.TryRead(b)
+		if err != nil {
+			return c.readErr(ctx, err)
+		}
+		if n == 0 {
+			return nil
+		}
+		c.counted(n)
+		reads <- chunk{b: b[:n], at: time.Now()}
+	}
+}
+
+// counted counts a read of n bytes, which waits for the processor until
+// it takes it (see processReads).
+func (c *Capture) counted(n int) {
+	c.stats.reads.Add(1)
+	c.stats.bytes.Add(uint64(n))
+	a := c.stats.ahead.Add(uint64(n))
+	for p := c.stats.aheadPeak.Load(); a > p && !c.stats.aheadPeak.CompareAndSwap(p, a); p = c.stats.aheadPeak.Load() {
+	}
+}
+
+// readBuf returns a read buffer: one processing gave back, or a new one.
+func (c *Capture) readBuf() []byte {
+	select {
+	case b := <-c.readFree:
+		return b[:cap(b)]
+	default:
+		return make([]byte, c.opts.ReadBuffer)
+	}
+}
+
+// trimReadFree lets the garbage collector have the read buffers a burst
+// took beyond the two that keep a steady stream going.
+func (c *Capture) trimReadFree() {
+	for len(c.readFree) > 2 {
+		select {
+		case <-c.readFree:
+		default:
+			return // the reader took one meanwhile
+		}
+	}
+}
+
+// processReads turns the reads into batches of Events and sends them on
+// until reads is closed. Held events (see holdFrom) are carried to the
+// front of c.buf, and the next read is processed after them.
+func (c *Capture) processReads(ctx context.Context, reads <-chan chunk, ask chan struct{}, out chan<- []Event) {
+	carry := 0 // bytes of held events at the start of c.buf
+	var hold *time.Timer
+	next := func() (chunk, bool) {
+		if len(reads) == 0 {
+			select {
+			case ask <- struct{}{}:
+			default:
+			}
+		}
+		r, ok := <-reads
+		// A chunk the reader read ahead may have come first: the ask
+		// is withdrawn, the next one asks again.
+		select {
+		case <-ask:
+		default:
+		}
+		return r, ok
+	}
+	for {
+		r, ok := next()
+		// After the receive: a read that came after a mount table
+		// change is processed knowing of it, as when one goroutine
+		// checked the table before each read.
+		c.mountsChanged()
+		if !ok {
+			break
+		}
+		if r.b == nil && carry > 0 {
+			// Held events wait briefly for the record that names
+			// them, then go out as they are.
+			if hold == nil {
+				hold = time.NewTimer(holdWait)
+			} else {
+				hold.Reset(holdWait)
+			}
+			// A wake for a mount table change says nothing of the
+			// queue: the wait goes on.
+			for wait := true; wait; {
+				select {
+				case r, ok = <-reads:
+					wait = ok && r.woke
+					if wait {
+						c.mountsChanged()
+					}
+				case <-hold.C:
+					r, wait = chunk{}, false
+				}
+			}
+			if !ok {
+				break
+			}
+			if r.b == nil {
+				// Nothing came: the queue is still empty.
+				evs, _ := c.process(c.buf[:carry], time.Now(), false)
+				carry = 0
+				c.handOn(out, evs)
+			}
+		}
+		if r.b == nil && len(reads) > 0 {
+			continue // the queue filled again since
+		}
+		if r.b == nil {
+			// The queue ran empty: nothing will name the held events
+			// now, and everything read before has been processed.
+			if c.pend.n > 0 {
+				c.handOn(out, c.flushHeld())
+			}
+			c.settled()
+			c.trimReadFree()
+			continue
+		}
+		c.stats.ahead.Add(^uint64(len(r.b) - 1))
+		buf := r.b
+		if carry > 0 {
+			buf = c.buf[:carry+copy(c.buf[carry:], r.b)]
+		}
+		evs, keep := c.process(buf, r.at, ctx.Err() == nil)
+		copy(c.buf, buf[len(buf)-keep:])
 		carry = keep
+		c.readFree <- r.b
 		c.handOn(out, evs)
+	}
+	// Closed: the reader ended, with the queue read to empty after ctx
+	// ended. Nothing more will come to name the held events.
+	if carry > 0 {
+		evs, _ := c.process(c.buf[:carry], time.Now(), false)
+		c.handOn(out, evs)
+	}
+	if c.pend.n > 0 {
+		c.handOn(out, c.flushHeld())
 	}
 }
 
@@ -762,27 +1000,6 @@ func (c *Capture) handOn(out chan<- []Event, evs []Event) {
 
 // holdWait bounds how long held events wait for their naming record.
 const holdWait = 2 * time.Millisecond
-
-// readWithin reads what arrives within d; 0, nil when nothing did or ctx
-// has ended (then nothing is worth waiting for).
-func (c *Capture) readWithin(ctx context.Context, buf []byte, d time.Duration) (int, error) {
-	if ctx.Err() != nil {
-		return 0, nil
-	}
-	if err := c.group.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return 0, err
-	}
-	n, err := c.group.Read(buf)
-	// Clearing may also clear a deadline ctx's end just set; every
-	// blocking read is preceded by a ctx check, so that is harmless.
-	if cerr := c.group.SetReadDeadline(time.Time{}); cerr != nil && err == nil {
-		err = cerr
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return 0, nil
-	}
-	return n, err
-}
 
 func (c *Capture) readErr(ctx context.Context, err error) error {
 	if errors.Is(err, os.ErrClosed) {

@@ -305,6 +305,63 @@ func TestForcedOverflow(t *testing.T) {
 	}
 }
 
+// TestReadAhead: while nothing receives Run's output, a burst of three
+// times the default queue overflows it without read-ahead and reaches the
+// receiver whole with it, once receiving resumes.
+func TestReadAhead(t *testing.T) {
+	const files = 20000 // create, open and close_write each: 60,000 events, the queue holds 16384
+	for _, tc := range []struct {
+		name     string
+		ahead    int
+		overflow bool
+	}{
+		{"none", 0, true},
+		{"16 MiB", 16 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := tmpfs(t)
+			c, err := New(Options{Paths: []string{root}, ReadAhead: tc.ahead}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := contextBackground()
+			defer cancel()
+			out := make(chan []Event) // nothing receives until the burst is over
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx, out); close(out) }()
+			runHelper(t, "burst", root, fmt.Sprint(files))
+			cancel() // Run reads the queue to empty, then ends
+			creates, lost := 0, 0
+			for evs := range out {
+				for i := range evs {
+					switch evs[i].Action {
+					case ActionCreate:
+						creates++
+					case ActionEventsLost:
+						lost++
+					}
+					evs[i].Release()
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			st := c.Stats()
+			t.Logf("creates %d of %d, events_lost %d, stats %+v", creates, files, lost, st)
+			if uint64(lost) != st.Overflows {
+				t.Errorf("events_lost %d != Stats.Overflows %d", lost, st.Overflows)
+			}
+			if got := st.Overflows > 0; got != tc.overflow {
+				t.Fatalf("overflowed: %v, want %v", got, tc.overflow)
+			}
+			if !tc.overflow && creates != files {
+				t.Errorf("%d creates, want %d", creates, files)
+			}
+		})
+	}
+}
+
 // TestDrainOnCancel: events queued when ctx ends are still delivered.
 func TestDrainOnCancel(t *testing.T) {
 	root := tmpfs(t)

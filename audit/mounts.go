@@ -220,6 +220,15 @@ func (c *Capture) unmark(r *rootState) {
 func (c *Capture) release(r *rootState) {
 	c.dirs.dropPrefix(r.path)
 	c.gone.dropPrefix(r.path)
+	// Names of the filesystem outside every watched path may have come
+	// through the path's mount after it was detached and before the
+	// agent read the mount table: the kernel then answers from the
+	// detached mount's root ("/true" for a file at its top).
+	stray := func(key, p string) bool {
+		return (&kernel.Handle{Key: []byte(key)}).Fsid() == r.fsid && !underAny(p, c.scope.roots)
+	}
+	c.dirs.dropIf(stray)
+	c.gone.dropIf(stray)
 	clear(c.verdicts)
 	mounts := c.mounts[:0]
 	for _, m := range c.mounts {

@@ -39,7 +39,7 @@ func (c *Capture) process(buf []byte, now time.Time, mayHold bool) ([]Event, int
 	keep, full := 0, raw
 	if mayHold && derr == nil {
 		if i := c.holdFrom(raw); i < len(raw) {
-			if k := len(buf) - raw[i].Off; k <= len(c.buf)/4 {
+			if k := len(buf) - raw[i].Off; k <= c.opts.ReadBuffer/4 {
 				raw, keep = raw[:i], k
 			}
 		}

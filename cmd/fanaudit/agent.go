@@ -112,6 +112,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 		Actions:        enrich.CaptureActions(eventActions(cfg)),
 		UnlimitedQueue: cfg.Capture.UnlimitedQueue,
 		ReadBuffer:     cfg.Capture.ReadBuffer,
+		ReadAhead:      cfg.Capture.ReadAhead,
 		BatchDelay:     cfg.Capture.BatchDelay.Duration,
 		PidFD:          cfg.Enrich.PidFD,
 		OpenForHash:    cfg.Enrich.Hash.Enabled,

@@ -96,14 +96,23 @@ type Config struct {
 	source string
 }
 
+// DefaultReadAhead is [capture] read_ahead's default: 16 MiB of kernel
+// events, about 200,000 of them (70-100 bytes each), twelve times what
+// the kernel queues by default.
+const DefaultReadAhead = 16 << 20
+
 // Capture tunes the fanotify reader.
 type Capture struct {
 	// UnlimitedQueue lifts the kernel's 16384-event queue limit. Off by
 	// default: the kernel memory it may take is unbounded, and an overflow
 	// is reported as an events_lost record rather than lost silently.
-	UnlimitedQueue bool     `toml:"unlimited_queue"`
-	ReadBuffer     int      `toml:"read_buffer"` // bytes per read(2)
-	BatchDelay     Duration `toml:"batch_delay"` // sleep when the kernel queue is empty; 0 blocks in poll
+	UnlimitedQueue bool `toml:"unlimited_queue"`
+	ReadBuffer     int  `toml:"read_buffer"` // bytes per read(2)
+	// ReadAhead bounds the bytes of kernel events read ahead into the
+	// agent's memory while enrichment or the sinks are behind, so that a
+	// burst waits there instead of overflowing the kernel's queue.
+	ReadAhead  int      `toml:"read_ahead"`
+	BatchDelay Duration `toml:"batch_delay"` // sleep when the kernel queue is empty; 0 blocks in poll
 	// ExecPaths are directories on the filesystems that hold executables
 	// (e.g. "/usr"), marked for exec events alone so that enrichment
 	// learns the executable of processes that exit before /proc can be
@@ -284,6 +293,7 @@ func Default() Config {
 		Capture: Capture{
 			ExecPaths:      DefaultExecPaths(),
 			ReadBuffer:     32 << 10,
+			ReadAhead:      DefaultReadAhead,
 			Scope:          ScopeFilesystem,
 			SubtreeMaxDirs: 8192,
 			// audit.DefaultOutOfScopeMarks; config imports no stage.

@@ -131,6 +131,9 @@ func (c *Capture) validate() error {
 	if err := intRange("capture.read_buffer", c.ReadBuffer, 4096, 64<<20); err != nil {
 		return err
 	}
+	if err := intRange("capture.read_ahead", c.ReadAhead, 0, 1<<30); err != nil {
+		return err
+	}
 	if c.BatchDelay.Duration < 0 {
 		return bad("capture.batch_delay", "must not be negative")
 	}

@@ -86,6 +86,8 @@ func Capture(stats func() audit.Stats) Component {
 		counter("fanaudit_capture_scope_drops_total", "Kernel events dropped by their directory's cached out-of-scope verdict (also counted as filtered).", func(s *S) uint64 { return s.ScopeDrops }),
 		counter("fanaudit_capture_unnamed_total", "File events handed on without a path (fanaudit.missing names file.path).", func(s *S) uint64 { return s.Unnamed }),
 		counter("fanaudit_capture_unwatched_windows_total", "Directories that may have seen work before their inode mark or before their move into scope from an ignored directory was read (events_lost records with reason unwatched_window).", func(s *S) uint64 { return s.UnwatchedWindows }),
+		gauge("fanaudit_capture_read_ahead_bytes", "Bytes of kernel events read ahead and waiting for the capture to process them ([capture] read_ahead).", func(s *S) float64 { return float64(s.ReadAhead) }),
+		gauge("fanaudit_capture_read_ahead_peak_bytes", "The most bytes of kernel events that waited read ahead at once since the start: near read_ahead, a longer burst would overflow the kernel queue.", func(s *S) float64 { return float64(s.ReadAheadPeak) }),
 		gauge("fanaudit_capture_ignore_marks", "Out-of-scope directories whose events the kernel drops now (in-kernel ignore marks under a filesystem mark).", func(s *S) float64 { return float64(s.IgnoreMarks) }),
 	})
 }
