@@ -734,14 +734,31 @@ type chunk struct {
 	woke bool
 }
 
+// minReadRoom is the room a read needs: the largest event the group
+// reports (metadata, a rename's two DFID_NAME records with 255-byte
+// names, its FID, pidfd) is about 1.1 KiB, and the kernel refuses a read
+// that cannot take the first queued event.
+const minReadRoom = 4 << 10
+
 // readAhead reads the kernel queue into reads until ctx ends or the
 // Capture is closed, then reads what is still queued and closes reads.
 // It reads when the processor asks, or, while it is busy, every
 // aheadPace as long as reads has room. Only when the processor asked and
 // the queue is empty does it say so (a chunk without bytes) and wait for
 // events.
+//
+// Reads ahead append to one buffer until less than minReadRoom is left,
+// so that the bound is ReadAhead bytes of events, not a number of reads:
+// at a slow pace each read ahead finds only a few events.
 func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan struct{}) error {
-	defer close(reads)
+	var cur chunk // read ahead and not sent yet
+	defer func() {
+		// Whatever ends the reader, what it read goes on.
+		if len(cur.b) > 0 {
+			reads <- cur
+		}
+		close(reads)
+	}()
 	pace := time.NewTimer(aheadPace)
 	pace.Stop()
 	defer pace.Stop()
@@ -768,20 +785,46 @@ func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan st
 		case <-pace.C:
 			// The processor is still busy: read what is queued,
 			// while there is room for it.
-			for len(reads) < cap(reads) {
-				b := c.readBuf()
-				n, err := c.group.TryRead(b)
+			for {
+				if cur.b == nil {
+					if len(reads) == cap(reads) {
+						break
+					}
+					cur.b = c.readBuf()[:0]
+				}
+				n, err := c.group.TryRead(cur.b[len(cur.b):cap(cur.b)])
 				if err != nil {
 					return c.readErr(ctx, err)
 				}
 				if n == 0 {
-					c.readFree <- b
 					break
 				}
-				send(b, n)
+				c.counted(n)
+				// The time of the last read: every event in the
+				// chunk was queued by then.
+				cur.b, cur.at = cur.b[:len(cur.b)+n], time.Now()
+				if cap(cur.b)-len(cur.b) >= minReadRoom {
+					continue
+				}
+				if len(reads) == cap(reads) {
+					break // sent when there is room
+				}
+				answer(cur)
+				cur = chunk{}
 			}
 			pace.Reset(aheadPace)
 			continue
+		}
+		if len(cur.b) > 0 {
+			// What was read ahead goes first; the next ask reads on.
+			answer(cur)
+			cur = chunk{}
+			pace.Reset(aheadPace)
+			continue
+		}
+		if cur.b != nil {
+			c.readFree <- cur.b
+			cur = chunk{}
 		}
 		b := c.readBuf()
 		n, err := c.group.TryRead(b)

@@ -305,18 +305,29 @@ func TestForcedOverflow(t *testing.T) {
 	}
 }
 
-// TestReadAhead: while nothing receives Run's output, a burst of three
-// times the default queue overflows it without read-ahead and reaches the
-// receiver whole with it, once receiving resumes.
+// TestReadAhead: while nothing receives Run's output, a burst of over
+// three times the kernel queue overflows it without read-ahead or with
+// too little, and reaches the receiver whole with enough, once receiving
+// resumes; the bytes read ahead stay within the bound.
 func TestReadAhead(t *testing.T) {
-	const files = 20000 // create, open and close_write each: 60,000 events, the queue holds 16384
+	// Each file is a create, an open and a close_write: over three times
+	// the kernel's queue (16384 events by default; a machine may raise
+	// it), and a read-ahead that holds them all at 128 bytes an event.
+	files := 20000
+	if b, err := os.ReadFile("/proc/sys/fs/fanotify/max_queued_events"); err == nil {
+		var q int
+		if _, err := fmt.Sscan(string(b), &q); err == nil {
+			files = max(files, q*4/3)
+		}
+	}
 	for _, tc := range []struct {
 		name     string
 		ahead    int
 		overflow bool
 	}{
 		{"none", 0, true},
-		{"16 MiB", 16 << 20, false},
+		{"too little", 256 << 10, true},
+		{"enough", max(16<<20, files*3*128), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := tmpfs(t)
@@ -351,6 +362,11 @@ func TestReadAhead(t *testing.T) {
 			t.Logf("creates %d of %d, events_lost %d, stats %+v", creates, files, lost, st)
 			if uint64(lost) != st.Overflows {
 				t.Errorf("events_lost %d != Stats.Overflows %d", lost, st.Overflows)
+			}
+			// Reads waiting, the one filling and the one being handed
+			// over: the bound, and one read more.
+			if limit := uint64(tc.ahead + DefaultReadBuffer); st.ReadAheadPeak > limit {
+				t.Errorf("read ahead up to %d bytes, the bound is %d", st.ReadAheadPeak, limit)
 			}
 			if got := st.Overflows > 0; got != tc.overflow {
 				t.Fatalf("overflowed: %v, want %v", got, tc.overflow)
