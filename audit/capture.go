@@ -762,7 +762,9 @@ func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan st
 	pace := time.NewTimer(aheadPace)
 	pace.Stop()
 	defer pace.Stop()
-	var delay *time.Timer
+	delay := time.NewTimer(c.opts.BatchDelay)
+	delay.Stop()
+	defer delay.Stop()
 	// Every chunk answers the processor's ask, if it made one: a later
 	// ask is for a later chunk, and a chunk without bytes answering an
 	// old one would say the queue is empty when it may not be any more.
@@ -843,11 +845,7 @@ func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan st
 		// idle until they come.
 		for n == 0 {
 			if d := c.opts.BatchDelay; d > 0 {
-				if delay == nil {
-					delay = time.NewTimer(d)
-				} else {
-					delay.Reset(d)
-				}
+				delay.Reset(d)
 				select {
 				case <-delay.C:
 				case <-ctx.Done():
@@ -870,31 +868,20 @@ func (c *Capture) readAhead(ctx context.Context, reads chan<- chunk, ask chan st
 				return c.readErr(ctx, err)
 			}
 			if n == 0 && ctx.Err() != nil {
-				c.readFree <- b
-				return c.drainTo(ctx, reads)
+				break
 			}
 			if n == 0 {
 				// The processor calls mountsChanged on it.
 				answer(chunk{woke: true})
 			}
 		}
-		send(b, n)
-	}
-}
-
-// drainTo reads what is still queued into reads, after ctx ended.
-func (c *Capture) drainTo(ctx context.Context, reads chan<- chunk) error {
-	for {
-		b := c.readBuf()
-		n, err := c.group.TryRead(b)
-		if err != nil {
-			return c.readErr(ctx, err)
-		}
 		if n == 0 {
-			return nil
+			// ctx ended: the processor asks on, and the reads
+			// above go on until the queue is read to empty.
+			c.readFree <- b
+			continue
 		}
-		c.counted(n)
-		reads <- chunk{b: b[:n], at: time.Now()}
+		send(b, n)
 	}
 }
 
@@ -935,7 +922,9 @@ func (c *Capture) trimReadFree() {
 // front of c.buf, and the next read is processed after them.
 func (c *Capture) processReads(ctx context.Context, reads <-chan chunk, ask chan struct{}, out chan<- []Event) {
 	carry := 0 // bytes of held events at the start of c.buf
-	var hold *time.Timer
+	hold := time.NewTimer(holdWait)
+	hold.Stop()
+	defer hold.Stop()
 	next := func() (chunk, bool) {
 		if len(reads) == 0 {
 			select {
@@ -964,11 +953,7 @@ func (c *Capture) processReads(ctx context.Context, reads <-chan chunk, ask chan
 		if r.b == nil && carry > 0 {
 			// Held events wait briefly for the record that names
 			// them, then go out as they are.
-			if hold == nil {
-				hold = time.NewTimer(holdWait)
-			} else {
-				hold.Reset(holdWait)
-			}
+			hold.Reset(holdWait)
 			// A wake for a mount table change says nothing of the
 			// queue: the wait goes on.
 			for wait := true; wait; {
