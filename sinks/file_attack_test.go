@@ -321,6 +321,49 @@ func TestRotationPlantedLinks(t *testing.T) {
 	}
 }
 
+// TestPruneLeavesPlantedBackups: nobody fills the sticky log directory
+// with files named like backups, newer than any real one, and like the
+// temp file of a cut-short compression. Pruning neither counts them (the
+// real backups stay MaxBackups) nor removes them (they are not the
+// agent's).
+func TestPruneLeavesPlantedBackups(t *testing.T) {
+	_, logDir := attackMount(t)
+	o := testOpts(logDir)
+	o.MaxBackups = 2
+	future := time.Date(2099, 12, 31, 23, 59, 59, 0, time.UTC)
+	var planted []string
+	for i := range 5 {
+		planted = append(planted, o.Path+"."+future.Add(time.Duration(i)).Format(backupLayout))
+	}
+	planted = append(planted, o.Path+"."+future.Format(backupLayout)+gzTmp+"abcdef")
+	for _, name := range planted {
+		nobodyDo(t, "touch", name)
+	}
+	s := newTestFile(t, o)
+	s.maxSize = 1 // every line gets a file of its own
+	const n = 10
+	runAll(t, s, NewQueue("file", 64, Block), 1, n)
+	for _, name := range planted {
+		if _, err := os.Lstat(name); err != nil {
+			t.Errorf("nobody's %s: %v", filepath.Base(name), err)
+		}
+	}
+	var ours []string
+	for _, name := range allFiles(t, o.Path) {
+		if !slices.Contains(planted, name) {
+			ours = append(ours, name)
+		}
+	}
+	if len(ours) != o.MaxBackups+1 {
+		t.Fatalf("the agent's files %v, want %d backups and the live file", ours, o.MaxBackups)
+	}
+	var all []uint64
+	for _, name := range ours {
+		all = append(all, readSeqs(t, name)...)
+	}
+	wantRange(t, all, n-uint64(o.MaxBackups), n)
+}
+
 // TestRotationPathTakenMeanwhile: the log directory is sticky and
 // world-writable, which the sink accepts, so nobody can make new names in
 // it. Each time a rotation has moved the old file to its backup name,

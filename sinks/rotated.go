@@ -27,9 +27,13 @@ type backup struct {
 const gzTmp = ".gz.tmp."
 
 // backups lists Path's rotated files in dir, oldest first. Names that do
-// not parse as Path.TIMESTAMP[.gz], and anything but regular files (a
-// planted symbolic link), are not ours and are left alone. It also
-// returns the temp files of compressions a crash cut short.
+// not parse as Path.TIMESTAMP[.gz], and anything that fails the file
+// rules the sink writes by (a planted link, a file of another user, one
+// with more links), are not ours and are left alone: in a directory
+// others can write, a user could otherwise plant backup names that push
+// the real backups out of MaxBackups, or have the agent delete their
+// files. It also returns the temp files of compressions a crash cut
+// short.
 func (s *File) backups(dir *safefile.Dir) ([]backup, []string, error) {
 	base := filepath.Base(s.opts.Path)
 	ents, err := dir.ReadDir()
@@ -40,7 +44,7 @@ func (s *File) backups(dir *safefile.Dir) ([]backup, []string, error) {
 	var stale []string
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), base+".")
-		if !ok || !e.Type().IsRegular() {
+		if !ok || !e.Type().IsRegular() || dir.Check(e.Name()) != nil {
 			continue
 		}
 		if i := strings.Index(rest, gzTmp); i > 0 {
