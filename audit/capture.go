@@ -99,10 +99,16 @@ var (
 
 // Options configure a Capture.
 type Options struct {
-	Paths          []string // watched roots, absolute; recursive
-	Include        []string // globs on file.path; empty = everything
-	Exclude        []string // globs; excluded directories also get in-kernel ignore marks
-	IgnorePaths    []string // the agent's own outputs: ignore marks + user-space filter
+	Paths       []string // watched roots, absolute; recursive
+	Include     []string // globs on file.path; empty = everything
+	Exclude     []string // globs; excluded directories also get in-kernel ignore marks
+	IgnorePaths []string // the agent's own outputs: ignore marks + user-space filter
+	// IgnoreNames are globs (Exclude's syntax) for the files the agent
+	// derives from its outputs (rotated and temporary files): an event on
+	// an object whose own path matches is dropped, but not the events
+	// below it. Others may make such names where they can write, and an
+	// exclude glob would hide a whole directory of theirs.
+	IgnoreNames    []string
 	Actions        []Action // wanted actions; empty = all file actions
 	UnlimitedQueue bool
 	ReadBuffer     int // bytes, default 32 KiB
@@ -248,7 +254,7 @@ func New(opts Options, log zerolog.Logger) (*Capture, error) {
 		raw:     make([]kernel.RawEvent, 0, 1024),
 		evFree:  make(chan []Event, recycledBatches),
 		memFree: make(chan *batchMem, recycledBatches),
-		scope:   scope{include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
+		scope:   scope{names: compileGlobs(opts.IgnoreNames), include: compileGlobs(opts.Include), exclude: compileGlobs(opts.Exclude)},
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -309,6 +315,9 @@ func (c *Capture) validate() error {
 		return err
 	}
 	if err := checkGlobs("exclude", o.Exclude); err != nil {
+		return err
+	}
+	if err := checkGlobs("ignore name", o.IgnoreNames); err != nil {
 		return err
 	}
 	explicit := setOf(o.Actions)

@@ -524,6 +524,31 @@ func TestIgnoreAndExclude(t *testing.T) {
 	}
 }
 
+// TestIgnoreNames: an IgnoreNames glob drops the events of the files it
+// names and of a directory it names, but not of what someone puts below
+// such a directory: the agent's derived output names are not a place to
+// hide work in.
+func TestIgnoreNames(t *testing.T) {
+	root := tmpfs(t)
+	s := startSession(t, Options{
+		Paths:       []string{root},
+		IgnoreNames: []string{filepath.Join(root, "events.json.*")},
+		Actions:     []Action{ActionCreate},
+	})
+	runHelper(t, "touch", filepath.Join(root, "events.json.20261202T030000.000000000Z"))
+	runHelper(t, "mkdir", filepath.Join(root, "events.json.hide"))
+	runHelper(t, "touch", filepath.Join(root, "events.json.hide", "f"))
+	s.mark(root)
+	var got []string
+	for _, e := range s.take() {
+		got = append(got, line(&e, root))
+	}
+	want := []string{"create ./events.json.hide/f"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
 // TestTwoFilesystems: roots on two filesystems get a mark and a mount fd
 // each, and both are named right.
 func TestTwoFilesystems(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 type scope struct {
 	roots   []string // escaped, cleaned, symlinks resolved
 	ignore  []string // IgnorePaths: the path and everything under it
+	names   []glob   // IgnoreNames: the object itself, not what is below it
 	include []glob
 	exclude []glob
 }
@@ -79,23 +80,33 @@ func matchTree(globs []glob, p string) bool {
 		return false
 	}
 	for {
-		i := strings.LastIndexByte(p, '/')
-		for _, g := range globs {
-			subject := p
-			if g.base {
-				subject = p[i+1:]
-			} else if !strings.HasPrefix(p, g.lit) {
-				continue
-			}
-			if ok, _ := filepath.Match(g.pat, subject); ok {
-				return true
-			}
+		if matchPath(globs, p) {
+			return true
 		}
+		i := strings.LastIndexByte(p, '/')
 		if i <= 0 {
 			return false
 		}
 		p = p[:i]
 	}
+}
+
+// matchPath reports whether any glob matches p itself (see matchTree for
+// the syntax).
+func matchPath(globs []glob, p string) bool {
+	i := strings.LastIndexByte(p, '/')
+	for _, g := range globs {
+		subject := p
+		if g.base {
+			subject = p[i+1:]
+		} else if !strings.HasPrefix(p, g.lit) {
+			continue
+		}
+		if ok, _ := filepath.Match(g.pat, subject); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // allowed reports whether an event on p is in scope. An empty p (the path
@@ -106,6 +117,9 @@ func (s *scope) allowed(p string) bool {
 		return true
 	}
 	if !underAny(p, s.roots) || underAny(p, s.ignore) {
+		return false
+	}
+	if len(s.names) > 0 && matchPath(s.names, p) {
 		return false
 	}
 	if len(s.exclude) > 0 && matchTree(s.exclude, p) {

@@ -20,6 +20,7 @@ func TestValidateRejectsBadOptions(t *testing.T) {
 		{"relative ignore", Options{Paths: []string{"/"}, IgnorePaths: []string{"x"}}},
 		{"bad include", Options{Paths: []string{"/"}, Include: []string{"["}}},
 		{"bad exclude", Options{Paths: []string{"/"}, Exclude: []string{"a[\\"}}},
+		{"bad ignore name", Options{Paths: []string{"/"}, IgnoreNames: []string{"a[\\"}}},
 		{"events_lost action", Options{Paths: []string{"/"}, Actions: []Action{ActionEventsLost}}},
 		{"unknown action", Options{Paths: []string{"/"}, Actions: []Action{ActionUnknown}}},
 		{"tiny buffer", Options{Paths: []string{"/"}, ReadBuffer: 100}},

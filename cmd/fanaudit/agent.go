@@ -107,8 +107,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log zerolog.Logger, stdou
 	capt, err := audit.New(audit.Options{
 		Paths:          cfg.Paths,
 		Include:        cfg.Include,
-		Exclude:        append(append([]string(nil), cfg.Exclude...), outputGlobs(cfg)...),
+		Exclude:        cfg.Exclude,
 		IgnorePaths:    cfg.OutputPaths(),
+		IgnoreNames:    outputGlobs(cfg),
 		Actions:        enrich.CaptureActions(eventActions(cfg)),
 		UnlimitedQueue: cfg.Capture.UnlimitedQueue,
 		ReadBuffer:     cfg.Capture.ReadBuffer,

@@ -238,8 +238,9 @@ func eventActions(cfg *config.Config) []record.Action {
 
 // outputGlobs covers the files sinks derive from their output files (a
 // file sink's rotated PATH.TIMESTAMP[.gz] and their temporaries, a dead
-// letter file's rotations) as exclude globs: IgnorePaths only covers a
-// path and what is below it.
+// letter file's rotations) as the capture's IgnoreNames: IgnorePaths only
+// covers a path and what is below it. They match those files alone, not
+// what is below a directory someone else gave such a name.
 func outputGlobs(cfg *config.Config) []string {
 	var out []string
 	for _, s := range cfg.Sinks {
