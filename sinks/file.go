@@ -613,7 +613,11 @@ func (s *File) rotateLocked() error {
 		return fmt.Errorf("file sink: rotate %s: %w", s.opts.Path, err)
 	}
 	if change != safefile.Same {
-		s.log.Info().Stringer("change", change).Msg("output file is no longer at its path; starting a new one instead of rotating")
+		// Once until a rotation succeeds again, as "rotation failed":
+		// while the new file cannot be made, every batch comes here.
+		if !s.rotateFail {
+			s.log.Info().Stringer("change", change).Msg("output file is no longer at its path; starting a new one instead of rotating")
+		}
 		f, dir, size, err := s.openFile()
 		if err != nil {
 			return err // the old file stays open and in use

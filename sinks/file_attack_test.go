@@ -200,14 +200,25 @@ func TestFileSwappedLinkOnReopen(t *testing.T) {
 	err := s.Reopen()
 	wantRefusal(t, err, "symbolic link")
 	writeSync(t, s, q, 6, 10)
+	// Every batch is due for rotation now, and every rotation fails the
+	// same way: the log says so once, not once a batch.
+	s.maxSize = 1
+	for seq := uint64(11); seq <= 30; seq++ {
+		writeSync(t, s, q, seq, seq)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wantRange(t, readSeqs(t, moved), 1, 10)
+	wantRange(t, readSeqs(t, moved), 1, 30)
 	if !strings.Contains(logs.String(), "reopen failed") {
 		t.Errorf("log does not say the reopen failed:\n%s", logs)
 	}
-	if st := q.Stats(); st.Delivered != 10 {
+	for _, msg := range []string{"output file is no longer at its path", "rotation failed; writing on"} {
+		if n := strings.Count(logs.String(), msg); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", msg, n, logs)
+		}
+	}
+	if st := q.Stats(); st.Delivered != 30 {
 		t.Errorf("stats %+v", st)
 	}
 }
