@@ -1377,7 +1377,7 @@ func (s *Sink) sendOnce(ctx context.Context, msgs []kafkago.Message, turn sendTu
 // an operator must fix, so they are logged as such; the records are kept
 // either way.
 func (s *Sink) logRetry(err error, records, attempt int, msg string) {
-	cond, operator := condition(err)
+	cond, operator := condition(err, s.cfg.CreateTopics)
 	times, recs, ok := s.conds.note(cond, records)
 	if !ok {
 		return
@@ -1393,7 +1393,10 @@ func (s *Sink) logRetry(err error, records, attempt int, msg string) {
 
 // condition names the outage an error belongs to, for rate-limited logs,
 // and says what an operator must fix when it will not pass by itself.
-func condition(err error) (cond, operator string) {
+// created says the sink asks the broker to create a missing topic: then
+// a new topic is unknown for a moment while the broker makes it, and the
+// line must not say the broker refused.
+func condition(err error, created bool) (cond, operator string) {
 	var ke kafkago.Error
 	if errors.As(err, &ke) {
 		switch ke {
@@ -1402,7 +1405,10 @@ func condition(err error) (cond, operator string) {
 		case kafkago.TopicAuthorizationFailed, kafkago.ClusterAuthorizationFailed:
 			return ke.Title(), "not authorized: grant the producer write access to the topic"
 		case kafkago.UnknownTopicOrPartition:
-			return ke.Title(), "the topic does not exist and the broker did not create it: create it or enable auto.create.topics.enable"
+			if created {
+				return ke.Title(), "the topic does not exist yet; the sink asked the broker to create it: if this line comes again, the broker does not create topics: create it or enable auto.create.topics.enable"
+			}
+			return ke.Title(), "the topic does not exist and create_topics is off: create it"
 		case kafkago.InvalidTopic, kafkago.InvalidRequiredAcks, kafkago.UnsupportedCompressionType:
 			return ke.Title(), "the broker refuses this configuration"
 		}
