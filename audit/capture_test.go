@@ -378,6 +378,63 @@ func TestReadAhead(t *testing.T) {
 	}
 }
 
+// TestHeldBehindReadAhead: the agent lags behind by more than the kernel
+// queue (read ahead) when a directory it has not named yet is filled,
+// emptied and removed: every event in it waits for the rmdir's record and
+// is named by it, none goes out unnamed (the hold was capped at the
+// kernel queue's 16384 events).
+func TestHeldBehindReadAhead(t *testing.T) {
+	const files = 6000 // create, open, modify, close_write, delete: 30,000 events
+	root := tmpfs(t)
+	fill, big := filepath.Join(root, "fill"), filepath.Join(root, "big")
+	for _, d := range []string{fill, big} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New(Options{Paths: []string{root}, ReadAhead: 16 << 20}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := contextBackground()
+	defer cancel()
+	out := make(chan []Event) // nothing receives until the work is done
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, out); close(out) }()
+	// The first reads, which the capture processes before it waits on
+	// out, are fill's: big is not named before it is gone.
+	runHelper(t, "churn", fill, "2000")
+	runHelper(t, "churn", big, fmt.Sprint(files))
+	runHelper(t, "rmdir", big)
+	cancel()
+	inBig, unnamed := 0, 0
+	for evs := range out {
+		for i := range evs {
+			switch e := &evs[i]; {
+			case e.Action == ActionEventsLost:
+				t.Errorf("events_lost %s", e.LostReason)
+			case e.Path == "":
+				unnamed++
+			case strings.HasPrefix(e.Path, big+"/"):
+				inBig++
+			}
+			evs[i].Release()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	t.Logf("named in big %d, unnamed %d, stats %+v", inBig, unnamed, st)
+	if unnamed != 0 || st.Unnamed != 0 {
+		t.Errorf("%d events unnamed (Stats.Unnamed %d), want none", unnamed, st.Unnamed)
+	}
+	if inBig < 5*files {
+		t.Errorf("%d events named in big, want %d", inBig, 5*files)
+	}
+}
+
 // TestDrainOnCancel: events queued when ctx ends are still delivered.
 func TestDrainOnCancel(t *testing.T) {
 	root := tmpfs(t)

@@ -53,8 +53,22 @@ type pendingNames struct {
 
 // maxPending bounds the events held for a name: the kernel's default
 // queue length, so that one rm -rf of a directory as large as the queue is
-// still named.
+// still named. Read-ahead lets the agent lag by more than the queue: the
+// bound grows by one event per minEventBytes of Options.ReadAhead (see
+// pendLimit).
 const maxPending = 16384
+
+// minEventBytes is about the smallest file event the group reports (the
+// metadata and a DFID_NAME record with a short handle and name).
+const minEventBytes = 64
+
+// pendLimit is the bound on held events for readAhead bytes of read-ahead:
+// as many events as the agent can be behind by, so that what it lags
+// behind a removed directory by is still named. With the default 16 MiB
+// that is about 280,000 events instead of 16384: a held event (the Event
+// and its own copy of its file id) takes a few hundred bytes, so tens of
+// MB at worst, taken only while that many wait for one name.
+func pendLimit(readAhead int) int { return maxPending + readAhead/minEventBytes }
 
 func (p *pendingNames) add(w wait, evs []Event) {
 	if p.byKey == nil {
@@ -96,7 +110,7 @@ func (c *Capture) hold(b *batch, start int, w wait) {
 	c.pend.add(w, b.evs[start:])
 	clear(b.evs[start:])
 	b.evs = b.evs[:start]
-	if c.pend.n > maxPending {
+	if c.pend.n > pendLimit(c.opts.ReadAhead) {
 		b.evs = c.flushPending(b.evs, &b.filtered)
 	}
 }

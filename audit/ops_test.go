@@ -73,6 +73,21 @@ func helperOp(op string, a []string) error {
 		return os.Chown(a[0], 1, 1)
 	case "window": // a[0] dir, a[1] pattern:dirs:files:log (window_test.go)
 		return windowHelper(a[0], a[1])
+	case "churn": // a[0] dir, a[1] count: create, write, close and remove files
+		n, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			name := filepath.Join(a[0], fmt.Sprintf("c%d", i))
+			if err := os.WriteFile(name, []byte("x"), 0o644); err != nil {
+				return err
+			}
+			if err := os.Remove(name); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "burst": // a[0] dir, a[1] count: create empty files
 		n, err := strconv.Atoi(a[1])
 		if err != nil {
