@@ -331,34 +331,17 @@ func TestReadAhead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := tmpfs(t)
-			c, err := New(Options{Paths: []string{root}, ReadAhead: tc.ahead}, testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := contextBackground()
-			defer cancel()
-			out := make(chan []Event) // nothing receives until the burst is over
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx, out); close(out) }()
-			runHelper(t, "burst", root, fmt.Sprint(files))
-			cancel() // Run reads the queue to empty, then ends
 			creates, lost := 0, 0
-			for evs := range out {
-				for i := range evs {
-					switch evs[i].Action {
-					case ActionCreate:
-						creates++
-					case ActionEventsLost:
-						lost++
-					}
-					evs[i].Release()
+			st := runUnreceived(t, Options{Paths: []string{root}, ReadAhead: tc.ahead}, func() {
+				runHelper(t, "burst", root, fmt.Sprint(files))
+			}, func(e *Event) {
+				switch e.Action {
+				case ActionCreate:
+					creates++
+				case ActionEventsLost:
+					lost++
 				}
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			st := c.Stats()
+			})
 			t.Logf("creates %d of %d, events_lost %d, stats %+v", creates, files, lost, st)
 			if uint64(lost) != st.Overflows {
 				t.Errorf("events_lost %d != Stats.Overflows %d", lost, st.Overflows)
@@ -392,40 +375,23 @@ func TestHeldBehindReadAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := New(Options{Paths: []string{root}, ReadAhead: 16 << 20}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := contextBackground()
-	defer cancel()
-	out := make(chan []Event) // nothing receives until the work is done
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, out); close(out) }()
-	// The first reads, which the capture processes before it waits on
-	// out, are fill's: big is not named before it is gone.
-	runHelper(t, "churn", fill, "2000")
-	runHelper(t, "churn", big, fmt.Sprint(files))
-	runHelper(t, "rmdir", big)
-	cancel()
 	inBig, unnamed := 0, 0
-	for evs := range out {
-		for i := range evs {
-			switch e := &evs[i]; {
-			case e.Action == ActionEventsLost:
-				t.Errorf("events_lost %s", e.LostReason)
-			case e.Path == "":
-				unnamed++
-			case strings.HasPrefix(e.Path, big+"/"):
-				inBig++
-			}
-			evs[i].Release()
+	st := runUnreceived(t, Options{Paths: []string{root}, ReadAhead: 16 << 20}, func() {
+		// The first reads, which the capture processes before it waits
+		// on its output, are fill's: big is not named before it is gone.
+		runHelper(t, "churn", fill, "2000")
+		runHelper(t, "churn", big, fmt.Sprint(files))
+		runHelper(t, "rmdir", big)
+	}, func(e *Event) {
+		switch {
+		case e.Action == ActionEventsLost:
+			t.Errorf("events_lost %s", e.LostReason)
+		case e.Path == "":
+			unnamed++
+		case strings.HasPrefix(e.Path, big+"/"):
+			inBig++
 		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	st := c.Stats()
+	})
 	t.Logf("named in big %d, unnamed %d, stats %+v", inBig, unnamed, st)
 	if unnamed != 0 || st.Unnamed != 0 {
 		t.Errorf("%d events unnamed (Stats.Unnamed %d), want none", unnamed, st.Unnamed)
@@ -433,6 +399,35 @@ func TestHeldBehindReadAhead(t *testing.T) {
 	if inBig < 5*files {
 		t.Errorf("%d events named in big, want %d", inBig, 5*files)
 	}
+}
+
+// runUnreceived runs a Capture on opts while nothing receives its output,
+// does work, ends the run (Run reads the queue to empty, then ends),
+// hands each event to each, and returns the stats.
+func runUnreceived(t *testing.T, opts Options, work func(), each func(*Event)) Stats {
+	t.Helper()
+	c, err := New(opts, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := contextBackground()
+	defer cancel()
+	out := make(chan []Event)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, out); close(out) }()
+	work()
+	cancel()
+	for evs := range out {
+		for i := range evs {
+			each(&evs[i])
+			evs[i].Release()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return c.Stats()
 }
 
 // TestDrainOnCancel: events queued when ctx ends are still delivered.

@@ -428,17 +428,23 @@ func TestFileMaxBackups(t *testing.T) {
 			if err := os.Remove(foreign); err != nil {
 				t.Fatal(err)
 			}
-			files := allFiles(t, o.Path)
-			if len(files) != tc.maxBackups+1 {
-				t.Fatalf("files %v, want %d backups", files, tc.maxBackups)
-			}
-			var all []uint64
-			for _, name := range files {
-				all = append(all, readSeqs(t, name)...)
-			}
-			wantRange(t, all, n-uint64(tc.maxBackups), n)
+			wantKept(t, allFiles(t, o.Path), tc.maxBackups, n)
 		})
 	}
+}
+
+// wantKept checks that files are maxBackups backups and the live file,
+// which hold the last records up to n, each once.
+func wantKept(t *testing.T, files []string, maxBackups int, n uint64) {
+	t.Helper()
+	if len(files) != maxBackups+1 {
+		t.Fatalf("files %v, want %d backups and the live file", files, maxBackups)
+	}
+	var all []uint64
+	for _, name := range files {
+		all = append(all, readSeqs(t, name)...)
+	}
+	wantRange(t, all, n-uint64(maxBackups), n)
 }
 
 // TestFileReopen simulates logrotate: the file is renamed away and, in
