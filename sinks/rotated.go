@@ -44,7 +44,7 @@ func (s *File) backups(dir *safefile.Dir) ([]backup, []string, error) {
 	var stale []string
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), base+".")
-		if !ok || !e.Type().IsRegular() || dir.Check(e.Name()) != nil {
+		if !ok || dir.Check(e.Name()) != nil {
 			continue
 		}
 		if i := strings.Index(rest, gzTmp); i > 0 {
